@@ -1,0 +1,59 @@
+//! The manager-core error type and its one mapping onto the HTTP error taxonomy.
+
+use picloud_shared::access::app_not_found;
+use picloud_shared::{ApiError, AppId, ErrorCode};
+
+/// Everything that can go wrong in manager-core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A schema migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL names no backend PiCloud supports.
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
+    UnsupportedDatabaseUrl(String),
+    /// An app with this id exists already.
+    #[error("app '{0}' already exists")]
+    AppExists(AppId),
+    /// No such app.
+    #[error("app '{0}' not found")]
+    AppNotFound(String),
+    /// No such API key (in this app).
+    #[error("API key '{0}' not found")]
+    KeyNotFound(String),
+    /// A request field is invalid; the message says which and why.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::AppExists(_) => ApiError::new(ErrorCode::AppExists, error.to_string()),
+            Error::AppNotFound(app) => app_not_found(&app),
+            Error::KeyNotFound(_) => ApiError::new(ErrorCode::KeyNotFound, error.to_string()),
+            Error::Invalid(message) => ApiError::invalid(message),
+            Error::Database(ref e) if is_unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::new(ErrorCode::Unavailable, "the database is unavailable; retry later")
+            }
+            Error::Database(_) | Error::Migrate(_) | Error::UnsupportedDatabaseUrl(_) => {
+                tracing::error!(error = %error, "internal error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
+}

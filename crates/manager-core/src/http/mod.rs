@@ -1,0 +1,35 @@
+//! The HTTP routes manager-core serves. Access control is not done here: the
+//! [`crate::auth::require_access`] layer applies the route table before any handler runs,
+//! and handlers only check that the app they touch exists.
+
+use std::sync::Arc;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Authenticator;
+use crate::db::Db;
+
+pub mod apps;
+pub mod keys;
+
+/// What manager-core handlers share.
+#[derive(Debug, Clone)]
+pub struct ManagerState {
+    /// The database.
+    pub db: Db,
+    /// The key authenticator, told about revocations and deletions.
+    pub auth: Arc<Authenticator>,
+}
+
+/// Every manager-core route with its OpenAPI description.
+pub fn router(state: ManagerState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(apps::list_apps, apps::create_app))
+        .routes(routes!(apps::get_app, apps::delete_app))
+        .routes(routes!(keys::list_app_keys, keys::create_app_key))
+        .routes(routes!(keys::revoke_app_key))
+        .routes(routes!(keys::list_instance_keys, keys::create_instance_key))
+        .routes(routes!(keys::revoke_instance_key))
+        .with_state(state)
+}

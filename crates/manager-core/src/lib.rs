@@ -1,0 +1,23 @@
+//! PiCloud's durable core and control plane.
+//!
+//! - [`db`]: the storage interface, one API over SQLite and PostgreSQL.
+//! - [`apps`], [`api_keys`], [`settings`]: the records and their queries.
+//! - [`auth`]: turning an `Authorization` header into a [`picloud_shared::access::Principal`]
+//!   and enforcing the route access table.
+//! - [`http`]: the admin and app routes this crate serves.
+//!
+//! This crate never depends on `orchestrator-core`; the two meet through traits in
+//! `picloud-shared`.
+
+pub mod api_keys;
+pub mod apps;
+pub mod auth;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use db::Db;
+pub use error::Error;

@@ -1,0 +1,123 @@
+//! Throwaway databases for tests, on both backends (feature `testing`).
+//!
+//! Every storage test runs twice through [`backend_test!`]: on a fresh SQLite file, and on
+//! a fresh PostgreSQL database created on the server named by
+//! `PICLOUD_TEST_DATABASE_URL` (which `scripts/test.sh` always sets; without it the
+//! PostgreSQL half says it was skipped).
+
+use picloud_shared::ids::random_id;
+
+use crate::db::{Backend, Db, PoolSize};
+
+/// The variable naming a PostgreSQL server tests may create databases on.
+pub const TEST_DATABASE_URL_ENV: &str = "PICLOUD_TEST_DATABASE_URL";
+
+/// A migrated, empty database that lives as long as this value.
+#[derive(Debug)]
+pub struct TestDb {
+    /// A pool to it.
+    pub db: Db,
+    /// Its URL, for starting a server on it.
+    pub url: String,
+    /// For SQLite, the folder holding the file (and a data dir for a server).
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    /// A fresh database on `backend`; `None` for PostgreSQL when no test server is set.
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("picloud.db").display()),
+            Backend::Postgres => fresh_postgres_database().await?,
+        };
+        let db = Db::connect(&url, PoolSize(8)).await.expect("connect test database");
+        db.migrate().await.expect("migrate test database");
+        Some(TestDb { db, url, dir })
+    }
+}
+
+/// Creates an empty database on the test PostgreSQL server and returns its URL.
+async fn fresh_postgres_database() -> Option<String> {
+    let admin_url = std::env::var(TEST_DATABASE_URL_ENV).ok()?;
+    let name = random_id("picloud_test");
+    let admin = Db::connect(&admin_url, PoolSize(1))
+        .await
+        .expect("connect to PICLOUD_TEST_DATABASE_URL");
+    crate::on_db!(&admin, pool => {
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(pool)
+            .await
+            .map(drop)
+            .expect("create test database")
+    });
+    admin.close().await;
+    Some(with_database_name(&admin_url, &name))
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
+    format!("{}/{name}{query}", &base[..path_start])
+}
+
+/// Declares a test that runs once per backend, as `NAME::sqlite` and `NAME::postgres`.
+/// The body gets a fresh [`TestDb`] bound to the given name.
+#[macro_export]
+macro_rules! backend_test {
+    ($(#[$meta:meta])* async fn $name:ident($t:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$meta])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $t = $crate::testing::TestDb::new($crate::db::Backend::Sqlite)
+                    .await
+                    .expect("sqlite test database");
+                $body
+            }
+
+            $(#[$meta])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($t) = $crate::testing::TestDb::new($crate::db::Backend::Postgres).await
+                else {
+                    eprintln!(
+                        "skipped: set {} to run PostgreSQL tests",
+                        $crate::testing::TEST_DATABASE_URL_ENV
+                    );
+                    return;
+                };
+                $body
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_replacement() {
+        assert_eq!(
+            with_database_name("postgres://u@h:5/postgres", "t1"),
+            "postgres://u@h:5/t1"
+        );
+        assert_eq!(with_database_name("postgres://u@h:5", "t1"), "postgres://u@h:5/t1");
+        assert_eq!(
+            with_database_name("postgres://u@h/db?sslmode=disable", "t1"),
+            "postgres://u@h/t1?sslmode=disable"
+        );
+    }
+}

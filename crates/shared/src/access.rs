@@ -1,0 +1,198 @@
+//! Who may call which route: the single table mapping every HTTP route to the access
+//! it needs, and the decision function that applies it.
+//!
+//! The HTTP layer looks up the matched route here for every request, so a handler never
+//! checks scopes itself, and one test walks this table with every kind of key.
+
+use crate::error::{ApiError, ErrorCode};
+use crate::names::AppId;
+use crate::scope::{Scope, ScopeSet};
+
+/// The access a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, no key (health, metrics, the OpenAPI document).
+    Public,
+    /// An instance key with `instance:admin`.
+    Instance,
+    /// An instance key with `instance:admin`, or a key of the route's `{app}` holding
+    /// the scope. Used for managing apps and keys.
+    InstanceOrApp(Scope),
+    /// A key of the route's `{app}` holding the scope. Instance keys never reach inside
+    /// an app.
+    App(Scope),
+}
+
+/// One row of [`ROUTES`].
+#[derive(Debug, Clone, Copy)]
+pub struct RouteAccess {
+    /// HTTP method, upper case.
+    pub method: &'static str,
+    /// The route template exactly as registered with the router, e.g. `/v1/apps/{app}`.
+    pub path: &'static str,
+    /// What the caller needs.
+    pub access: Access,
+}
+
+const fn route(method: &'static str, path: &'static str, access: Access) -> RouteAccess {
+    RouteAccess {
+        method,
+        path,
+        access,
+    }
+}
+
+/// Every route PiCloud serves and the access it needs. A route missing here is refused
+/// to everyone (fail closed).
+pub const ROUTES: &[RouteAccess] = &[
+    route("GET", "/healthz", Access::Public),
+    route("GET", "/readyz", Access::Public),
+    route("GET", "/metrics", Access::Public),
+    route("GET", "/openapi.json", Access::Public),
+    // instance keys
+    route("GET", "/v1/keys", Access::Instance),
+    route("POST", "/v1/keys", Access::Instance),
+    route("DELETE", "/v1/keys/{key}", Access::Instance),
+    // apps
+    route("GET", "/v1/apps", Access::Instance),
+    route("POST", "/v1/apps", Access::Instance),
+    route("GET", "/v1/apps/{app}", Access::InstanceOrApp(Scope::AppRead)),
+    route("DELETE", "/v1/apps/{app}", Access::Instance),
+    // app keys
+    route("GET", "/v1/apps/{app}/keys", Access::InstanceOrApp(Scope::AppAdmin)),
+    route("POST", "/v1/apps/{app}/keys", Access::InstanceOrApp(Scope::AppAdmin)),
+    route(
+        "DELETE",
+        "/v1/apps/{app}/keys/{key}",
+        Access::InstanceOrApp(Scope::AppAdmin),
+    ),
+];
+
+/// The access rule for a matched route, if the table has one.
+pub fn lookup(method: &str, path: &str) -> Option<Access> {
+    ROUTES
+        .iter()
+        .find(|r| r.method == method && r.path == path)
+        .map(|r| r.access)
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The API key's id (never its secret).
+    pub key_id: String,
+    /// The app the key belongs to; `None` for instance keys.
+    pub app: Option<AppId>,
+    /// The key's scopes.
+    pub scopes: ScopeSet,
+}
+
+impl Access {
+    /// Decides whether `principal` may call a route with this access, for the app named
+    /// in its path (if any).
+    ///
+    /// A key of another app gets the same 404 as an app that does not exist, so keys
+    /// cannot probe which apps exist.
+    pub fn check(self, principal: Option<&Principal>, path_app: Option<&str>) -> Result<(), ApiError> {
+        if self == Access::Public {
+            return Ok(());
+        }
+        let principal = principal.ok_or_else(ApiError::unauthorized)?;
+        match (self, &principal.app) {
+            (Access::Public, _) => Ok(()),
+            (Access::Instance, None) | (Access::InstanceOrApp(_), None) => {
+                require(principal.scopes, Scope::InstanceAdmin)
+            }
+            (Access::Instance, Some(_)) => Err(forbidden("this route needs an instance key")),
+            (Access::App(_), None) => Err(forbidden(
+                "instance keys manage apps and keys only; use a key of the app",
+            )),
+            (Access::InstanceOrApp(scope) | Access::App(scope), Some(own_app)) => {
+                match path_app {
+                    Some(app) if app == own_app.as_str() => require(principal.scopes, scope),
+                    Some(app) => Err(app_not_found(app)),
+                    None => Err(forbidden("this route needs an instance key")),
+                }
+            }
+        }
+    }
+}
+
+/// The 404 for an app that does not exist or that the caller may not see.
+pub fn app_not_found(app: &str) -> ApiError {
+    ApiError::new(ErrorCode::AppNotFound, format!("app '{app}' not found"))
+}
+
+fn forbidden(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::Forbidden, message)
+}
+
+fn require(scopes: ScopeSet, scope: Scope) -> Result<(), ApiError> {
+    if scopes.grants(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this key lacks the '{scope}' scope"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(app: Option<&str>, scopes: &[Scope]) -> Principal {
+        Principal {
+            key_id: "key_1".into(),
+            app: app.map(|a| AppId::parse(a).unwrap()),
+            scopes: scopes.iter().copied().collect(),
+        }
+    }
+
+    fn code(result: Result<(), ApiError>) -> Option<ErrorCode> {
+        result.err().map(|e| e.code)
+    }
+
+    #[test]
+    fn routes_are_unique() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(!(a.method == b.method && a.path == b.path), "{a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let instance = key(None, &[Scope::InstanceAdmin]);
+        let reader = key(Some("shop"), &[Scope::AppRead]);
+        let admin = key(Some("shop"), &[Scope::AppAdmin]);
+        let read = Access::App(Scope::AppRead);
+
+        assert_eq!(code(Access::Public.check(None, None)), None);
+        assert_eq!(code(read.check(None, Some("shop"))), Some(ErrorCode::Unauthorized));
+        assert_eq!(code(read.check(Some(&reader), Some("shop"))), None);
+        assert_eq!(code(read.check(Some(&admin), Some("shop"))), None);
+        assert_eq!(
+            code(read.check(Some(&reader), Some("other"))),
+            Some(ErrorCode::AppNotFound)
+        );
+        assert_eq!(code(read.check(Some(&instance), Some("shop"))), Some(ErrorCode::Forbidden));
+        assert_eq!(
+            code(Access::App(Scope::PubsubPublish).check(Some(&reader), Some("shop"))),
+            Some(ErrorCode::Forbidden)
+        );
+        let manage = Access::InstanceOrApp(Scope::AppAdmin);
+        assert_eq!(code(manage.check(Some(&instance), Some("shop"))), None);
+        assert_eq!(code(manage.check(Some(&admin), Some("shop"))), None);
+        assert_eq!(code(manage.check(Some(&reader), Some("shop"))), Some(ErrorCode::Forbidden));
+        assert_eq!(code(Access::Instance.check(Some(&admin), None)), Some(ErrorCode::Forbidden));
+        assert_eq!(code(Access::Instance.check(Some(&instance), None)), None);
+        let scopeless_instance = key(None, &[]);
+        assert_eq!(
+            code(Access::Instance.check(Some(&scopeless_instance), None)),
+            Some(ErrorCode::Forbidden)
+        );
+    }
+}

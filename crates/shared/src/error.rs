@@ -1,0 +1,152 @@
+//! The error taxonomy on the wire: every failure is a status plus
+//! `{"error": {"code": "...", "message": "..."}}`.
+//!
+//! [`ErrorCode::status`] is the one place a code is mapped to an HTTP status; each
+//! crate turns its own error enum into an [`ApiError`] and never picks statuses itself.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// A machine-readable error code; clients match on these, never on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON.
+    InvalidJson,
+    /// The request is well-formed but a field is wrong; the message says which.
+    InvalidRequest,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than the configured limit.
+    PayloadTooLarge,
+    /// No API key, or one that is unknown, malformed or revoked. Deliberately generic.
+    Unauthorized,
+    /// The key is valid but lacks the scope the route needs.
+    Forbidden,
+    /// No route has this path.
+    NotFound,
+    /// The route exists but not with this method.
+    MethodNotAllowed,
+    /// The app does not exist, or the key may not see it.
+    AppNotFound,
+    /// The API key does not exist in this app.
+    KeyNotFound,
+    /// An app with this id already exists.
+    AppExists,
+    /// Too many requests or connections; retry later.
+    RateLimited,
+    /// A dependency (the database) is unreachable.
+    Unavailable,
+    /// A bug or an unexpected failure; details are in the server log, never here.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status for this code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidJson | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound | ErrorCode::AppNotFound | ErrorCode::KeyNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::AppExists => StatusCode::CONFLICT,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The one 401 every authentication failure gets, so callers learn nothing about
+    /// which check failed.
+    pub fn unauthorized() -> Self {
+        Self::new(ErrorCode::Unauthorized, "missing or invalid credentials")
+    }
+
+    /// A 400 naming what is wrong with the request.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// A 500 whose detail stays in the server log.
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code.
+    pub code: ErrorCode,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_snake_case() {
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::AppNotFound).unwrap(),
+            "\"app_not_found\""
+        );
+    }
+
+    #[test]
+    fn response_has_status_and_json_body() {
+        let response = ApiError::new(ErrorCode::AppExists, "app 'x' exists").into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json"
+        );
+    }
+}
