@@ -161,8 +161,8 @@ fn new_key(app: Option<&AppId>, name: &str, scopes: ScopeSet) -> (ApiKey, String
 }
 
 impl Db {
-    /// On the very first start of an instance, creates its first instance key and
-    /// returns it; `None` ever after. The marker and the key commit together, so of
+    /// On the very first start of an instance (no instance key was ever bootstrapped and
+    /// none exists), creates its first instance key and returns it; `None` otherwise. The marker and the key commit together, so of
     /// several nodes starting at once exactly one creates it, and a crash leaves neither.
     pub async fn bootstrap_instance_key(&self) -> Result<Option<CreatedKey>> {
         let scopes: ScopeSet = [Scope::InstanceAdmin].into_iter().collect();
@@ -171,7 +171,9 @@ impl Db {
         let created = on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             let claimed = sqlx::query(
-                "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3)
+                "INSERT INTO settings (name, value, updated_at)
+                 SELECT $1, $2, $3
+                 WHERE NOT EXISTS (SELECT 1 FROM api_keys WHERE app_id IS NULL)
                  ON CONFLICT (name) DO NOTHING",
             )
             .bind(BOOTSTRAP_MARKER)

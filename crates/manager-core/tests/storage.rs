@@ -163,6 +163,14 @@ async fn futures_join(db: &picloud_manager_core::Db) -> Vec<Option<picloud_manag
 }
 
 backend_test! {
+    async fn no_bootstrap_key_when_an_instance_key_exists(t) {
+        t.db.create_key(None, "ops", scopes(&[Scope::InstanceAdmin])).await.unwrap();
+        assert!(t.db.bootstrap_instance_key().await.unwrap().is_none());
+        assert_eq!(t.db.list_keys(None).await.unwrap().len(), 1);
+    }
+}
+
+backend_test! {
     async fn migrations_are_idempotent_and_ping_works(t) {
         t.db.migrate().await.unwrap();
         t.db.ping().await.unwrap();

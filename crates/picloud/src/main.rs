@@ -1,1 +1,115 @@
-fn main() {}
+//! `picloud`: the server and its command-line tool.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use picloud::config::{Cli, Command, LogFormat};
+use picloud::server::{self, build_app, open_database};
+use picloud::{commands, telemetry};
+use picloud_manager_core::db::redact_url;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    telemetry::init_tracing(log_format);
+
+    let db = match open_database(&cli.database).await {
+        Ok(db) => db,
+        Err(e @ server::Error::DatabaseUrl(_)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: could not open the database {}: {e}", redact_url(&cli.database.url()));
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let result = match cli.command {
+        Command::Serve(args) => serve(db.clone(), &cli.database.url(), args).await,
+        Command::Migrate => {
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Apps(command) => commands::apps(&db, command).await,
+        Command::Keys(command) => commands::keys(&db, command).await,
+    };
+    db.close().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    db: picloud_manager_core::Db,
+    url: &str,
+    args: picloud::config::ServeArgs,
+) -> anyhow::Result<()> {
+    let app = build_app(db, &args).await?;
+    let addr = app.local_addr();
+    if let Some(created) = app.bootstrap_key() {
+        print_bootstrap_banner(&created.secret, addr);
+    }
+    tracing::info!(%addr, database = %redact_url(url), "PiCloud listening");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    app.run(shutdown).await?;
+    Ok(())
+}
+
+/// Prints the first instance key once, to stdout (never to the log).
+fn print_bootstrap_banner(secret: &str, addr: std::net::SocketAddr) {
+    println!(
+        "\n\
+         ==================================================================\n\
+         PiCloud created this instance's first admin key. It is shown ONCE:\n\n\
+         \x20   {secret}\n\n\
+         Try it:  curl -H 'Authorization: Bearer {secret}' http://{addr}/v1/apps\n\
+         More:    picloud keys create --instance --name NAME\n\
+         ==================================================================\n"
+    );
+}
+
+/// Cancels `token` on SIGINT (Ctrl-C) or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+    token.cancel();
+}

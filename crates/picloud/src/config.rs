@@ -1,0 +1,221 @@
+//! Configuration: every setting is a flag with a `PICLOUD_*` environment variable.
+//! clap rejects a bad value with a clear message and exit code 2.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use picloud_shared::{AppId, Scope};
+
+/// PiCloud: a self-hosted realtime pub/sub platform with a transactional outbox.
+#[derive(Debug, Parser)]
+#[command(name = "picloud", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Where the database lives.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Database settings, shared by every command that touches the database.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Folder for PiCloud's files; the default SQLite database lives here.
+    #[arg(long, env = "PICLOUD_DATA_DIR", default_value = "./picloud_data", global = true)]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://USER:PASS@HOST/DB`; default: SQLite in the data dir.
+    #[arg(long, env = "PICLOUD_DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Most database connections this process opens.
+    #[arg(long, env = "PICLOUD_DATABASE_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub database_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    /// The database URL to use: the explicit one, or the SQLite file in the data dir.
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("picloud.db").display()),
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit (the server also applies them at start).
+    Migrate,
+    /// Manage apps.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `picloud serve` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PICLOUD_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+    /// How long in-flight requests may take to finish at shutdown, in seconds.
+    #[arg(long, env = "PICLOUD_SHUTDOWN_GRACE_SEC", default_value_t = 30)]
+    pub shutdown_grace_sec: u64,
+    /// Log format.
+    #[arg(long, env = "PICLOUD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// Defaults for tests and embedding: loopback on a random port.
+    pub fn for_tests() -> Self {
+        Self {
+            bind: "127.0.0.1:0".parse().expect("loopback address"),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_sec: 5,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `picloud apps …`
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// Create an app.
+    Create {
+        /// The app id (slug).
+        id: AppId,
+        /// Display name; defaults to the id.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List apps.
+    List {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an app and everything it owns.
+    Delete {
+        /// The app id.
+        id: AppId,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Whose keys a `keys` command works on.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct KeyOwner {
+    /// Instance keys (manage apps and keys).
+    #[arg(long)]
+    pub instance: bool,
+    /// Keys of this app.
+    #[arg(long)]
+    pub app: Option<AppId>,
+}
+
+/// `picloud keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; its secret is printed once.
+    Create {
+        /// Whose key.
+        #[command(flatten)]
+        owner: KeyOwner,
+        /// What the key is for.
+        #[arg(long)]
+        name: String,
+        /// A scope for an app key (repeatable), e.g. `--scope pubsub:publish`.
+        #[arg(long = "scope", value_parser = parse_scope)]
+        scopes: Vec<Scope>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Whose keys.
+        #[command(flatten)]
+        owner: KeyOwner,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key.
+    Revoke {
+        /// The key id.
+        id: String,
+        /// Whose key.
+        #[command(flatten)]
+        owner: KeyOwner,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_scope(value: &str) -> Result<Scope, String> {
+    Scope::parse(value).ok_or_else(|| {
+        let known: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown scope '{value}'; known scopes: {}", known.join(", "))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_database_is_sqlite_in_data_dir() {
+        let cli = Cli::try_parse_from(["picloud", "--data-dir", "/tmp/x", "migrate"]).unwrap();
+        assert_eq!(cli.database.url(), "sqlite:///tmp/x/picloud.db");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let err = Cli::try_parse_from(["picloud", "serve", "--bind", "nope"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = Cli::try_parse_from(["picloud", "apps", "create", "Bad App"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = Cli::try_parse_from([
+            "picloud", "keys", "create", "--app", "shop", "--name", "x", "--scope", "root",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown scope"), "{err}");
+        let err =
+            Cli::try_parse_from(["picloud", "keys", "list", "--instance", "--app", "shop"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,14 @@
+//! The `picloud` binary as a library, so tests can build and run the real server.
+//!
+//! - [`config`]: command-line flags and `PICLOUD_*` environment variables.
+//! - [`server`]: `build_app` wires storage, authentication and every crate's routes into
+//!   one axum application, and runs it with graceful shutdown.
+//! - [`system_api`]: health, readiness, metrics and the OpenAPI document.
+//! - [`telemetry`]: tracing and the Prometheus recorder.
+//! - [`commands`]: the administrative CLI commands (`apps`, `keys`, `migrate`).
+
+pub mod commands;
+pub mod config;
+pub mod server;
+pub mod system_api;
+pub mod telemetry;

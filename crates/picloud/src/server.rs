@@ -1,0 +1,229 @@
+//! `build_app`: wires storage, authentication and every crate's routes into one axum
+//! application, and runs it until shutdown.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use picloud_manager_core::api_keys::CreatedKey;
+use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACHE_TTL};
+use picloud_manager_core::db::{redact_url, Backend, PoolSize};
+use picloud_manager_core::http::ManagerState;
+use picloud_manager_core::Db;
+use picloud_shared::{ApiError, ErrorCode};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+
+use crate::config::{DatabaseArgs, ServeArgs};
+use crate::system_api::{self, SystemState};
+use crate::telemetry::metrics_handle;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database URL is not one PiCloud understands.
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://USER:PASS@HOST/DB")]
+    DatabaseUrl(String),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Database(#[from] picloud_manager_core::Error),
+    /// The listen address could not be bound, or serving failed.
+    #[error("could not listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the database named by `args` and brings its schema up to date.
+pub async fn open_database(args: &DatabaseArgs) -> Result<Db, Error> {
+    let url = args.url();
+    if Backend::of_url(&url).is_none() {
+        return Err(Error::DatabaseUrl(redact_url(&url)));
+    }
+    let db = Db::connect(&url, PoolSize(args.database_max_connections)).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// A built application: database open and migrated, routes wired, port bound.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    db: Db,
+    auth: Arc<Authenticator>,
+    bootstrap_key: Option<CreatedKey>,
+    shutdown_grace: Duration,
+}
+
+/// Builds the whole application on `db`: routes, middleware and the listening socket.
+/// On an empty database this also creates the first instance key (see
+/// [`Application::bootstrap_key`]).
+pub async fn build_app(db: Db, serve: &ServeArgs) -> Result<Application, Error> {
+    let bootstrap_key = db.bootstrap_instance_key().await?;
+    let auth = Arc::new(Authenticator::new(db.clone(), DEFAULT_KEY_CACHE_TTL));
+    let router = routes(db.clone(), auth.clone(), serve.max_body_bytes as usize);
+    let listener = TcpListener::bind(serve.bind)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: serve.bind,
+            source,
+        })?;
+    Ok(Application {
+        listener,
+        router,
+        db,
+        auth,
+        bootstrap_key,
+        shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
+    })
+}
+
+/// Every route of every crate, with the middleware stack. Also returns nothing else: the
+/// OpenAPI document is generated here from the handlers' annotations.
+fn routes(db: Db, auth: Arc<Authenticator>, max_body_bytes: usize) -> Router {
+    let openapi_json = Arc::new(std::sync::OnceLock::new());
+    let system = SystemState {
+        db: db.clone(),
+        metrics: metrics_handle(),
+        openapi: openapi_json.clone(),
+    };
+    let (router, mut openapi) = system_api::router()
+        .with_state(system)
+        .merge(picloud_manager_core::http::router(ManagerState {
+            db,
+            auth: auth.clone(),
+        }))
+        .split_for_parts();
+    openapi.info.title = "PiCloud".into();
+    openapi.info.description = Some("Realtime pub/sub with a transactional outbox.".into());
+    openapi.components.get_or_insert_with(Default::default).add_security_scheme(
+        "api_key",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    let _ = openapi_json.set(openapi.to_json().expect("OpenAPI document serializes"));
+
+    router
+        .route_layer(middleware::from_fn_with_state(auth, require_access))
+        .route_layer(middleware::from_fn(record_http_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+                request_id,
+                app = tracing::field::Empty,
+                key_id = tracing::field::Empty,
+            )
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Counts every answered request by method, route template and status, and times it.
+async fn record_http_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    record_request(&method, route, response.status(), started);
+    response
+}
+
+fn record_request(method: &Method, route: String, status: StatusCode, started: Instant) {
+    metrics::counter!(
+        "picloud_http_requests_total",
+        "method" => method.to_string(),
+        "route" => route.clone(),
+        "status" => status.as_u16().to_string(),
+    )
+    .increment(1);
+    metrics::histogram!(
+        "picloud_http_request_duration_seconds",
+        "method" => method.to_string(),
+        "route" => route,
+    )
+    .record(started.elapsed().as_secs_f64());
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    record_request(&method, "unmatched".into(), StatusCode::NOT_FOUND, Instant::now());
+    ApiError::new(ErrorCode::NotFound, format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    record_request(&method, "unmatched".into(), StatusCode::METHOD_NOT_ALLOWED, Instant::now());
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+impl Application {
+    /// The bound address (useful when binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// The first instance key, if this start created it. Shown once, never stored.
+    pub fn bootstrap_key(&self) -> Option<&CreatedKey> {
+        self.bootstrap_key.as_ref()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight
+    /// requests finish (bounded by the grace period), stops background tasks and closes
+    /// the database.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let addr = self.local_addr();
+        let background = CancellationToken::new();
+        let flusher = tokio::spawn(self.auth.clone().run_key_use_flusher(background.clone()));
+
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future();
+        let grace = self.shutdown_grace;
+        let grace_expired = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = server => result.map_err(|source| Error::Listen { addr, source })?,
+            _ = grace_expired => {
+                tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; closing remaining connections");
+            }
+        }
+
+        background.cancel();
+        if let Err(e) = flusher.await {
+            tracing::warn!(error = %e, "key-use flusher ended abnormally");
+        }
+        self.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,68 @@
+//! Logs and metrics: the tracing subscriber and the process-wide Prometheus recorder.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// The default log filter, overridden by `PICLOUD_LOG` (e.g. `debug`, `picloud=trace`).
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,tower_http=info";
+
+/// Installs the global tracing subscriber, writing to stderr. Later calls do nothing.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("PICLOUD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder, installed on first use. All applications in
+/// one process (as in tests) share it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                )
+                .expect("valid buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may be installed by an embedding program; then ours only
+            // renders what it records, which is nothing, rather than failing start-up.
+            let _ = metrics::set_global_recorder(recorder);
+            describe_metrics();
+            handle
+        })
+        .clone()
+}
+
+fn describe_metrics() {
+    metrics::describe_counter!(
+        "picloud_http_requests_total",
+        "HTTP requests answered, by method, route template and status"
+    );
+    metrics::describe_histogram!(
+        "picloud_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to produce an HTTP response, by method and route template"
+    );
+}

@@ -1,0 +1,167 @@
+//! The access table, walked end to end: every route, with no key, a bad key, a revoked
+//! key, an instance key, a key of the route's app holding each single scope, and a key
+//! of another app holding every scope. Each answer must be exactly what the route's rule
+//! says: 401, 403, the app-hiding 404, or through to the handler.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{code, spawn_app, TestApp};
+use picloud_manager_core::backend_test;
+use picloud_shared::access::Access;
+use picloud_shared::Scope;
+use reqwest::Method;
+
+/// Who calls.
+#[derive(Debug, Clone)]
+enum Caller {
+    Anonymous,
+    Garbage,
+    Revoked,
+    Instance,
+    /// A key of the path's app with exactly this scope.
+    OwnApp(Scope),
+    /// A key of another app with every app scope.
+    OtherApp,
+}
+
+/// What must happen, stated from the rules in DESIGN.md rather than from the code.
+#[derive(Debug, PartialEq)]
+enum Expect {
+    Unauthorized,
+    Forbidden,
+    HiddenApp,
+    Allowed,
+}
+
+fn expected(access: Access, caller: &Caller) -> Expect {
+    use Caller::*;
+    use Expect::*;
+    let grants = |held: Scope, needed: Scope| held == needed || held == Scope::AppAdmin;
+    match (access, caller) {
+        (Access::Public, _) => Allowed,
+        (_, Anonymous | Garbage | Revoked) => Unauthorized,
+        (Access::Instance, Instance) => Allowed,
+        (Access::Instance, OwnApp(_) | OtherApp) => Forbidden,
+        (Access::InstanceOrApp(_), Instance) => Allowed,
+        (Access::App(_), Instance) => Forbidden,
+        (Access::InstanceOrApp(_) | Access::App(_), OtherApp) => HiddenApp,
+        (Access::InstanceOrApp(needed) | Access::App(needed), OwnApp(held)) => {
+            if grants(*held, needed) {
+                Allowed
+            } else {
+                Forbidden
+            }
+        }
+    }
+}
+
+/// The access each route must have, written down here independently of the server's
+/// table so that a wrong entry there fails this test.
+const SPEC: &[(&str, &str, Access)] = &[
+    ("GET", "/healthz", Access::Public),
+    ("GET", "/readyz", Access::Public),
+    ("GET", "/metrics", Access::Public),
+    ("GET", "/openapi.json", Access::Public),
+    ("GET", "/v1/keys", Access::Instance),
+    ("POST", "/v1/keys", Access::Instance),
+    ("DELETE", "/v1/keys/{key}", Access::Instance),
+    ("GET", "/v1/apps", Access::Instance),
+    ("POST", "/v1/apps", Access::Instance),
+    ("GET", "/v1/apps/{app}", Access::InstanceOrApp(Scope::AppRead)),
+    ("DELETE", "/v1/apps/{app}", Access::Instance),
+    ("GET", "/v1/apps/{app}/keys", Access::InstanceOrApp(Scope::AppAdmin)),
+    ("POST", "/v1/apps/{app}/keys", Access::InstanceOrApp(Scope::AppAdmin)),
+    ("DELETE", "/v1/apps/{app}/keys/{key}", Access::InstanceOrApp(Scope::AppAdmin)),
+];
+
+fn concrete_path(template: &str) -> String {
+    template.replace("{app}", "shop").replace("{key}", "key_doesnotexist")
+}
+
+async fn check(app: &TestApp, method: &str, template: &str, caller: &Caller, key: Option<&str>, access: Access) {
+    let path = concrete_path(template);
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let body = matches!(method, Method::POST | Method::PUT | Method::PATCH).then(|| serde_json::json!({}));
+    let (status, body) = app.call(method.clone(), &path, key, body).await;
+    let want = expected(access, caller);
+    let what = format!("{method} {template} as {caller:?}: got {status} {body}, want {want:?}");
+    match want {
+        Expect::Unauthorized => {
+            assert_eq!((status, code(&body)), (401, "unauthorized"), "{what}");
+            assert_eq!(body["error"]["message"], "missing or invalid credentials", "{what}");
+        }
+        Expect::Forbidden => assert_eq!((status, code(&body)), (403, "forbidden"), "{what}"),
+        Expect::HiddenApp => assert_eq!((status, code(&body)), (404, "app_not_found"), "{what}"),
+        Expect::Allowed => {
+            assert!(status != 401 && status != 403, "{what}");
+            assert_ne!(code(&body), "app_not_found", "{what}");
+            assert!(status < 500, "{what}");
+        }
+    }
+}
+
+backend_test! {
+    async fn every_route_with_every_kind_of_key(t) {
+        let app = spawn_app(t).await;
+        app.create_app("shop").await;
+        app.create_app("blog").await;
+        let revoked = app.create_key("shop", &["app:admin"]).await;
+        let (_, keys) = app.call(Method::GET, "/v1/apps/shop/keys", Some(&app.admin_key), None).await;
+        let revoked_id = keys["keys"][0]["id"].as_str().unwrap().to_owned();
+        let (status, _) = app
+            .call(Method::DELETE, &format!("/v1/apps/shop/keys/{revoked_id}"), Some(&app.admin_key), None)
+            .await;
+        assert_eq!(status, 200);
+
+        let app_scopes: Vec<Scope> = Scope::ALL.into_iter().filter(|s| s.is_app_scope()).collect();
+        let all_names: Vec<&str> = app_scopes.iter().map(|s| s.as_str()).collect();
+        let other = app.create_key("blog", &all_names).await;
+
+        let mut callers: Vec<(Caller, Option<String>)> = vec![
+            (Caller::Anonymous, None),
+            (Caller::Garbage, Some("pk_".to_owned() + &"A".repeat(43))),
+            (Caller::Garbage, Some("not a key".to_owned())),
+            (Caller::Revoked, Some(revoked)),
+            (Caller::OtherApp, Some(other)),
+        ];
+        for scope in &app_scopes {
+            callers.push((Caller::OwnApp(*scope), Some(app.create_key("shop", &[scope.as_str()]).await)));
+        }
+        callers.push((Caller::Instance, Some(app.admin_key.clone())));
+
+        // Deleting the app must come last, or it would take the fixture with it.
+        let mut routes: Vec<_> = SPEC.iter().collect();
+        routes.sort_by_key(|(method, path, _)| *method == "DELETE" && *path == "/v1/apps/{app}");
+        for (method, path, access) in routes {
+            for (caller, key) in &callers {
+                check(&app, method, path, caller, key.as_deref(), *access).await;
+            }
+        }
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn the_table_and_the_router_name_the_same_routes(t) {
+        let app = spawn_app(t).await;
+        let (status, doc) = app.call(Method::GET, "/openapi.json", None, None).await;
+        assert_eq!(status, 200);
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().unwrap().keys() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        let spec: BTreeSet<(String, String)> =
+            SPEC.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+        assert_eq!(documented, spec, "routes served (per OpenAPI) vs the routes this test walks");
+        let table: BTreeSet<(String, String)> = picloud_shared::access::ROUTES
+            .iter()
+            .map(|r| (r.method.to_owned(), r.path.to_owned()))
+            .collect();
+        assert_eq!(table, spec, "the server's access table vs the routes this test walks");
+        app.stop().await;
+    }
+}

@@ -1,0 +1,122 @@
+//! Spawning the real application for end-to-end tests, like zero2prod's `spawn_app`:
+//! `build_app` on a random loopback port, talked to over HTTP.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use picloud::config::ServeArgs;
+use picloud::server::build_app;
+use picloud_manager_core::testing::TestDb;
+use reqwest::{Method, Response};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running application and what a test needs to talk to it.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The instance key created at first start.
+    pub admin_key: String,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// Its database (kept alive for the test).
+    pub t: TestDb,
+    shutdown: CancellationToken,
+    server: JoinHandle<()>,
+}
+
+/// Starts the application on `t`'s database.
+pub async fn spawn_app(t: TestDb) -> TestApp {
+    spawn_app_with(t, ServeArgs::for_tests()).await
+}
+
+/// Starts the application on `t`'s database with custom serve settings.
+pub async fn spawn_app_with(t: TestDb, args: ServeArgs) -> TestApp {
+    let app = build_app(t.db.clone(), &args).await.expect("build app");
+    let addr = app.local_addr();
+    let admin_key = app
+        .bootstrap_key()
+        .expect("a fresh database bootstraps an instance key")
+        .secret
+        .clone();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let server = tokio::spawn(async move { app.run(token).await.expect("server runs") });
+    TestApp {
+        addr,
+        admin_key,
+        client: reqwest::Client::new(),
+        t,
+        shutdown,
+        server,
+    }
+}
+
+impl TestApp {
+    /// `http://ADDR/PATH`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a request with an optional bearer key and JSON body.
+    pub async fn send(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Sends a request and returns its status and JSON body (`Null` if empty, a JSON
+    /// string if the body is not JSON).
+    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let response = self.send(method, path, key, body).await;
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, json)
+    }
+
+    /// Creates an app as the instance admin.
+    pub async fn create_app(&self, id: &str) {
+        let (status, body) = self
+            .call(Method::POST, "/v1/apps", Some(&self.admin_key), Some(serde_json::json!({"id": id, "name": id})))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// Creates a key of `app` with `scopes` and returns its secret.
+    pub async fn create_key(&self, app: &str, scopes: &[&str]) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/v1/apps/{app}/keys"),
+                Some(&self.admin_key),
+                Some(serde_json::json!({"name": "test", "scopes": scopes})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["key"].as_str().expect("key in response").to_owned()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(self) -> TestDb {
+        self.shutdown.cancel();
+        self.server.await.expect("server task");
+        self.t
+    }
+}
+
+/// The `error.code` of an error body.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}
