@@ -104,8 +104,7 @@ impl KeyRow {
     }
 }
 
-const KEY_COLUMNS: &str =
-    "id, app_id, name, prefix, scopes, created_at, last_used_at, revoked_at";
+const KEY_COLUMNS: &str = "id, app_id, name, prefix, scopes, created_at, last_used_at, revoked_at";
 
 /// Checks a requested key's name and scopes: app keys hold app scopes only, instance
 /// keys hold exactly `instance:admin`.
@@ -146,7 +145,10 @@ macro_rules! insert_key {
 
 /// A new key record and its secret, not yet stored.
 fn new_key(app: Option<&AppId>, name: &str, scopes: ScopeSet) -> (ApiKey, String) {
-    let secret = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+    let secret = format!(
+        "{KEY_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+    );
     let key = ApiKey {
         id: random_id("key"),
         app: app.cloned(),
@@ -254,7 +256,8 @@ impl Db {
             .fetch_optional(pool)
             .await?
         });
-        row.ok_or_else(|| Error::KeyNotFound(id.to_owned()))?.into_key()
+        row.ok_or_else(|| Error::KeyNotFound(id.to_owned()))?
+            .into_key()
     }
 
     /// The unrevoked key whose secret hashes to `hash`, if any.

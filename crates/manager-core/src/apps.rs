@@ -88,7 +88,8 @@ impl Db {
                 .fetch_optional(pool)
                 .await?
         });
-        row.ok_or_else(|| Error::AppNotFound(id.to_owned()))?.try_into()
+        row.ok_or_else(|| Error::AppNotFound(id.to_owned()))?
+            .try_into()
     }
 
     /// Deletes an app and, through foreign-key cascades, everything it owns: keys,

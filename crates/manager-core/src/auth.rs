@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
-use axum::RequestExt;
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::RequestExt;
 use picloud_shared::access::{self, Principal};
 use picloud_shared::time::now_ms;
 use picloud_shared::{ApiError, ErrorCode, ScopeSet};
@@ -127,16 +127,18 @@ impl Authenticator {
 
     /// Writes the gathered `last_used_at` times.
     pub async fn flush_key_use(&self) -> Result<()> {
-        let used: Vec<(String, i64)> = std::mem::take(&mut *self.used.lock().expect("key use lock"))
-            .into_iter()
-            .collect();
+        let used: Vec<(String, i64)> =
+            std::mem::take(&mut *self.used.lock().expect("key use lock"))
+                .into_iter()
+                .collect();
         self.db.record_key_use(&used).await
     }
 
     /// Flushes key-use times every [`KEY_USE_FLUSH_INTERVAL`] until `shutdown`, then once
     /// more.
     pub async fn run_key_use_flusher(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(KEY_USE_FLUSH_INTERVAL);
+        let first = tokio::time::Instant::now() + KEY_USE_FLUSH_INTERVAL;
+        let mut tick = tokio::time::interval_at(first, KEY_USE_FLUSH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -157,9 +159,7 @@ impl Authenticator {
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Middleware: authenticates the request's key and applies the route's access rule from

@@ -41,7 +41,10 @@ impl From<Error> for ApiError {
             Error::Invalid(message) => ApiError::invalid(message),
             Error::Database(ref e) if is_unavailable(e) => {
                 tracing::warn!(error = %e, "database unavailable");
-                ApiError::new(ErrorCode::Unavailable, "the database is unavailable; retry later")
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the database is unavailable; retry later",
+                )
             }
             Error::Database(_) | Error::Migrate(_) | Error::UnsupportedDatabaseUrl(_) => {
                 tracing::error!(error = %error, "internal error");

@@ -31,7 +31,9 @@ impl TestDb {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("picloud.db").display()),
             Backend::Postgres => fresh_postgres_database().await?,
         };
-        let db = Db::connect(&url, PoolSize(8)).await.expect("connect test database");
+        let db = Db::connect(&url, PoolSize(8))
+            .await
+            .expect("connect test database");
         db.migrate().await.expect("migrate test database");
         Some(TestDb { db, url, dir })
     }
@@ -114,7 +116,10 @@ mod tests {
             with_database_name("postgres://u@h:5/postgres", "t1"),
             "postgres://u@h:5/t1"
         );
-        assert_eq!(with_database_name("postgres://u@h:5", "t1"), "postgres://u@h:5/t1");
+        assert_eq!(
+            with_database_name("postgres://u@h:5", "t1"),
+            "postgres://u@h:5/t1"
+        );
         assert_eq!(
             with_database_name("postgres://u@h/db?sslmode=disable", "t1"),
             "postgres://u@h/t1?sslmode=disable"

@@ -146,7 +146,9 @@ backend_test! {
 }
 
 /// Four concurrent bootstrap attempts.
-async fn futures_join(db: &picloud_manager_core::Db) -> Vec<Option<picloud_manager_core::api_keys::CreatedKey>> {
+async fn futures_join(
+    db: &picloud_manager_core::Db,
+) -> Vec<Option<picloud_manager_core::api_keys::CreatedKey>> {
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let db = db.clone();

@@ -73,7 +73,9 @@ pub async fn keys(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { id, owner, json } => {
-            let key = db.revoke_key(owner_app(&owner).map(AppId::as_str), &id).await?;
+            let key = db
+                .revoke_key(owner_app(&owner).map(AppId::as_str), &id)
+                .await?;
             if json {
                 println!("{}", serde_json::to_string(&key)?);
             } else {
@@ -104,7 +106,12 @@ fn print_created_key(created: &CreatedKey, json: bool) -> anyhow::Result<()> {
         );
     } else {
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
-        println!("created key {} ({}) with scopes: {}", key.id, key.name, scopes.join(" "));
+        println!(
+            "created key {} ({}) with scopes: {}",
+            key.id,
+            key.name,
+            scopes.join(" ")
+        );
         println!("secret (shown only now, store it safely):");
         println!("{}", created.secret);
     }
@@ -116,9 +123,16 @@ fn print_key_table(keys: &[ApiKey]) {
         println!("no keys");
         return;
     }
-    println!("{:<37} {:<12} {:<20} {:<8} SCOPES", "ID", "PREFIX", "NAME", "STATE");
+    println!(
+        "{:<37} {:<12} {:<20} {:<8} SCOPES",
+        "ID", "PREFIX", "NAME", "STATE"
+    );
     for key in keys {
-        let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
+        let state = if key.revoked_at.is_some() {
+            "revoked"
+        } else {
+            "active"
+        };
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
         println!(
             "{:<37} {:<12} {:<20} {:<8} {}",

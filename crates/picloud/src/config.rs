@@ -23,10 +23,20 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Folder for PiCloud's files; the default SQLite database lives here.
-    #[arg(long, env = "PICLOUD_DATA_DIR", default_value = "./picloud_data", global = true)]
+    #[arg(
+        long,
+        env = "PICLOUD_DATA_DIR",
+        default_value = "./picloud_data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://USER:PASS@HOST/DB`; default: SQLite in the data dir.
-    #[arg(long, env = "PICLOUD_DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PICLOUD_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// Most database connections this process opens.
     #[arg(long, env = "PICLOUD_DATABASE_MAX_CONNECTIONS", default_value_t = 16,
@@ -183,7 +193,10 @@ pub enum KeysCommand {
 fn parse_scope(value: &str) -> Result<Scope, String> {
     Scope::parse(value).ok_or_else(|| {
         let known: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
-        format!("unknown scope '{value}'; known scopes: {}", known.join(", "))
+        format!(
+            "unknown scope '{value}'; known scopes: {}",
+            known.join(", ")
+        )
     })
 }
 
@@ -214,8 +227,8 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("unknown scope"), "{err}");
-        let err =
-            Cli::try_parse_from(["picloud", "keys", "list", "--instance", "--app", "shop"]).unwrap_err();
+        let err = Cli::try_parse_from(["picloud", "keys", "list", "--instance", "--app", "shop"])
+            .unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
 }

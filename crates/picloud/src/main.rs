@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");
@@ -35,7 +38,10 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!("error: could not open the database {}: {e}", redact_url(&cli.database.url()));
+            eprintln!(
+                "error: could not open the database {}: {e}",
+                redact_url(&cli.database.url())
+            );
             return ExitCode::FAILURE;
         }
     };

@@ -109,10 +109,13 @@ fn routes(db: Db, auth: Arc<Authenticator>, max_body_bytes: usize) -> Router {
         .split_for_parts();
     openapi.info.title = "PiCloud".into();
     openapi.info.description = Some("Realtime pub/sub with a transactional outbox.".into());
-    openapi.components.get_or_insert_with(Default::default).add_security_scheme(
-        "api_key",
-        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-    );
+    openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     let _ = openapi_json.set(openapi.to_json().expect("OpenAPI document serializes"));
 
     router
@@ -121,22 +124,26 @@ fn routes(db: Db, auth: Arc<Authenticator>, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-                request_id,
-                app = tracing::field::Empty,
-                key_id = tracing::field::Empty,
-            )
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal().into_response()
         }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id,
+                    app = tracing::field::Empty,
+                    key_id = tracing::field::Empty,
+                )
+            }),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
@@ -172,12 +179,25 @@ fn record_request(method: &Method, route: String, status: StatusCode, started: I
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    record_request(&method, "unmatched".into(), StatusCode::NOT_FOUND, Instant::now());
-    ApiError::new(ErrorCode::NotFound, format!("no route for {method} {}", uri.path()))
+    record_request(
+        &method,
+        "unmatched".into(),
+        StatusCode::NOT_FOUND,
+        Instant::now(),
+    );
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    )
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
-    record_request(&method, "unmatched".into(), StatusCode::METHOD_NOT_ALLOWED, Instant::now());
+    record_request(
+        &method,
+        "unmatched".into(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        Instant::now(),
+    );
     ApiError::new(
         ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
@@ -187,7 +207,9 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 impl Application {
     /// The bound address (useful when binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// The first instance key, if this start created it. Shown once, never stored.

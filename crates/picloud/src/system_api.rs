@@ -55,7 +55,10 @@ pub async fn readyz(State(state): State<SystemState>) -> Result<Json<Status>, Ap
         Ok(()) => Ok(Json(Status { status: "ready" })),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::new(ErrorCode::Unavailable, "the database is unreachable"))
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the database is unreachable",
+            ))
         }
     }
 }

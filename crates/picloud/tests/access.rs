@@ -69,28 +69,57 @@ const SPEC: &[(&str, &str, Access)] = &[
     ("DELETE", "/v1/keys/{key}", Access::Instance),
     ("GET", "/v1/apps", Access::Instance),
     ("POST", "/v1/apps", Access::Instance),
-    ("GET", "/v1/apps/{app}", Access::InstanceOrApp(Scope::AppRead)),
+    (
+        "GET",
+        "/v1/apps/{app}",
+        Access::InstanceOrApp(Scope::AppRead),
+    ),
     ("DELETE", "/v1/apps/{app}", Access::Instance),
-    ("GET", "/v1/apps/{app}/keys", Access::InstanceOrApp(Scope::AppAdmin)),
-    ("POST", "/v1/apps/{app}/keys", Access::InstanceOrApp(Scope::AppAdmin)),
-    ("DELETE", "/v1/apps/{app}/keys/{key}", Access::InstanceOrApp(Scope::AppAdmin)),
+    (
+        "GET",
+        "/v1/apps/{app}/keys",
+        Access::InstanceOrApp(Scope::AppAdmin),
+    ),
+    (
+        "POST",
+        "/v1/apps/{app}/keys",
+        Access::InstanceOrApp(Scope::AppAdmin),
+    ),
+    (
+        "DELETE",
+        "/v1/apps/{app}/keys/{key}",
+        Access::InstanceOrApp(Scope::AppAdmin),
+    ),
 ];
 
 fn concrete_path(template: &str) -> String {
-    template.replace("{app}", "shop").replace("{key}", "key_doesnotexist")
+    template
+        .replace("{app}", "shop")
+        .replace("{key}", "key_doesnotexist")
 }
 
-async fn check(app: &TestApp, method: &str, template: &str, caller: &Caller, key: Option<&str>, access: Access) {
+async fn check(
+    app: &TestApp,
+    method: &str,
+    template: &str,
+    caller: &Caller,
+    key: Option<&str>,
+    access: Access,
+) {
     let path = concrete_path(template);
     let method = Method::from_bytes(method.as_bytes()).unwrap();
-    let body = matches!(method, Method::POST | Method::PUT | Method::PATCH).then(|| serde_json::json!({}));
+    let body =
+        matches!(method, Method::POST | Method::PUT | Method::PATCH).then(|| serde_json::json!({}));
     let (status, body) = app.call(method.clone(), &path, key, body).await;
     let want = expected(access, caller);
     let what = format!("{method} {template} as {caller:?}: got {status} {body}, want {want:?}");
     match want {
         Expect::Unauthorized => {
             assert_eq!((status, code(&body)), (401, "unauthorized"), "{what}");
-            assert_eq!(body["error"]["message"], "missing or invalid credentials", "{what}");
+            assert_eq!(
+                body["error"]["message"], "missing or invalid credentials",
+                "{what}"
+            );
         }
         Expect::Forbidden => assert_eq!((status, code(&body)), (403, "forbidden"), "{what}"),
         Expect::HiddenApp => assert_eq!((status, code(&body)), (404, "app_not_found"), "{what}"),

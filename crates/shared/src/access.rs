@@ -56,11 +56,23 @@ pub const ROUTES: &[RouteAccess] = &[
     // apps
     route("GET", "/v1/apps", Access::Instance),
     route("POST", "/v1/apps", Access::Instance),
-    route("GET", "/v1/apps/{app}", Access::InstanceOrApp(Scope::AppRead)),
+    route(
+        "GET",
+        "/v1/apps/{app}",
+        Access::InstanceOrApp(Scope::AppRead),
+    ),
     route("DELETE", "/v1/apps/{app}", Access::Instance),
     // app keys
-    route("GET", "/v1/apps/{app}/keys", Access::InstanceOrApp(Scope::AppAdmin)),
-    route("POST", "/v1/apps/{app}/keys", Access::InstanceOrApp(Scope::AppAdmin)),
+    route(
+        "GET",
+        "/v1/apps/{app}/keys",
+        Access::InstanceOrApp(Scope::AppAdmin),
+    ),
+    route(
+        "POST",
+        "/v1/apps/{app}/keys",
+        Access::InstanceOrApp(Scope::AppAdmin),
+    ),
     route(
         "DELETE",
         "/v1/apps/{app}/keys/{key}",
@@ -93,7 +105,11 @@ impl Access {
     ///
     /// A key of another app gets the same 404 as an app that does not exist, so keys
     /// cannot probe which apps exist.
-    pub fn check(self, principal: Option<&Principal>, path_app: Option<&str>) -> Result<(), ApiError> {
+    pub fn check(
+        self,
+        principal: Option<&Principal>,
+        path_app: Option<&str>,
+    ) -> Result<(), ApiError> {
         if self == Access::Public {
             return Ok(());
         }
@@ -107,13 +123,11 @@ impl Access {
             (Access::App(_), None) => Err(forbidden(
                 "instance keys manage apps and keys only; use a key of the app",
             )),
-            (Access::InstanceOrApp(scope) | Access::App(scope), Some(own_app)) => {
-                match path_app {
-                    Some(app) if app == own_app.as_str() => require(principal.scopes, scope),
-                    Some(app) => Err(app_not_found(app)),
-                    None => Err(forbidden("this route needs an instance key")),
-                }
-            }
+            (Access::InstanceOrApp(scope) | Access::App(scope), Some(own_app)) => match path_app {
+                Some(app) if app == own_app.as_str() => require(principal.scopes, scope),
+                Some(app) => Err(app_not_found(app)),
+                None => Err(forbidden("this route needs an instance key")),
+            },
         }
     }
 }
@@ -171,14 +185,20 @@ mod tests {
         let read = Access::App(Scope::AppRead);
 
         assert_eq!(code(Access::Public.check(None, None)), None);
-        assert_eq!(code(read.check(None, Some("shop"))), Some(ErrorCode::Unauthorized));
+        assert_eq!(
+            code(read.check(None, Some("shop"))),
+            Some(ErrorCode::Unauthorized)
+        );
         assert_eq!(code(read.check(Some(&reader), Some("shop"))), None);
         assert_eq!(code(read.check(Some(&admin), Some("shop"))), None);
         assert_eq!(
             code(read.check(Some(&reader), Some("other"))),
             Some(ErrorCode::AppNotFound)
         );
-        assert_eq!(code(read.check(Some(&instance), Some("shop"))), Some(ErrorCode::Forbidden));
+        assert_eq!(
+            code(read.check(Some(&instance), Some("shop"))),
+            Some(ErrorCode::Forbidden)
+        );
         assert_eq!(
             code(Access::App(Scope::PubsubPublish).check(Some(&reader), Some("shop"))),
             Some(ErrorCode::Forbidden)
@@ -186,8 +206,14 @@ mod tests {
         let manage = Access::InstanceOrApp(Scope::AppAdmin);
         assert_eq!(code(manage.check(Some(&instance), Some("shop"))), None);
         assert_eq!(code(manage.check(Some(&admin), Some("shop"))), None);
-        assert_eq!(code(manage.check(Some(&reader), Some("shop"))), Some(ErrorCode::Forbidden));
-        assert_eq!(code(Access::Instance.check(Some(&admin), None)), Some(ErrorCode::Forbidden));
+        assert_eq!(
+            code(manage.check(Some(&reader), Some("shop"))),
+            Some(ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            code(Access::Instance.check(Some(&admin), None)),
+            Some(ErrorCode::Forbidden)
+        );
         assert_eq!(code(Access::Instance.check(Some(&instance), None)), None);
         let scopeless_instance = key(None, &[]);
         assert_eq!(

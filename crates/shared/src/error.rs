@@ -144,9 +144,6 @@ mod tests {
     fn response_has_status_and_json_body() {
         let response = ApiError::new(ErrorCode::AppExists, "app 'x' exists").into_response();
         assert_eq!(response.status(), StatusCode::CONFLICT);
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/json"
-        );
+        assert_eq!(response.headers()["content-type"], "application/json");
     }
 }

@@ -36,9 +36,10 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             ErrorCode::UnsupportedMediaType,
             "expected a body with Content-Type: application/json",
         ),
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {}", e.body_text()))
-        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("invalid JSON: {}", e.body_text()),
+        ),
         JsonRejection::JsonDataError(e) => ApiError::invalid(e.body_text()),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")

@@ -42,7 +42,9 @@ impl AppId {
             ));
         }
         if !value.as_bytes()[0].is_ascii_lowercase() {
-            return Err(NameError("app id must start with a lowercase letter".into()));
+            return Err(NameError(
+                "app id must start with a lowercase letter".into(),
+            ));
         }
         if value.ends_with('-') {
             return Err(NameError("app id must not end with '-'".into()));
@@ -161,7 +163,16 @@ mod tests {
         for ok in ["ab", "shop", "my-app-2", &"a".repeat(63)] {
             assert!(AppId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a", "Shop", "2shop", "shop-", "sh op", "shop_1", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "a",
+            "Shop",
+            "2shop",
+            "shop-",
+            "sh op",
+            "shop_1",
+            &"a".repeat(64),
+        ] {
             assert!(AppId::parse(bad).is_err(), "{bad}");
         }
     }
@@ -174,8 +185,14 @@ mod tests {
         let err = TopicName::parse("orders.*").unwrap_err();
         assert!(err.0.contains("reserved"), "{err}");
         assert!(TopicName::parse("").unwrap_err().0.contains("empty"));
-        assert!(TopicName::parse("a b").unwrap_err().0.contains("whitespace"));
-        assert!(TopicName::parse("a\u{7}").unwrap_err().0.contains("control"));
+        assert!(TopicName::parse("a b")
+            .unwrap_err()
+            .0
+            .contains("whitespace"));
+        assert!(TopicName::parse("a\u{7}")
+            .unwrap_err()
+            .0
+            .contains("control"));
         assert!(TopicName::parse("é").is_err());
         assert!(TopicName::parse(&"x".repeat(201)).is_err());
     }

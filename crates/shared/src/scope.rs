@@ -5,8 +5,19 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// What an API key may do. Every route names the scope it needs in [`crate::access`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Scope {
     /// Manage apps and keys of the whole instance; nothing inside an app.
     #[serde(rename = "instance:admin")]
@@ -121,10 +132,7 @@ impl ScopeSet {
     /// Parses the stored form; unknown names are dropped, so a scope retired in a later
     /// version grants nothing rather than failing every request.
     pub fn from_db_string(value: &str) -> ScopeSet {
-        value
-            .split_whitespace()
-            .filter_map(Scope::parse)
-            .collect()
+        value.split_whitespace().filter_map(Scope::parse).collect()
     }
 }
 
@@ -165,6 +173,9 @@ mod tests {
     fn db_string_round_trip() {
         let set: ScopeSet = [Scope::AppRead, Scope::PubsubToken].into_iter().collect();
         assert_eq!(set.to_db_string(), "app:read pubsub:token");
-        assert_eq!(ScopeSet::from_db_string("app:read pubsub:token retired:x"), set);
+        assert_eq!(
+            ScopeSet::from_db_string("app:read pubsub:token retired:x"),
+            set
+        );
     }
 }

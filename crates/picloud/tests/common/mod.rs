@@ -61,7 +61,13 @@ impl TestApp {
     }
 
     /// Sends a request with an optional bearer key and JSON body.
-    pub async fn send(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Response {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
         let mut request = self.client.request(method, self.url(path));
         if let Some(key) = key {
             request = request.bearer_auth(key);
@@ -74,7 +80,13 @@ impl TestApp {
 
     /// Sends a request and returns its status and JSON body (`Null` if empty, a JSON
     /// string if the body is not JSON).
-    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let response = self.send(method, path, key, body).await;
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
@@ -89,7 +101,12 @@ impl TestApp {
     /// Creates an app as the instance admin.
     pub async fn create_app(&self, id: &str) {
         let (status, body) = self
-            .call(Method::POST, "/v1/apps", Some(&self.admin_key), Some(serde_json::json!({"id": id, "name": id})))
+            .call(
+                Method::POST,
+                "/v1/apps",
+                Some(&self.admin_key),
+                Some(serde_json::json!({"id": id, "name": id})),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
     }
