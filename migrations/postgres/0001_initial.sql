@@ -10,6 +10,9 @@ CREATE TABLE settings (
 CREATE TABLE apps (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
+    -- bumped in the same transaction as any change to the app's triggers, so every
+    -- node's in-memory trigger index knows when to reload
+    trigger_generation  BIGINT NOT NULL DEFAULT 0,
     created_at  BIGINT NOT NULL
 );
 

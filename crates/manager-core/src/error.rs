@@ -24,6 +24,18 @@ pub enum Error {
     /// No such API key (in this app).
     #[error("API key '{0}' not found")]
     KeyNotFound(String),
+    /// No such topic in this app.
+    #[error("topic '{0}' not found")]
+    TopicNotFound(String),
+    /// A topic with this name exists already.
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    /// No such trigger in this app.
+    #[error("trigger '{0}' not found")]
+    TriggerNotFound(String),
+    /// A request is over a size limit; the message says which.
+    #[error("{0}")]
+    TooLarge(String),
     /// A request field is invalid; the message says which and why.
     #[error("{0}")]
     Invalid(String),
@@ -38,6 +50,12 @@ impl From<Error> for ApiError {
             Error::AppExists(_) => ApiError::new(ErrorCode::AppExists, error.to_string()),
             Error::AppNotFound(app) => app_not_found(&app),
             Error::KeyNotFound(_) => ApiError::new(ErrorCode::KeyNotFound, error.to_string()),
+            Error::TopicNotFound(_) => ApiError::new(ErrorCode::TopicNotFound, error.to_string()),
+            Error::TopicExists(_) => ApiError::new(ErrorCode::TopicExists, error.to_string()),
+            Error::TriggerNotFound(_) => {
+                ApiError::new(ErrorCode::TriggerNotFound, error.to_string())
+            }
+            Error::TooLarge(message) => ApiError::new(ErrorCode::PayloadTooLarge, message),
             Error::Invalid(message) => ApiError::invalid(message),
             Error::Database(ref e) if is_unavailable(e) => {
                 tracing::warn!(error = %e, "database unavailable");

@@ -90,12 +90,85 @@ const SPEC: &[(&str, &str, Access)] = &[
         "/v1/apps/{app}/keys/{key}",
         Access::InstanceOrApp(Scope::AppAdmin),
     ),
+    ("GET", "/v1/apps/{app}/topics", Access::App(Scope::AppRead)),
+    (
+        "POST",
+        "/v1/apps/{app}/topics",
+        Access::App(Scope::AppAdmin),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/topics/{topic}",
+        Access::App(Scope::AppRead),
+    ),
+    (
+        "DELETE",
+        "/v1/apps/{app}/topics/{topic}",
+        Access::App(Scope::AppAdmin),
+    ),
+    (
+        "PATCH",
+        "/v1/apps/{app}/topics/{topic}/external",
+        Access::App(Scope::AppAdmin),
+    ),
+    (
+        "POST",
+        "/v1/apps/{app}/topics/{topic}/events",
+        Access::App(Scope::PubsubPublish),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/topics/{topic}/events",
+        Access::App(Scope::AppRead),
+    ),
+    (
+        "POST",
+        "/v1/apps/{app}/events",
+        Access::App(Scope::PubsubPublish),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/triggers",
+        Access::App(Scope::AppRead),
+    ),
+    (
+        "POST",
+        "/v1/apps/{app}/triggers",
+        Access::App(Scope::TriggersManage),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/triggers/{trigger}",
+        Access::App(Scope::AppRead),
+    ),
+    (
+        "PATCH",
+        "/v1/apps/{app}/triggers/{trigger}",
+        Access::App(Scope::TriggersManage),
+    ),
+    (
+        "DELETE",
+        "/v1/apps/{app}/triggers/{trigger}",
+        Access::App(Scope::TriggersManage),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/triggers/{trigger}/secret",
+        Access::App(Scope::TriggersManage),
+    ),
+    (
+        "POST",
+        "/v1/apps/{app}/triggers/{trigger}/secret/rotate",
+        Access::App(Scope::TriggersManage),
+    ),
 ];
 
 fn concrete_path(template: &str) -> String {
     template
         .replace("{app}", "shop")
         .replace("{key}", "key_doesnotexist")
+        .replace("{topic}", "orders")
+        .replace("{trigger}", "trg_doesnotexist")
 }
 
 async fn check(

@@ -78,6 +78,80 @@ pub const ROUTES: &[RouteAccess] = &[
         "/v1/apps/{app}/keys/{key}",
         Access::InstanceOrApp(Scope::AppAdmin),
     ),
+    // topics
+    route("GET", "/v1/apps/{app}/topics", Access::App(Scope::AppRead)),
+    route(
+        "POST",
+        "/v1/apps/{app}/topics",
+        Access::App(Scope::AppAdmin),
+    ),
+    route(
+        "GET",
+        "/v1/apps/{app}/topics/{topic}",
+        Access::App(Scope::AppRead),
+    ),
+    route(
+        "DELETE",
+        "/v1/apps/{app}/topics/{topic}",
+        Access::App(Scope::AppAdmin),
+    ),
+    route(
+        "PATCH",
+        "/v1/apps/{app}/topics/{topic}/external",
+        Access::App(Scope::AppAdmin),
+    ),
+    // the event log and publishing
+    route(
+        "POST",
+        "/v1/apps/{app}/topics/{topic}/events",
+        Access::App(Scope::PubsubPublish),
+    ),
+    route(
+        "GET",
+        "/v1/apps/{app}/topics/{topic}/events",
+        Access::App(Scope::AppRead),
+    ),
+    route(
+        "POST",
+        "/v1/apps/{app}/events",
+        Access::App(Scope::PubsubPublish),
+    ),
+    // triggers
+    route(
+        "GET",
+        "/v1/apps/{app}/triggers",
+        Access::App(Scope::AppRead),
+    ),
+    route(
+        "POST",
+        "/v1/apps/{app}/triggers",
+        Access::App(Scope::TriggersManage),
+    ),
+    route(
+        "GET",
+        "/v1/apps/{app}/triggers/{trigger}",
+        Access::App(Scope::AppRead),
+    ),
+    route(
+        "PATCH",
+        "/v1/apps/{app}/triggers/{trigger}",
+        Access::App(Scope::TriggersManage),
+    ),
+    route(
+        "DELETE",
+        "/v1/apps/{app}/triggers/{trigger}",
+        Access::App(Scope::TriggersManage),
+    ),
+    route(
+        "GET",
+        "/v1/apps/{app}/triggers/{trigger}/secret",
+        Access::App(Scope::TriggersManage),
+    ),
+    route(
+        "POST",
+        "/v1/apps/{app}/triggers/{trigger}/secret/rotate",
+        Access::App(Scope::TriggersManage),
+    ),
 ];
 
 /// The access rule for a matched route, if the table has one.

@@ -34,6 +34,12 @@ pub enum ErrorCode {
     KeyNotFound,
     /// An app with this id already exists.
     AppExists,
+    /// The topic does not exist in this app.
+    TopicNotFound,
+    /// A topic with this name already exists in this app.
+    TopicExists,
+    /// The trigger does not exist in this app.
+    TriggerNotFound,
     /// Too many requests or connections; retry later.
     RateLimited,
     /// A dependency (the database) is unreachable.
@@ -51,11 +57,13 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::NotFound | ErrorCode::AppNotFound | ErrorCode::KeyNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ErrorCode::NotFound
+            | ErrorCode::AppNotFound
+            | ErrorCode::KeyNotFound
+            | ErrorCode::TopicNotFound
+            | ErrorCode::TriggerNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::AppExists => StatusCode::CONFLICT,
+            ErrorCode::AppExists | ErrorCode::TopicExists => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
