@@ -143,6 +143,41 @@ impl Db {
     }
 }
 
+/// Pools that can open a write transaction.
+pub trait WritePool {
+    /// The database type.
+    type Database: sqlx::Database;
+    /// Opens a transaction that will write. On SQLite this is `BEGIN IMMEDIATE`: the write
+    /// lock is taken up front, so a busy database is waited for (busy timeout) instead of
+    /// failing when a read turns into a write.
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, Self::Database>, sqlx::Error>,
+    > + Send;
+}
+
+impl WritePool for SqlitePool {
+    type Database = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl WritePool for PgPool {
+    type Database = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+/// Opens a write transaction on either pool; see [`WritePool::begin_write`].
+pub async fn begin_write<P: WritePool>(
+    pool: &P,
+) -> Result<sqlx::Transaction<'static, P::Database>, sqlx::Error> {
+    pool.begin_write().await
+}
+
 /// `url` with any password replaced, safe to print.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

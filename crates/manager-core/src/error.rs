@@ -39,6 +39,9 @@ pub enum Error {
     /// A request field is invalid; the message says which and why.
     #[error("{0}")]
     Invalid(String),
+    /// The server is shutting down and takes no new work.
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 /// Shorthand for results in this crate.
@@ -57,6 +60,7 @@ impl From<Error> for ApiError {
             }
             Error::TooLarge(message) => ApiError::new(ErrorCode::PayloadTooLarge, message),
             Error::Invalid(message) => ApiError::invalid(message),
+            Error::ShuttingDown => ApiError::new(ErrorCode::Unavailable, error.to_string()),
             Error::Database(ref e) if is_unavailable(e) => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::new(

@@ -1,7 +1,11 @@
 //! PiCloud's durable core and control plane.
 //!
 //! - [`db`]: the storage interface, one API over SQLite and PostgreSQL.
-//! - [`apps`], [`api_keys`], [`settings`]: the records and their queries.
+//! - [`apps`], [`api_keys`], [`settings`], [`topics`], [`triggers`]: the records and
+//!   their queries.
+//! - [`publish`]: the group-committing writer that stores events with their outbox rows.
+//! - [`event_log`]: reading a topic's log.
+//! - [`retention`]: pruning logs to their retention.
 //! - [`auth`]: turning an `Authorization` header into a [`picloud_shared::access::Principal`]
 //!   and enforcing the route access table.
 //! - [`http`]: the admin and app routes this crate serves.
@@ -14,10 +18,15 @@ pub mod apps;
 pub mod auth;
 pub mod db;
 pub mod error;
+pub mod event_log;
 pub mod http;
+pub mod publish;
+pub mod retention;
 pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod topics;
+pub mod triggers;
 
 pub use db::Db;
 pub use error::Error;

@@ -126,3 +126,29 @@ mod tests {
         );
     }
 }
+
+/// A broadcaster that remembers what it was given, to check what went live.
+#[derive(Debug, Default)]
+pub struct RecordingBroadcaster {
+    events: std::sync::Mutex<Vec<picloud_shared::events::CommittedEvent>>,
+}
+
+impl RecordingBroadcaster {
+    /// Everything broadcast so far, in order.
+    pub fn events(&self) -> Vec<picloud_shared::events::CommittedEvent> {
+        self.events.lock().expect("recording lock").clone()
+    }
+}
+
+impl picloud_shared::events::RealtimeBroadcaster for RecordingBroadcaster {
+    fn broadcast(
+        &self,
+        events: &[picloud_shared::events::CommittedEvent],
+    ) -> Result<(), picloud_shared::events::BroadcastError> {
+        self.events
+            .lock()
+            .expect("recording lock")
+            .extend_from_slice(events);
+        Ok(())
+    }
+}

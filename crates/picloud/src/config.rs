@@ -76,9 +76,21 @@ pub struct ServeArgs {
     #[arg(long, env = "PICLOUD_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
     /// Largest request body accepted, in bytes; larger ones get 413.
-    #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
-          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
     pub max_body_bytes: u64,
+    /// Largest `data` of one published event, in bytes; larger ones get 413.
+    #[arg(long, env = "PICLOUD_MAX_EVENT_BYTES", default_value_t = 256 * 1024,
+          value_parser = clap::value_parser!(u64).range(16..=64 * 1024 * 1024))]
+    pub max_event_bytes: u64,
+    /// Most events in one batch publish; more get 413.
+    #[arg(long, env = "PICLOUD_MAX_BATCH_EVENTS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_batch_events: u64,
+    /// Seconds between retention passes that prune old events.
+    #[arg(long, env = "PICLOUD_RETENTION_INTERVAL_SEC", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub retention_interval_sec: u64,
     /// How long in-flight requests may take to finish at shutdown, in seconds.
     #[arg(long, env = "PICLOUD_SHUTDOWN_GRACE_SEC", default_value_t = 30)]
     pub shutdown_grace_sec: u64,
@@ -92,7 +104,10 @@ impl ServeArgs {
     pub fn for_tests() -> Self {
         Self {
             bind: "127.0.0.1:0".parse().expect("loopback address"),
-            max_body_bytes: 1024 * 1024,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_event_bytes: 256 * 1024,
+            max_batch_events: 1000,
+            retention_interval_sec: 60,
             shutdown_grace_sec: 5,
             log_format: LogFormat::Text,
         }

@@ -15,9 +15,14 @@ use picloud_manager_core::api_keys::CreatedKey;
 use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACHE_TTL};
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
 use picloud_manager_core::http::ManagerState;
+use picloud_manager_core::publish::{PublishLimits, Publisher, PublisherConfig};
+use picloud_manager_core::retention::run_retention;
 use picloud_manager_core::Db;
+use picloud_shared::events::{NoopBroadcaster, RealtimeBroadcaster};
 use picloud_shared::{ApiError, ErrorCode};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -58,7 +63,8 @@ pub async fn open_database(args: &DatabaseArgs) -> Result<Db, Error> {
     Ok(db)
 }
 
-/// A built application: database open and migrated, routes wired, port bound.
+/// A built application: database open and migrated, routes wired, port bound,
+/// background tasks running.
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -66,15 +72,66 @@ pub struct Application {
     auth: Arc<Authenticator>,
     bootstrap_key: Option<CreatedKey>,
     shutdown_grace: Duration,
+    background: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
 }
 
-/// Builds the whole application on `db`: routes, middleware and the listening socket.
-/// On an empty database this also creates the first instance key (see
+/// The swappable parts of an application; tests replace them to observe or break things.
+pub struct Wiring {
+    /// Where committed events go live (in-process realtime once it lands).
+    pub broadcaster: Arc<dyn RealtimeBroadcaster>,
+    /// How the publish writer batches, and its fault-injection hook.
+    pub publisher: PublisherConfig,
+}
+
+impl Default for Wiring {
+    fn default() -> Self {
+        Self {
+            broadcaster: Arc::new(NoopBroadcaster),
+            publisher: PublisherConfig::default(),
+        }
+    }
+}
+
+/// Builds the whole application on `db`: routes, middleware, background tasks and the
+/// listening socket. On an empty database this also creates the first instance key (see
 /// [`Application::bootstrap_key`]).
 pub async fn build_app(db: Db, serve: &ServeArgs) -> Result<Application, Error> {
+    build_app_with(db, serve, Wiring::default()).await
+}
+
+/// [`build_app`] with custom [`Wiring`].
+pub async fn build_app_with(
+    db: Db,
+    serve: &ServeArgs,
+    wiring: Wiring,
+) -> Result<Application, Error> {
     let bootstrap_key = db.bootstrap_instance_key().await?;
     let auth = Arc::new(Authenticator::new(db.clone(), DEFAULT_KEY_CACHE_TTL));
-    let router = routes(db.clone(), auth.clone(), serve.max_body_bytes as usize);
+    let background = CancellationToken::new();
+    let dispatch_wake = Arc::new(Notify::new());
+    let (publisher, writer) = Publisher::spawn(
+        db.clone(),
+        wiring.broadcaster,
+        dispatch_wake,
+        wiring.publisher,
+        background.clone(),
+    );
+    let retention = tokio::spawn(run_retention(
+        db.clone(),
+        Duration::from_secs(serve.retention_interval_sec),
+        background.clone(),
+    ));
+    let manager = ManagerState {
+        db: db.clone(),
+        auth: auth.clone(),
+        publisher,
+        limits: PublishLimits {
+            max_event_bytes: serve.max_event_bytes as usize,
+            max_batch_events: serve.max_batch_events as usize,
+        },
+    };
+    let router = routes(db.clone(), manager, serve.max_body_bytes as usize);
     let listener = TcpListener::bind(serve.bind)
         .await
         .map_err(|source| Error::Listen {
@@ -88,24 +145,24 @@ pub async fn build_app(db: Db, serve: &ServeArgs) -> Result<Application, Error> 
         auth,
         bootstrap_key,
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
+        background,
+        tasks: vec![writer, retention],
     })
 }
 
-/// Every route of every crate, with the middleware stack. Also returns nothing else: the
-/// OpenAPI document is generated here from the handlers' annotations.
-fn routes(db: Db, auth: Arc<Authenticator>, max_body_bytes: usize) -> Router {
+/// Every route of every crate, with the middleware stack. The OpenAPI document is
+/// generated here from the handlers' annotations.
+fn routes(db: Db, manager: ManagerState, max_body_bytes: usize) -> Router {
+    let auth = manager.auth.clone();
     let openapi_json = Arc::new(std::sync::OnceLock::new());
     let system = SystemState {
-        db: db.clone(),
+        db,
         metrics: metrics_handle(),
         openapi: openapi_json.clone(),
     };
     let (router, mut openapi) = system_api::router()
         .with_state(system)
-        .merge(picloud_manager_core::http::router(ManagerState {
-            db,
-            auth: auth.clone(),
-        }))
+        .merge(picloud_manager_core::http::router(manager))
         .split_for_parts();
     openapi.info.title = "PiCloud".into();
     openapi.info.description = Some("Realtime pub/sub with a transactional outbox.".into());
@@ -222,8 +279,11 @@ impl Application {
     /// the database.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let addr = self.local_addr();
-        let background = CancellationToken::new();
-        let flusher = tokio::spawn(self.auth.clone().run_key_use_flusher(background.clone()));
+        let background = self.background.clone();
+        let mut tasks = self.tasks;
+        tasks.push(tokio::spawn(
+            self.auth.clone().run_key_use_flusher(background.clone()),
+        ));
 
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -241,8 +301,10 @@ impl Application {
         }
 
         background.cancel();
-        if let Err(e) = flusher.await {
-            tracing::warn!(error = %e, "key-use flusher ended abnormally");
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "background task ended abnormally");
+            }
         }
         self.db.close().await;
         tracing::info!("stopped");

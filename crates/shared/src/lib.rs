@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod ids;
 pub mod names;

@@ -9,17 +9,24 @@ use utoipa_axum::routes;
 
 use crate::auth::Authenticator;
 use crate::db::Db;
+use crate::publish::{PublishLimits, Publisher};
 
 pub mod apps;
+pub mod events;
 pub mod keys;
+pub mod topics;
 
 /// What manager-core handlers share.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ManagerState {
     /// The database.
     pub db: Db,
     /// The key authenticator, told about revocations and deletions.
     pub auth: Arc<Authenticator>,
+    /// The group-committing event writer.
+    pub publisher: Publisher,
+    /// Publish size limits.
+    pub limits: PublishLimits,
 }
 
 /// Every manager-core route with its OpenAPI description.
@@ -31,5 +38,10 @@ pub fn router(state: ManagerState) -> OpenApiRouter {
         .routes(routes!(keys::revoke_app_key))
         .routes(routes!(keys::list_instance_keys, keys::create_instance_key))
         .routes(routes!(keys::revoke_instance_key))
+        .routes(routes!(topics::list_topics, topics::create_topic))
+        .routes(routes!(topics::get_topic, topics::delete_topic))
+        .routes(routes!(topics::set_external))
+        .routes(routes!(events::publish, events::read_events))
+        .routes(routes!(events::publish_batch))
         .with_state(state)
 }
