@@ -530,9 +530,11 @@ impl PublishLimits {
         let event_type = match event_type {
             None => DEFAULT_EVENT_TYPE.to_owned(),
             Some(t) if is_valid_event_type(&t) => t,
-            Some(_) => return Err(Error::Invalid(format!(
+            Some(_) => {
+                return Err(Error::Invalid(format!(
                 "type must be 1 to {MAX_EVENT_TYPE_LEN} characters of letters, digits and . _ : -"
-            ))),
+            )))
+            }
         };
         let data: Box<str> = data.into();
         if data.len() > self.max_event_bytes {

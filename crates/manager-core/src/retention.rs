@@ -23,11 +23,20 @@ pub struct Pruned {
     pub idempotency_keys: u64,
 }
 
+#[derive(sqlx::FromRow)]
+struct RetainedTopic {
+    app_id: String,
+    name: String,
+    last_seq: i64,
+    retention_max_events: Option<i64>,
+    retention_max_age_ms: Option<i64>,
+}
+
 impl Db {
     /// Prunes every topic's log down to its retention as of `now` (ms), and forgets
     /// idempotency keys older than [`IDEMPOTENCY_KEY_TTL`].
     pub async fn prune(&self, now: i64) -> Result<Pruned> {
-        let topics: Vec<(String, String, i64, Option<i64>, Option<i64>)> = on_db!(self, pool => {
+        let topics: Vec<RetainedTopic> = on_db!(self, pool => {
             sqlx::query_as(
                 "SELECT app_id, name, last_seq, retention_max_events, retention_max_age_ms
                  FROM topics
@@ -37,7 +46,14 @@ impl Db {
             .await?
         });
         let mut pruned = Pruned::default();
-        for (app, topic, last_seq, max_events, max_age_ms) in topics {
+        for RetainedTopic {
+            app_id: app,
+            name: topic,
+            last_seq,
+            retention_max_events: max_events,
+            retention_max_age_ms: max_age_ms,
+        } in topics
+        {
             // Events at or below this seq are beyond the count limit ...
             let seq_cutoff = max_events.map_or(0, |n| last_seq - n);
             // ... and events published before this time are beyond the age limit.
