@@ -203,13 +203,16 @@ struct GroupOutcome {
 
 /// One event row about to be written.
 struct EventRow<'a> {
+    app: &'a AppId,
     topic: &'a str,
     seq: i64,
     id: String,
     event: &'a NewEvent,
+    key: Option<&'a str>,
 }
 
-const ROWS_PER_INSERT: usize = 100;
+/// Rows per multi-row INSERT: 500 x 9 binds stays far below both databases' limits.
+const ROWS_PER_INSERT: usize = 500;
 
 impl Writer {
     async fn run(mut self, mut queue: mpsc::Receiver<Job>, shutdown: CancellationToken) {
@@ -286,18 +289,27 @@ impl Writer {
         }
     }
 
-    /// Writes every request of the group in one transaction and commits it.
+    /// Writes every request of the group in one transaction and commits it. Work is
+    /// merged across the group: one seq-taking UPDATE per topic and multi-row INSERTs for
+    /// all events and outbox rows, whatever the number of requests.
     async fn write(&mut self, requests: &[&PublishRequest]) -> Result<GroupOutcome> {
         let now = now_ms();
         let retention = Retention::default();
-        let mut answers = Vec::with_capacity(requests.len());
-        let mut committed = Vec::new();
-        let mut outbox_rows = 0u64;
+        // Per request: what it will answer, once known.
+        let mut answers: Vec<Option<Result<Publication>>> = requests.iter().map(|_| None).collect();
+        // Requests repeating an idempotency key claimed earlier in this group.
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
+        let mut claimed: HashMap<(&str, &str), usize> = HashMap::new();
         let mut generations: HashMap<&str, Option<i64>> = HashMap::new();
+        let mut accepted: Vec<(usize, Arc<AppTriggers>)> = Vec::new();
+        let mut committed = Vec::new();
+        let outbox_rows: u64;
         let triggers = &mut self.triggers;
         on_db!(&self.db, pool => {
             let mut tx = begin_write(pool).await?;
-            for request in requests {
+
+            // 1. Per request: does the app exist, is the request a retry, which triggers apply.
+            for (index, request) in requests.iter().enumerate() {
                 let app = request.app.as_str();
                 let generation = match generations.get(app) {
                     Some(generation) => *generation,
@@ -312,11 +324,14 @@ impl Writer {
                     }
                 };
                 let Some(generation) = generation else {
-                    answers.push(Err(Error::AppNotFound(app.to_owned())));
+                    answers[index] = Some(Err(Error::AppNotFound(app.to_owned())));
                     continue;
                 };
-
-                if let Some(key) = &request.idempotency_key {
+                if let Some(key) = request.idempotency_key.as_deref() {
+                    if let Some(&first) = claimed.get(&(app, key)) {
+                        repeats.push((index, first));
+                        continue;
+                    }
                     let fresh = sqlx::query(
                         "INSERT INTO idempotency_keys (app_id, key, response, created_at)
                          VALUES ($1, $2, $3, $4) ON CONFLICT (app_id, key) DO NOTHING",
@@ -338,11 +353,11 @@ impl Writer {
                         .fetch_one(&mut *tx)
                         .await?;
                         metrics::counter!("picloud_publish_idempotent_replays_total").increment(1);
-                        answers.push(decode_stored_answer(&stored));
+                        answers[index] = Some(decode_stored_answer(&stored));
                         continue;
                     }
+                    claimed.insert((app, key), index);
                 }
-
                 let app_triggers = match triggers.get(app) {
                     Some(cached) if cached.generation == generation => cached.clone(),
                     _ => {
@@ -359,50 +374,59 @@ impl Writer {
                         loaded
                     }
                 };
+                accepted.push((index, app_triggers));
+            }
 
-                // Take the seqs: one row-locking UPDATE per topic of the request.
-                let mut next_seq: HashMap<&str, i64> = HashMap::new();
+            // 2. Take the seqs: one row-locking UPDATE per (app, topic) of the group.
+            let mut next_seq: HashMap<(&str, &str), i64> = HashMap::new();
+            for (index, _) in &accepted {
+                let request = requests[*index];
                 for event in &request.events {
-                    *next_seq.entry(event.topic.as_str()).or_default() += 1;
+                    *next_seq.entry((request.app.as_str(), event.topic.as_str())).or_default() += 1;
                 }
-                for (topic, count) in next_seq.iter_mut() {
-                    let take = "UPDATE topics SET last_seq = last_seq + $3, updated_at = $4
-                                WHERE app_id = $1 AND name = $2 RETURNING last_seq";
-                    let mut last: Option<i64> = sqlx::query_scalar(take)
-                        .bind(app).bind(*topic).bind(*count).bind(now)
+            }
+            let take = "UPDATE topics SET last_seq = last_seq + $3, updated_at = $4
+                        WHERE app_id = $1 AND name = $2 RETURNING last_seq";
+            for ((app, topic), count) in next_seq.iter_mut() {
+                let mut last: Option<i64> = sqlx::query_scalar(take)
+                    .bind(*app).bind(*topic).bind(*count).bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if last.is_none() {
+                    // First publish to an unregistered name: register it, not external.
+                    sqlx::query(&format!("{TOPIC_INSERT} ON CONFLICT (app_id, name) DO NOTHING"))
+                        .bind(*app)
+                        .bind(*topic)
+                        .bind(false)
+                        .bind("token")
+                        .bind(retention.max_events)
+                        .bind(retention.max_age_secs.map(|s| s * 1000))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    last = sqlx::query_scalar(take)
+                        .bind(*app).bind(*topic).bind(*count).bind(now)
                         .fetch_optional(&mut *tx)
                         .await?;
-                    if last.is_none() {
-                        // First publish to an unregistered name: register it, not external.
-                        sqlx::query(&format!("{TOPIC_INSERT} ON CONFLICT (app_id, name) DO NOTHING"))
-                            .bind(app)
-                            .bind(*topic)
-                            .bind(false)
-                            .bind("token")
-                            .bind(retention.max_events)
-                            .bind(retention.max_age_secs.map(|s| s * 1000))
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                        last = sqlx::query_scalar(take)
-                            .bind(app).bind(*topic).bind(*count).bind(now)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    }
-                    let last = last.ok_or_else(|| Error::AppNotFound(app.to_owned()))?;
-                    *count = last - *count + 1;
                 }
+                let last = last.ok_or_else(|| Error::AppNotFound(app.to_string()))?;
+                *count = last - *count + 1;
+            }
 
-                let mut rows = Vec::with_capacity(request.events.len());
-                let mut outbox: Vec<(&str, &str, i64)> = Vec::new();
+            // 3. Every event and outbox row of the group, in request order.
+            let mut rows: Vec<EventRow> = Vec::new();
+            let mut outbox: Vec<(&str, &str, &str, i64)> = Vec::new();
+            for (index, app_triggers) in &accepted {
+                let request = requests[*index];
+                let app = request.app.as_str();
                 let mut published = Vec::with_capacity(request.events.len());
                 for event in &request.events {
                     let topic = event.topic.as_str();
-                    let seq = next_seq.get_mut(topic).expect("seq taken for every topic");
-                    let row = EventRow { topic, seq: *seq, id: random_id("evt"), event };
+                    let seq = next_seq.get_mut(&(app, topic)).expect("seq taken for every topic");
+                    let row = EventRow { app: &request.app, topic, seq: *seq, id: random_id("evt"), event, key: request.idempotency_key.as_deref() };
                     *seq += 1;
                     let before = outbox.len();
-                    outbox.extend(app_triggers.matching(topic).map(|trigger| (trigger, topic, row.seq)));
+                    outbox.extend(app_triggers.matching(topic).map(|trigger| (app, trigger, topic, row.seq)));
                     published.push(PublishedEvent {
                         topic: topic.to_owned(),
                         seq: row.seq,
@@ -412,73 +436,91 @@ impl Writer {
                     });
                     rows.push(row);
                 }
-
-                for chunk in rows.chunks(ROWS_PER_INSERT) {
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO topic_events
-                         (app_id, topic, seq, id, event_type, payload, published_at, idempotency_key) ",
-                    );
-                    insert.push_values(chunk, |mut values, row| {
-                        values
-                            .push_bind(app)
-                            .push_bind(row.topic)
-                            .push_bind(row.seq)
-                            .push_bind(row.id.as_str())
-                            .push_bind(row.event.event_type.as_str())
-                            .push_bind(&row.event.data[..])
-                            .push_bind(now)
-                            .push_bind(request.idempotency_key.as_deref());
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
-                for chunk in outbox.chunks(ROWS_PER_INSERT) {
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
-                         next_attempt_at, created_at, updated_at) ",
-                    );
-                    insert.push_values(chunk, |mut values, (trigger, topic, seq)| {
-                        values
-                            .push_bind(app)
-                            .push_bind(*trigger)
-                            .push_bind(*topic)
-                            .push_bind(*seq)
-                            .push_bind("pending")
-                            .push_bind(0i64)
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push_bind(now);
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
-                outbox_rows += outbox.len() as u64;
-
-                if let Some(key) = &request.idempotency_key {
-                    let answer = serde_json::to_vec(&published).expect("answers serialize");
-                    sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE app_id = $1 AND key = $2")
-                        .bind(app)
-                        .bind(key)
-                        .bind(answer)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                committed.extend(rows.iter().map(|row| CommittedEvent {
-                    app: request.app.clone(),
-                    topic: row.event.topic.clone(),
-                    seq: row.seq,
-                    id: row.id.clone(),
-                    event_type: row.event.event_type.clone(),
-                    data: row.event.data.clone(),
-                    published_at: now,
-                }));
-                answers.push(Ok(Publication { events: published, replayed: false }));
+                answers[*index] = Some(Ok(Publication { events: published, replayed: false }));
             }
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO topic_events
+                     (app_id, topic, seq, id, event_type, payload, published_at, idempotency_key) ",
+                );
+                insert.push_values(chunk, |mut values, row| {
+                    values
+                        .push_bind(row.app.as_str())
+                        .push_bind(row.topic)
+                        .push_bind(row.seq)
+                        .push_bind(row.id.as_str())
+                        .push_bind(row.event.event_type.as_str())
+                        .push_bind(&row.event.data[..])
+                        .push_bind(now)
+                        .push_bind(row.key);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            for chunk in outbox.chunks(ROWS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
+                     next_attempt_at, created_at, updated_at) ",
+                );
+                insert.push_values(chunk, |mut values, (app, trigger, topic, seq)| {
+                    values
+                        .push_bind(*app)
+                        .push_bind(*trigger)
+                        .push_bind(*topic)
+                        .push_bind(*seq)
+                        .push_bind("pending")
+                        .push_bind(0i64)
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            outbox_rows = outbox.len() as u64;
+
+            // 4. Remember the answers of keyed requests for their retries.
+            for (index, _) in &accepted {
+                let request = requests[*index];
+                let (Some(key), Some(Ok(publication))) = (&request.idempotency_key, &answers[*index]) else {
+                    continue;
+                };
+                let answer = serde_json::to_vec(&publication.events).expect("answers serialize");
+                sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE app_id = $1 AND key = $2")
+                    .bind(request.app.as_str())
+                    .bind(key)
+                    .bind(answer)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            committed.extend(rows.iter().map(|row| CommittedEvent {
+                app: row.app.clone(),
+                topic: row.event.topic.clone(),
+                seq: row.seq,
+                id: row.id.clone(),
+                event_type: row.event.event_type.clone(),
+                data: row.event.data.clone(),
+                published_at: now,
+            }));
             if let Some(hook) = &self.config.before_commit {
                 hook()?;
             }
             tx.commit().await?;
         });
+        for (index, first) in repeats {
+            answers[index] = Some(match &answers[first] {
+                Some(Ok(publication)) => Ok(Publication {
+                    events: publication.events.clone(),
+                    replayed: true,
+                }),
+                _ => Err(Error::Invalid(
+                    "the first request with this idempotency key failed".into(),
+                )),
+            });
+        }
         Ok(GroupOutcome {
-            answers,
+            answers: answers
+                .into_iter()
+                .map(|answer| answer.expect("every request answered"))
+                .collect(),
             committed,
             outbox_rows,
         })

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Durable publish throughput over HTTP, on SQLite and on PostgreSQL:
+#   - single-event requests from 32 concurrent connections (wrk),
+#   - batched requests (PICLOUD_BATCH events each, default 100) from 8 connections,
+# next to this disk's fsync rate (pg_test_fsync), which bounds any one-fsync-per-publish
+# design. Every acknowledged event is durable: SQLite runs WAL with synchronous=FULL,
+# PostgreSQL with fsync and synchronous_commit on.
+#
+#   bench/publish.sh            # DURATION=10 seconds per run by default
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO_ROOT="$(pwd)"
+DURATION="${DURATION:-10}"
+export PICLOUD_BATCH="${PICLOUD_BATCH:-100}"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+if ! command -v wrk >/dev/null; then
+    [ "$(id -u)" -eq 0 ] || die "wrk is missing: apt-get install wrk"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+
+step "building picloud (release)"
+cargo build --release -q -p picloud
+BIN="$REPO_ROOT/target/release/picloud"
+
+# shellcheck source=scripts/lib/postgres.sh
+source "$REPO_ROOT/scripts/lib/postgres.sh"
+pg_start_cluster ""   # durable settings: fsync and synchronous_commit on
+
+WORK="$(mktemp -d)"
+SERVER_PID=""
+stop_server() {
+    if [ -n "$SERVER_PID" ]; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+}
+# Chain onto the cluster's EXIT trap, keeping the exit status for it.
+trap 'rc=$?; stop_server; rm -rf "$WORK"; (exit $rc); cleanup' EXIT
+
+step "measuring this disk's fsync rate"
+FSYNCS="$("$PGBIN/pg_test_fsync" -s 2 -f "$WORK/fsync.tmp" | awk '$1 == "fdatasync" {print int($2); exit}')"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# run_backend NAME DATABASE_URL -> prints "NAME single_rps batch_events_per_s errors"
+run_backend() {
+    local name="$1" url="$2" port out
+    port="$(free_port)"
+    out="$WORK/$name"
+    mkdir -p "$out"
+    "$BIN" --data-dir "$out/data" --database-url "$url" serve --bind "127.0.0.1:$port" \
+        >"$out/stdout" 2>"$out/stderr" &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    local admin key base="http://127.0.0.1:$port"
+    admin="$(grep -o 'pk_[A-Za-z0-9_-]\{43\}' "$out/stdout" | head -1)"
+    [ -n "$admin" ] || die "$name: no bootstrap key printed"
+    curl -fs -X POST "$base/v1/apps" -H "Authorization: Bearer $admin" \
+        -H 'content-type: application/json' -d '{"id":"bench"}' >/dev/null
+    key="$(curl -fs -X POST "$base/v1/apps/bench/keys" -H "Authorization: Bearer $admin" \
+        -H 'content-type: application/json' -d '{"name":"bench","scopes":["app:admin"]}' |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+    export PICLOUD_KEY="$key"
+
+    step "$name: single-event publishes, 32 connections, ${DURATION}s"
+    wrk -t2 -c32 -d"${DURATION}s" --latency -s bench/wrk/publish.lua \
+        "$base/v1/apps/bench/topics/orders/events" >"$out/single.txt"
+    step "$name: batched publishes ($PICLOUD_BATCH events each), 8 connections, ${DURATION}s"
+    wrk -t2 -c8 -d"${DURATION}s" --latency -s bench/wrk/publish_batch.lua \
+        "$base/v1/apps/bench/events" >"$out/batch.txt"
+
+    # Every acknowledged request must be in the log: compare with the topic heads.
+    local single_ok errors acked_single acked_batch
+    errors="$(cat "$out/single.txt" "$out/batch.txt" | awk '/Non-2xx/ {n += $NF} END {print n + 0}')"
+    acked_single="$(curl -fs "$base/v1/apps/bench/topics/orders" -H "Authorization: Bearer $key" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["last_seq"])')"
+    acked_batch=0
+    for t in 0 1 2 3; do
+        acked_batch=$((acked_batch + $(curl -fs "$base/v1/apps/bench/topics/orders.$t" -H "Authorization: Bearer $key" |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["last_seq"])')))
+    done
+    single_ok="$(awk '/requests in/ {print $1}' "$out/single.txt")"
+    stop_server
+    printf '%s %s %s %s %s %s %s\n' "$name" \
+        "$(awk '/Requests\/sec/ {print int($2)}' "$out/single.txt")" \
+        "$(awk '/ 99%/ {print $2}' "$out/single.txt")" \
+        "$(awk -v b="$PICLOUD_BATCH" '/Requests\/sec/ {print int($2 * b)}' "$out/batch.txt")" \
+        "$errors" "$acked_single/$single_ok" "$acked_batch"
+}
+
+SQLITE="$(run_backend sqlite "sqlite://$WORK/sqlite.db")"
+"$PGBIN/psql" -q "$PG_URL" -c 'CREATE DATABASE bench' >/dev/null
+POSTGRES="$(run_backend postgres "postgres://postgres@127.0.0.1:$PGPORT/bench")"
+
+step "results"
+printf '\nmachine: %s cores, %s; fdatasync: %s/s (pg_test_fsync)\n\n' "$(nproc)" \
+    "$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs)" "$FSYNCS"
+printf '| backend | single-event publishes/s (32 conns) | p99 | batched events/s (%s/request) | non-2xx | in log / acked (single) | in log (batched) | publishes per fsync |\n' "$PICLOUD_BATCH"
+printf '|---|---|---|---|---|---|---|---|\n'
+for row in "$SQLITE" "$POSTGRES"; do
+    read -r name single p99 batch errors acked acked_batch <<<"$row"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$single" "$p99" "$batch" "$errors" "$acked" "$acked_batch" \
+        "$(python3 -c "print(round($single / max($FSYNCS, 1), 1))")"
+done
