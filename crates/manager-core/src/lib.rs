@@ -2,6 +2,7 @@
 //!
 //! - [`db`]: the storage interface, one API over SQLite and PostgreSQL.
 //! - [`apps`], [`api_keys`], [`settings`]: the records and their queries.
+//! - [`triggers`]: topic patterns, webhook handlers, retry policies and trigger storage.
 //! - [`auth`]: turning an `Authorization` header into a [`picloud_shared::access::Principal`]
 //!   and enforcing the route access table.
 //! - [`http`]: the admin and app routes this crate serves.
@@ -18,6 +19,7 @@ pub mod http;
 pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod triggers;
 
 pub use db::Db;
 pub use error::Error;

@@ -12,6 +12,7 @@ use crate::db::Db;
 
 pub mod apps;
 pub mod keys;
+pub mod triggers;
 
 /// What manager-core handlers share.
 #[derive(Debug, Clone)]
@@ -31,5 +32,13 @@ pub fn router(state: ManagerState) -> OpenApiRouter {
         .routes(routes!(keys::revoke_app_key))
         .routes(routes!(keys::list_instance_keys, keys::create_instance_key))
         .routes(routes!(keys::revoke_instance_key))
+        .routes(routes!(triggers::list_triggers, triggers::create_trigger))
+        .routes(routes!(
+            triggers::get_trigger,
+            triggers::update_trigger,
+            triggers::delete_trigger
+        ))
+        .routes(routes!(triggers::reveal_trigger_secret))
+        .routes(routes!(triggers::rotate_trigger_secret))
         .with_state(state)
 }
