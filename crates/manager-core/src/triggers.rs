@@ -151,20 +151,21 @@ pub struct WebhookUrl(String);
 impl WebhookUrl {
     /// Validates and normalizes `value`.
     pub fn parse(value: &str) -> Result<WebhookUrl> {
-        let invalid = |why: String| Error::Invalid(format!("invalid webhook url: {why}"));
+        let invalid = |why: String| Error::Invalid(format!("url {why}"));
         let too_long = || invalid(format!("must be at most {MAX_URL_LEN} characters"));
         if value.len() > MAX_URL_LEN {
             return Err(too_long());
         }
-        let url = url::Url::parse(value).map_err(|e| invalid(format!("{e}")))?;
+        let url = url::Url::parse(value)
+            .map_err(|e| invalid(format!("must be an absolute http or https URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid(format!(
-                "the scheme must be http or https, got '{}'",
+                "scheme must be http or https, got '{}'",
                 url.scheme()
             )));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(invalid("a host is required".into()));
+            return Err(invalid("must have a host".into()));
         }
         if url.as_str().len() > MAX_URL_LEN {
             return Err(too_long());
@@ -225,8 +226,8 @@ pub const STANDARD_SCHEDULE_SECS: [u64; 6] = [5, 300, 1_800, 7_200, 18_000, 36_0
 /// How often and when a failed delivery is retried.
 ///
 /// `schedule_secs` always holds exactly `max_attempts - 1` delays: the delay before the
-/// 2nd attempt, the 3rd, and so on. A shorter schedule (the default is
-/// [`STANDARD_SCHEDULE_SECS`]) is extended by repeating its last delay.
+/// 2nd attempt, the 3rd, and so on. A shorter schedule (such as the default, Standard
+/// Webhooks' 5 s, 5 min, 30 min, 2 h, 5 h, 10 h) is extended by repeating its last delay.
 ///
 /// On the wire both fields are optional: `max_attempts` defaults to 8, `schedule_secs` to
 /// the standard schedule. A given schedule must be non-empty, hold at most 50 delays of
@@ -235,6 +236,7 @@ pub const STANDARD_SCHEDULE_SECS: [u64; 6] = [5, 300, 1_800, 7_200, 18_000, 36_0
 #[serde(try_from = "RetrySpec")]
 pub struct RetryPolicy {
     /// Delivery attempts in all, 1 to 50.
+    #[schema(minimum = 1, maximum = 50)]
     max_attempts: u32,
     /// Seconds to wait before each retry.
     schedule_secs: Vec<u64>,
@@ -269,9 +271,8 @@ impl RetryPolicy {
     /// A policy of `max_attempts` attempts waiting `schedule_secs` between them, or the
     /// standard schedule for `None` (rules on [`RetryPolicy`]).
     pub fn new(max_attempts: u32, schedule_secs: Option<Vec<u64>>) -> Result<RetryPolicy> {
-        let invalid = |why: String| Error::Invalid(format!("invalid retry policy: {why}"));
         if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
-            return Err(invalid(format!(
+            return Err(Error::Invalid(format!(
                 "max_attempts must be 1 to {MAX_ATTEMPTS}, got {max_attempts}"
             )));
         }
@@ -280,18 +281,18 @@ impl RetryPolicy {
             None => STANDARD_SCHEDULE_SECS.to_vec(),
             Some(schedule) => {
                 if schedule.is_empty() || schedule.len() > MAX_SCHEDULE_LEN {
-                    return Err(invalid(format!(
+                    return Err(Error::Invalid(format!(
                         "schedule_secs must hold 1 to {MAX_SCHEDULE_LEN} delays, got {}",
                         schedule.len()
                     )));
                 }
                 if let Some(bad) = schedule.iter().find(|d| !(1..=MAX_DELAY_SECS).contains(d)) {
-                    return Err(invalid(format!(
+                    return Err(Error::Invalid(format!(
                         "each delay in schedule_secs must be 1 to {MAX_DELAY_SECS} seconds, got {bad}"
                     )));
                 }
                 if schedule.len() > retries {
-                    return Err(invalid(format!(
+                    return Err(Error::Invalid(format!(
                         "schedule_secs has {} delays but max_attempts {max_attempts} allows at most {retries}",
                         schedule.len()
                     )));
@@ -561,8 +562,7 @@ impl TriggerRow {
             },
             kind => return Err(corrupt(&id, format!("handler '{kind}'"))),
         };
-        let max_attempts =
-            u32::try_from(self.retry_max_attempts).map_err(|e| corrupt(&id, e))?;
+        let max_attempts = u32::try_from(self.retry_max_attempts).map_err(|e| corrupt(&id, e))?;
         let schedule = self
             .retry_schedule_ms
             .map(|json| serde_json::from_str::<Vec<u64>>(&json))
@@ -723,7 +723,12 @@ impl Db {
 
     /// Applies `patch` to a trigger of `app` and returns the result. An empty patch
     /// changes nothing.
-    pub async fn update_trigger(&self, app: &str, id: &str, patch: TriggerPatch) -> Result<Trigger> {
+    pub async fn update_trigger(
+        &self,
+        app: &str,
+        id: &str,
+        patch: TriggerPatch,
+    ) -> Result<Trigger> {
         if patch.is_empty() {
             return self.get_trigger(app, id).await;
         }
@@ -924,7 +929,14 @@ mod tests {
 
     #[test]
     fn misplaced_stars_are_rejected_clearly() {
-        for bad in ["or*ders", "orders*", "*.orders", "orders.*.created", "**", "orders.**"] {
+        for bad in [
+            "or*ders",
+            "orders*",
+            "*.orders",
+            "orders.*.created",
+            "**",
+            "orders.**",
+        ] {
             let err = TopicPattern::parse(bad).unwrap_err();
             assert!(err.0.contains("'*' may only be"), "{bad}: {err}");
         }
@@ -947,7 +959,13 @@ mod tests {
         let url = WebhookUrl::parse("https://Example.com/hook?x=1").unwrap();
         assert_eq!(url.as_str(), "https://example.com/hook?x=1");
         assert!(WebhookUrl::parse("http://127.0.0.1:8080").is_ok());
-        for bad in ["ftp://x", "not a url", "mailto:a@b.c", "https://", "/relative"] {
+        for bad in [
+            "ftp://x",
+            "not a url",
+            "mailto:a@b.c",
+            "https://",
+            "/relative",
+        ] {
             assert!(WebhookUrl::parse(bad).is_err(), "{bad}");
         }
         let long = format!("https://x.io/{}", "a".repeat(MAX_URL_LEN));
@@ -967,7 +985,10 @@ mod tests {
         assert_eq!(policy.delay_after(8), None);
         assert_eq!(policy.delay_after(0), None);
         assert_eq!(RetryPolicy::new(3, None).unwrap().schedule_secs(), [5, 300]);
-        assert!(RetryPolicy::new(1, None).unwrap().schedule_secs().is_empty());
+        assert!(RetryPolicy::new(1, None)
+            .unwrap()
+            .schedule_secs()
+            .is_empty());
     }
 
     #[test]

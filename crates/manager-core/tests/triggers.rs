@@ -64,7 +64,7 @@ backend_test! {
         assert_eq!(trigger.created_at, trigger.updated_at);
 
         assert_eq!(db.get_trigger("shop", &trigger.id).await.unwrap(), trigger);
-        assert_eq!(db.list_triggers("shop").await.unwrap(), [trigger.clone()]);
+        assert_eq!(db.list_triggers("shop").await.unwrap(), std::slice::from_ref(&trigger));
         assert_eq!(db.trigger_secret("shop", &trigger.id).await.unwrap(), created.secret);
 
         let retry = RetryPolicy::new(3, Some(vec![10])).unwrap();
