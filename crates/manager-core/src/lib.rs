@@ -1,11 +1,12 @@
 //! PiCloud's durable core and control plane.
 //!
 //! - [`db`]: the storage interface, one API over SQLite and PostgreSQL.
-//! - [`apps`], [`api_keys`], [`settings`], [`topics`], [`triggers`]: the records and
-//!   their queries.
+//! - [`apps`], [`api_keys`], [`settings`], [`topics`]: the records and their
+//!   queries.
 //! - [`publish`]: the group-committing writer that stores events with their outbox rows.
 //! - [`event_log`]: reading a topic's log.
 //! - [`retention`]: pruning logs to their retention.
+//! - [`triggers`]: topic patterns, webhook handlers, retry policies and trigger storage.
 //! - [`auth`]: turning an `Authorization` header into a [`picloud_shared::access::Principal`]
 //!   and enforcing the route access table.
 //! - [`http`]: the admin and app routes this crate serves.

@@ -10,6 +10,9 @@ use picloud_manager_core::publish::{
 };
 use picloud_manager_core::testing::{RecordingBroadcaster, TestDb};
 use picloud_manager_core::topics::{AuthMode, NewTopic, Retention};
+use picloud_manager_core::triggers::{
+    Handler, NewTrigger, TopicPattern, TriggerPatch, TriggerSource, WebhookUrl,
+};
 use picloud_manager_core::{Db, Error};
 use picloud_shared::{AppId, TopicName};
 use tokio::sync::Notify;
@@ -70,23 +73,29 @@ async fn count(db: &Db, table: &str) -> i64 {
     })
 }
 
-async fn add_trigger(db: &Db, id: &str, source: &str) {
-    picloud_manager_core::on_db!(db, pool => {
-        sqlx::query(
-            "INSERT INTO triggers (id, app_id, source_kind, source_topic, handler_kind, handler_url,
-                                   secret, retry_max_attempts, created_at, updated_at)
-             VALUES ($1, 'shop', 'topic', $2, 'webhook', 'https://example.com/hook', 'whsec_x', 8, 0, 0)",
-        )
-        .bind(id)
-        .bind(source)
-        .execute(pool)
+/// Creates an enabled webhook trigger on `source` through the real API; returns its id.
+async fn add_trigger(db: &Db, source: &str) -> String {
+    let new = NewTrigger::new(
+        TriggerSource::Topic {
+            topic: TopicPattern::parse(source).unwrap(),
+        },
+        Handler::Webhook {
+            url: WebhookUrl::parse("https://example.com/hook").unwrap(),
+        },
+    );
+    db.create_trigger(&AppId::parse("shop").unwrap(), new)
         .await
-        .unwrap();
-        sqlx::query("UPDATE apps SET trigger_generation = trigger_generation + 1 WHERE id = 'shop'")
-            .execute(pool)
-            .await
-            .unwrap();
-    });
+        .unwrap()
+        .trigger
+        .id
+}
+
+async fn disable_trigger(db: &Db, id: &str) {
+    let patch = TriggerPatch {
+        enabled: Some(false),
+        ..TriggerPatch::default()
+    };
+    db.update_trigger("shop", id, patch).await.unwrap();
 }
 
 backend_test! {
@@ -148,10 +157,10 @@ backend_test! {
 backend_test! {
     async fn one_event_row_and_one_outbox_row_per_matching_trigger(t) {
         let h = harness(&t, PublisherConfig::default()).await;
-        add_trigger(&h.db, "trg_exact", "orders.created").await;
-        add_trigger(&h.db, "trg_prefix", "orders.*").await;
-        add_trigger(&h.db, "trg_all", "*").await;
-        add_trigger(&h.db, "trg_other", "users").await;
+        let exact = add_trigger(&h.db, "orders.created").await;
+        let prefix = add_trigger(&h.db, "orders.*").await;
+        let all = add_trigger(&h.db, "*").await;
+        add_trigger(&h.db, "users").await;
         let answer = h.publisher.publish(request(vec![event("orders.created", 1)])).await.unwrap();
         assert_eq!(answer.events[0].deliveries, 3);
         assert_eq!(count(&h.db, "topic_events").await, 1);
@@ -161,12 +170,11 @@ backend_test! {
                 .fetch_all(pool).await.unwrap()
         });
         triggers.sort();
-        assert_eq!(triggers, ["trg_all", "trg_exact", "trg_prefix"]);
-        // A disabled trigger stops matching as soon as its generation moves.
-        picloud_manager_core::on_db!(&h.db, pool => {
-            sqlx::query("UPDATE triggers SET enabled = $1 WHERE id = 'trg_all'").bind(false).execute(pool).await.unwrap();
-            sqlx::query("UPDATE apps SET trigger_generation = trigger_generation + 1").execute(pool).await.unwrap();
-        });
+        let mut want = vec![exact, prefix, all.clone()];
+        want.sort();
+        assert_eq!(triggers, want);
+        // A disabled trigger stops matching at once: the change moved the app's generation.
+        disable_trigger(&h.db, &all).await;
         let answer = h.publisher.publish(request(vec![event("orders.created", 2)])).await.unwrap();
         assert_eq!(answer.events[0].deliveries, 2);
         // The dispatcher was told there is work.
@@ -181,7 +189,7 @@ backend_test! {
             ..PublisherConfig::default()
         };
         let h = harness(&t, config).await;
-        add_trigger(&h.db, "trg_1", "orders").await;
+        add_trigger(&h.db, "orders").await;
         let result = h.publisher.publish(request(vec![event("orders", 1), event("audit", 2)])).await;
         assert!(matches!(result, Err(Error::Invalid(ref m)) if m == "injected failure"), "{result:?}");
         assert_eq!(count(&h.db, "topic_events").await, 0);
@@ -255,13 +263,10 @@ backend_test! {
             auth_mode: AuthMode::Token,
             retention: Retention { max_events: Some(3), max_age_secs: None },
         }).await.unwrap();
-        add_trigger(&h.db, "trg_1", "orders").await;
+        let trigger = add_trigger(&h.db, "orders").await;
         h.publisher.publish(request(vec![event("orders", 1)])).await.unwrap();
         // Seq 1 now has a pending delivery; deliver nothing, publish more without the trigger.
-        picloud_manager_core::on_db!(&h.db, pool => {
-            sqlx::query("UPDATE triggers SET enabled = $1").bind(false).execute(pool).await.unwrap();
-            sqlx::query("UPDATE apps SET trigger_generation = trigger_generation + 1").execute(pool).await.unwrap();
-        });
+        disable_trigger(&h.db, &trigger).await;
         for n in 2..=10 {
             h.publisher.publish(request(vec![event("orders", n)])).await.unwrap();
         }

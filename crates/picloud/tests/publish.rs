@@ -191,3 +191,28 @@ backend_test! {
         app.stop().await;
     }
 }
+
+backend_test! {
+    async fn publishing_fans_out_to_triggers_created_over_http(t) {
+        let app = spawn_app(t).await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["app:admin"]).await;
+        let key = Some(key.as_str());
+        for pattern in ["orders.created", "orders.*", "*", "users"] {
+            let (status, body) = app
+                .call(Method::POST, "/v1/apps/shop/triggers", key, Some(json!({
+                    "source": {"kind": "topic", "topic": pattern},
+                    "handler": {"kind": "webhook", "url": "https://example.com/hook"},
+                })))
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+        let (status, event) = app
+            .call(Method::POST, "/v1/apps/shop/topics/orders.created/events", key, Some(json!({"data": {}})))
+            .await;
+        assert_eq!((status, event["deliveries"].as_i64()), (201, Some(3)), "{event}");
+        let (_, event) = app.call(Method::POST, "/v1/apps/shop/topics/users/events", key, Some(json!({"data": {}}))).await;
+        assert_eq!(event["deliveries"], 2);
+        app.stop().await;
+    }
+}

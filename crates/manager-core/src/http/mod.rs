@@ -15,6 +15,7 @@ pub mod apps;
 pub mod events;
 pub mod keys;
 pub mod topics;
+pub mod triggers;
 
 /// What manager-core handlers share.
 #[derive(Clone)]
@@ -43,5 +44,13 @@ pub fn router(state: ManagerState) -> OpenApiRouter {
         .routes(routes!(topics::set_external))
         .routes(routes!(events::publish, events::read_events))
         .routes(routes!(events::publish_batch))
+        .routes(routes!(triggers::list_triggers, triggers::create_trigger))
+        .routes(routes!(
+            triggers::get_trigger,
+            triggers::update_trigger,
+            triggers::delete_trigger
+        ))
+        .routes(routes!(triggers::reveal_trigger_secret))
+        .routes(routes!(triggers::rotate_trigger_secret))
         .with_state(state)
 }
