@@ -76,9 +76,20 @@ run_backend() {
     wrk -t2 -c8 -d"${DURATION}s" --latency -s bench/wrk/publish_batch.lua \
         "$base/v1/apps/bench/events" >"$out/batch.txt"
 
+    step "$name: single-event publishes with 200 triggers on the app (none matching), 32 connections, ${DURATION}s"
+    for i in $(seq 100); do
+        for source in "other.$i" "other$i.*"; do
+            curl -fs -X POST "$base/v1/apps/bench/triggers" -H "Authorization: Bearer $key" \
+                -H 'content-type: application/json' \
+                -d "{\"source\":{\"kind\":\"topic\",\"topic\":\"$source\"},\"handler\":{\"kind\":\"webhook\",\"url\":\"https://example.com/hook\"}}" >/dev/null
+        done
+    done
+    wrk -t2 -c32 -d"${DURATION}s" --latency -s bench/wrk/publish.lua \
+        "$base/v1/apps/bench/topics/orders/events" >"$out/triggers.txt"
+
     # Every acknowledged request must be in the log: compare with the topic heads.
     local single_ok errors acked_single acked_batch
-    errors="$(cat "$out/single.txt" "$out/batch.txt" | awk '/Non-2xx/ {n += $NF} END {print n + 0}')"
+    errors="$(cat "$out/single.txt" "$out/batch.txt" "$out/triggers.txt" | awk '/Non-2xx/ {n += $NF} END {print n + 0}')"
     acked_single="$(curl -fs "$base/v1/apps/bench/topics/orders" -H "Authorization: Bearer $key" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["last_seq"])')"
     acked_batch=0
@@ -86,13 +97,14 @@ run_backend() {
         acked_batch=$((acked_batch + $(curl -fs "$base/v1/apps/bench/topics/orders.$t" -H "Authorization: Bearer $key" |
             python3 -c 'import json,sys; print(json.load(sys.stdin)["last_seq"])')))
     done
-    single_ok="$(awk '/requests in/ {print $1}' "$out/single.txt")"
+    single_ok="$(cat "$out/single.txt" "$out/triggers.txt" | awk '/requests in/ {n += $1} END {print n}')"
     stop_server
-    printf '%s %s %s %s %s %s %s\n' "$name" \
+    printf '%s %s %s %s %s %s %s %s\n' "$name" \
         "$(awk '/Requests\/sec/ {print int($2)}' "$out/single.txt")" \
         "$(awk '/ 99%/ {print $2}' "$out/single.txt")" \
         "$(awk -v b="$PICLOUD_BATCH" '/Requests\/sec/ {print int($2 * b)}' "$out/batch.txt")" \
-        "$errors" "$acked_single/$single_ok" "$acked_batch"
+        "$errors" "$acked_single/$single_ok" "$acked_batch" \
+        "$(awk '/Requests\/sec/ {print int($2)}' "$out/triggers.txt")"
 }
 
 SQLITE="$(run_backend sqlite "sqlite://$WORK/sqlite.db")"
@@ -102,10 +114,10 @@ POSTGRES="$(run_backend postgres "postgres://postgres@127.0.0.1:$PGPORT/bench")"
 step "results"
 printf '\nmachine: %s cores, %s; fdatasync: %s/s (pg_test_fsync)\n\n' "$(nproc)" \
     "$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs)" "$FSYNCS"
-printf '| backend | single-event publishes/s (32 conns) | p99 | batched events/s (%s/request) | non-2xx | in log / acked (single) | in log (batched) | publishes per fsync |\n' "$PICLOUD_BATCH"
-printf '|---|---|---|---|---|---|---|---|\n'
+printf '| backend | single-event publishes/s (32 conns) | p99 | batched events/s (%s/request) | single, 200 triggers on the app | non-2xx | in log / acked (single) | in log (batched) | publishes per fsync |\n' "$PICLOUD_BATCH"
+printf '|---|---|---|---|---|---|---|---|---|\n'
 for row in "$SQLITE" "$POSTGRES"; do
-    read -r name single p99 batch errors acked acked_batch <<<"$row"
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$single" "$p99" "$batch" "$errors" "$acked" "$acked_batch" \
+    read -r name single p99 batch errors acked acked_batch triggers <<<"$row"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$single" "$p99" "$batch" "$triggers" "$errors" "$acked" "$acked_batch" \
         "$(python3 -c "print(round($single / max($FSYNCS, 1), 1))")"
 done

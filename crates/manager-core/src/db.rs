@@ -83,6 +83,10 @@ impl Db {
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(10))
+                    // Keep hot pages in memory and read the rest through mmap rather than
+                    // copying them in with read(2) on every cache miss.
+                    .pragma("cache_size", "-65536")
+                    .pragma("mmap_size", "268435456")
                     .log_statements(log::LevelFilter::Trace);
                 if let Some(parent) = options.get_filename().parent() {
                     if !parent.as_os_str().is_empty() {

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use picloud_shared::events::{CommittedEvent, RealtimeBroadcaster};
-use picloud_shared::ids::random_id;
+use picloud_shared::ids::time_ordered_id;
 use picloud_shared::time::now_ms;
 use picloud_shared::{AppId, TopicName};
 use serde::{Deserialize, Serialize};
@@ -423,7 +423,7 @@ impl Writer {
                 for event in &request.events {
                     let topic = event.topic.as_str();
                     let seq = next_seq.get_mut(&(app, topic)).expect("seq taken for every topic");
-                    let row = EventRow { app: &request.app, topic, seq: *seq, id: random_id("evt"), event, key: request.idempotency_key.as_deref() };
+                    let row = EventRow { app: &request.app, topic, seq: *seq, id: time_ordered_id("evt"), event, key: request.idempotency_key.as_deref() };
                     *seq += 1;
                     let before = outbox.len();
                     outbox.extend(app_triggers.matching(topic).map(|trigger| (app, trigger, topic, row.seq)));
