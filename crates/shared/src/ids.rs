@@ -57,7 +57,9 @@ mod tests {
     #[test]
     fn time_ordered_ids_sort_by_creation() {
         let ids: Vec<String> = (0..100).map(|_| time_ordered_id("evt")).collect();
-        assert!(ids.iter().all(|id| id.starts_with("evt_") && id.len() == 36));
+        assert!(ids
+            .iter()
+            .all(|id| id.starts_with("evt_") && id.len() == 36));
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(sorted, ids);
