@@ -33,6 +33,12 @@ pub enum Error {
     /// No such trigger in this app.
     #[error("trigger '{0}' not found")]
     TriggerNotFound(String),
+    /// No such delivery in this app.
+    #[error("delivery '{0}' not found")]
+    DeliveryNotFound(String),
+    /// No such dead letter in this app.
+    #[error("dead letter '{0}' not found")]
+    DeadLetterNotFound(String),
     /// A request is over a size limit; the message says which.
     #[error("{0}")]
     TooLarge(String),
@@ -57,6 +63,12 @@ impl From<Error> for ApiError {
             Error::TopicExists(_) => ApiError::new(ErrorCode::TopicExists, error.to_string()),
             Error::TriggerNotFound(_) => {
                 ApiError::new(ErrorCode::TriggerNotFound, error.to_string())
+            }
+            Error::DeliveryNotFound(_) => {
+                ApiError::new(ErrorCode::DeliveryNotFound, error.to_string())
+            }
+            Error::DeadLetterNotFound(_) => {
+                ApiError::new(ErrorCode::DeadLetterNotFound, error.to_string())
             }
             Error::TooLarge(message) => ApiError::new(ErrorCode::PayloadTooLarge, message),
             Error::Invalid(message) => ApiError::invalid(message),

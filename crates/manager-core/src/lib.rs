@@ -6,6 +6,8 @@
 //! - [`publish`]: the group-committing writer that stores events with their outbox rows.
 //! - [`event_log`]: reading a topic's log.
 //! - [`retention`]: pruning logs to their retention.
+//! - [`dispatcher`]: delivering outbox rows to signed webhooks; [`deliveries`]: the
+//!   deliveries and dead letters it leaves, for the API.
 //! - [`triggers`]: topic patterns, webhook handlers, retry policies and trigger storage.
 //! - [`auth`]: turning an `Authorization` header into a [`picloud_shared::access::Principal`]
 //!   and enforcing the route access table.
@@ -18,6 +20,8 @@ pub mod api_keys;
 pub mod apps;
 pub mod auth;
 pub mod db;
+pub mod deliveries;
+pub mod dispatcher;
 pub mod error;
 pub mod event_log;
 pub mod http;

@@ -312,6 +312,21 @@ impl RetryPolicy {
         })
     }
 
+    /// The policy as stored in `triggers.retry_max_attempts` and `retry_schedule_ms` (a
+    /// JSON list of milliseconds).
+    pub fn from_stored(max_attempts: i64, schedule_ms: Option<&str>) -> Result<RetryPolicy> {
+        let max_attempts = u32::try_from(max_attempts).map_err(|_| {
+            Error::Invalid(format!("stored max_attempts {max_attempts} is invalid"))
+        })?;
+        let schedule = schedule_ms
+            .map(serde_json::from_str::<Vec<u64>>)
+            .transpose()
+            .map_err(|e| Error::Invalid(format!("stored retry schedule is invalid: {e}")))?
+            .filter(|ms| !ms.is_empty())
+            .map(|ms| ms.into_iter().map(|ms| (ms / 1000).max(1)).collect());
+        RetryPolicy::new(max_attempts, schedule)
+    }
+
     /// Delivery attempts in all.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
@@ -562,15 +577,9 @@ impl TriggerRow {
             },
             kind => return Err(corrupt(&id, format!("handler '{kind}'"))),
         };
-        let max_attempts = u32::try_from(self.retry_max_attempts).map_err(|e| corrupt(&id, e))?;
-        let schedule = self
-            .retry_schedule_ms
-            .map(|json| serde_json::from_str::<Vec<u64>>(&json))
-            .transpose()
-            .map_err(|e| corrupt(&id, e))?
-            .filter(|ms| !ms.is_empty())
-            .map(|ms| ms.into_iter().map(|ms| (ms / 1000).max(1)).collect());
-        let retry = RetryPolicy::new(max_attempts, schedule).map_err(|e| corrupt(&id, e))?;
+        let retry =
+            RetryPolicy::from_stored(self.retry_max_attempts, self.retry_schedule_ms.as_deref())
+                .map_err(|e| corrupt(&id, e))?;
         Ok(Trigger {
             app: AppId::parse(&self.app_id).map_err(|e| corrupt(&id, e))?,
             source,

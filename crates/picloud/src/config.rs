@@ -91,6 +91,34 @@ pub struct ServeArgs {
     #[arg(long, env = "PICLOUD_RETENTION_INTERVAL_SEC", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub retention_interval_sec: u64,
+    /// Most webhook deliveries in flight at once on this node.
+    #[arg(long, env = "PICLOUD_DISPATCH_WORKERS", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub dispatch_workers: u64,
+    /// Factor on every retry delay (1.0 = the Standard Webhooks schedule; tests use less).
+    #[arg(long, env = "PICLOUD_DISPATCH_BACKOFF_SCALE", default_value_t = 1.0,
+          value_parser = parse_scale)]
+    pub dispatch_backoff_scale: f64,
+    /// Longest wait between outbox polls when no publish wakes the dispatcher, in ms.
+    #[arg(long, env = "PICLOUD_DISPATCH_POLL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub dispatch_poll_ms: u64,
+    /// How long a claimed delivery stays exclusive to this node, in seconds. A node that
+    /// dies holds its claims this long; must exceed the webhook timeout.
+    #[arg(long, env = "PICLOUD_DISPATCH_LEASE_SEC", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub dispatch_lease_sec: u64,
+    /// Webhook request timeout, in seconds.
+    #[arg(long, env = "PICLOUD_WEBHOOK_TIMEOUT_SEC", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_sec: u64,
+    /// Let webhooks reach loopback, private, link-local and other internal addresses.
+    #[arg(long, env = "PICLOUD_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+    /// Comma-separated CIDRs webhooks may reach even though they are internal.
+    #[arg(long, env = "PICLOUD_WEBHOOK_ALLOW_CIDRS", default_value = "", value_parser = parse_cidr_list)]
+    pub webhook_allow_cidrs: String,
     /// How long in-flight requests may take to finish at shutdown, in seconds.
     #[arg(long, env = "PICLOUD_SHUTDOWN_GRACE_SEC", default_value_t = 30)]
     pub shutdown_grace_sec: u64,
@@ -108,6 +136,13 @@ impl ServeArgs {
             max_event_bytes: 256 * 1024,
             max_batch_events: 1000,
             retention_interval_sec: 60,
+            dispatch_workers: 16,
+            dispatch_backoff_scale: 1.0,
+            dispatch_poll_ms: 1000,
+            dispatch_lease_sec: 90,
+            webhook_timeout_sec: 15,
+            webhook_allow_private: false,
+            webhook_allow_cidrs: String::new(),
             shutdown_grace_sec: 5,
             log_format: LogFormat::Text,
         }
@@ -203,6 +238,19 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_cidr_list(value: &str) -> Result<String, String> {
+    picloud_manager_core::dispatcher::ssrf::parse_cidrs(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_scale(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && (0.0..=1000.0).contains(&scale) => Ok(scale),
+        _ => Err(format!("'{value}' is not a factor between 0 and 1000")),
+    }
 }
 
 fn parse_scope(value: &str) -> Result<Scope, String> {

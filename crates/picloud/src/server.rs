@@ -14,6 +14,8 @@ use axum::Router;
 use picloud_manager_core::api_keys::CreatedKey;
 use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACHE_TTL};
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
+use picloud_manager_core::dispatcher::ssrf::{parse_cidrs, AddressPolicy};
+use picloud_manager_core::dispatcher::{Dispatcher, DispatcherConfig};
 use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{PublishLimits, Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
@@ -39,6 +41,9 @@ pub enum Error {
     /// The database URL is not one PiCloud understands.
     #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://USER:PASS@HOST/DB")]
     DatabaseUrl(String),
+    /// A setting is invalid beyond what the flag parser checks.
+    #[error("invalid configuration: {0}")]
+    Config(picloud_manager_core::Error),
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Database(#[from] picloud_manager_core::Error),
@@ -113,10 +118,29 @@ pub async fn build_app_with(
     let (publisher, writer) = Publisher::spawn(
         db.clone(),
         wiring.broadcaster,
-        dispatch_wake,
+        dispatch_wake.clone(),
         wiring.publisher,
         background.clone(),
     );
+    let address_policy = AddressPolicy::new(
+        serve.webhook_allow_private,
+        parse_cidrs(&serve.webhook_allow_cidrs).map_err(Error::Config)?,
+    );
+    let dispatcher = Dispatcher::new(
+        db.clone(),
+        DispatcherConfig {
+            workers: serve.dispatch_workers as usize,
+            poll_interval: Duration::from_millis(serve.dispatch_poll_ms),
+            request_timeout: Duration::from_secs(serve.webhook_timeout_sec),
+            lease: Duration::from_secs(serve.dispatch_lease_sec.max(serve.webhook_timeout_sec + 1)),
+            backoff_scale: serve.dispatch_backoff_scale,
+            shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
+            address_policy: Arc::new(address_policy),
+            ..DispatcherConfig::default()
+        },
+        dispatch_wake.clone(),
+    );
+    let dispatching = tokio::spawn(dispatcher.run(background.clone()));
     let retention = tokio::spawn(run_retention(
         db.clone(),
         Duration::from_secs(serve.retention_interval_sec),
@@ -130,6 +154,7 @@ pub async fn build_app_with(
             max_event_bytes: serve.max_event_bytes as usize,
             max_batch_events: serve.max_batch_events as usize,
         },
+        dispatch_wake: dispatch_wake.clone(),
     };
     let router = routes(db.clone(), manager, serve.max_body_bytes as usize);
     let listener = TcpListener::bind(serve.bind)
@@ -146,7 +171,7 @@ pub async fn build_app_with(
         bootstrap_key,
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
         background,
-        tasks: vec![writer, retention],
+        tasks: vec![writer, retention, dispatching],
     })
 }
 

@@ -67,6 +67,51 @@ fn describe_metrics() {
         "picloud_http_requests_total",
         "HTTP requests answered, by method, route template and status"
     );
+    metrics::describe_counter!(
+        "picloud_events_published_total",
+        "Events committed to topic logs (each once, whatever its fan-out)"
+    );
+    metrics::describe_counter!(
+        "picloud_outbox_rows_created_total",
+        "Outbox rows created by publishes (one per matching trigger)"
+    );
+    metrics::describe_counter!(
+        "picloud_broadcast_failures_total",
+        "Broadcasts to live subscribers that failed after commit"
+    );
+    metrics::describe_counter!(
+        "picloud_publish_idempotent_replays_total",
+        "Publishes answered from an earlier request with the same Idempotency-Key"
+    );
+    metrics::describe_histogram!(
+        "picloud_publish_commit_seconds",
+        metrics::Unit::Seconds,
+        "Time to write and commit one publish group"
+    );
+    metrics::describe_histogram!(
+        "picloud_publish_group_requests",
+        "Publish requests committed together in one transaction"
+    );
+    metrics::describe_counter!("picloud_events_pruned_total", "Events removed by retention");
+    metrics::describe_counter!("picloud_deliveries_total", "Logical deliveries finished, by outcome (delivered, dead_lettered, failed); each once, however many attempts");
+    metrics::describe_counter!(
+        "picloud_delivery_retries_total",
+        "Failed attempts that were scheduled for retry"
+    );
+    metrics::describe_counter!("picloud_dead_letters_total", "Dead letters written");
+    metrics::describe_histogram!(
+        "picloud_delivery_attempt_seconds",
+        metrics::Unit::Seconds,
+        "Duration of one webhook attempt"
+    );
+    metrics::describe_gauge!(
+        "picloud_outbox_pending",
+        "Outbox rows waiting for delivery (database-wide)"
+    );
+    metrics::describe_gauge!(
+        "picloud_outbox_oldest_pending_age_seconds",
+        "Age of the oldest undelivered outbox row (database-wide)"
+    );
     metrics::describe_histogram!(
         "picloud_http_request_duration_seconds",
         metrics::Unit::Seconds,

@@ -161,6 +161,51 @@ const SPEC: &[(&str, &str, Access)] = &[
         "/v1/apps/{app}/triggers/{trigger}/secret/rotate",
         Access::App(Scope::TriggersManage),
     ),
+    (
+        "GET",
+        "/v1/apps/{app}/deliveries",
+        Access::App(Scope::AppRead),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/deliveries/{delivery}",
+        Access::App(Scope::AppRead),
+    ),
+    (
+        "POST",
+        "/v1/apps/{app}/deliveries/{delivery}/retry",
+        Access::App(Scope::DeliveriesManage),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/dead-letters",
+        Access::App(Scope::AppRead),
+    ),
+    (
+        "DELETE",
+        "/v1/apps/{app}/dead-letters",
+        Access::App(Scope::DeliveriesManage),
+    ),
+    (
+        "POST",
+        "/v1/apps/{app}/dead-letters/replay",
+        Access::App(Scope::DeliveriesManage),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/dead-letters/{dead_letter}",
+        Access::App(Scope::AppRead),
+    ),
+    (
+        "DELETE",
+        "/v1/apps/{app}/dead-letters/{dead_letter}",
+        Access::App(Scope::DeliveriesManage),
+    ),
+    (
+        "POST",
+        "/v1/apps/{app}/dead-letters/{dead_letter}/replay",
+        Access::App(Scope::DeliveriesManage),
+    ),
 ];
 
 fn concrete_path(template: &str) -> String {
@@ -169,6 +214,8 @@ fn concrete_path(template: &str) -> String {
         .replace("{key}", "key_doesnotexist")
         .replace("{topic}", "orders")
         .replace("{trigger}", "trg_doesnotexist")
+        .replace("{delivery}", "999999")
+        .replace("{dead_letter}", "999999")
 }
 
 async fn check(

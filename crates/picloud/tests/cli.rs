@@ -1,13 +1,13 @@
 //! The real `picloud` binary: CLI commands, configuration errors, first start and
 //! graceful shutdown.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
+use common::Server;
 use picloud_manager_core::backend_test;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_picloud");
 
@@ -83,6 +83,11 @@ async fn bad_configuration_exits_with_code_2_and_says_why() {
         (vec!["serve", "--max-body-bytes", "12"], "--max-body-bytes"),
         (vec!["keys", "create", "--name", "x"], "required"),
         (vec!["frobnicate"], "unrecognized subcommand"),
+        (
+            vec!["serve", "--webhook-allow-cidrs", "10.0.0.0/33"],
+            "--webhook-allow-cidrs",
+        ),
+        (vec!["serve", "--dispatch-backoff-scale=-1"], "not a factor"),
     ];
     for (args, expected) in cases {
         let mut all = vec!["--data-dir", data_dir];
@@ -104,81 +109,13 @@ async fn bad_configuration_exits_with_code_2_and_says_why() {
     );
 }
 
-/// A running `picloud serve` with its output streams.
-struct Server {
-    child: Child,
-    addr: String,
-    stdout: String,
-}
-
-/// Starts `picloud serve` on a random port and waits until it listens.
-async fn start_server(data_dir: &str) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["--data-dir", data_dir, "serve", "--bind", "127.0.0.1:0"])
-        .env_remove("PICLOUD_DATABASE_URL")
-        .env("PICLOUD_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn picloud serve");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = stderr.next_line().await.unwrap() {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("server exited before listening");
-    })
-    .await
-    .expect("server listens within a minute");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
-    Server {
-        child,
-        addr,
-        stdout: String::new(),
-    }
-}
-
-impl Server {
-    /// Signals SIGTERM.
-    fn terminate(&self) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for exit (bounded) and collects stdout.
-    async fn wait(&mut self) -> i32 {
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("exits after SIGTERM")
-            .unwrap();
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .await
-            .unwrap();
-        self.stdout = out;
-        status.code().unwrap_or(-1)
-    }
-}
-
 #[tokio::test]
 async fn first_start_prints_a_working_key_once_and_sigterm_drains_requests() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let data_dir = data_dir.to_str().unwrap();
 
-    let mut server = start_server(data_dir).await;
+    let mut server = Server::start(&["--data-dir", data_dir]).await;
     assert!(
         std::path::Path::new(data_dir).join("picloud.db").exists(),
         "SQLite file created in the data dir"
@@ -191,44 +128,38 @@ async fn first_start_prints_a_working_key_once_and_sigterm_drains_requests() {
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
 
-    // A request is in flight (headers sent, body not yet) when SIGTERM arrives.
+    let key = server
+        .printed_key()
+        .unwrap_or_else(|| panic!("first start prints the key: {}", server.stdout()));
+
+    // A request is in flight when SIGTERM arrives: its handler is reading the body (the
+    // server said `100 Continue`), and the body only follows the signal.
     let body = br#"{"id":"shop"}"#;
     let mut stream = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
-    // The key is only known from stdout, which we read after exit; use a bad key: the
-    // request is answered either way, and what matters is that it is answered.
     let head = format!(
-        "POST /v1/apps HTTP/1.1\r\nhost: x\r\nauthorization: Bearer pk_{}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        "A".repeat(43),
+        "POST /v1/apps HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&body[..5]).await.unwrap();
-    // Make sure the server has taken the connection before it is told to stop.
-    let probe = client
-        .get(format!("http://{}/healthz", server.addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(probe.status().as_u16(), 200);
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).await.unwrap();
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
     server.terminate();
-    stream.write_all(&body[5..]).await.unwrap();
+    stream.write_all(body).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     assert!(
-        response.starts_with("HTTP/1.1 401"),
-        "in-flight request answered: {response}"
+        response.trim_start().starts_with("HTTP/1.1 201"),
+        "the in-flight request completed: {response}"
     );
     assert_eq!(server.wait().await, 0, "graceful exit");
 
-    let key = server
-        .stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("pk_") && w.len() == 46)
-        .unwrap_or_else(|| panic!("first start prints the key: {}", server.stdout))
-        .to_owned();
-
     // Second start: no new key printed, and the printed one works.
-    let mut server = start_server(data_dir).await;
+    let mut server = Server::start(&["--data-dir", data_dir]).await;
     let apps = client
         .get(format!("http://{}/v1/apps", server.addr))
         .bearer_auth(&key)
@@ -239,8 +170,8 @@ async fn first_start_prints_a_working_key_once_and_sigterm_drains_requests() {
     server.terminate();
     assert_eq!(server.wait().await, 0);
     assert!(
-        !server.stdout.contains("pk_"),
+        !server.stdout().contains("pk_"),
         "the key is printed only once: {}",
-        server.stdout
+        server.stdout()
     );
 }

@@ -152,6 +152,52 @@ pub const ROUTES: &[RouteAccess] = &[
         "/v1/apps/{app}/triggers/{trigger}/secret/rotate",
         Access::App(Scope::TriggersManage),
     ),
+    // deliveries and dead letters
+    route(
+        "GET",
+        "/v1/apps/{app}/deliveries",
+        Access::App(Scope::AppRead),
+    ),
+    route(
+        "GET",
+        "/v1/apps/{app}/deliveries/{delivery}",
+        Access::App(Scope::AppRead),
+    ),
+    route(
+        "POST",
+        "/v1/apps/{app}/deliveries/{delivery}/retry",
+        Access::App(Scope::DeliveriesManage),
+    ),
+    route(
+        "GET",
+        "/v1/apps/{app}/dead-letters",
+        Access::App(Scope::AppRead),
+    ),
+    route(
+        "DELETE",
+        "/v1/apps/{app}/dead-letters",
+        Access::App(Scope::DeliveriesManage),
+    ),
+    route(
+        "POST",
+        "/v1/apps/{app}/dead-letters/replay",
+        Access::App(Scope::DeliveriesManage),
+    ),
+    route(
+        "GET",
+        "/v1/apps/{app}/dead-letters/{dead_letter}",
+        Access::App(Scope::AppRead),
+    ),
+    route(
+        "DELETE",
+        "/v1/apps/{app}/dead-letters/{dead_letter}",
+        Access::App(Scope::DeliveriesManage),
+    ),
+    route(
+        "POST",
+        "/v1/apps/{app}/dead-letters/{dead_letter}/replay",
+        Access::App(Scope::DeliveriesManage),
+    ),
 ];
 
 /// The access rule for a matched route, if the table has one.

@@ -40,6 +40,10 @@ pub enum ErrorCode {
     TopicExists,
     /// The trigger does not exist in this app.
     TriggerNotFound,
+    /// The delivery does not exist in this app.
+    DeliveryNotFound,
+    /// The dead letter does not exist in this app.
+    DeadLetterNotFound,
     /// Too many requests or connections; retry later.
     RateLimited,
     /// A dependency (the database) is unreachable.
@@ -61,7 +65,9 @@ impl ErrorCode {
             | ErrorCode::AppNotFound
             | ErrorCode::KeyNotFound
             | ErrorCode::TopicNotFound
-            | ErrorCode::TriggerNotFound => StatusCode::NOT_FOUND,
+            | ErrorCode::TriggerNotFound
+            | ErrorCode::DeliveryNotFound
+            | ErrorCode::DeadLetterNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::AppExists | ErrorCode::TopicExists => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -12,6 +12,7 @@ use crate::db::Db;
 use crate::publish::{PublishLimits, Publisher};
 
 pub mod apps;
+pub mod deliveries;
 pub mod events;
 pub mod keys;
 pub mod topics;
@@ -28,6 +29,8 @@ pub struct ManagerState {
     pub publisher: Publisher,
     /// Publish size limits.
     pub limits: PublishLimits,
+    /// Wakes the dispatcher when work is put back on the outbox.
+    pub dispatch_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Every manager-core route with its OpenAPI description.
@@ -52,5 +55,18 @@ pub fn router(state: ManagerState) -> OpenApiRouter {
         ))
         .routes(routes!(triggers::reveal_trigger_secret))
         .routes(routes!(triggers::rotate_trigger_secret))
+        .routes(routes!(deliveries::list_deliveries))
+        .routes(routes!(deliveries::get_delivery))
+        .routes(routes!(deliveries::retry_delivery))
+        .routes(routes!(
+            deliveries::list_dead_letters,
+            deliveries::purge_dead_letters
+        ))
+        .routes(routes!(
+            deliveries::get_dead_letter,
+            deliveries::purge_dead_letter
+        ))
+        .routes(routes!(deliveries::replay_dead_letter))
+        .routes(routes!(deliveries::replay_dead_letters))
         .with_state(state)
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sink;
+
 use std::net::SocketAddr;
 
 use picloud::config::ServeArgs;
@@ -136,4 +138,97 @@ impl TestApp {
 /// The `error.code` of an error body.
 pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// A running `picloud serve` process (the real binary) with its output.
+pub struct Server {
+    child: tokio::process::Child,
+    /// Where it listens.
+    pub addr: String,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stdout_task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts `picloud serve --bind 127.0.0.1:0 ARGS…` and waits until it listens.
+    pub async fn start(args: &[&str]) -> Server {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_picloud"))
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("PICLOUD_DATABASE_URL")
+            .env("PICLOUD_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn picloud serve");
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut out_lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let sink = stdout.clone();
+        let stdout_task = tokio::spawn(async move {
+            while let Ok(Some(line)) = out_lines.next_line().await {
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(line) = stderr.next_line().await.unwrap() {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    return rest.split_whitespace().next().unwrap().to_owned();
+                }
+            }
+            panic!("server exited before listening");
+        })
+        .await
+        .expect("server listens within a minute");
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+        Server {
+            child,
+            addr,
+            stdout,
+            stdout_task,
+        }
+    }
+
+    /// What it printed to stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The bootstrap key it printed, if any.
+    pub fn printed_key(&self) -> Option<String> {
+        self.stdout()
+            .split_whitespace()
+            .find(|w| w.starts_with("pk_") && w.len() == 46)
+            .map(str::to_owned)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub async fn crash(&mut self) {
+        self.child.kill().await.expect("kill -9");
+    }
+
+    /// Waits for exit (bounded) and returns the exit code; stdout is complete afterwards.
+    pub async fn wait(&mut self) -> i32 {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap();
+        let _ = (&mut self.stdout_task).await;
+        status.code().unwrap_or(-1)
+    }
 }

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Webhook delivery throughput and publish-to-webhook latency, on SQLite and PostgreSQL.
+#   - throughput: EVENTS events published up front (batched), delivered to a local sink
+#     that answers 200 at once; deliveries/s between the sink's first and last request;
+#   - latency: single events published at RATE/s for SECONDS s; p50/p99/max from each
+#     event's published_at to its arrival at the sink.
+#
+#   bench/deliveries.sh          # EVENTS=20000 RATE=500 DURATION=10 by default
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO_ROOT="$(pwd)"
+EVENTS="${EVENTS:-20000}"
+RATE="${RATE:-500}"
+SECONDS_="${DURATION:-10}"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+step "building (release)"
+cargo build --release -q -p picloud -p picloud-bench
+BIN="$REPO_ROOT/target/release"
+
+# shellcheck source=scripts/lib/postgres.sh
+source "$REPO_ROOT/scripts/lib/postgres.sh"
+pg_start_cluster ""
+
+WORK="$(mktemp -d)"
+PIDS=()
+stop_all() { for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; PIDS=(); }
+trap 'rc=$?; stop_all; rm -rf "$WORK"; (exit $rc); cleanup' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
+
+start_sink() { # start_sink NAME EXPECT -> sets SINK_PID SINK_URL
+    local port; port="$(free_port)"
+    "$BIN/webhook-sink" --bind "127.0.0.1:$port" --expect "$2" >"$WORK/$1.sink" 2>&1 &
+    SINK_PID=$!
+    SINK_URL="http://127.0.0.1:$port/hook"
+    for _ in $(seq 50); do grep -q listening "$WORK/$1.sink" 2>/dev/null && break; sleep 0.1; done
+}
+
+wait_sink() { # wait_sink NAME: waits for the sink to stop by itself (bounded), prints its JSON
+    for _ in $(seq 600); do kill -0 "$SINK_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -TERM "$SINK_PID" 2>/dev/null || true
+    wait "$SINK_PID" 2>/dev/null || true
+    tail -1 "$WORK/$1.sink"
+}
+
+run_backend() { # run_backend NAME URL -> one table row
+    local name="$1" url="$2" port base admin key
+    port="$(free_port)"; base="http://127.0.0.1:$port"
+    "$BIN/picloud" --data-dir "$WORK/$name-data" --database-url "$url" serve --bind "127.0.0.1:$port" \
+        --webhook-allow-private true --dispatch-workers 64 >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    PIDS+=($!)
+    for _ in $(seq 100); do curl -fs "$base/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+    admin="$(grep -o 'pk_[A-Za-z0-9_-]\{43\}' "$WORK/$name.out" | head -1)"
+    curl -fs -X POST "$base/v1/apps" -H "Authorization: Bearer $admin" -H 'content-type: application/json' -d '{"id":"bench"}' >/dev/null
+    key="$(curl -fs -X POST "$base/v1/apps/bench/keys" -H "Authorization: Bearer $admin" -H 'content-type: application/json' \
+        -d '{"name":"bench","scopes":["app:admin"]}' | json_field key)"
+
+    step "$name: $EVENTS deliveries to a sink answering 200"
+    start_sink "$name-throughput" "$EVENTS"
+    curl -fs -X POST "$base/v1/apps/bench/triggers" -H "Authorization: Bearer $key" -H 'content-type: application/json' \
+        -d "{\"source\":{\"kind\":\"topic\",\"topic\":\"load\"},\"handler\":{\"kind\":\"webhook\",\"url\":\"$SINK_URL\"}}" >/dev/null
+    python3 - "$base" "$key" "$EVENTS" <<'PY'
+import json, sys, urllib.request
+base, key, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+batch = [{"topic": "load", "data": {"n": i}} for i in range(1000)]
+for _ in range(total // 1000):
+    req = urllib.request.Request(f"{base}/v1/apps/bench/events", data=json.dumps({"events": batch}).encode(),
+                                 headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+    urllib.request.urlopen(req).read()
+PY
+    local throughput; throughput="$(wait_sink "$name-throughput")"
+
+    step "$name: publish-to-webhook latency at $RATE events/s for ${SECONDS_}s"
+    start_sink "$name-latency" "$((RATE * SECONDS_))"
+    curl -fs -X POST "$base/v1/apps/bench/triggers" -H "Authorization: Bearer $key" -H 'content-type: application/json' \
+        -d "{\"source\":{\"kind\":\"topic\",\"topic\":\"paced\"},\"handler\":{\"kind\":\"webhook\",\"url\":\"$SINK_URL\"}}" >/dev/null
+    "$BIN/paced-publisher" --url "$base/v1/apps/bench/topics/paced/events" --key "$key" --rate "$RATE" --seconds "$SECONDS_" >"$WORK/$name.pub"
+    local latency; latency="$(wait_sink "$name-latency")"
+    stop_all
+    python3 - "$name" "$throughput" "$latency" "$(cat "$WORK/$name.pub")" <<'PY'
+import json, sys
+name, t, l, p = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+print(f"| {name} | {t['per_second']:.0f} | {t['distinct']}/{t['deliveries']} | {l['p50_ms']} ms | {l['p99_ms']} ms | {l['max_ms']} ms | {p['published']}/{p['asked']} |")
+PY
+}
+
+SQLITE="$(run_backend sqlite "sqlite://$WORK/sqlite.db")"
+"$PGBIN/psql" -q "$PG_URL" -c 'CREATE DATABASE bench' >/dev/null
+POSTGRES="$(run_backend postgres "postgres://postgres@127.0.0.1:$PGPORT/bench")"
+
+step "results"
+printf '\nmachine: %s cores, %s\n\n' "$(nproc)" "$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs)"
+echo "| backend | deliveries/s | distinct/received | p50 publish-to-webhook at ${RATE}/s | p99 | max | published/asked |"
+echo "|---|---|---|---|---|---|---|"
+echo "$SQLITE"
+echo "$POSTGRES"

@@ -1,0 +1,358 @@
+//! The dispatcher: delivers outbox rows to their triggers' webhooks.
+//!
+//! One loop per node claims due rows in batches under a lease (counting the attempt at
+//! claim time), delivers them concurrently up to a worker limit, and records each outcome:
+//! delivered; retry after exponential backoff with jitter (or the receiver's
+//! `Retry-After`); or, with attempts exhausted, a dead letter that fans out to the app's
+//! `dead_letter` triggers in the same transaction. It wakes at once when a publish
+//! commits and polls as a fallback. Delivery is at-least-once: a row whose lease expires
+//! (its node died) is claimed again, and `webhook-id` lets receivers drop duplicates.
+//!
+//! - [`outbox`]: the queries.
+//! - [`webhook`]: one signed attempt and its classification.
+//! - [`signing`]: Standard Webhooks signatures.
+//! - [`ssrf`]: which addresses webhooks may reach.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use picloud_shared::time::now_ms;
+use rand::Rng;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::db::Db;
+use crate::error::Result;
+use crate::triggers::RetryPolicy;
+
+/// Most attempts recorded in one transaction.
+const RECORD_GROUP: usize = 512;
+
+/// How often the queue gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+pub mod outbox;
+pub mod signing;
+pub mod ssrf;
+pub mod webhook;
+
+use outbox::{AttemptRecord, ClaimedRow, Finished, Verdict};
+use ssrf::{check_url, webhook_client, AddressPolicy};
+use webhook::Outcome;
+
+/// Dispatcher settings.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// This node's name in `leased_by`.
+    pub node_id: String,
+    /// Most deliveries in flight at once.
+    pub workers: usize,
+    /// Most rows claimed per round trip.
+    pub batch_size: usize,
+    /// How long a claim is exclusive; must exceed the request timeout.
+    pub lease: Duration,
+    /// Longest sleep between claims when not woken.
+    pub poll_interval: Duration,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// Factor on every retry delay (tests run with a small one).
+    pub backoff_scale: f64,
+    /// Upper bound on a receiver's `Retry-After`.
+    pub max_retry_after: Duration,
+    /// How long in-flight deliveries may finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// Which addresses webhooks may reach.
+    pub address_policy: Arc<AddressPolicy>,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            node_id: picloud_shared::ids::random_id("node"),
+            workers: 64,
+            batch_size: 128,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(15),
+            backoff_scale: 1.0,
+            max_retry_after: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(10),
+            address_policy: Arc::new(AddressPolicy::new(false, Vec::new())),
+        }
+    }
+}
+
+/// The delivery loop of one node.
+pub struct Dispatcher {
+    db: Db,
+    config: DispatcherConfig,
+    client: reqwest::Client,
+    wake: Arc<Notify>,
+    finished: mpsc::UnboundedSender<Finished>,
+    recorder: std::sync::Mutex<Option<(mpsc::UnboundedReceiver<Finished>, CancellationToken)>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher on `db`, woken through `wake` when publishes commit outbox rows.
+    pub fn new(db: Db, config: DispatcherConfig, wake: Arc<Notify>) -> Self {
+        let client = webhook_client(config.address_policy.clone(), config.request_timeout);
+        let (finished, queue) = mpsc::unbounded_channel();
+        Self {
+            db,
+            config,
+            client,
+            wake,
+            finished,
+            recorder: std::sync::Mutex::new(Some((queue, CancellationToken::new()))),
+        }
+    }
+
+    /// Claims and delivers until `shutdown`; then stops claiming, lets in-flight deliveries
+    /// finish within the grace period, and releases the leases of the rest.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (queue, recorder_stop) = self
+            .recorder
+            .lock()
+            .expect("recorder lock")
+            .take()
+            .expect("run once");
+        let recorder = tokio::spawn(record_finished(
+            self.db.clone(),
+            queue,
+            recorder_stop.clone(),
+        ));
+        let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(this.config.workers));
+        let mut in_flight = JoinSet::new();
+        tracing::info!(node = %this.config.node_id, workers = this.config.workers, "dispatcher started");
+        let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
+        gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while !shutdown.is_cancelled() {
+            while in_flight.try_join_next().is_some() {}
+            if gauges.tick().now_or_never().is_some() {
+                this.report_queue().await;
+            }
+            let free = permits.available_permits().min(this.config.batch_size);
+            let claimed = if free == 0 {
+                Vec::new()
+            } else {
+                let lease_until = now_ms() + this.config.lease.as_millis() as i64;
+                match this
+                    .db
+                    .claim_due(&this.config.node_id, free as i64, lease_until)
+                    .await
+                {
+                    Ok(rows) => rows,
+                    Err(error) => {
+                        tracing::warn!(%error, "claiming outbox rows failed");
+                        Vec::new()
+                    }
+                }
+            };
+            let full_batch = free > 0 && claimed.len() == free;
+            for row in claimed {
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore open");
+                let this = this.clone();
+                in_flight.spawn(async move {
+                    this.deliver(row).await;
+                    drop(permit);
+                });
+            }
+            if full_batch {
+                continue;
+            }
+            let sleep = this.time_to_next_due().await;
+            tokio::select! {
+                _ = this.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.cancelled() => {}
+                Some(_) = in_flight.join_next(), if free == 0 => {}
+            }
+        }
+        let drained = tokio::time::timeout(this.config.shutdown_grace, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            in_flight.abort_all();
+            while in_flight.join_next().await.is_some() {}
+        }
+        recorder_stop.cancel();
+        if let Err(error) = recorder.await {
+            tracing::warn!(%error, "delivery recorder ended abnormally");
+        }
+        match this.db.release_leases(&this.config.node_id).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "released leases of unfinished deliveries"),
+            Err(error) => {
+                tracing::warn!(%error, "could not release leases; they expire on their own")
+            }
+        }
+        tracing::info!("dispatcher stopped");
+    }
+
+    /// Sets the queue gauges: pending rows and the age of the oldest (database-wide, so
+    /// every node reports the same values).
+    async fn report_queue(&self) {
+        if let Ok((pending, oldest)) = self.db.outbox_depth().await {
+            metrics::gauge!("picloud_outbox_pending").set(pending as f64);
+            let age = oldest.map_or(0, |created| (now_ms() - created).max(0));
+            metrics::gauge!("picloud_outbox_oldest_pending_age_seconds").set(age as f64 / 1000.0);
+        }
+    }
+
+    async fn time_to_next_due(&self) -> Duration {
+        let poll = self.config.poll_interval;
+        match self.db.next_due().await {
+            Ok(Some(at)) => {
+                let wait = at - now_ms();
+                Duration::from_millis(wait.clamp(1, poll.as_millis() as i64) as u64)
+            }
+            _ => poll,
+        }
+    }
+
+    /// Makes one attempt for a claimed row and records its outcome.
+    async fn deliver(&self, row: ClaimedRow) {
+        let span = tracing::debug_span!("deliver", app = %row.app_id, trigger = %row.trigger_id,
+            topic = %row.topic, seq = row.seq, attempt = row.attempts);
+        if let Err(error) = self.try_deliver(&row).instrument(span).await {
+            tracing::warn!(%error, outbox_id = row.id, "recording a delivery failed; the lease will expire and it is retried");
+        }
+    }
+
+    async fn try_deliver(&self, row: &ClaimedRow) -> Result<()> {
+        let Some(plan) = self.db.delivery_plan(row).await? else {
+            return Ok(()); // the trigger was deleted with its rows
+        };
+        let retry =
+            RetryPolicy::from_stored(plan.retry_max_attempts, plan.retry_schedule_ms.as_deref())?;
+
+        let prepared = match row.dead_letter_id {
+            Some(id) => match self.db.dead_letter_info(id).await? {
+                Some(info) => webhook::dead_letter_body(row, &plan, &info),
+                None => return Ok(()), // purged while pending
+            },
+            None => webhook::event_body(row, &plan),
+        }
+        .and_then(|body| {
+            Ok((
+                check_url(&self.config.address_policy, &plan.handler_url)?,
+                body,
+            ))
+        });
+
+        let (outcome, record) = match prepared {
+            Ok((url, body)) => {
+                let secrets = webhook::signing_secrets(&plan, now_ms());
+                webhook::attempt(&self.client, &url, row, &secrets, body).await
+            }
+            Err(error) => (
+                Outcome::Failed { retry_after: None },
+                AttemptRecord {
+                    started_at: now_ms(),
+                    duration_ms: 0,
+                    status: None,
+                    error: Some(error.to_string()),
+                    response_body: None,
+                },
+            ),
+        };
+        metrics::histogram!("picloud_delivery_attempt_seconds")
+            .record(record.duration_ms as f64 / 1000.0);
+
+        let verdict = match outcome {
+            Outcome::Delivered => Verdict::Delivered,
+            Outcome::Gone => {
+                tracing::info!(trigger = %row.trigger_id, "the endpoint answered 410 Gone; disabling the trigger");
+                Verdict::Exhausted {
+                    disable_reason: Some("the endpoint answered 410 Gone".into()),
+                }
+            }
+            Outcome::Failed { retry_after } => {
+                let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX);
+                match retry.delay_after(attempts) {
+                    Some(delay) => Verdict::Retry {
+                        next_attempt_at: now_ms()
+                            + self.backoff(delay, retry_after).as_millis() as i64,
+                    },
+                    None => Verdict::Exhausted {
+                        disable_reason: None,
+                    },
+                }
+            }
+        };
+        // The recorder commits outcomes in groups; until then the lease keeps the row ours,
+        // and a crash before the commit only means the row is delivered again.
+        let _ = self.finished.send(Finished {
+            row: row.clone(),
+            attempt: record,
+            verdict,
+        });
+        Ok(())
+    }
+}
+
+/// Commits finished attempts in groups until `stop`, then the rest, and counts them.
+async fn record_finished(
+    db: Db,
+    mut queue: mpsc::UnboundedReceiver<Finished>,
+    stop: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            finished = queue.recv() => finished,
+            _ = stop.cancelled() => queue.try_recv().ok(),
+        };
+        let Some(first) = first else { break };
+        let mut group = vec![first];
+        while group.len() < RECORD_GROUP {
+            match queue.try_recv() {
+                Ok(finished) => group.push(finished),
+                Err(_) => break,
+            }
+        }
+        match db.record_finished(&group).await {
+            Ok(_) => group.iter().for_each(count),
+            Err(error) => tracing::warn!(%error, attempts = group.len(),
+                "recording delivery outcomes failed; the leases expire and the rows are retried"),
+        }
+    }
+}
+
+/// Counts one recorded attempt: each logical delivery once, at its end.
+fn count(finished: &Finished) {
+    let outcome = match (&finished.verdict, finished.row.dead_letter_id) {
+        (Verdict::Delivered, _) => "delivered",
+        (Verdict::Retry { .. }, _) => {
+            metrics::counter!("picloud_delivery_retries_total").increment(1);
+            return;
+        }
+        (Verdict::Exhausted { .. }, Some(_)) => "failed",
+        (Verdict::Exhausted { .. }, None) => {
+            metrics::counter!("picloud_dead_letters_total").increment(1);
+            "dead_lettered"
+        }
+    };
+    metrics::counter!("picloud_deliveries_total", "outcome" => outcome).increment(1);
+}
+
+impl Dispatcher {
+    /// The wait before the next attempt: the schedule's delay with ±20% jitter, at least
+    /// the receiver's bounded `Retry-After`, all times the configured scale.
+    fn backoff(&self, scheduled: Duration, retry_after: Option<Duration>) -> Duration {
+        let jitter = rand::rng().random_range(0.8..1.2);
+        let mut wait = scheduled.mul_f64(jitter);
+        if let Some(asked) = retry_after {
+            wait = wait.max(asked.min(self.config.max_retry_after));
+        }
+        wait.mul_f64(self.config.backoff_scale.max(0.0))
+    }
+}

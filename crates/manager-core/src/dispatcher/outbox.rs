@@ -1,0 +1,353 @@
+//! The dispatcher's queries: claiming due outbox rows under a lease, loading what a
+//! delivery needs, and recording each outcome (delivered, retry later, dead letter).
+
+use picloud_shared::time::now_ms;
+
+use crate::db::{begin_write, Db};
+use crate::error::Result;
+use crate::on_db;
+
+/// An outbox row claimed by this node. `attempts` already counts the attempt about to be
+/// made (it is incremented at claim time, so a crash mid-delivery still uses one up).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedRow {
+    /// Outbox id; `webhook-id` is derived from it, so it is stable across retries.
+    pub id: i64,
+    /// The app.
+    pub app_id: String,
+    /// The trigger to deliver to.
+    pub trigger_id: String,
+    /// The event's topic.
+    pub topic: String,
+    /// The event's seq.
+    pub seq: i64,
+    /// Set when this row delivers a dead letter to a `dead_letter` trigger.
+    pub dead_letter_id: Option<i64>,
+    /// Attempts including this one.
+    pub attempts: i64,
+}
+
+/// Everything needed to make one webhook request.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryPlan {
+    /// Where to POST.
+    pub handler_url: String,
+    /// The current signing secret.
+    pub secret: String,
+    /// The previous secret, while it is still honoured after a rotation.
+    pub previous_secret: Option<String>,
+    /// Until when the previous secret is honoured, ms.
+    pub previous_secret_until: Option<i64>,
+    /// The trigger's attempt budget.
+    pub retry_max_attempts: i64,
+    /// The trigger's delays in ms (JSON list), `None` for the default schedule.
+    pub retry_schedule_ms: Option<String>,
+    /// The event id, if the event still exists.
+    pub event_id: Option<String>,
+    /// The event type.
+    pub event_type: Option<String>,
+    /// The event data (raw JSON).
+    pub payload: Option<Vec<u8>>,
+    /// The event's commit time.
+    pub published_at: Option<i64>,
+}
+
+/// A dead letter as delivered to `dead_letter` triggers.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct DeadLetterInfo {
+    /// Dead letter id.
+    pub id: i64,
+    /// The trigger whose deliveries were exhausted.
+    pub trigger_id: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// The last HTTP status, if any.
+    pub last_status: Option<i64>,
+    /// When it was dead-lettered, ms.
+    pub created_at: i64,
+}
+
+/// What one attempt produced, as recorded in `delivery_attempts`.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// When the request started, ms.
+    pub started_at: i64,
+    /// How long it took, ms.
+    pub duration_ms: i64,
+    /// The HTTP status, if a response came.
+    pub status: Option<i64>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// A bounded prefix of the response body.
+    pub response_body: Option<String>,
+}
+
+/// What the dispatcher decided after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered.
+    Delivered,
+    /// Failed; try again then.
+    Retry {
+        /// When the next attempt is due, ms.
+        next_attempt_at: i64,
+    },
+    /// Failed for the last time; with a reason, the trigger is disabled too (410 Gone).
+    Exhausted {
+        /// Why the trigger gets disabled, if it does.
+        disable_reason: Option<String>,
+    },
+}
+
+/// One finished attempt, waiting to be recorded.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The claimed row.
+    pub row: ClaimedRow,
+    /// What happened.
+    pub attempt: AttemptRecord,
+    /// What follows.
+    pub verdict: Verdict,
+}
+
+macro_rules! insert_attempt {
+    ($row:expr, $attempt:expr) => {
+        sqlx::query(
+            "INSERT INTO delivery_attempts
+             (outbox_id, app_id, attempt, started_at, duration_ms, status_code, error, response_body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind($row.id)
+        .bind(&$row.app_id)
+        .bind($row.attempts)
+        .bind($attempt.started_at)
+        .bind($attempt.duration_ms)
+        .bind($attempt.status)
+        .bind($attempt.error.as_deref())
+        .bind($attempt.response_body.as_deref())
+    };
+}
+
+const CLAIM_COLUMNS: &str = "id, app_id, trigger_id, topic, seq, dead_letter_id, attempts";
+
+impl Db {
+    /// Claims up to `limit` due rows of enabled triggers for `node` until `lease_until`,
+    /// counting the attempt now. PostgreSQL skips rows other nodes hold
+    /// (`FOR UPDATE SKIP LOCKED`); SQLite has one writer. A row whose lease expired (its
+    /// node died) is due again.
+    pub async fn claim_due(
+        &self,
+        node: &str,
+        limit: i64,
+        lease_until: i64,
+    ) -> Result<Vec<ClaimedRow>> {
+        let now = now_ms();
+        let due = "SELECT o.id FROM outbox o JOIN triggers t ON t.id = o.trigger_id
+                   WHERE o.state = 'pending' AND o.next_attempt_at <= $3
+                     AND (o.lease_until IS NULL OR o.lease_until < $3) AND t.enabled = $5
+                   ORDER BY o.next_attempt_at, o.id LIMIT $4";
+        let claim = |lock: &str| {
+            format!(
+                "UPDATE outbox SET attempts = attempts + 1, lease_until = $1, leased_by = $2,
+                        updated_at = $3
+                 WHERE id IN ({due}{lock}) RETURNING {CLAIM_COLUMNS}"
+            )
+        };
+        let rows = match self {
+            Db::Sqlite(pool) => {
+                sqlx::query_as(&claim(""))
+                    .bind(lease_until)
+                    .bind(node)
+                    .bind(now)
+                    .bind(limit)
+                    .bind(true)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_as(&claim(" FOR UPDATE OF o SKIP LOCKED"))
+                    .bind(lease_until)
+                    .bind(node)
+                    .bind(now)
+                    .bind(limit)
+                    .bind(true)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// The earliest time a pending row is due, if any.
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        let next = on_db!(self, pool => {
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(next)
+    }
+
+    /// Pending rows and the creation time of the oldest, for the queue gauges.
+    pub async fn outbox_depth(&self) -> Result<(i64, Option<i64>)> {
+        let depth = on_db!(self, pool => {
+            sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(depth)
+    }
+
+    /// Loads the trigger and event a claimed row delivers; `None` if the trigger is gone.
+    pub async fn delivery_plan(&self, row: &ClaimedRow) -> Result<Option<DeliveryPlan>> {
+        let plan = on_db!(self, pool => {
+            sqlx::query_as(
+                "SELECT t.handler_url, t.secret, t.previous_secret, t.previous_secret_until,
+                        t.retry_max_attempts, t.retry_schedule_ms,
+                        e.id AS event_id, e.event_type, e.payload, e.published_at
+                 FROM triggers t
+                 LEFT JOIN topic_events e ON e.app_id = $2 AND e.topic = $3 AND e.seq = $4
+                 WHERE t.id = $1",
+            )
+            .bind(&row.trigger_id)
+            .bind(&row.app_id)
+            .bind(&row.topic)
+            .bind(row.seq)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(plan)
+    }
+
+    /// The dead letter a `dead_letter` delivery carries.
+    pub async fn dead_letter_info(&self, id: i64) -> Result<Option<DeadLetterInfo>> {
+        let info = on_db!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, trigger_id, attempts, last_error, last_status, created_at
+                 FROM dead_letters WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(info)
+    }
+
+    /// Records finished attempts, all in one transaction (group commit: one fsync for
+    /// many deliveries). Per attempt: the `delivery_attempts` row, the outbox row's new
+    /// state, and the trigger's failure streak. An exhausted event delivery also writes its
+    /// dead letter and one outbox row per enabled `dead_letter` trigger of the app; an
+    /// exhausted `dead_letter` delivery ends as `failed` and creates nothing (the recursion
+    /// stop). Returns, per attempt, the dead letter written, if any.
+    pub async fn record_finished(&self, finished: &[Finished]) -> Result<Vec<Option<i64>>> {
+        let now = now_ms();
+        let mut dead_letters = Vec::with_capacity(finished.len());
+        on_db!(self, pool => {
+            let mut tx = begin_write(pool).await?;
+            for Finished { row, attempt, verdict } in finished {
+                insert_attempt!(row, attempt).execute(&mut *tx).await?;
+                let (state, next_attempt_at, finished_at) = match verdict {
+                    Verdict::Delivered => ("delivered", None, Some(now)),
+                    Verdict::Retry { next_attempt_at } => ("pending", Some(*next_attempt_at), None),
+                    Verdict::Exhausted { .. } if row.dead_letter_id.is_some() => ("failed", None, Some(now)),
+                    Verdict::Exhausted { .. } => ("dead", None, Some(now)),
+                };
+                sqlx::query(
+                    "UPDATE outbox SET state = $2, next_attempt_at = COALESCE($3, next_attempt_at),
+                            lease_until = NULL, leased_by = NULL, last_status = $4, last_error = $5,
+                            updated_at = $6, finished_at = $7
+                     WHERE id = $1",
+                )
+                .bind(row.id)
+                .bind(state)
+                .bind(next_attempt_at)
+                .bind(attempt.status)
+                .bind(attempt.error.as_deref())
+                .bind(now)
+                .bind(finished_at)
+                .execute(&mut *tx)
+                .await?;
+                let streak = if *verdict == Verdict::Delivered {
+                    "UPDATE triggers SET consecutive_failures = 0 WHERE id = $1 AND consecutive_failures <> 0"
+                } else {
+                    "UPDATE triggers SET consecutive_failures = consecutive_failures + 1 WHERE id = $1"
+                };
+                sqlx::query(streak).bind(&row.trigger_id).execute(&mut *tx).await?;
+
+                let mut dead_letter = None;
+                if let Verdict::Exhausted { disable_reason } = verdict {
+                    if let Some(reason) = disable_reason {
+                        sqlx::query(
+                            "UPDATE triggers SET enabled = $2, disabled_reason = $3, updated_at = $4 WHERE id = $1",
+                        )
+                        .bind(&row.trigger_id)
+                        .bind(false)
+                        .bind(reason)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("UPDATE apps SET trigger_generation = trigger_generation + 1 WHERE id = $1")
+                            .bind(&row.app_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    if row.dead_letter_id.is_none() {
+                        let id: i64 = sqlx::query_scalar(
+                            "INSERT INTO dead_letters (app_id, outbox_id, trigger_id, topic, seq, attempts,
+                                                       last_error, last_status, created_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                        )
+                        .bind(&row.app_id)
+                        .bind(row.id)
+                        .bind(&row.trigger_id)
+                        .bind(&row.topic)
+                        .bind(row.seq)
+                        .bind(row.attempts)
+                        .bind(attempt.error.as_deref())
+                        .bind(attempt.status)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "INSERT INTO outbox (app_id, trigger_id, topic, seq, dead_letter_id, state,
+                                                 attempts, next_attempt_at, created_at, updated_at)
+                             SELECT app_id, id, $2, $3, $4, 'pending', 0, $5, $5, $5 FROM triggers
+                             WHERE app_id = $1 AND source_kind = 'dead_letter' AND enabled = $6",
+                        )
+                        .bind(&row.app_id)
+                        .bind(&row.topic)
+                        .bind(row.seq)
+                        .bind(id)
+                        .bind(now)
+                        .bind(true)
+                        .execute(&mut *tx)
+                        .await?;
+                        dead_letter = Some(id);
+                    }
+                }
+                dead_letters.push(dead_letter);
+            }
+            tx.commit().await?;
+        });
+        Ok(dead_letters)
+    }
+
+    /// Gives back this node's leases on rows it did not finish (graceful shutdown), so
+    /// other nodes or the next start can claim them at once. The attempt they counted is
+    /// given back too.
+    pub async fn release_leases(&self, node: &str) -> Result<u64> {
+        let released = on_db!(self, pool => {
+            sqlx::query(
+                "UPDATE outbox SET lease_until = NULL, leased_by = NULL, attempts = attempts - 1
+                 WHERE leased_by = $1 AND state = 'pending'",
+            )
+            .bind(node)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(released)
+    }
+}

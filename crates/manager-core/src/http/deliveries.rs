@@ -1,0 +1,264 @@
+//! `/v1/apps/{app}/deliveries` and `/v1/apps/{app}/dead-letters`: what the dispatcher did,
+//! and putting failed work back on its way.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use picloud_shared::error::ErrorBody;
+use picloud_shared::extract::{ApiJson, ApiPath, ApiQuery};
+use picloud_shared::ApiError;
+use serde::{Deserialize, Serialize};
+
+use super::ManagerState;
+use crate::deliveries::{Attempt, DeadLetter, Delivery, DeliveryFilter};
+use crate::error::Error;
+use crate::event_log::LoggedEvent;
+
+/// Query of a delivery list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    /// `pending`, `delivered`, `failed` or `dead`.
+    pub state: Option<String>,
+    /// Only this trigger's deliveries.
+    pub trigger: Option<String>,
+    /// Only ids below this: the last id of the previous page.
+    pub before: Option<i64>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<i64>,
+}
+
+/// Query of a dead-letter list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterQuery {
+    /// Only this trigger's dead letters.
+    pub trigger: Option<String>,
+    /// Only ids below this: the last id of the previous page.
+    pub before: Option<i64>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<i64>,
+}
+
+/// A page of deliveries, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryList {
+    /// The deliveries.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// A delivery and its attempt timeline.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryDetail {
+    /// The delivery.
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    /// Its attempts, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// A page of dead letters, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadLetterList {
+    /// The dead letters.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// A dead letter and its event (if still retained).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadLetterDetail {
+    /// The dead letter.
+    #[serde(flatten)]
+    pub dead_letter: DeadLetter,
+    /// The event it failed to deliver.
+    pub event: Option<LoggedEvent>,
+}
+
+/// Body of a bulk replay.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayBody {
+    /// These dead letters; or, if absent, every dead letter not replayed yet.
+    pub ids: Option<Vec<i64>>,
+    /// Pace: new deliveries per second (default 10, at most 1000).
+    pub per_second: Option<u32>,
+}
+
+/// How many were replayed or purged.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Count {
+    /// The number.
+    pub count: u64,
+}
+
+/// Most dead letters one bulk replay takes.
+pub const MAX_REPLAY: usize = 10_000;
+
+/// Lists deliveries.
+#[utoipa::path(get, path = "/v1/apps/{app}/deliveries", tag = "deliveries",
+    params(("app" = String, Path, description = "app id"), DeliveryQuery),
+    security(("api_key" = ["app:read"])),
+    responses((status = 200, body = DeliveryList), (status = 400, body = ErrorBody)))]
+pub async fn list_deliveries(
+    State(state): State<ManagerState>,
+    ApiPath(app): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
+) -> Result<Json<DeliveryList>, ApiError> {
+    state.db.get_app(&app).await?;
+    let filter = DeliveryFilter {
+        state: query.state,
+        trigger: query.trigger,
+        before: query.before,
+        limit: query.limit.unwrap_or(50),
+    };
+    Ok(Json(DeliveryList {
+        deliveries: state.db.list_deliveries(&app, &filter).await?,
+    }))
+}
+
+/// One delivery with its attempts.
+#[utoipa::path(get, path = "/v1/apps/{app}/deliveries/{delivery}", tag = "deliveries",
+    params(("app" = String, Path, description = "app id"), ("delivery" = i64, Path, description = "delivery id")),
+    security(("api_key" = ["app:read"])),
+    responses((status = 200, body = DeliveryDetail), (status = 404, body = ErrorBody)))]
+pub async fn get_delivery(
+    State(state): State<ManagerState>,
+    ApiPath((app, id)): ApiPath<(String, i64)>,
+) -> Result<Json<DeliveryDetail>, ApiError> {
+    state.db.get_app(&app).await?;
+    let (delivery, attempts) = state.db.get_delivery(&app, id).await?;
+    Ok(Json(DeliveryDetail { delivery, attempts }))
+}
+
+/// Sends a failed or dead delivery again, with a fresh attempt budget.
+#[utoipa::path(post, path = "/v1/apps/{app}/deliveries/{delivery}/retry", tag = "deliveries",
+    params(("app" = String, Path, description = "app id"), ("delivery" = i64, Path, description = "delivery id")),
+    security(("api_key" = ["deliveries:manage"])),
+    responses((status = 200, body = Delivery), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn retry_delivery(
+    State(state): State<ManagerState>,
+    ApiPath((app, id)): ApiPath<(String, i64)>,
+) -> Result<Json<Delivery>, ApiError> {
+    state.db.get_app(&app).await?;
+    let delivery = state.db.retry_delivery(&app, id).await?;
+    state.dispatch_wake.notify_one();
+    Ok(Json(delivery))
+}
+
+/// Lists dead letters.
+#[utoipa::path(get, path = "/v1/apps/{app}/dead-letters", tag = "dead letters",
+    params(("app" = String, Path, description = "app id"), DeadLetterQuery),
+    security(("api_key" = ["app:read"])),
+    responses((status = 200, body = DeadLetterList)))]
+pub async fn list_dead_letters(
+    State(state): State<ManagerState>,
+    ApiPath(app): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DeadLetterQuery>,
+) -> Result<Json<DeadLetterList>, ApiError> {
+    state.db.get_app(&app).await?;
+    let dead_letters = state
+        .db
+        .list_dead_letters(
+            &app,
+            query.trigger.as_deref(),
+            query.before,
+            query.limit.unwrap_or(50),
+        )
+        .await?;
+    Ok(Json(DeadLetterList { dead_letters }))
+}
+
+/// One dead letter with its event.
+#[utoipa::path(get, path = "/v1/apps/{app}/dead-letters/{dead_letter}", tag = "dead letters",
+    params(("app" = String, Path, description = "app id"), ("dead_letter" = i64, Path, description = "dead letter id")),
+    security(("api_key" = ["app:read"])),
+    responses((status = 200, body = DeadLetterDetail), (status = 404, body = ErrorBody)))]
+pub async fn get_dead_letter(
+    State(state): State<ManagerState>,
+    ApiPath((app, id)): ApiPath<(String, i64)>,
+) -> Result<Json<DeadLetterDetail>, ApiError> {
+    state.db.get_app(&app).await?;
+    let (dead_letter, event) = state.db.get_dead_letter(&app, id).await?;
+    Ok(Json(DeadLetterDetail { dead_letter, event }))
+}
+
+/// Replays one dead letter now.
+#[utoipa::path(post, path = "/v1/apps/{app}/dead-letters/{dead_letter}/replay", tag = "dead letters",
+    params(("app" = String, Path, description = "app id"), ("dead_letter" = i64, Path, description = "dead letter id")),
+    security(("api_key" = ["deliveries:manage"])),
+    responses((status = 200, body = Count), (status = 404, body = ErrorBody)))]
+pub async fn replay_dead_letter(
+    State(state): State<ManagerState>,
+    ApiPath((app, id)): ApiPath<(String, i64)>,
+) -> Result<Json<Count>, ApiError> {
+    state.db.get_app(&app).await?;
+    let count = state.db.replay_dead_letters(&app, &[id], 1).await?;
+    if count == 0 {
+        return Err(Error::DeadLetterNotFound(id.to_string()).into());
+    }
+    state.dispatch_wake.notify_one();
+    Ok(Json(Count { count }))
+}
+
+/// Replays a selection of dead letters (or every one not replayed yet), paced.
+#[utoipa::path(post, path = "/v1/apps/{app}/dead-letters/replay", tag = "dead letters",
+    request_body = ReplayBody,
+    params(("app" = String, Path, description = "app id")),
+    security(("api_key" = ["deliveries:manage"])),
+    responses((status = 200, body = Count), (status = 400, body = ErrorBody)))]
+pub async fn replay_dead_letters(
+    State(state): State<ManagerState>,
+    ApiPath(app): ApiPath<String>,
+    ApiJson(body): ApiJson<ReplayBody>,
+) -> Result<Json<Count>, ApiError> {
+    state.db.get_app(&app).await?;
+    let per_second = body.per_second.unwrap_or(10);
+    if !(1..=1000).contains(&per_second) {
+        return Err(Error::Invalid("per_second must be 1 to 1000".into()).into());
+    }
+    let ids = match body.ids {
+        Some(ids) if ids.len() > MAX_REPLAY => {
+            return Err(
+                Error::TooLarge(format!("at most {MAX_REPLAY} dead letters per replay")).into(),
+            )
+        }
+        Some(ids) => ids,
+        None => {
+            state
+                .db
+                .unreplayed_dead_letter_ids(&app, MAX_REPLAY as i64)
+                .await?
+        }
+    };
+    let count = state.db.replay_dead_letters(&app, &ids, per_second).await?;
+    state.dispatch_wake.notify_one();
+    Ok(Json(Count { count }))
+}
+
+/// Purges one dead letter.
+#[utoipa::path(delete, path = "/v1/apps/{app}/dead-letters/{dead_letter}", tag = "dead letters",
+    params(("app" = String, Path, description = "app id"), ("dead_letter" = i64, Path, description = "dead letter id")),
+    security(("api_key" = ["deliveries:manage"])),
+    responses((status = 204, description = "purged"), (status = 404, body = ErrorBody)))]
+pub async fn purge_dead_letter(
+    State(state): State<ManagerState>,
+    ApiPath((app, id)): ApiPath<(String, i64)>,
+) -> Result<StatusCode, ApiError> {
+    state.db.get_app(&app).await?;
+    state.db.purge_dead_letters(&app, Some(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Purges every dead letter of the app.
+#[utoipa::path(delete, path = "/v1/apps/{app}/dead-letters", tag = "dead letters",
+    params(("app" = String, Path, description = "app id")),
+    security(("api_key" = ["deliveries:manage"])),
+    responses((status = 200, body = Count)))]
+pub async fn purge_dead_letters(
+    State(state): State<ManagerState>,
+    ApiPath(app): ApiPath<String>,
+) -> Result<Json<Count>, ApiError> {
+    state.db.get_app(&app).await?;
+    let count = state.db.purge_dead_letters(&app, None).await?;
+    Ok(Json(Count { count }))
+}

@@ -1,0 +1,293 @@
+//! Webhook delivery end to end, on both backends, against a local sink that verifies
+//! Standard Webhooks signatures: retries then success, dead letters and the
+//! `dead_letter` triggers they fire, the recursion stop, 410 Gone, and the SSRF guard.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sink::Sink;
+use common::{spawn_app_with, TestApp};
+use picloud::config::ServeArgs;
+use picloud_manager_core::backend_test;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn fast_args(allow_private: bool) -> ServeArgs {
+    let mut args = ServeArgs::for_tests();
+    args.dispatch_backoff_scale = 0.001; // 5 s -> 5 ms
+    args.dispatch_poll_ms = 50;
+    args.webhook_timeout_sec = 5;
+    args.webhook_allow_private = allow_private;
+    args
+}
+
+/// Creates a trigger and returns (id, secret).
+async fn trigger(
+    app: &TestApp,
+    key: &str,
+    source: Value,
+    url: &str,
+    max_attempts: u32,
+) -> (String, String) {
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/triggers",
+            Some(key),
+            Some(json!({
+                "source": source,
+                "handler": {"kind": "webhook", "url": url},
+                "retry": {"max_attempts": max_attempts},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Polls the outbox until no row is pending (bounded).
+async fn settle(app: &TestApp) -> Vec<(String, String, i64)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows: Vec<(String, String, i64)> = picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query_as("SELECT trigger_id, state, attempts FROM outbox ORDER BY id").fetch_all(pool).await.unwrap()
+        });
+        if !rows.is_empty() && rows.iter().all(|(_, state, _)| state != "pending") {
+            return rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox never settled: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn setup(
+    allow_private: bool,
+    t: picloud_manager_core::testing::TestDb,
+) -> (TestApp, String, Sink, String) {
+    let app = spawn_app_with(t, fast_args(allow_private)).await;
+    app.create_app("shop").await;
+    let key = app.create_key("shop", &["app:admin"]).await;
+    let (sink, base) = Sink::start().await;
+    (app, key, sink, base)
+}
+
+async fn publish(app: &TestApp, key: &str) -> Value {
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics/orders/events",
+            Some(key),
+            Some(json!({"type": "order.created", "data": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+backend_test! {
+    async fn retries_then_success_with_a_stable_webhook_id(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.script("hook", &[500, 503, 200]);
+        let (_, secret) = trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 5).await;
+        sink.secret("hook", &secret);
+        let event = publish(&app, &key).await;
+        let rows = settle(&app).await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].1.as_str(), rows[0].2), ("delivered", 3));
+        let got = sink.received("hook");
+        assert_eq!(got.len(), 3);
+        assert!(got.iter().all(|r| r.signature_valid), "every attempt is signed");
+        assert!(got.iter().all(|r| r.webhook_id == got[0].webhook_id), "webhook-id is stable across retries");
+        assert_eq!(got[2].body["id"], event["id"]);
+        assert_eq!((got[2].body["topic"].as_str(), got[2].body["seq"].as_i64()), (Some("orders"), Some(1)));
+        assert_eq!(got[2].body["data"], json!({"n": 1}));
+        let attempts: Vec<Option<i64>> = picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query_scalar("SELECT status_code FROM delivery_attempts ORDER BY attempt").fetch_all(pool).await.unwrap()
+        });
+        assert_eq!(attempts, [Some(500), Some(503), Some(200)]);
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn exhausted_deliveries_dead_letter_and_fire_dead_letter_triggers_once(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.script("hook", &[500]);
+        sink.script("dlq", &[200]);
+        let (failing, secret) = trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 3).await;
+        sink.secret("hook", &secret);
+        let (_, dl_secret) = trigger(&app, &key, json!({"kind": "dead_letter"}), &format!("{base}/dlq"), 3).await;
+        sink.secret("dlq", &dl_secret);
+        publish(&app, &key).await;
+        let rows = settle(&app).await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!((rows[0].0.as_str(), rows[0].1.as_str(), rows[0].2), (failing.as_str(), "dead", 3));
+        assert_eq!(rows[1].1, "delivered");
+        assert_eq!(sink.received("hook").len(), 3);
+        let dl = sink.received("dlq");
+        assert_eq!(dl.len(), 1, "the dead_letter trigger fires exactly once");
+        assert!(dl[0].signature_valid);
+        assert_eq!(dl[0].body["type"], "dead_letter");
+        assert_eq!(dl[0].body["dead_letter"]["trigger_id"], failing.as_str());
+        assert_eq!(dl[0].body["dead_letter"]["attempts"], 3);
+        assert_eq!(dl[0].body["event"]["data"], json!({"n": 1}));
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn a_failing_dead_letter_handler_ends_there(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.script("hook", &[500]);
+        sink.script("dlq", &[500]);
+        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 2).await;
+        trigger(&app, &key, json!({"kind": "dead_letter"}), &format!("{base}/dlq"), 2).await;
+        publish(&app, &key).await;
+        let rows = settle(&app).await;
+        let states: Vec<&str> = rows.iter().map(|(_, s, _)| s.as_str()).collect();
+        assert_eq!(states, ["dead", "failed"], "the dead_letter delivery ends failed, not dead");
+        let dead_letters: i64 = picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters").fetch_one(pool).await.unwrap()
+        });
+        assert_eq!(dead_letters, 1, "no dead letter of a dead letter");
+        assert_eq!(sink.received("dlq").len(), 2);
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn gone_disables_the_trigger(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.script("hook", &[410]);
+        let (id, _) = trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 5).await;
+        publish(&app, &key).await;
+        let rows = settle(&app).await;
+        assert_eq!((rows[0].1.as_str(), rows[0].2), ("dead", 1), "410 is not retried");
+        let (_, trigger) = app.call(Method::GET, &format!("/v1/apps/shop/triggers/{id}"), Some(&key), None).await;
+        assert_eq!(trigger["enabled"], false);
+        assert!(trigger["disabled_reason"].as_str().unwrap().contains("410"), "{trigger}");
+        let (_, event) = app.call(Method::POST, "/v1/apps/shop/topics/orders/events", Some(&key), Some(json!({"data": 2}))).await;
+        assert_eq!(event["deliveries"], 0, "a disabled trigger matches nothing");
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn loopback_webhooks_are_refused_by_default(t) {
+        let (app, key, sink, base) = setup(false, t).await;
+        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 2).await;
+        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), "http://localhost:9/hook", 2).await;
+        publish(&app, &key).await;
+        let rows = settle(&app).await;
+        assert!(rows.iter().all(|(_, state, _)| state == "dead"), "{rows:?}");
+        assert!(sink.received("hook").is_empty(), "the sink was never reached");
+        let errors: Vec<Option<String>> = picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query_scalar("SELECT error FROM delivery_attempts").fetch_all(pool).await.unwrap()
+        });
+        assert!(errors.iter().all(|e| e.as_deref().is_some_and(|e| e.contains("refused"))), "{errors:?}");
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn dead_letters_are_listed_inspected_replayed_and_purged(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.script("hook", &[500, 500, 200]);
+        let (trigger_id, _) = trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 2).await;
+        publish(&app, &key).await;
+        settle(&app).await;
+
+        let reader = app.create_key("shop", &["app:read"]).await;
+        let (status, list) = app.call(Method::GET, "/v1/apps/shop/dead-letters", Some(&reader), None).await;
+        assert_eq!(status, 200, "{list}");
+        let dead = &list["dead_letters"][0];
+        assert_eq!((dead["trigger_id"].as_str(), dead["attempts"].as_i64()), (Some(trigger_id.as_str()), Some(2)));
+        assert_eq!(dead["last_status"], 500);
+        let id = dead["id"].as_i64().unwrap();
+        let (_, detail) = app.call(Method::GET, &format!("/v1/apps/shop/dead-letters/{id}"), Some(&reader), None).await;
+        assert_eq!(detail["event"]["data"], json!({"n": 1}), "{detail}");
+
+        let (_, deliveries) = app.call(Method::GET, "/v1/apps/shop/deliveries?state=dead", Some(&reader), None).await;
+        let delivery = deliveries["deliveries"][0]["id"].as_i64().unwrap();
+        let (_, detail) = app.call(Method::GET, &format!("/v1/apps/shop/deliveries/{delivery}"), Some(&reader), None).await;
+        let timeline: Vec<i64> = detail["attempts"].as_array().unwrap().iter().map(|a| a["status_code"].as_i64().unwrap()).collect();
+        assert_eq!(timeline, [500, 500]);
+        let (status, body) = app.call(Method::GET, "/v1/apps/shop/deliveries?state=bogus", Some(&reader), None).await;
+        assert_eq!((status, common::code(&body)), (400, "invalid_request"));
+
+        // Reading is not managing.
+        let (status, _) = app.call(Method::POST, &format!("/v1/apps/shop/dead-letters/{id}/replay"), Some(&reader), None).await;
+        assert_eq!(status, 403);
+        let (status, body) = app.call(Method::POST, &format!("/v1/apps/shop/dead-letters/{id}/replay"), Some(&key), None).await;
+        assert_eq!((status, body["count"].as_i64()), (200, Some(1)), "{body}");
+        let rows = settle(&app).await;
+        assert_eq!(rows.last().unwrap().1, "delivered", "the replay reached the endpoint: {rows:?}");
+        assert_eq!(sink.received("hook").len(), 3);
+        let (_, list) = app.call(Method::GET, "/v1/apps/shop/dead-letters", Some(&reader), None).await;
+        assert!(list["dead_letters"][0]["replayed_at"].is_i64());
+
+        let (status, _) = app.call(Method::DELETE, &format!("/v1/apps/shop/dead-letters/{id}"), Some(&key), None).await;
+        assert_eq!(status, 204);
+        let (status, body) = app.call(Method::GET, &format!("/v1/apps/shop/dead-letters/{id}"), Some(&reader), None).await;
+        assert_eq!((status, common::code(&body)), (404, "dead_letter_not_found"));
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn bulk_replay_is_paced(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.script("hook", &[500]);
+        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 1).await;
+        for _ in 0..5 {
+            publish(&app, &key).await;
+        }
+        settle(&app).await;
+        // Replay all five at 2 per second: the new deliveries are due 500 ms apart.
+        let (status, body) = app
+            .call(Method::POST, "/v1/apps/shop/dead-letters/replay", Some(&key), Some(json!({"per_second": 2})))
+            .await;
+        assert_eq!((status, body["count"].as_i64()), (200, Some(5)), "{body}");
+        let due: Vec<i64> = picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query_scalar("SELECT next_attempt_at FROM outbox WHERE id > 5 ORDER BY id").fetch_all(pool).await.unwrap()
+        });
+        assert_eq!(due.len(), 5);
+        assert!(due.windows(2).all(|w| w[1] - w[0] == 500), "{due:?}");
+        let (status, body) = app
+            .call(Method::POST, "/v1/apps/shop/dead-letters/replay", Some(&key), Some(json!({"per_second": 0})))
+            .await;
+        assert_eq!((status, common::code(&body)), (400, "invalid_request"));
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn two_dispatchers_on_one_database_never_deliver_a_row_twice(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        // A second node: its own dispatcher on the same database.
+        let second = picloud::server::build_app(app.t.db.clone(), &fast_args(true)).await.unwrap();
+        let stop_second = tokio_util::sync::CancellationToken::new();
+        let node = tokio::spawn(second.run(stop_second.clone()));
+        sink.delay(Duration::from_millis(20));
+        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 3).await;
+        let events: Vec<Value> = (0..200).map(|n| json!({"topic": "orders", "data": n})).collect();
+        let (status, _) = app.call(Method::POST, "/v1/apps/shop/events", Some(&key), Some(json!({"events": events}))).await;
+        assert_eq!(status, 201);
+        let rows = settle(&app).await;
+        assert!(rows.iter().all(|(_, state, attempts)| state == "delivered" && *attempts == 1), "{rows:?}");
+        let received = sink.received("hook");
+        let distinct: std::collections::HashSet<&str> = received.iter().map(|r| r.webhook_id.as_str()).collect();
+        assert_eq!((received.len(), distinct.len()), (200, 200), "each row delivered exactly once");
+        assert_eq!(sink.overlaps(), 0);
+        stop_second.cancel();
+        node.await.unwrap().unwrap();
+        app.stop().await;
+    }
+}
