@@ -13,6 +13,7 @@
 //! - [`signing`]: Standard Webhooks signatures.
 //! - [`ssrf`]: which addresses webhooks may reach.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ pub mod signing;
 pub mod ssrf;
 pub mod webhook;
 
-use outbox::{AttemptRecord, ClaimedRow, Finished, Verdict};
+use outbox::{AttemptRecord, ClaimedRow, DeliveryPlan, Finished, Verdict};
 use ssrf::{check_url, webhook_client, AddressPolicy};
 use webhook::Outcome;
 
@@ -153,7 +154,19 @@ impl Dispatcher {
                 }
             };
             let full_batch = free > 0 && claimed.len() == free;
+            let mut plans = match this.db.delivery_plans(&claimed).await {
+                Ok(plans) => plans,
+                Err(error) => {
+                    // The leases expire and the rows are claimed again.
+                    tracing::warn!(%error, "loading deliveries failed");
+                    HashMap::new()
+                }
+            };
             for row in claimed {
+                // A row without a plan lost its trigger, and was deleted with it.
+                let Some(plan) = plans.remove(&row.id) else {
+                    continue;
+                };
                 let permit = permits
                     .clone()
                     .acquire_owned()
@@ -161,7 +174,7 @@ impl Dispatcher {
                     .expect("semaphore open");
                 let this = this.clone();
                 in_flight.spawn(async move {
-                    this.deliver(row).await;
+                    this.deliver(row, plan).await;
                     drop(permit);
                 });
             }
@@ -220,27 +233,24 @@ impl Dispatcher {
     }
 
     /// Makes one attempt for a claimed row and records its outcome.
-    async fn deliver(&self, row: ClaimedRow) {
+    async fn deliver(&self, row: ClaimedRow, plan: DeliveryPlan) {
         let span = tracing::debug_span!("deliver", app = %row.app_id, trigger = %row.trigger_id,
             topic = %row.topic, seq = row.seq, attempt = row.attempts);
-        if let Err(error) = self.try_deliver(&row).instrument(span).await {
+        if let Err(error) = self.try_deliver(&row, &plan).instrument(span).await {
             tracing::warn!(%error, outbox_id = row.id, "recording a delivery failed; the lease will expire and it is retried");
         }
     }
 
-    async fn try_deliver(&self, row: &ClaimedRow) -> Result<()> {
-        let Some(plan) = self.db.delivery_plan(row).await? else {
-            return Ok(()); // the trigger was deleted with its rows
-        };
+    async fn try_deliver(&self, row: &ClaimedRow, plan: &DeliveryPlan) -> Result<()> {
         let retry =
             RetryPolicy::from_stored(plan.retry_max_attempts, plan.retry_schedule_ms.as_deref())?;
 
         let prepared = match row.dead_letter_id {
             Some(id) => match self.db.dead_letter_info(id).await? {
-                Some(info) => webhook::dead_letter_body(row, &plan, &info),
+                Some(info) => webhook::dead_letter_body(row, plan, &info),
                 None => return Ok(()), // purged while pending
             },
-            None => webhook::event_body(row, &plan),
+            None => webhook::event_body(row, plan),
         }
         .and_then(|body| {
             Ok((
@@ -251,7 +261,7 @@ impl Dispatcher {
 
         let (outcome, record) = match prepared {
             Ok((url, body)) => {
-                let secrets = webhook::signing_secrets(&plan, now_ms());
+                let secrets = webhook::signing_secrets(plan, now_ms());
                 webhook::attempt(&self.client, &url, row, &secrets, body).await
             }
             Err(error) => (

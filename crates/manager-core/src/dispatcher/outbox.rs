@@ -1,6 +1,8 @@
 //! The dispatcher's queries: claiming due outbox rows under a lease, loading what a
 //! delivery needs, and recording each outcome (delivered, retry later, dead letter).
 
+use std::collections::HashMap;
+
 use picloud_shared::time::now_ms;
 
 use crate::db::{begin_write, Db};
@@ -30,6 +32,8 @@ pub struct ClaimedRow {
 /// Everything needed to make one webhook request.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryPlan {
+    /// The outbox row this plan is for.
+    pub outbox_id: i64,
     /// Where to POST.
     pub handler_url: String,
     /// The current signing secret.
@@ -200,25 +204,33 @@ impl Db {
         Ok(depth)
     }
 
-    /// Loads the trigger and event a claimed row delivers; `None` if the trigger is gone.
-    pub async fn delivery_plan(&self, row: &ClaimedRow) -> Result<Option<DeliveryPlan>> {
-        let plan = on_db!(self, pool => {
-            sqlx::query_as(
-                "SELECT t.handler_url, t.secret, t.previous_secret, t.previous_secret_until,
-                        t.retry_max_attempts, t.retry_schedule_ms,
+    /// Loads, in one query, the trigger and event each claimed row delivers, keyed by
+    /// outbox id. A row whose trigger was deleted is absent.
+    pub async fn delivery_plans(&self, rows: &[ClaimedRow]) -> Result<HashMap<i64, DeliveryPlan>> {
+        if rows.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let plans: Vec<DeliveryPlan> = on_db!(self, pool => {
+            let mut query = sqlx::QueryBuilder::new(
+                "SELECT o.id AS outbox_id, t.handler_url, t.secret, t.previous_secret,
+                        t.previous_secret_until, t.retry_max_attempts, t.retry_schedule_ms,
                         e.id AS event_id, e.event_type, e.payload, e.published_at
-                 FROM triggers t
-                 LEFT JOIN topic_events e ON e.app_id = $2 AND e.topic = $3 AND e.seq = $4
-                 WHERE t.id = $1",
-            )
-            .bind(&row.trigger_id)
-            .bind(&row.app_id)
-            .bind(&row.topic)
-            .bind(row.seq)
-            .fetch_optional(pool)
-            .await?
+                 FROM outbox o
+                 JOIN triggers t ON t.id = o.trigger_id
+                 LEFT JOIN topic_events e ON e.app_id = o.app_id AND e.topic = o.topic AND e.seq = o.seq
+                 WHERE o.id IN (",
+            );
+            let mut ids = query.separated(", ");
+            for row in rows {
+                ids.push_bind(row.id);
+            }
+            query.push(")");
+            query.build_query_as().fetch_all(pool).await?
         });
-        Ok(plan)
+        Ok(plans
+            .into_iter()
+            .map(|plan| (plan.outbox_id, plan))
+            .collect())
     }
 
     /// The dead letter a `dead_letter` delivery carries.
