@@ -7,6 +7,7 @@
 //! dialects genuinely differ, a query matches on [`Db`] and spells out both.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -43,7 +44,8 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub enum Db {
     /// SQLite in WAL mode with `synchronous=FULL`: a commit is on disk when it returns.
-    Sqlite(SqlitePool),
+    /// The gate queues this process's busy writers (see [`Db::write_gate`]).
+    Sqlite(SqlitePool, WriteGate),
     /// PostgreSQL.
     Postgres(PgPool),
 }
@@ -54,11 +56,18 @@ pub enum Db {
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Sqlite($pool, _) => $body,
             $crate::db::Db::Postgres($pool) => $body,
         }
     };
 }
+
+/// Queues a process's SQLite writers in memory. SQLite has one writer at a time; a writer
+/// that finds the lock taken waits in SQLite's busy handler, which sleeps in steps of up
+/// to 100 ms. The hot writers (the publish writer, the dispatcher's claims and its outcome
+/// recorder) take this gate first, so they wait for each other in FIFO order instead.
+#[derive(Debug, Clone, Default)]
+pub struct WriteGate(Arc<tokio::sync::Mutex<()>>);
 
 /// How many connections a pool may open.
 #[derive(Debug, Clone, Copy)]
@@ -98,7 +107,7 @@ impl Db {
                     .acquire_timeout(acquire_timeout)
                     .connect_with(options)
                     .await?;
-                Ok(Db::Sqlite(pool))
+                Ok(Db::Sqlite(pool, WriteGate::default()))
             }
             Some(Backend::Postgres) => {
                 let options = sqlx::postgres::PgConnectOptions::from_str(url)?
@@ -114,10 +123,19 @@ impl Db {
         }
     }
 
+    /// On SQLite, waits for this process's write gate and holds it until the guard drops;
+    /// on PostgreSQL, which has row locks, returns at once with no guard.
+    pub async fn write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self {
+            Db::Sqlite(_, gate) => Some(gate.0.clone().lock_owned().await),
+            Db::Postgres(_) => None,
+        }
+    }
+
     /// Which engine this is.
     pub fn backend(&self) -> Backend {
         match self {
-            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Sqlite(..) => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
         }
     }
@@ -125,7 +143,7 @@ impl Db {
     /// Brings the schema up to date with the migrations embedded in the binary.
     pub async fn migrate(&self) -> Result<()> {
         match self {
-            Db::Sqlite(pool) => sqlx::migrate!("../../migrations/sqlite").run(pool).await?,
+            Db::Sqlite(pool, _) => sqlx::migrate!("../../migrations/sqlite").run(pool).await?,
             Db::Postgres(pool) => {
                 sqlx::migrate!("../../migrations/postgres")
                     .run(pool)

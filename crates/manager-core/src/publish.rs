@@ -305,6 +305,7 @@ impl Writer {
         let mut committed = Vec::new();
         let outbox_rows: u64;
         let triggers = &mut self.triggers;
+        let _gate = self.db.write_gate().await;
         on_db!(&self.db, pool => {
             let mut tx = begin_write(pool).await?;
 

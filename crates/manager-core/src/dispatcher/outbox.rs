@@ -160,7 +160,8 @@ impl Db {
             )
         };
         let rows = match self {
-            Db::Sqlite(pool) => {
+            Db::Sqlite(pool, _) => {
+                let _gate = self.write_gate().await;
                 sqlx::query_as(&claim(""))
                     .bind(lease_until)
                     .bind(node)
@@ -254,6 +255,7 @@ impl Db {
     /// exhausted `dead_letter` delivery ends as `failed` and creates nothing (the recursion
     /// stop). Returns, per attempt, the dead letter written, if any.
     pub async fn record_finished(&self, finished: &[Finished]) -> Result<Vec<Option<i64>>> {
+        let _gate = self.write_gate().await;
         let now = now_ms();
         let mut dead_letters = Vec::with_capacity(finished.len());
         on_db!(self, pool => {
