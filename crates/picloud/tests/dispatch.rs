@@ -291,3 +291,31 @@ backend_test! {
         app.stop().await;
     }
 }
+
+backend_test! {
+    async fn ordered_triggers_get_events_strictly_in_seq_order(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.script("ordered", &[500, 500, 200]);
+        sink.script("loose", &[500, 200]);
+        let (status, body) = app
+            .call(Method::POST, "/v1/apps/shop/triggers", Some(&key), Some(json!({
+                "source": {"kind": "topic", "topic": "orders"},
+                "handler": {"kind": "webhook", "url": format!("{base}/ordered")},
+                "ordered": true,
+            })))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/loose"), 5).await;
+        let events: Vec<Value> = (0..20).map(|n| json!({"topic": "orders", "data": n})).collect();
+        let (status, _) = app.call(Method::POST, "/v1/apps/shop/events", Some(&key), Some(json!({"events": events}))).await;
+        assert_eq!(status, 201);
+        settle(&app).await;
+        let seqs: Vec<i64> = sink.received("ordered").iter().map(|r| r.body["seq"].as_i64().unwrap()).collect();
+        let mut want = vec![1, 1];
+        want.extend(1..=20);
+        assert_eq!(seqs, want, "the failing head blocked the rest, then all came in order");
+        // The unordered trigger was not held back by the ordered one's failures.
+        assert_eq!(sink.received("loose").len(), 21);
+        app.stop().await;
+    }
+}

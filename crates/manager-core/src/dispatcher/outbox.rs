@@ -138,7 +138,9 @@ const CLAIM_COLUMNS: &str = "id, app_id, trigger_id, topic, seq, dead_letter_id,
 
 impl Db {
     /// Claims up to `limit` due rows of enabled triggers for `node` until `lease_until`,
-    /// counting the attempt now. PostgreSQL skips rows other nodes hold
+    /// counting the attempt now. For `ordered` triggers only each topic's oldest pending
+    /// row is due, so events reach them strictly in seq order and a failing head holds
+    /// back that trigger's topic only. PostgreSQL skips rows other nodes hold
     /// (`FOR UPDATE SKIP LOCKED`); SQLite has one writer. A row whose lease expired (its
     /// node died) is due again.
     pub async fn claim_due(
@@ -148,9 +150,15 @@ impl Db {
         lease_until: i64,
     ) -> Result<Vec<ClaimedRow>> {
         let now = now_ms();
+        // For an `ordered` trigger only the head of each topic is due: a row waits while an
+        // earlier event of its topic is still pending (in flight or failing) for the trigger.
         let due = "SELECT o.id FROM outbox o JOIN triggers t ON t.id = o.trigger_id
                    WHERE o.state = 'pending' AND o.next_attempt_at <= $3
                      AND (o.lease_until IS NULL OR o.lease_until < $3) AND t.enabled = $5
+                     AND (t.ordered = $6 OR NOT EXISTS (
+                         SELECT 1 FROM outbox p
+                         WHERE p.trigger_id = o.trigger_id AND p.state = 'pending'
+                           AND p.topic = o.topic AND p.seq < o.seq))
                    ORDER BY o.next_attempt_at, o.id LIMIT $4";
         let claim = |lock: &str| {
             format!(
@@ -168,6 +176,7 @@ impl Db {
                     .bind(now)
                     .bind(limit)
                     .bind(true)
+                    .bind(false)
                     .fetch_all(pool)
                     .await?
             }
@@ -178,6 +187,7 @@ impl Db {
                     .bind(now)
                     .bind(limit)
                     .bind(true)
+                    .bind(false)
                     .fetch_all(pool)
                     .await?
             }
