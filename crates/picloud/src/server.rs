@@ -15,7 +15,7 @@ use picloud_manager_core::api_keys::CreatedKey;
 use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACHE_TTL};
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
 use picloud_manager_core::dispatcher::ssrf::{parse_cidrs, AddressPolicy};
-use picloud_manager_core::dispatcher::{Dispatcher, DispatcherConfig};
+use picloud_manager_core::dispatcher::{CircuitPolicy, Dispatcher, DispatcherConfig};
 use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{PublishLimits, Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
@@ -136,6 +136,11 @@ pub async fn build_app_with(
             backoff_scale: serve.dispatch_backoff_scale,
             shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
             address_policy: Arc::new(address_policy),
+            // Scaled like the retry delays, so tests see circuits close in milliseconds.
+            circuit: CircuitPolicy {
+                failures: 5,
+                cooldown: Duration::from_secs(30).mul_f64(serve.dispatch_backoff_scale),
+            },
             ..DispatcherConfig::default()
         },
         dispatch_wake.clone(),

@@ -319,3 +319,30 @@ backend_test! {
         app.stop().await;
     }
 }
+
+backend_test! {
+    async fn an_open_circuit_stops_burning_attempts_and_a_probe_closes_it(t) {
+        // Retry delays x0.01 (first retry ~50 ms); circuit cool-down 30 s x0.01 = 300 ms.
+        let mut args = fast_args(true);
+        args.dispatch_backoff_scale = 0.01;
+        let app = spawn_app_with(t, args).await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["app:admin"]).await;
+        let (sink, base) = Sink::start().await;
+        // The endpoint is down for 450 ms from its first request.
+        sink.outage("hook", Duration::from_millis(450));
+        let (id, _) = trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 10).await;
+        let events: Vec<Value> = (0..20).map(|n| json!({"topic": "orders", "data": n})).collect();
+        app.call(Method::POST, "/v1/apps/shop/events", Some(&key), Some(json!({"events": events}))).await;
+        let rows = settle(&app).await;
+        assert!(rows.iter().all(|(_, state, _)| state == "delivered"), "{rows:?}");
+        // Without the breaker every row retries ~50 ms into the outage and fails again (40+
+        // failed requests). With it, the circuit opens after the first wave and only one
+        // probe per 300 ms cool-down meets the outage.
+        let failed = sink.received("hook").len() - 20;
+        assert!(failed <= 20 + 8, "{failed} failed requests: {rows:?}");
+        let (_, trigger) = app.call(Method::GET, &format!("/v1/apps/shop/triggers/{id}"), Some(&key), None).await;
+        assert_eq!((trigger["circuit_state"].as_str(), trigger["consecutive_failures"].as_i64()), (Some("closed"), Some(0)));
+        app.stop().await;
+    }
+}

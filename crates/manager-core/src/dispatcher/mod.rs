@@ -40,6 +40,7 @@ pub mod signing;
 pub mod ssrf;
 pub mod webhook;
 
+pub use outbox::CircuitPolicy;
 use outbox::{AttemptRecord, ClaimedRow, DeliveryPlan, Finished, Verdict};
 use ssrf::{check_url, webhook_client, AddressPolicy};
 use webhook::Outcome;
@@ -67,6 +68,8 @@ pub struct DispatcherConfig {
     pub shutdown_grace: Duration,
     /// Which addresses webhooks may reach.
     pub address_policy: Arc<AddressPolicy>,
+    /// When a trigger's circuit opens and how long it stays open before a probe.
+    pub circuit: CircuitPolicy,
 }
 
 impl Default for DispatcherConfig {
@@ -82,6 +85,10 @@ impl Default for DispatcherConfig {
             max_retry_after: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(10),
             address_policy: Arc::new(AddressPolicy::new(false, Vec::new())),
+            circuit: CircuitPolicy {
+                failures: 5,
+                cooldown: Duration::from_secs(30),
+            },
         }
     }
 }
@@ -122,6 +129,7 @@ impl Dispatcher {
             .expect("run once");
         let recorder = tokio::spawn(record_finished(
             self.db.clone(),
+            self.config.circuit,
             queue,
             recorder_stop.clone(),
         ));
@@ -141,13 +149,22 @@ impl Dispatcher {
                 Vec::new()
             } else {
                 let lease_until = now_ms() + this.config.lease.as_millis() as i64;
-                match this
+                // One probe per circuit whose cool-down is over, then the due rows of
+                // triggers whose circuit is closed.
+                let probes = this
+                    .db
+                    .claim_probes(&this.config.node_id, lease_until, this.config.lease)
+                    .await;
+                let due = this
                     .db
                     .claim_due(&this.config.node_id, free as i64, lease_until)
-                    .await
-                {
-                    Ok(rows) => rows,
-                    Err(error) => {
+                    .await;
+                match (probes, due) {
+                    (Ok(mut probes), Ok(due)) => {
+                        probes.extend(due);
+                        probes
+                    }
+                    (Err(error), _) | (_, Err(error)) => {
                         tracing::warn!(%error, "claiming outbox rows failed");
                         Vec::new()
                     }
@@ -219,12 +236,19 @@ impl Dispatcher {
             let age = oldest.map_or(0, |created| (now_ms() - created).max(0));
             metrics::gauge!("picloud_outbox_oldest_pending_age_seconds").set(age as f64 / 1000.0);
         }
+        if let Ok(open) = self.db.open_circuits().await {
+            metrics::gauge!("picloud_circuits_open").set(open as f64);
+        }
     }
 
+    /// How long to sleep when not woken: until the next pending row falls due, at most the
+    /// poll interval. Rows already due were left by the last claim on purpose (an open
+    /// circuit, an ordered trigger's unfinished head, another node's lease), so they wait
+    /// for the poll rather than spin the loop.
     async fn time_to_next_due(&self) -> Duration {
         let poll = self.config.poll_interval;
         match self.db.next_due().await {
-            Ok(Some(at)) => {
+            Ok(Some(at)) if at > now_ms() => {
                 let wait = at - now_ms();
                 Duration::from_millis(wait.clamp(1, poll.as_millis() as i64) as u64)
             }
@@ -313,6 +337,7 @@ impl Dispatcher {
 /// Commits finished attempts in groups until `stop`, then the rest, and counts them.
 async fn record_finished(
     db: Db,
+    circuit: CircuitPolicy,
     mut queue: mpsc::UnboundedReceiver<Finished>,
     stop: CancellationToken,
 ) {
@@ -329,7 +354,7 @@ async fn record_finished(
                 Err(_) => break,
             }
         }
-        match db.record_finished(&group).await {
+        match db.record_finished(&group, &circuit).await {
             Ok(_) => group.iter().for_each(count),
             Err(error) => tracing::warn!(%error, attempts = group.len(),
                 "recording delivery outcomes failed; the leases expire and the rows are retried"),

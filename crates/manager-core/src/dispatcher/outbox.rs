@@ -88,6 +88,15 @@ pub struct AttemptRecord {
     pub response_body: Option<String>,
 }
 
+/// When a trigger's circuit opens and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitPolicy {
+    /// Consecutive failed attempts that open the circuit.
+    pub failures: u32,
+    /// How long an open circuit waits before one probe delivery.
+    pub cooldown: std::time::Duration,
+}
+
 /// What the dispatcher decided after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -155,6 +164,7 @@ impl Db {
         let due = "SELECT o.id FROM outbox o JOIN triggers t ON t.id = o.trigger_id
                    WHERE o.state = 'pending' AND o.next_attempt_at <= $3
                      AND (o.lease_until IS NULL OR o.lease_until < $3) AND t.enabled = $5
+                     AND t.circuit_state = 'closed'
                      AND (t.ordered = $6 OR NOT EXISTS (
                          SELECT 1 FROM outbox p
                          WHERE p.trigger_id = o.trigger_id AND p.state = 'pending'
@@ -193,6 +203,78 @@ impl Db {
             }
         };
         Ok(rows)
+    }
+
+    /// Moves open circuits whose cool-down is over (and half-open ones whose probe was
+    /// lost with its node) to half-open, and claims one probe row for each: the oldest
+    /// pending row of the trigger, due or not. A trigger with nothing pending closes.
+    /// Only the node whose UPDATE moved a circuit probes it.
+    pub async fn claim_probes(
+        &self,
+        node: &str,
+        lease_until: i64,
+        lease: std::time::Duration,
+    ) -> Result<Vec<ClaimedRow>> {
+        let now = now_ms();
+        let stale = now - lease.as_millis() as i64;
+        let _gate = self.write_gate().await;
+        let probes = on_db!(self, pool => {
+            let mut tx = begin_write(pool).await?;
+            let triggers: Vec<String> = sqlx::query_scalar(
+                "UPDATE triggers SET circuit_state = 'half_open', circuit_open_until = $1
+                 WHERE enabled = $3 AND ((circuit_state = 'open' AND circuit_open_until <= $1)
+                    OR (circuit_state = 'half_open' AND circuit_open_until <= $2))
+                 RETURNING id",
+            )
+            .bind(now)
+            .bind(stale)
+            .bind(true)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut probes = Vec::new();
+            for trigger in &triggers {
+                let probe: Option<ClaimedRow> = sqlx::query_as(&format!(
+                    "UPDATE outbox SET attempts = attempts + 1, lease_until = $1, leased_by = $2,
+                            updated_at = $3
+                     WHERE id = (SELECT id FROM outbox
+                                 WHERE trigger_id = $4 AND state = 'pending'
+                                   AND (lease_until IS NULL OR lease_until < $3)
+                                 ORDER BY seq, id LIMIT 1)
+                     RETURNING {CLAIM_COLUMNS}"
+                ))
+                .bind(lease_until)
+                .bind(node)
+                .bind(now)
+                .bind(trigger)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match probe {
+                    Some(row) => probes.push(row),
+                    None => {
+                        sqlx::query(
+                            "UPDATE triggers SET circuit_state = 'closed', circuit_open_until = NULL,
+                                    consecutive_failures = 0 WHERE id = $1",
+                        )
+                        .bind(trigger)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+            probes
+        });
+        Ok(probes)
+    }
+
+    /// Triggers whose circuit is not closed, for the gauge.
+    pub async fn open_circuits(&self) -> Result<i64> {
+        let open = on_db!(self, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM triggers WHERE circuit_state <> 'closed'")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(open)
     }
 
     /// The earliest time a pending row is due, if any.
@@ -264,7 +346,11 @@ impl Db {
     /// dead letter and one outbox row per enabled `dead_letter` trigger of the app; an
     /// exhausted `dead_letter` delivery ends as `failed` and creates nothing (the recursion
     /// stop). Returns, per attempt, the dead letter written, if any.
-    pub async fn record_finished(&self, finished: &[Finished]) -> Result<Vec<Option<i64>>> {
+    pub async fn record_finished(
+        &self,
+        finished: &[Finished],
+        circuit: &CircuitPolicy,
+    ) -> Result<Vec<Option<i64>>> {
         let _gate = self.write_gate().await;
         let now = now_ms();
         let mut dead_letters = Vec::with_capacity(finished.len());
@@ -293,12 +379,36 @@ impl Db {
                 .bind(finished_at)
                 .execute(&mut *tx)
                 .await?;
-                let streak = if *verdict == Verdict::Delivered {
-                    "UPDATE triggers SET consecutive_failures = 0 WHERE id = $1 AND consecutive_failures <> 0"
+                // The circuit breaker: a success closes it; a failure extends the streak and
+                // opens it at the threshold, or re-opens it when a half-open probe fails.
+                if *verdict == Verdict::Delivered {
+                    sqlx::query(
+                        "UPDATE triggers SET consecutive_failures = 0, circuit_state = 'closed',
+                                circuit_open_until = NULL
+                         WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_state <> 'closed')",
+                    )
+                    .bind(&row.trigger_id)
+                    .execute(&mut *tx)
+                    .await?;
                 } else {
-                    "UPDATE triggers SET consecutive_failures = consecutive_failures + 1 WHERE id = $1"
-                };
-                sqlx::query(streak).bind(&row.trigger_id).execute(&mut *tx).await?;
+                    sqlx::query(
+                        "UPDATE triggers SET consecutive_failures = consecutive_failures + 1,
+                           circuit_state = CASE
+                             WHEN circuit_state = 'half_open'
+                               OR (circuit_state = 'closed' AND consecutive_failures + 1 >= $2)
+                             THEN 'open' ELSE circuit_state END,
+                           circuit_open_until = CASE
+                             WHEN circuit_state = 'half_open'
+                               OR (circuit_state = 'closed' AND consecutive_failures + 1 >= $2)
+                             THEN $3 ELSE circuit_open_until END
+                         WHERE id = $1",
+                    )
+                    .bind(&row.trigger_id)
+                    .bind(i64::from(circuit.failures))
+                    .bind(now + circuit.cooldown.as_millis() as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                }
 
                 let mut dead_letter = None;
                 if let Verdict::Exhausted { disable_reason } = verdict {

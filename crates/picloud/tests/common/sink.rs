@@ -36,6 +36,7 @@ pub struct SinkState {
     delay: std::time::Duration,
     in_flight: std::collections::HashMap<String, u32>,
     overlaps: u32,
+    outages: std::collections::HashMap<String, (std::time::Duration, Option<std::time::Instant>)>,
 }
 
 impl Sink {
@@ -48,6 +49,16 @@ impl Sink {
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         (sink, base)
+    }
+
+    /// Makes `path` answer 503 for `outage`, counted from its first request, then follow
+    /// its script.
+    pub fn outage(&self, path: &str, outage: std::time::Duration) {
+        self.inner
+            .lock()
+            .unwrap()
+            .outages
+            .insert(path.to_owned(), (outage, None));
     }
 
     /// Makes every answer wait `delay` (to keep deliveries in flight).
@@ -138,6 +149,12 @@ async fn receive(
         signature_valid,
         body: serde_json::from_str(&body).unwrap_or(Value::Null),
     });
+    if let Some((outage, started)) = state.outages.get_mut(&path) {
+        let started = *started.get_or_insert_with(std::time::Instant::now);
+        if started.elapsed() < *outage {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
     let script = state.scripts.entry(path).or_default();
     let status = if script.len() > 1 {
         script.pop_front()
