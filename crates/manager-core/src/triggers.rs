@@ -384,6 +384,67 @@ impl CircuitState {
     }
 }
 
+/// How hard one node may push deliveries at a trigger's endpoint, so an endpoint coming
+/// back after an outage (or a replay) is not hit by the whole backlog at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(try_from = "PacingFields")]
+pub struct Pacing {
+    /// Most deliveries in flight at once (default 16).
+    pub max_in_flight: u32,
+    /// Most deliveries started per second; `null` for no rate limit (the default).
+    pub max_per_second: Option<u32>,
+}
+
+/// Highest accepted pacing value.
+pub const MAX_PACING: u32 = 10_000;
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            max_in_flight: 16,
+            max_per_second: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PacingFields {
+    max_in_flight: Option<u32>,
+    max_per_second: Option<u32>,
+}
+
+impl TryFrom<PacingFields> for Pacing {
+    type Error = String;
+    fn try_from(fields: PacingFields) -> std::result::Result<Self, String> {
+        let pacing = Pacing {
+            max_in_flight: fields
+                .max_in_flight
+                .unwrap_or(Pacing::default().max_in_flight),
+            max_per_second: fields.max_per_second,
+        };
+        if !(1..=MAX_PACING).contains(&pacing.max_in_flight)
+            || pacing
+                .max_per_second
+                .is_some_and(|r| !(1..=MAX_PACING).contains(&r))
+        {
+            return Err(format!("pacing values must be 1 to {MAX_PACING}"));
+        }
+        Ok(pacing)
+    }
+}
+
+impl Pacing {
+    /// The pacing as stored in `triggers.max_in_flight` and `max_per_second`.
+    pub fn from_stored(max_in_flight: Option<i64>, max_per_second: Option<i64>) -> Pacing {
+        let clamp = |v: i64| v.clamp(1, i64::from(MAX_PACING)) as u32;
+        Pacing {
+            max_in_flight: max_in_flight.map_or(Pacing::default().max_in_flight, clamp),
+            max_per_second: max_per_second.map(clamp),
+        }
+    }
+}
+
 /// A trigger as the API shows it. Never includes its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Trigger {
@@ -400,6 +461,8 @@ pub struct Trigger {
     pub retry: RetryPolicy,
     /// Whether deliveries of one topic go out one at a time, in seq order.
     pub ordered: bool,
+    /// Limits on how hard deliveries hit the endpoint.
+    pub pacing: Pacing,
     /// Whether it fires; disabled triggers get no new deliveries.
     pub enabled: bool,
     /// Why the server disabled it, if it did.
@@ -432,6 +495,10 @@ pub struct NewTrigger {
     /// Deliver one topic's events one at a time, in order; `false` if absent.
     #[serde(default)]
     pub ordered: bool,
+    /// Limits on how hard deliveries hit the endpoint; 16 in flight, no rate limit if
+    /// absent.
+    #[serde(default)]
+    pub pacing: Pacing,
 }
 
 fn default_true() -> bool {
@@ -447,6 +514,7 @@ impl NewTrigger {
             retry: RetryPolicy::default(),
             enabled: true,
             ordered: false,
+            pacing: Pacing::default(),
         }
     }
 }
@@ -464,6 +532,8 @@ pub struct TriggerPatch {
     pub retry: Option<RetryPolicy>,
     /// Turn in-order delivery on or off.
     pub ordered: Option<bool>,
+    /// New pacing, replacing the old one whole.
+    pub pacing: Option<Pacing>,
     /// Enable or disable; enabling clears `disabled_reason`.
     pub enabled: Option<bool>,
 }
@@ -479,6 +549,7 @@ impl TriggerPatch {
             handler,
             retry,
             ordered,
+            pacing,
             enabled,
         } = self;
         if let Some(source) = source {
@@ -492,6 +563,9 @@ impl TriggerPatch {
         }
         if let Some(ordered) = ordered {
             trigger.ordered = ordered;
+        }
+        if let Some(pacing) = pacing {
+            trigger.pacing = pacing;
         }
         if let Some(enabled) = enabled {
             trigger.enabled = enabled;
@@ -545,6 +619,8 @@ struct TriggerRow {
     retry_max_attempts: i64,
     retry_schedule_ms: Option<String>,
     ordered: bool,
+    max_in_flight: Option<i64>,
+    max_per_second: Option<i64>,
     enabled: bool,
     disabled_reason: Option<String>,
     circuit_state: String,
@@ -554,7 +630,8 @@ struct TriggerRow {
 }
 
 const TRIGGER_COLUMNS: &str = "id, app_id, source_kind, source_topic, handler_kind, handler_url, \
-     retry_max_attempts, retry_schedule_ms, ordered, enabled, disabled_reason, circuit_state, \
+     retry_max_attempts, retry_schedule_ms, ordered, max_in_flight, max_per_second, enabled, \
+     disabled_reason, circuit_state, \
      consecutive_failures, created_at, updated_at";
 
 fn corrupt(id: &str, what: impl fmt::Display) -> Error {
@@ -586,6 +663,7 @@ impl TriggerRow {
             handler,
             retry,
             ordered: self.ordered,
+            pacing: Pacing::from_stored(self.max_in_flight, self.max_per_second),
             enabled: self.enabled,
             disabled_reason: self.disabled_reason,
             circuit_state: CircuitState::parse(&self.circuit_state)
@@ -657,6 +735,7 @@ impl Db {
             handler: new.handler,
             retry: new.retry,
             ordered: new.ordered,
+            pacing: new.pacing,
             enabled: new.enabled,
             disabled_reason: None,
             circuit_state: CircuitState::Closed,
@@ -674,8 +753,8 @@ impl Db {
             sqlx::query(
                 "INSERT INTO triggers (id, app_id, source_kind, source_topic, handler_kind,
                      handler_url, secret, retry_max_attempts, retry_schedule_ms, ordered,
-                     enabled, circuit_state, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+                     enabled, circuit_state, created_at, updated_at, max_in_flight, max_per_second)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15)",
             )
             .bind(&trigger.id)
             .bind(app.as_str())
@@ -690,6 +769,8 @@ impl Db {
             .bind(trigger.enabled)
             .bind(trigger.circuit_state.as_str())
             .bind(now)
+            .bind(i64::from(trigger.pacing.max_in_flight))
+            .bind(trigger.pacing.max_per_second.map(i64::from))
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -763,7 +844,8 @@ impl Db {
             sqlx::query(
                 "UPDATE triggers SET source_kind = $1, source_topic = $2, handler_kind = $3,
                      handler_url = $4, retry_max_attempts = $5, retry_schedule_ms = $6,
-                     ordered = $7, enabled = $8, disabled_reason = $9, updated_at = $10
+                     ordered = $7, enabled = $8, disabled_reason = $9, updated_at = $10,
+                     max_in_flight = $13, max_per_second = $14
                  WHERE app_id = $11 AND id = $12",
             )
             .bind(c.source_kind)
@@ -778,6 +860,8 @@ impl Db {
             .bind(trigger.updated_at)
             .bind(app)
             .bind(id)
+            .bind(i64::from(trigger.pacing.max_in_flight))
+            .bind(trigger.pacing.max_per_second.map(i64::from))
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

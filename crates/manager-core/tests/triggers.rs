@@ -2,8 +2,8 @@
 //! secret rotation and the publish-path query.
 
 use picloud_manager_core::triggers::{
-    Handler, NewTrigger, RetryPolicy, TopicPattern, TriggerPatch, TriggerSource, WebhookUrl,
-    PREVIOUS_SECRET_GRACE_MS,
+    Handler, NewTrigger, Pacing, RetryPolicy, TopicPattern, TriggerPatch, TriggerSource,
+    WebhookUrl, PREVIOUS_SECRET_GRACE_MS,
 };
 use picloud_manager_core::{backend_test, on_db, Db, Error};
 use picloud_shared::time::now_ms;
@@ -73,9 +73,12 @@ backend_test! {
             handler: Some(webhook("http://receiver.internal:9000/dl")),
             retry: Some(retry.clone()),
             ordered: Some(true),
+            pacing: Some(Pacing { max_in_flight: 3, max_per_second: Some(7) }),
             enabled: Some(false),
         };
         let updated = db.update_trigger("shop", &trigger.id, patch).await.unwrap();
+        assert_eq!(updated.pacing, Pacing { max_in_flight: 3, max_per_second: Some(7) });
+        assert_eq!(db.get_trigger("shop", &trigger.id).await.unwrap().pacing, updated.pacing, "pacing is stored");
         assert_eq!(updated.source, TriggerSource::DeadLetter {});
         assert_eq!(updated.handler, webhook("http://receiver.internal:9000/dl"));
         assert_eq!(updated.retry, retry);

@@ -346,3 +346,41 @@ backend_test! {
         app.stop().await;
     }
 }
+
+backend_test! {
+    async fn pacing_bounds_in_flight_and_rate_per_trigger(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.delay(Duration::from_millis(30));
+        for (path, pacing) in [("window", json!({"max_in_flight": 2})), ("rate", json!({"max_per_second": 20}))] {
+            let (status, body) = app
+                .call(Method::POST, "/v1/apps/shop/triggers", Some(&key), Some(json!({
+                    "source": {"kind": "topic", "topic": path},
+                    "handler": {"kind": "webhook", "url": format!("{base}/{path}")},
+                    "pacing": pacing,
+                })))
+                .await;
+            assert_eq!(status, 201, "{body}");
+            assert_eq!(body["pacing"]["max_in_flight"], if path == "window" { 2 } else { 16 });
+        }
+        let events: Vec<Value> = (0..10)
+            .flat_map(|n| [json!({"topic": "window", "data": n}), json!({"topic": "rate", "data": n})])
+            .collect();
+        let started = tokio::time::Instant::now();
+        app.call(Method::POST, "/v1/apps/shop/events", Some(&key), Some(json!({"events": events}))).await;
+        let rows = settle(&app).await;
+        assert!(rows.iter().all(|(_, state, attempts)| state == "delivered" && *attempts == 1), "{rows:?}");
+        assert_eq!(sink.received("window").len(), 10);
+        assert!(sink.max_concurrent("window") <= 2, "{}", sink.max_concurrent("window"));
+        // 10 starts at 20/s take at least 9 x 50 ms.
+        assert!(started.elapsed() >= Duration::from_millis(450), "{:?}", started.elapsed());
+        let (status, body) = app
+            .call(Method::POST, "/v1/apps/shop/triggers", Some(&key), Some(json!({
+                "source": {"kind": "topic", "topic": "x"},
+                "handler": {"kind": "webhook", "url": format!("{base}/x")},
+                "pacing": {"max_in_flight": 0},
+            })))
+            .await;
+        assert_eq!((status, common::code(&body)), (400, "invalid_request"), "{body}");
+        app.stop().await;
+    }
+}

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::db::Db;
 use crate::error::Result;
-use crate::triggers::RetryPolicy;
+use crate::triggers::{Pacing, RetryPolicy};
 
 /// Most attempts recorded in one transaction.
 const RECORD_GROUP: usize = 512;
@@ -36,12 +36,14 @@ const RECORD_GROUP: usize = 512;
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 pub mod outbox;
+pub mod pacing;
 pub mod signing;
 pub mod ssrf;
 pub mod webhook;
 
 pub use outbox::CircuitPolicy;
 use outbox::{AttemptRecord, ClaimedRow, DeliveryPlan, Finished, Verdict};
+use pacing::Pacer;
 use ssrf::{check_url, webhook_client, AddressPolicy};
 use webhook::Outcome;
 
@@ -135,6 +137,7 @@ impl Dispatcher {
         ));
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.config.workers));
+        let pacer = Arc::new(Pacer::default());
         let mut in_flight = JoinSet::new();
         tracing::info!(node = %this.config.node_id, workers = this.config.workers, "dispatcher started");
         let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
@@ -157,7 +160,12 @@ impl Dispatcher {
                     .await;
                 let due = this
                     .db
-                    .claim_due(&this.config.node_id, free as i64, lease_until)
+                    .claim_due(
+                        &this.config.node_id,
+                        free as i64,
+                        lease_until,
+                        &pacer.blocked(),
+                    )
                     .await;
                 match (probes, due) {
                     (Ok(mut probes), Ok(due)) => {
@@ -179,21 +187,33 @@ impl Dispatcher {
                     HashMap::new()
                 }
             };
+            let mut held_back = Vec::new();
             for row in claimed {
                 // A row without a plan lost its trigger, and was deleted with it.
                 let Some(plan) = plans.remove(&row.id) else {
                     continue;
                 };
+                let limits = Pacing::from_stored(plan.max_in_flight, plan.max_per_second);
+                if let Err(wait) = pacer.admit(&row.trigger_id, limits) {
+                    held_back.push((row.id, now_ms() + wait.as_millis() as i64));
+                    continue;
+                }
                 let permit = permits
                     .clone()
                     .acquire_owned()
                     .await
                     .expect("semaphore open");
                 let this = this.clone();
+                let pacer = pacer.clone();
                 in_flight.spawn(async move {
+                    let trigger = row.trigger_id.clone();
                     this.deliver(row, plan).await;
+                    pacer.finished(&trigger);
                     drop(permit);
                 });
+            }
+            if let Err(error) = this.db.defer(&held_back).await {
+                tracing::warn!(%error, "handing back paced rows failed; their leases expire");
             }
             if full_batch {
                 continue;

@@ -34,6 +34,10 @@ pub struct ClaimedRow {
 pub struct DeliveryPlan {
     /// The outbox row this plan is for.
     pub outbox_id: i64,
+    /// The trigger's stored pacing: most in flight.
+    pub max_in_flight: Option<i64>,
+    /// The trigger's stored pacing: most started per second.
+    pub max_per_second: Option<i64>,
     /// Where to POST.
     pub handler_url: String,
     /// The current signing secret.
@@ -157,19 +161,31 @@ impl Db {
         node: &str,
         limit: i64,
         lease_until: i64,
+        skip_triggers: &[String],
     ) -> Result<Vec<ClaimedRow>> {
         let now = now_ms();
+        // Triggers at their pacing limits on this node are left for later.
+        let skip = if skip_triggers.is_empty() {
+            String::new()
+        } else {
+            let params: Vec<String> = (0..skip_triggers.len())
+                .map(|i| format!("${}", i + 7))
+                .collect();
+            format!("AND o.trigger_id NOT IN ({})", params.join(", "))
+        };
         // For an `ordered` trigger only the head of each topic is due: a row waits while an
         // earlier event of its topic is still pending (in flight or failing) for the trigger.
-        let due = "SELECT o.id FROM outbox o JOIN triggers t ON t.id = o.trigger_id
-                   WHERE o.state = 'pending' AND o.next_attempt_at <= $3
-                     AND (o.lease_until IS NULL OR o.lease_until < $3) AND t.enabled = $5
-                     AND t.circuit_state = 'closed'
-                     AND (t.ordered = $6 OR NOT EXISTS (
-                         SELECT 1 FROM outbox p
-                         WHERE p.trigger_id = o.trigger_id AND p.state = 'pending'
-                           AND p.topic = o.topic AND p.seq < o.seq))
-                   ORDER BY o.next_attempt_at, o.id LIMIT $4";
+        let due = format!(
+            "SELECT o.id FROM outbox o JOIN triggers t ON t.id = o.trigger_id
+             WHERE o.state = 'pending' AND o.next_attempt_at <= $3
+               AND (o.lease_until IS NULL OR o.lease_until < $3) AND t.enabled = $5
+               AND t.circuit_state = 'closed' {skip}
+               AND (t.ordered = $6 OR NOT EXISTS (
+                   SELECT 1 FROM outbox p
+                   WHERE p.trigger_id = o.trigger_id AND p.state = 'pending'
+                     AND p.topic = o.topic AND p.seq < o.seq))
+             ORDER BY o.next_attempt_at, o.id LIMIT $4"
+        );
         let claim = |lock: &str| {
             format!(
                 "UPDATE outbox SET attempts = attempts + 1, lease_until = $1, leased_by = $2,
@@ -177,31 +193,25 @@ impl Db {
                  WHERE id IN ({due}{lock}) RETURNING {CLAIM_COLUMNS}"
             )
         };
-        let rows = match self {
-            Db::Sqlite(pool, _) => {
-                let _gate = self.write_gate().await;
-                sqlx::query_as(&claim(""))
-                    .bind(lease_until)
-                    .bind(node)
-                    .bind(now)
-                    .bind(limit)
-                    .bind(true)
-                    .bind(false)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Db::Postgres(pool) => {
-                sqlx::query_as(&claim(" FOR UPDATE OF o SKIP LOCKED"))
-                    .bind(lease_until)
-                    .bind(node)
-                    .bind(now)
-                    .bind(limit)
-                    .bind(true)
-                    .bind(false)
-                    .fetch_all(pool)
-                    .await?
-            }
+        let _gate = self.write_gate().await;
+        let lock = match self {
+            Db::Sqlite(..) => "",
+            Db::Postgres(_) => " FOR UPDATE OF o SKIP LOCKED",
         };
+        let sql = claim(lock);
+        let rows = on_db!(self, pool => {
+            let mut query = sqlx::query_as(&sql)
+                .bind(lease_until)
+                .bind(node)
+                .bind(now)
+                .bind(limit)
+                .bind(true)
+                .bind(false);
+            for trigger in skip_triggers {
+                query = query.bind(trigger);
+            }
+            query.fetch_all(pool).await?
+        });
         Ok(rows)
     }
 
@@ -305,7 +315,8 @@ impl Db {
         }
         let plans: Vec<DeliveryPlan> = on_db!(self, pool => {
             let mut query = sqlx::QueryBuilder::new(
-                "SELECT o.id AS outbox_id, t.handler_url, t.secret, t.previous_secret,
+                "SELECT o.id AS outbox_id, t.max_in_flight, t.max_per_second,
+                        t.handler_url, t.secret, t.previous_secret,
                         t.previous_secret_until, t.retry_max_attempts, t.retry_schedule_ms,
                         e.id AS event_id, e.event_type, e.payload, e.published_at
                  FROM outbox o
@@ -466,6 +477,31 @@ impl Db {
             tx.commit().await?;
         });
         Ok(dead_letters)
+    }
+
+    /// Hands claimed rows back unsent because their trigger is at its pacing limit: each
+    /// is due again at the given time (ms), and the attempt it counted is given back.
+    pub async fn defer(&self, rows: &[(i64, i64)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let _gate = self.write_gate().await;
+        on_db!(self, pool => {
+            let mut tx = begin_write(pool).await?;
+            for (id, due) in rows {
+                sqlx::query(
+                    "UPDATE outbox SET lease_until = NULL, leased_by = NULL,
+                            attempts = attempts - 1, next_attempt_at = $2
+                     WHERE id = $1",
+                )
+                .bind(*id)
+                .bind(*due)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// Gives back this node's leases on rows it did not finish (graceful shutdown), so

@@ -36,6 +36,7 @@ pub struct SinkState {
     delay: std::time::Duration,
     in_flight: std::collections::HashMap<String, u32>,
     overlaps: u32,
+    concurrent: std::collections::HashMap<String, (u32, u32)>,
     outages: std::collections::HashMap<String, (std::time::Duration, Option<std::time::Instant>)>,
 }
 
@@ -70,6 +71,16 @@ impl Sink {
     /// still being answered.
     pub fn overlaps(&self) -> u32 {
         self.inner.lock().unwrap().overlaps
+    }
+
+    /// The most requests to `path` that were being answered at once.
+    pub fn max_concurrent(&self, path: &str) -> u32 {
+        self.inner
+            .lock()
+            .unwrap()
+            .concurrent
+            .get(path)
+            .map_or(0, |(_, max)| *max)
     }
 
     /// Every request received, on any path.
@@ -126,6 +137,9 @@ async fn receive(
         if *running > 1 {
             state.overlaps += 1;
         }
+        let (now, max) = state.concurrent.entry(path.clone()).or_default();
+        *now += 1;
+        *max = (*max).max(*now);
         state.delay
     };
     if !delay.is_zero() {
@@ -133,6 +147,7 @@ async fn receive(
     }
     let mut state = sink.inner.lock().unwrap();
     *state.in_flight.get_mut(&webhook_id).expect("counted above") -= 1;
+    state.concurrent.get_mut(&path).expect("counted above").0 -= 1;
     let timestamp: i64 = header("webhook-timestamp").parse().unwrap_or(0);
     let signature_valid = state.secrets.get(&path).is_some_and(|secret| {
         verify(
