@@ -386,26 +386,18 @@ impl CircuitState {
 
 /// How hard one node may push deliveries at a trigger's endpoint, so an endpoint coming
 /// back after an outage (or a replay) is not hit by the whole backlog at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "PacingFields")]
 pub struct Pacing {
-    /// Most deliveries in flight at once (default 16).
-    pub max_in_flight: u32,
+    /// Most deliveries in flight at once; `null` for no limit beyond the node's workers
+    /// (the default).
+    pub max_in_flight: Option<u32>,
     /// Most deliveries started per second; `null` for no rate limit (the default).
     pub max_per_second: Option<u32>,
 }
 
 /// Highest accepted pacing value.
 pub const MAX_PACING: u32 = 10_000;
-
-impl Default for Pacing {
-    fn default() -> Self {
-        Pacing {
-            max_in_flight: 16,
-            max_per_second: None,
-        }
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -418,16 +410,11 @@ impl TryFrom<PacingFields> for Pacing {
     type Error = String;
     fn try_from(fields: PacingFields) -> std::result::Result<Self, String> {
         let pacing = Pacing {
-            max_in_flight: fields
-                .max_in_flight
-                .unwrap_or(Pacing::default().max_in_flight),
+            max_in_flight: fields.max_in_flight,
             max_per_second: fields.max_per_second,
         };
-        if !(1..=MAX_PACING).contains(&pacing.max_in_flight)
-            || pacing
-                .max_per_second
-                .is_some_and(|r| !(1..=MAX_PACING).contains(&r))
-        {
+        let valid = |v: Option<u32>| v.is_none_or(|v| (1..=MAX_PACING).contains(&v));
+        if !valid(pacing.max_in_flight) || !valid(pacing.max_per_second) {
             return Err(format!("pacing values must be 1 to {MAX_PACING}"));
         }
         Ok(pacing)
@@ -439,7 +426,7 @@ impl Pacing {
     pub fn from_stored(max_in_flight: Option<i64>, max_per_second: Option<i64>) -> Pacing {
         let clamp = |v: i64| v.clamp(1, i64::from(MAX_PACING)) as u32;
         Pacing {
-            max_in_flight: max_in_flight.map_or(Pacing::default().max_in_flight, clamp),
+            max_in_flight: max_in_flight.map(clamp),
             max_per_second: max_per_second.map(clamp),
         }
     }
@@ -769,7 +756,7 @@ impl Db {
             .bind(trigger.enabled)
             .bind(trigger.circuit_state.as_str())
             .bind(now)
-            .bind(i64::from(trigger.pacing.max_in_flight))
+            .bind(trigger.pacing.max_in_flight.map(i64::from))
             .bind(trigger.pacing.max_per_second.map(i64::from))
             .execute(&mut *tx)
             .await?;
@@ -860,7 +847,7 @@ impl Db {
             .bind(trigger.updated_at)
             .bind(app)
             .bind(id)
-            .bind(i64::from(trigger.pacing.max_in_flight))
+            .bind(trigger.pacing.max_in_flight.map(i64::from))
             .bind(trigger.pacing.max_per_second.map(i64::from))
             .execute(&mut *tx)
             .await?;

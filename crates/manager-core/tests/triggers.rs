@@ -73,11 +73,11 @@ backend_test! {
             handler: Some(webhook("http://receiver.internal:9000/dl")),
             retry: Some(retry.clone()),
             ordered: Some(true),
-            pacing: Some(Pacing { max_in_flight: 3, max_per_second: Some(7) }),
+            pacing: Some(Pacing { max_in_flight: Some(3), max_per_second: Some(7) }),
             enabled: Some(false),
         };
         let updated = db.update_trigger("shop", &trigger.id, patch).await.unwrap();
-        assert_eq!(updated.pacing, Pacing { max_in_flight: 3, max_per_second: Some(7) });
+        assert_eq!(updated.pacing, Pacing { max_in_flight: Some(3), max_per_second: Some(7) });
         assert_eq!(db.get_trigger("shop", &trigger.id).await.unwrap().pacing, updated.pacing, "pacing is stored");
         assert_eq!(updated.source, TriggerSource::DeadLetter {});
         assert_eq!(updated.handler, webhook("http://receiver.internal:9000/dl"));

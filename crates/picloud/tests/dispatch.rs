@@ -360,7 +360,7 @@ backend_test! {
                 })))
                 .await;
             assert_eq!(status, 201, "{body}");
-            assert_eq!(body["pacing"]["max_in_flight"], if path == "window" { 2 } else { 16 });
+            assert_eq!(body["pacing"]["max_in_flight"], if path == "window" { json!(2) } else { Value::Null });
         }
         let events: Vec<Value> = (0..10)
             .flat_map(|n| [json!({"topic": "window", "data": n}), json!({"topic": "rate", "data": n})])
@@ -382,5 +382,36 @@ backend_test! {
             .await;
         assert_eq!((status, common::code(&body)), (400, "invalid_request"), "{body}");
         app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn shutdown_releases_deliveries_it_could_not_finish(t) {
+        let mut args = fast_args(true);
+        args.shutdown_grace_sec = 0; // no time to finish: in-flight deliveries are cut
+        let app = spawn_app_with(t, args).await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["app:admin"]).await;
+        let (sink, base) = Sink::start().await;
+        sink.delay(Duration::from_secs(5));
+        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 3).await;
+        publish(&app, &key).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let leased: i64 = picloud_manager_core::on_db!(&app.t.db, pool => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE lease_until IS NOT NULL").fetch_one(pool).await.unwrap()
+            });
+            if leased == 1 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the delivery never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let t = app.stop().await;
+        let db = picloud_manager_core::Db::connect(&t.url, picloud_manager_core::db::PoolSize(1)).await.unwrap();
+        let rows: Vec<(String, i64, Option<i64>)> = picloud_manager_core::on_db!(&db, pool => {
+            sqlx::query_as("SELECT state, attempts, lease_until FROM outbox").fetch_all(pool).await.unwrap()
+        });
+        assert_eq!(rows, [("pending".to_owned(), 0, None)], "released for the next start, attempt given back");
     }
 }

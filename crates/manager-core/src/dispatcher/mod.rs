@@ -212,6 +212,7 @@ impl Dispatcher {
                     drop(permit);
                 });
             }
+            let paced_back = !held_back.is_empty();
             if let Err(error) = this.db.defer(&held_back).await {
                 tracing::warn!(%error, "handing back paced rows failed; their leases expire");
             }
@@ -223,7 +224,9 @@ impl Dispatcher {
                 _ = this.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
                 _ = shutdown.cancelled() => {}
-                Some(_) = in_flight.join_next(), if free == 0 => {}
+                // A finished delivery frees a worker, or a slot of a paced trigger whose
+                // rows were just handed back.
+                Some(_) = in_flight.join_next(), if free == 0 || paced_back => {}
             }
         }
         let drained = tokio::time::timeout(this.config.shutdown_grace, async {

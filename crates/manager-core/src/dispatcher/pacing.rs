@@ -27,7 +27,10 @@ struct Pace {
 
 impl Pace {
     fn blocked(&self, now: Instant) -> bool {
-        self.in_flight >= self.limits.max_in_flight || self.next_start > now
+        self.limits
+            .max_in_flight
+            .is_some_and(|max| self.in_flight >= max)
+            || self.next_start > now
     }
 }
 
@@ -57,7 +60,10 @@ impl Pacer {
         if pace.next_start > now {
             return Err(pace.next_start - now);
         }
-        if pace.in_flight >= limits.max_in_flight {
+        if limits
+            .max_in_flight
+            .is_some_and(|max| pace.in_flight >= max)
+        {
             return Err(IN_FLIGHT_RETRY);
         }
         pace.in_flight += 1;
@@ -83,7 +89,7 @@ mod tests {
     fn in_flight_window() {
         let pacer = Pacer::default();
         let limits = Pacing {
-            max_in_flight: 2,
+            max_in_flight: Some(2),
             max_per_second: None,
         };
         assert!(pacer.admit("t", limits).is_ok());
@@ -102,7 +108,7 @@ mod tests {
     fn rate_limit_spaces_starts() {
         let pacer = Pacer::default();
         let limits = Pacing {
-            max_in_flight: 100,
+            max_in_flight: None,
             max_per_second: Some(10),
         };
         assert!(pacer.admit("t", limits).is_ok());
