@@ -227,6 +227,23 @@ impl Db {
     ) -> Result<Vec<ClaimedRow>> {
         let now = now_ms();
         let stale = now - lease.as_millis() as i64;
+        // Almost always no circuit is due for a probe: find out with a read, so the common
+        // case costs no write transaction.
+        let due: Option<String> = on_db!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT id FROM triggers
+                 WHERE (circuit_state = 'open' AND circuit_open_until <= $1)
+                    OR (circuit_state = 'half_open' AND circuit_open_until <= $2)
+                 LIMIT 1",
+            )
+            .bind(now)
+            .bind(stale)
+            .fetch_optional(pool)
+            .await?
+        });
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let _gate = self.write_gate().await;
         let probes = on_db!(self, pool => {
             let mut tx = begin_write(pool).await?;
