@@ -105,6 +105,10 @@ fn describe_metrics() {
         "Duration of one webhook attempt"
     );
     metrics::describe_gauge!(
+        "picloud_circuits_open",
+        "Triggers whose circuit breaker is open or half-open (database-wide)"
+    );
+    metrics::describe_gauge!(
         "picloud_outbox_pending",
         "Outbox rows waiting for delivery (database-wide)"
     );
