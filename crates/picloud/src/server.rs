@@ -140,6 +140,7 @@ pub async fn build_app_with(
             circuit: CircuitPolicy {
                 failures: 5,
                 cooldown: Duration::from_secs(30).mul_f64(serve.dispatch_backoff_scale),
+                resume_per_second: 50,
             },
             ..DispatcherConfig::default()
         },

@@ -341,6 +341,14 @@ backend_test! {
         // probe per 300 ms cool-down meets the outage.
         let failed = sink.received("hook").len() - 20;
         assert!(failed <= 20 + 8, "{failed} failed requests: {rows:?}");
+        // When the probe closed the circuit, the backlog was spread out at the resume rate
+        // (50/s: 20 ms apart) instead of going out all at once.
+        let mut due: Vec<i64> = picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query_scalar("SELECT next_attempt_at FROM outbox").fetch_all(pool).await.unwrap()
+        });
+        due.sort_unstable();
+        let spaced = due.windows(2).filter(|w| w[1] - w[0] == 20).count();
+        assert!(spaced >= 18, "backlog due times {due:?}");
         let (_, trigger) = app.call(Method::GET, &format!("/v1/apps/shop/triggers/{id}"), Some(&key), None).await;
         assert_eq!((trigger["circuit_state"].as_str(), trigger["consecutive_failures"].as_i64()), (Some("closed"), Some(0)));
         app.stop().await;

@@ -90,6 +90,7 @@ impl Default for DispatcherConfig {
             circuit: CircuitPolicy {
                 failures: 5,
                 cooldown: Duration::from_secs(30),
+                resume_per_second: 50,
             },
         }
     }

@@ -99,6 +99,9 @@ pub struct CircuitPolicy {
     pub failures: u32,
     /// How long an open circuit waits before one probe delivery.
     pub cooldown: std::time::Duration,
+    /// After a probe closes the circuit, the waiting backlog is spread out at the trigger's
+    /// `max_per_second`, or at this rate when it has none.
+    pub resume_per_second: u32,
 }
 
 /// What the dispatcher decided after an attempt.
@@ -410,10 +413,36 @@ impl Db {
                 // The circuit breaker: a success closes it; a failure extends the streak and
                 // opens it at the threshold, or re-opens it when a half-open probe fails.
                 if *verdict == Verdict::Delivered {
-                    sqlx::query(
+                    // A successful probe closes the circuit, and the backlog that built up
+                    // while it was open is spread out at the trigger's rate (or the resume
+                    // rate), so the endpoint coming back is not hit by all of it at once.
+                    let closed: Option<Option<i64>> = sqlx::query_scalar(
                         "UPDATE triggers SET consecutive_failures = 0, circuit_state = 'closed',
                                 circuit_open_until = NULL
-                         WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_state <> 'closed')",
+                         WHERE id = $1 AND circuit_state = 'half_open'
+                         RETURNING max_per_second",
+                    )
+                    .bind(&row.trigger_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(rate) = closed {
+                        let rate = rate.unwrap_or(i64::from(circuit.resume_per_second)).max(1);
+                        sqlx::query(
+                            "UPDATE outbox SET next_attempt_at = $2 + r.rank * $3
+                             FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rank
+                                   FROM outbox WHERE trigger_id = $1 AND state = 'pending'
+                                     AND lease_until IS NULL) AS r
+                             WHERE outbox.id = r.id",
+                        )
+                        .bind(&row.trigger_id)
+                        .bind(now)
+                        .bind((1000 / rate).max(1))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    sqlx::query(
+                        "UPDATE triggers SET consecutive_failures = 0
+                         WHERE id = $1 AND consecutive_failures <> 0",
                     )
                     .bind(&row.trigger_id)
                     .execute(&mut *tx)
