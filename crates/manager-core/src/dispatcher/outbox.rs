@@ -385,6 +385,9 @@ impl Db {
         let _gate = self.write_gate().await;
         let now = now_ms();
         let mut dead_letters = Vec::with_capacity(finished.len());
+        // Triggers whose failure streak this group already reset: further successes in a
+        // row change nothing, so they cost no statement.
+        let mut reset: std::collections::HashSet<&str> = std::collections::HashSet::new();
         on_db!(self, pool => {
             let mut tx = begin_write(pool).await?;
             for Finished { row, attempt, verdict } in finished {
@@ -412,7 +415,9 @@ impl Db {
                 .await?;
                 // The circuit breaker: a success closes it; a failure extends the streak and
                 // opens it at the threshold, or re-opens it when a half-open probe fails.
-                if *verdict == Verdict::Delivered {
+                if *verdict == Verdict::Delivered && !reset.insert(row.trigger_id.as_str()) {
+                    // This trigger's streak was already reset earlier in this group.
+                } else if *verdict == Verdict::Delivered {
                     // A successful probe closes the circuit, and the backlog that built up
                     // while it was open is spread out at the trigger's rate (or the resume
                     // rate), so the endpoint coming back is not hit by all of it at once.
@@ -448,6 +453,7 @@ impl Db {
                     .execute(&mut *tx)
                     .await?;
                 } else {
+                    reset.remove(row.trigger_id.as_str());
                     sqlx::query(
                         "UPDATE triggers SET consecutive_failures = consecutive_failures + 1,
                            circuit_state = CASE
