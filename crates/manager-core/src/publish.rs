@@ -29,7 +29,7 @@ use crate::db::{begin_write, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
 use crate::topics::{Retention, TOPIC_INSERT};
-use crate::triggers::TopicPattern;
+use crate::triggers::{TopicPattern, ENABLED_TOPIC_TRIGGERS};
 
 /// One event to publish.
 #[derive(Debug, Clone)]
@@ -150,11 +150,11 @@ struct AppTriggers {
 }
 
 impl AppTriggers {
-    fn new(generation: i64, rows: Vec<(String, Option<String>)>) -> Self {
+    fn new(generation: i64, rows: Vec<(String, String)>) -> Self {
         let mut exact: HashMap<String, Vec<String>> = HashMap::new();
         let mut patterns = Vec::new();
         for (id, source) in rows {
-            let Some(pattern) = source.as_deref().and_then(|s| TopicPattern::parse(s).ok()) else {
+            let Ok(pattern) = TopicPattern::parse(&source) else {
                 continue;
             };
             if pattern.as_str().ends_with('*') {
@@ -362,10 +362,7 @@ impl Writer {
                 let app_triggers = match triggers.get(app) {
                     Some(cached) if cached.generation == generation => cached.clone(),
                     _ => {
-                        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-                            "SELECT id, source_topic FROM triggers
-                             WHERE app_id = $1 AND source_kind = 'topic' AND enabled = $2",
-                        )
+                        let rows: Vec<(String, String)> = sqlx::query_as(ENABLED_TOPIC_TRIGGERS)
                         .bind(app)
                         .bind(true)
                         .fetch_all(&mut *tx)
@@ -678,10 +675,10 @@ mod tests {
     #[test]
     fn trigger_index_matches_exact_names_and_patterns() {
         let rows = vec![
-            ("t1".to_owned(), Some("orders".to_owned())),
-            ("t2".to_owned(), Some("orders.*".to_owned())),
-            ("t3".to_owned(), Some("*".to_owned())),
-            ("t4".to_owned(), Some("users".to_owned())),
+            ("t1".to_owned(), "orders".to_owned()),
+            ("t2".to_owned(), "orders.*".to_owned()),
+            ("t3".to_owned(), "*".to_owned()),
+            ("t4".to_owned(), "users".to_owned()),
         ];
         let index = AppTriggers::new(1, rows);
         let ids = |topic| index.matching(topic).collect::<Vec<_>>();

@@ -710,6 +710,14 @@ macro_rules! bump_generation {
             == 1
     };
 }
+pub(crate) use bump_generation;
+
+/// The enabled topic triggers of an app (`$1`, with `$2` bound to `true`), oldest first:
+/// what the publish path matches events against.
+pub(crate) const ENABLED_TOPIC_TRIGGERS: &str = "SELECT id, source_topic FROM triggers
+     WHERE app_id = $1 AND source_kind = 'topic' AND enabled = $2
+       AND source_topic IS NOT NULL
+     ORDER BY created_at, id";
 
 impl Db {
     /// Creates a trigger for `app` with a fresh signing secret.
@@ -944,14 +952,10 @@ impl Db {
     /// the publish path matches events against. Empty for an unknown app.
     pub async fn enabled_topic_triggers(&self, app: &str) -> Result<Vec<(String, TopicPattern)>> {
         let rows: Vec<(String, String)> = on_db!(self, pool => {
-            sqlx::query_as(
-                "SELECT id, source_topic FROM triggers
-                 WHERE app_id = $1 AND source_kind = 'topic' AND enabled
-                   AND source_topic IS NOT NULL
-                 ORDER BY created_at, id",
-            )
-            .bind(app)
-            .fetch_all(pool)
+            sqlx::query_as(ENABLED_TOPIC_TRIGGERS)
+                .bind(app)
+                .bind(true)
+                .fetch_all(pool)
             .await?
         });
         rows.into_iter()

@@ -485,10 +485,7 @@ impl Db {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                        sqlx::query("UPDATE apps SET trigger_generation = trigger_generation + 1 WHERE id = $1")
-                            .bind(&row.app_id)
-                            .execute(&mut *tx)
-                            .await?;
+                        let _app_exists = crate::triggers::bump_generation!(tx, &row.app_id);
                     }
                     if row.dead_letter_id.is_none() {
                         let id: i64 = sqlx::query_scalar(
