@@ -54,6 +54,18 @@ impl Broadcaster {
             .map_or(0, broadcast::Sender::receiver_count)
     }
 
+    /// Every topic of `app` with listeners on this process, by name, with their counts.
+    pub fn subscriber_counts(&self, app: &AppId) -> Vec<(TopicName, usize)> {
+        let mut counts: Vec<(TopicName, usize)> = self
+            .read()
+            .iter()
+            .filter(|((a, _), sender)| a == app && sender.receiver_count() > 0)
+            .map(|((_, topic), sender)| (topic.clone(), sender.receiver_count()))
+            .collect();
+        counts.sort();
+        counts
+    }
+
     /// Drops the channels nobody listens to; returns how many remain.
     pub fn collect_idle(&self) -> usize {
         let mut channels = self.channels.write().expect("channel map lock");

@@ -60,6 +60,7 @@ pub fn router(state: RealtimeState) -> OpenApiRouter {
         .routes(routes!(subscribe))
         .routes(routes!(create_subscriber_token))
         .routes(routes!(rotate_keys))
+        .routes(routes!(live_subscribers))
         .with_state(state)
 }
 
@@ -341,5 +342,48 @@ pub async fn rotate_keys(
     Ok(Json(RotatedKey {
         kid: rotation.kid,
         previous_valid_until: rotation.previous_valid_until,
+    }))
+}
+
+/// Live subscribers of an app on this node.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LiveSubscribers {
+    /// Open streams of the app.
+    pub streams: usize,
+    /// Per topic with at least one listener: how many streams listen to it.
+    pub topics: Vec<TopicSubscribers>,
+}
+
+/// One topic's live subscriber count.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TopicSubscribers {
+    /// The topic.
+    pub topic: String,
+    /// Streams listening to it.
+    pub subscribers: usize,
+}
+
+/// Who is listening now, on this node (each node of a cluster counts its own).
+#[utoipa::path(get, path = "/v1/apps/{app}/realtime/subscribers", tag = "realtime",
+    params(("app" = String, Path, description = "app id")),
+    security(("api_key" = ["app:read"])),
+    responses((status = 200, body = LiveSubscribers)))]
+pub async fn live_subscribers(
+    State(rt): State<RealtimeState>,
+    ApiPath(app): ApiPath<String>,
+) -> Result<Json<LiveSubscribers>, ApiError> {
+    let app = AppId::parse(&app).map_err(|e| ApiError::invalid(e.0))?;
+    let topics = rt
+        .broadcaster
+        .subscriber_counts(&app)
+        .into_iter()
+        .map(|(topic, subscribers)| TopicSubscribers {
+            topic: topic.to_string(),
+            subscribers,
+        })
+        .collect();
+    Ok(Json(LiveSubscribers {
+        streams: rt.limits.open_streams(&app),
+        topics,
     }))
 }

@@ -574,6 +574,9 @@ backend_test! {
         f.topic_of("blog", &blog_key, "news", "public", true).await;
         let one = f.subscribe(&["news"], Subscribe::default()).await;
         let _two = f.subscribe(&["news"], Subscribe::default()).await;
+        let (status, live) = f.app.call(Method::GET, "/v1/apps/shop/realtime/subscribers", Some(&f.key), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(live, json!({"streams": 2, "topics": [{"topic": "news", "subscribers": 2}]}));
         let (status, body) = f.app.subscribe("shop", &["news"], Subscribe::default()).await.err().unwrap();
         assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
         let _three = f.app.subscribe("blog", &["news"], Subscribe::default()).await.unwrap();
