@@ -113,6 +113,10 @@ impl RealtimeBroadcaster for Broadcaster {
         metrics::counter!("picloud_realtime_events_broadcast_total").increment(sent);
         Ok(())
     }
+
+    fn wants(&self, app: &AppId, topic: &TopicName) -> bool {
+        self.subscriber_count(app, topic) > 0
+    }
 }
 
 #[cfg(test)]

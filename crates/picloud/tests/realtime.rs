@@ -618,3 +618,52 @@ backend_test! {
         f.app.stop().await;
     }
 }
+
+/// PostgreSQL only: nodes sharing one database see each other's commits live. (SQLite
+/// is a one-node store.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_on_any_postgres_node_reach_subscribers_on_every_node() {
+    let Some(t) = TestDb::new(picloud_manager_core::db::Backend::Postgres).await else {
+        eprintln!("skipped: set PICLOUD_TEST_DATABASE_URL to run PostgreSQL tests");
+        return;
+    };
+    let f = fixture(t).await;
+    f.topic("news", "public", true).await;
+    let node_b = f.app.second_node().await;
+    let mut on_a = f.subscribe(&["news"], Subscribe::default()).await;
+    let mut on_b = node_b
+        .subscribe("shop", &["news"], Subscribe::default())
+        .await
+        .unwrap();
+    on_b.expect("hello").await;
+    // Alternating nodes, then node A alone: node B's subscriber gets the last thirty
+    // only through the cluster feed.
+    for i in 0..60 {
+        let node = if i % 2 == 0 || i >= 30 {
+            &f.app
+        } else {
+            &node_b
+        };
+        let (status, body) = node
+            .call(
+                Method::POST,
+                "/v1/apps/shop/topics/news/events",
+                Some(&f.key),
+                Some(json!({"data": {"i": i}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let all: Vec<i64> = (1..=60).collect();
+    for sub in [&mut on_a, &mut on_b] {
+        let seqs: Vec<i64> = sub
+            .events(60)
+            .await
+            .iter()
+            .map(|f| f.position().1)
+            .collect();
+        assert_eq!(seqs, all);
+    }
+    node_b.stop().await;
+    f.app.stop().await;
+}

@@ -38,6 +38,12 @@ pub struct BroadcastError(pub String);
 pub trait RealtimeBroadcaster: Send + Sync + 'static {
     /// Delivers `events` (possibly of several apps and topics) to live subscribers.
     fn broadcast(&self, events: &[CommittedEvent]) -> Result<(), BroadcastError>;
+
+    /// Whether anyone here listens to the topic, so callers can skip reading events
+    /// nobody will receive (the cluster feed does).
+    fn wants(&self, _app: &AppId, _topic: &TopicName) -> bool {
+        true
+    }
 }
 
 /// A broadcaster with no subscribers, for processes that serve no realtime traffic.
