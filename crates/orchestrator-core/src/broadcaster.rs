@@ -129,6 +129,22 @@ impl RealtimeBroadcaster for Broadcaster {
     fn wants(&self, app: &AppId, topic: &TopicName) -> bool {
         self.subscriber_count(app, topic) > 0
     }
+
+    fn close_topic(&self, app: &AppId, topic: &TopicName) {
+        // Dropping the sender ends every receiver once it has read what was sent.
+        let key = (app.clone(), topic.clone());
+        self.channels
+            .write()
+            .expect("channel map lock")
+            .remove(&key);
+    }
+
+    fn close_app(&self, app: &AppId) {
+        self.channels
+            .write()
+            .expect("channel map lock")
+            .retain(|(a, _), _| a != app);
+    }
 }
 
 #[cfg(test)]

@@ -172,6 +172,7 @@ pub async fn build_app_with(
             max_batch_events: serve.max_batch_events as usize,
         },
         dispatch_wake: dispatch_wake.clone(),
+        realtime: realtime.broadcaster(),
     };
     let realtime_gc = realtime.spawn_background(background.clone());
     let mut router = routes(

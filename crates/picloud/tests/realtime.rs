@@ -667,3 +667,25 @@ async fn events_published_on_any_postgres_node_reach_subscribers_on_every_node()
     node_b.stop().await;
     f.app.stop().await;
 }
+
+backend_test! {
+    async fn making_a_topic_internal_or_deleting_it_ends_its_streams(t) {
+        let f = fixture(t).await;
+        f.topic("a", "public", true).await;
+        f.topic("b", "public", true).await;
+        let mut both = f.subscribe(&["a", "b"], Subscribe::default()).await;
+        let mut only_b = f.subscribe(&["b"], Subscribe::default()).await;
+        let (status, _) = f.app.call(Method::PATCH, "/v1/apps/shop/topics/a/external", Some(&f.key), Some(json!({"external_subscribable": false}))).await;
+        assert_eq!(status, 200);
+        assert!(both.next().await.is_none(), "a stream with the now-internal topic ends");
+        let (status, _) = f.app.subscribe("shop", &["a", "b"], Subscribe::default()).await.err().unwrap();
+        assert_eq!(status, 404, "and cannot come back");
+        // Streams of other topics go on.
+        f.publish("b", json!({})).await;
+        assert_eq!(only_b.events(1).await[0].position(), ("b".to_owned(), 1));
+        let (status, _) = f.app.call(Method::DELETE, "/v1/apps/shop/topics/b", Some(&f.key), None).await;
+        assert_eq!(status, 204);
+        assert!(only_b.next().await.is_none(), "deleting the topic ends its streams");
+        f.app.stop().await;
+    }
+}

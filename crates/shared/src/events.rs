@@ -44,6 +44,13 @@ pub trait RealtimeBroadcaster: Send + Sync + 'static {
     fn wants(&self, _app: &AppId, _topic: &TopicName) -> bool {
         true
     }
+
+    /// Ends every live stream of the topic: it was deleted or is no longer external, so
+    /// its subscribers must reconnect and be judged again.
+    fn close_topic(&self, _app: &AppId, _topic: &TopicName) {}
+
+    /// Ends every live stream of the app: it was deleted.
+    fn close_app(&self, _app: &AppId) {}
 }
 
 /// A broadcaster with no subscribers, for processes that serve no realtime traffic.
