@@ -8,6 +8,7 @@ mod common;
 use common::Server;
 use picloud_manager_core::backend_test;
 use reqwest::Client;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Events published while the reader keeps up, then again while it stalls, and their
@@ -15,22 +16,6 @@ use serde_json::{json, Value};
 const BATCHES: usize = 40;
 const PER_BATCH: usize = 1000;
 const PAYLOAD: usize = 1000;
-
-async fn post(client: &Client, server: &Server, path: &str, key: &str, body: Value) -> Value {
-    let response = client
-        .post(format!("http://{}{path}", server.addr))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
-}
 
 /// Reads SSE bytes until `count` event frames (`data:` lines with a seq) have arrived,
 /// returning their seqs.
@@ -73,20 +58,13 @@ backend_test! {
             "--realtime-broadcast-capacity", "16",
         ];
         let server = Server::start(&args).await;
-        let admin = server.printed_key().expect("bootstrap key printed");
+        let admin = server.bootstrap_key().await;
         let client = Client::new();
-        post(&client, &server, "/v1/apps", &admin, json!({"id": "shop"})).await;
-        let key = post(&client, &server, "/v1/apps/shop/keys", &admin, json!({"name": "k", "scopes": ["app:admin"]})).await;
+        server.send(Method::POST, "/v1/apps", &admin, json!({"id": "shop"})).await;
+        let key = server.send(Method::POST, "/v1/apps/shop/keys", &admin, json!({"name": "k", "scopes": ["app:admin"]})).await;
         let key = key["key"].as_str().unwrap().to_owned();
-        post(&client, &server, "/v1/apps/shop/topics", &key, json!({"name": "feed", "auth_mode": "public"})).await;
-        let response = client
-            .patch(format!("http://{}/v1/apps/shop/topics/feed/external", server.addr))
-            .bearer_auth(&key)
-            .json(&json!({"external_subscribable": true}))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        server.send(Method::POST, "/v1/apps/shop/topics", &key, json!({"name": "feed", "auth_mode": "public"})).await;
+        server.send(Method::PATCH, "/v1/apps/shop/topics/feed/external", &key, json!({"external_subscribable": true})).await;
 
         let mut stream = client
             .get(format!("http://{}/v1/apps/shop/realtime?topic=feed", server.addr))
@@ -100,7 +78,7 @@ backend_test! {
         // First the same load with a reader that keeps up, so database caches and the
         // allocator reach their working size; what the stall adds on top is its own cost.
         for b in 0..BATCHES {
-            post(&client, &server, "/v1/apps/shop/events", &key, json!({"events": batch})).await;
+            server.send(Method::POST, "/v1/apps/shop/events", &key, json!({"events": batch})).await;
             let first = (b * PER_BATCH) as i64 + 1;
             let seqs = read_seqs(&mut stream, &mut buffer, PER_BATCH).await;
             assert_eq!(seqs, (first..first + PER_BATCH as i64).collect::<Vec<_>>());
@@ -109,7 +87,7 @@ backend_test! {
 
         // The reader stalls while ~40 MB of events are published.
         for _ in 0..BATCHES {
-            post(&client, &server, "/v1/apps/shop/events", &key, json!({"events": batch})).await;
+            server.send(Method::POST, "/v1/apps/shop/events", &key, json!({"events": batch})).await;
         }
         let stalled = server.rss_bytes();
         let backlog = (BATCHES * PER_BATCH * PAYLOAD) as u64;
