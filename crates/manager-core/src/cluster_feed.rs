@@ -57,11 +57,48 @@ pub fn payloads(node: &str, ranges: &[SeqRange]) -> Vec<String> {
     out
 }
 
-/// Reads a payload back: the sending node and its ranges; `None` if malformed.
-pub fn parse(payload: &str) -> Option<(&str, Vec<SeqRange>)> {
+/// What a notification announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// Events committed.
+    Committed(Vec<SeqRange>),
+    /// A topic (or, with no topic, a whole app) stopped being subscribable: end its
+    /// streams.
+    Closed {
+        /// The app.
+        app: String,
+        /// The topic; `None` for every topic of the app.
+        topic: Option<String>,
+    },
+}
+
+/// The payload announcing that `topic` of `app` (every topic when `None`) is no
+/// longer subscribable: `node`, then `!close app [topic]`.
+pub fn closed_payload(node: &str, app: &str, topic: Option<&str>) -> String {
+    match topic {
+        Some(topic) => format!("{node}\n!close {app} {topic}"),
+        None => format!("{node}\n!close {app}"),
+    }
+}
+
+/// Reads a payload back: the sending node and what it announces; `None` if malformed.
+pub fn parse(payload: &str) -> Option<(&str, Announcement)> {
     let mut lines = payload.split('\n');
     let node = lines.next()?;
-    let ranges = lines
+    let rest: Vec<&str> = lines.collect();
+    if let [close] = rest.as_slice() {
+        if let Some(target) = close.strip_prefix("!close ") {
+            let mut f = target.split(' ');
+            let app = f.next()?.to_owned();
+            let topic = f.next().map(str::to_owned);
+            return f
+                .next()
+                .is_none()
+                .then_some((node, Announcement::Closed { app, topic }));
+        }
+    }
+    let ranges = rest
+        .into_iter()
         .map(|line| {
             let mut f = line.split(' ');
             let range = SeqRange {
@@ -73,7 +110,23 @@ pub fn parse(payload: &str) -> Option<(&str, Vec<SeqRange>)> {
             f.next().is_none().then_some(range)
         })
         .collect::<Option<Vec<_>>>()?;
-    Some((node, ranges))
+    Some((node, Announcement::Committed(ranges)))
+}
+
+/// On PostgreSQL, tells the other nodes that `topic` of `app` (every topic when `None`)
+/// is no longer subscribable, so they end its streams too. Nothing to do on SQLite.
+pub async fn announce_closed(db: &Db, node: &str, app: &str, topic: Option<&str>) {
+    let Db::Postgres(pool) = db else {
+        return;
+    };
+    let sent = sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(closed_payload(node, app, topic))
+        .execute(pool)
+        .await;
+    if let Err(error) = sent {
+        tracing::warn!(%error, app, "could not tell other nodes to end the streams");
+    }
 }
 
 /// Listens for other nodes' commits and broadcasts them here, until `stop`. Returns at
@@ -130,13 +183,25 @@ async fn pause(stop: &CancellationToken) -> bool {
 }
 
 async fn relay(db: &Db, node: &str, payload: &str, broadcaster: &dyn RealtimeBroadcaster) {
-    let Some((from, ranges)) = parse(payload) else {
+    let Some((from, announcement)) = parse(payload) else {
         tracing::warn!("cluster feed: malformed notification ignored");
         return;
     };
     if from == node {
-        return; // this node broadcast its own commits already
+        return; // this node acted on its own changes already
     }
+    let ranges = match announcement {
+        Announcement::Committed(ranges) => ranges,
+        Announcement::Closed { app, topic } => {
+            let Ok(app) = AppId::parse(&app) else { return };
+            match topic.map(|t| TopicName::parse(&t)) {
+                Some(Ok(topic)) => broadcaster.close_topic(&app, &topic),
+                Some(Err(_)) => {}
+                None => broadcaster.close_app(&app),
+            }
+            return;
+        }
+    };
     for range in ranges {
         let (Ok(app), Ok(topic)) = (AppId::parse(&range.app), TopicName::parse(&range.topic))
         else {
@@ -187,10 +252,24 @@ mod tests {
         let mut back = Vec::new();
         for p in &chunks {
             assert!(p.len() < 8000);
-            let (node, r) = parse(p).unwrap();
+            let (node, Announcement::Committed(r)) = parse(p).unwrap() else {
+                panic!("not ranges")
+            };
             assert_eq!(node, "node_1");
             back.extend(r);
         }
+        let closed = |topic: Option<&str>| Announcement::Closed {
+            app: "shop".into(),
+            topic: topic.map(str::to_owned),
+        };
+        assert_eq!(
+            parse(&closed_payload("n", "shop", Some("a:b"))),
+            Some(("n", closed(Some("a:b"))))
+        );
+        assert_eq!(
+            parse(&closed_payload("n", "shop", None)),
+            Some(("n", closed(None)))
+        );
         assert_eq!(back, ranges);
         assert_eq!(parse("node\nshop orders 1"), None);
         assert!(payloads("n", &[]).is_empty());

@@ -120,9 +120,10 @@ pub async fn build_app_with(
         realtime_stop.clone(),
     );
     let cors = cors_layer(&serve.cors_origins)?;
+    let node_id = wiring.publisher.node_id.clone();
     let cluster_feed = tokio::spawn(run_cluster_feed(
         db.clone(),
-        wiring.publisher.node_id.clone(),
+        node_id.clone(),
         realtime.broadcaster(),
         background.clone(),
     ));
@@ -173,6 +174,7 @@ pub async fn build_app_with(
         },
         dispatch_wake: dispatch_wake.clone(),
         realtime: realtime.broadcaster(),
+        node_id,
     };
     let realtime_gc = realtime.spawn_background(background.clone());
     let mut router = routes(

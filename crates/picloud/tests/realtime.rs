@@ -664,6 +664,19 @@ async fn events_published_on_any_postgres_node_reach_subscribers_on_every_node()
             .collect();
         assert_eq!(seqs, all);
     }
+    // Making the topic internal on node A ends its streams on node B too.
+    let (status, _) = f
+        .app
+        .call(
+            Method::PATCH,
+            "/v1/apps/shop/topics/news/external",
+            Some(&f.key),
+            Some(json!({"external_subscribable": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(on_b.next().await.is_none(), "node b's stream ends");
+    assert!(on_a.next().await.is_none(), "node a's stream ends");
     node_b.stop().await;
     f.app.stop().await;
 }
