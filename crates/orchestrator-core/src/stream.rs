@@ -180,13 +180,15 @@ impl Subscription {
             tokio::time::interval_at(Instant::now() + timing.heartbeat, timing.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let token = token_expires_at.map(|expires_at| {
+            let now = Instant::now();
             let left = Duration::from_millis((expires_at - now_ms()).max(0) as u64);
-            let expire_at = Instant::now() + left;
+            let expire_at = now + left;
+            // The notice period, but never before halfway through the token's remaining
+            // life: a short-lived token must not be told to refresh the moment it connects.
+            let notice = timing.token_notice.min(left / 2);
             TokenClock {
                 expires_at,
-                notice_at: expire_at
-                    .checked_sub(timing.token_notice)
-                    .unwrap_or_else(Instant::now),
+                notice_at: expire_at - notice,
                 expire_at,
                 notice_sent: false,
             }

@@ -237,6 +237,7 @@ fn cors_layer(origins: &str) -> Result<Option<CorsLayer>, Error> {
                 HeaderName::from_static("last-event-id"),
                 HeaderName::from_static("idempotency-key"),
             ])
+            .expose_headers([HeaderName::from_static("x-request-id")])
             .max_age(Duration::from_secs(3600)),
     ))
 }

@@ -613,6 +613,8 @@ backend_test! {
         assert_eq!(allowed.headers()["access-control-allow-origin"], "http://app.example");
         let headers = allowed.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
         assert!(headers.contains("last-event-id") && headers.contains("authorization"), "{headers}");
+        let simple = f.app.client.get(f.app.url("/healthz")).header("origin", "http://app.example").send().await.unwrap();
+        assert_eq!(simple.headers()["access-control-expose-headers"], "x-request-id");
         let other = preflight("http://evil.example").await.unwrap();
         assert!(other.headers().get("access-control-allow-origin").is_none());
         f.app.stop().await;
