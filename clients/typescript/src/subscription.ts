@@ -265,12 +265,19 @@ class Subscription<T> {
       },
     });
     const reader = body.getReader();
+    // Stopping must end the loop even where a pending read does not settle on abort.
+    const stopped = new Promise<ReadableStreamReadDoneResult<Uint8Array>>((resolve) => {
+      connection.controller.signal.addEventListener('abort', () => {
+        resolve({ done: true, value: undefined });
+      });
+    });
     try {
       for (;;) {
-        const { done, value } = await reader.read();
+        const { done, value } = await Promise.race([reader.read(), stopped]);
         if (done || connection.reason !== undefined) break;
         watchdog.arm(this.#heartbeatMs * 2);
         parser.push(value);
+        if (connection.reason !== undefined) break;
       }
     } catch (error) {
       // Aborting the request errors the body; only an unplanned error is a drop.
@@ -280,8 +287,8 @@ class Subscription<T> {
     }
     // A token refreshed after `token_expiring` is used as is; otherwise ask for one.
     if (connection.tokenExpired && this.#token === token) this.#tokenStale = true;
-    const stopped = this.#afterStop(connection);
-    if (stopped) return stopped;
+    const outcome = this.#afterStop(connection);
+    if (outcome) return outcome;
     return {
       next: 'retry',
       error: new PicloudError(0, 'stream_ended', 'the server ended the stream'),
