@@ -271,13 +271,15 @@ class Subscription<T> {
         resolve({ done: true, value: undefined });
       });
     });
+    // A function, so TypeScript does not narrow `reason` across the frame callbacks.
+    const ended = (): boolean => connection.reason !== undefined;
     try {
       for (;;) {
         const { done, value } = await Promise.race([reader.read(), stopped]);
-        if (done || connection.reason !== undefined) break;
+        if (done || ended()) break;
         watchdog.arm(this.#heartbeatMs * 2);
         parser.push(value);
-        if (connection.reason !== undefined) break;
+        if (ended()) break;
       }
     } catch (error) {
       // Aborting the request errors the body; only an unplanned error is a drop.
