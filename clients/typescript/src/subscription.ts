@@ -100,6 +100,11 @@ export function callSafely(callback: () => void): void {
 
 const DEFAULT_HEARTBEAT_SECS = 30;
 
+/** A `token_expiring` this soon after `hello` means tokens live no longer than the
+ * server's notice: a fresh one would be expiring at once too, so switching early would
+ * only reconnect in a loop. Such a connection waits for `token_expired` instead. */
+const MIN_AGE_FOR_EARLY_SWITCH_MS = 1000;
+
 type StopReason = 'stop' | 'switch' | 'watchdog' | 'fatal';
 
 /** One HTTP stream of a subscription. */
@@ -108,6 +113,8 @@ interface Connection {
   reason?: StopReason;
   fatal?: PicloudError;
   tokenExpired?: boolean;
+  /** When its `hello` arrived (ms). */
+  openedAt?: number;
 }
 
 /** What to do after a connection ended. */
@@ -312,6 +319,7 @@ class Subscription<T> {
       this.#abort('fatal', connection);
       return false;
     }
+    connection.openedAt = Date.now();
     this.#heartbeatMs = hello.heartbeatSecs * 1000;
     this.#tracker.adoptStart(hello.cursor);
     this.#backoff.reset();
@@ -362,6 +370,7 @@ class Subscription<T> {
   #onTokenExpiring(connection: Connection): void {
     const { getToken } = this.#options;
     if (!getToken || this.#refreshing) return;
+    if (Date.now() - (connection.openedAt ?? 0) < MIN_AGE_FOR_EARLY_SWITCH_MS) return;
     this.#refreshToken(getToken).then(
       () => {
         this.#abort('switch', connection);

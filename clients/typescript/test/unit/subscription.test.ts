@@ -6,6 +6,9 @@ import { FakeRealtimeServer } from '../support/fake-realtime.js';
 import { waitFor } from '../support/wait.js';
 
 let server: FakeRealtimeServer;
+
+/** Lets wall-clock time pass (the stimulus, not a wait for a result). */
+const passes = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 beforeEach(async () => {
   server = await FakeRealtimeServer.start();
 });
@@ -145,6 +148,7 @@ describe('subscribe', () => {
     const sub = record(['orders'], { getToken: () => `tok-${String(++calls)}` });
     const first = (await server.stream(1)).open().hello('orders:0').event('orders', 1);
     await waitFor('event', () => sub.events.length === 1);
+    await passes(1100); // a connection younger than 1 s waits for token_expired instead
     first.frame('token_expiring', { expires_at: Date.now() + 60_000 });
     const second = await server.stream(2);
     expect([second.authorization, second.lastEventId]).toEqual(['Bearer tok-2', 'orders:1']);
@@ -154,6 +158,19 @@ describe('subscribe', () => {
     expect(sub.seqs()).toEqual([1, 2]);
     expect(sub.errors).toEqual([]);
     expect(sub.statuses).toEqual(['connecting', 'open']);
+    sub.stop();
+  });
+
+  it('does not switch early on a token that is expiring as soon as it is used', async () => {
+    let calls = 0;
+    const sub = record(['orders'], { getToken: () => `tok-${String(++calls)}` });
+    const first = (await server.stream(1)).open().hello('orders:0');
+    first.frame('token_expiring', { expires_at: Date.now() + 500 }).event('orders', 1);
+    await waitFor('event', () => sub.events.length === 1);
+    expect([calls, server.streams.length, first.closed]).toEqual([1, 1, false]);
+    // The cut still reconnects at once with a fresh token.
+    first.frame('token_expired', { expired_at: Date.now() }).end();
+    expect((await server.stream(2)).authorization).toBe('Bearer tok-2');
     sub.stop();
   });
 
