@@ -65,6 +65,7 @@ describe('useTopic', () => {
       </StrictMode>,
     );
     await waitFor('settled', () => client.live.length === 1);
+    expect(client.subscriptions).toHaveLength(1);
     act(() => {
       client.live[0]!.emit(7);
     });
