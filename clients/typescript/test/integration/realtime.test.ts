@@ -143,6 +143,22 @@ describe('realtime against picloud', () => {
     expect(proxy.accepted).toBeGreaterThanOrEqual(3);
   });
 
+  it('notices a connection that went silent and recovers what was published meanwhile', async () => {
+    const { server, backend } = await startServer({ PICLOUD_REALTIME_HEARTBEAT_SEC: '1' });
+    await externalTopic(backend, 'orders', 'public');
+    const proxy = await TcpProxy.start(() => server.port);
+    cleanups.push(() => proxy.close());
+    const sub = subscriber(proxy.url, ['orders']);
+    await sub.open();
+    await publishAll(backend, 'orders', [1, 2, 3]);
+    await waitFor('the first events', () => sub.events.length === 3);
+    proxy.freezeAll();
+    await publishAll(backend, 'orders', [4, 5, 6]);
+    await waitFor('events published while frozen', () => sub.events.length >= 6, 20_000);
+    expect(sub.seqs()).toEqual(range(1, 6));
+    expect(sub.errors).toContain('heartbeat_timeout');
+  });
+
   it('loses nothing when tokens expire and getToken refreshes them', async () => {
     const { server, backend } = await startServer({
       PICLOUD_SUBSCRIBER_TOKEN_TTL_MIN_SEC: '1',

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 export class TcpProxy {
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
+  readonly #pairs = new Set<{ client: Socket; upstream: Socket }>();
   /** Connections accepted so far. */
   accepted = 0;
 
@@ -27,6 +28,9 @@ export class TcpProxy {
           upstream.destroy();
         });
       }
+      const pair = { client, upstream };
+      proxy.#pairs.add(pair);
+      client.on('close', () => proxy.#pairs.delete(pair));
       client.pipe(upstream);
       upstream.pipe(client);
       client.on('close', () => upstream.destroy());
@@ -43,6 +47,15 @@ export class TcpProxy {
   /** Cuts every open connection at once (a TCP reset, no goodbye). */
   cutAll(): void {
     for (const socket of this.#sockets) socket.resetAndDestroy();
+  }
+
+  /** Stops forwarding the server's bytes on every open connection, leaving it open: a
+   * half-dead connection that only a silence watchdog can notice. */
+  freezeAll(): void {
+    for (const { client, upstream } of this.#pairs) {
+      upstream.unpipe(client);
+      upstream.pause();
+    }
   }
 
   async close(): Promise<void> {
