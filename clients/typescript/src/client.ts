@@ -22,6 +22,19 @@ export interface ClientOptions {
   readonly headers?: Readonly<Record<string, string>> | undefined;
 }
 
+/** Options of {@link PicloudClient.call}. */
+export interface CallOptions {
+  /** Aborts the request. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** The arguments after the endpoint: the request (optional when it is `void`), then options. */
+// `void` is what `endpoint<void, Res>` says; it is tested here, not used as a value.
+// eslint-disable-next-line @typescript-eslint/no-invalid-void-type
+export type CallArgs<Req> = [Req] extends [void]
+  ? [request?: Req, options?: CallOptions]
+  : [request: Req, options?: CallOptions];
+
 /** Options of {@link PicloudClient.publish}. */
 export interface PublishOptions {
   /** The event type (`message` if absent). */
@@ -280,9 +293,11 @@ export class PicloudClient {
     };
   }
 
-  /** Calls a route declared with `endpoint()`. */
-  call<Req, Res>(ep: Endpoint<Req, Res>, request: Req, options: { signal?: AbortSignal } = {}): Promise<Res> {
-    return this.#http.call(ep, request, this.app, options.signal);
+  /** Calls a route declared with `endpoint()`; an endpoint with no request fields
+   * (`endpoint<void, Res>`) is called as `client.call(ep)`. */
+  call<Req, Res>(ep: Endpoint<Req, Res>, ...args: CallArgs<Req>): Promise<Res> {
+    const [request, options] = args;
+    return this.#http.call(ep, request as Req, this.app, options?.signal);
   }
 
   /**

@@ -9,6 +9,8 @@ export {
   PicloudClient,
   type AuthMode,
   type BatchEvent,
+  type CallArgs,
+  type CallOptions,
   type ClientOptions,
   type CreateTopicOptions,
   type EventPage,

@@ -9,4 +9,6 @@ const stop: () => void = client.subscribe<{ id: number }>('orders', {
 });
 const ep = endpoint<{ topic: string }, { name: string }>('GET', '/v1/apps/{app}/topics/{topic}');
 const name: Promise<{ name: string }> = client.call(ep, { topic: 'orders' });
-export { stop, name, PicloudError, useTopic, topicStore };
+const health = endpoint<void, unknown>('GET', '/healthz');
+const ok: Promise<unknown> = client.call(health);
+export { stop, name, ok, PicloudError, useTopic, topicStore };
