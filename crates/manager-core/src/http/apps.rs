@@ -77,6 +77,9 @@ pub async fn delete_app(
 ) -> Result<StatusCode, ApiError> {
     state.db.delete_app(&app).await?;
     state.auth.forget_app(&app);
+    if let Ok(id) = picloud_shared::AppId::parse(&app) {
+        state.realtime.close_app(&id);
+    }
     tracing::info!(app, "app deleted");
     Ok(StatusCode::NO_CONTENT)
 }

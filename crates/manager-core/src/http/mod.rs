@@ -31,6 +31,8 @@ pub struct ManagerState {
     pub limits: PublishLimits,
     /// Wakes the dispatcher when work is put back on the outbox.
     pub dispatch_wake: Arc<tokio::sync::Notify>,
+    /// Live subscribers, told when a topic or app stops being subscribable.
+    pub realtime: Arc<dyn picloud_shared::events::RealtimeBroadcaster>,
 }
 
 /// Every manager-core route with its OpenAPI description.

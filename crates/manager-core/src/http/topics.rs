@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use picloud_shared::error::ErrorBody;
 use picloud_shared::extract::{ApiJson, ApiPath};
-use picloud_shared::{ApiError, TopicName};
+use picloud_shared::{ApiError, AppId, TopicName};
 use serde::{Deserialize, Serialize};
 
 use super::ManagerState;
@@ -39,6 +39,13 @@ pub struct SetExternal {
 pub struct TopicList {
     /// The topics, by name.
     pub topics: Vec<Topic>,
+}
+
+/// Ends the topic's live streams on this node.
+fn close_streams(state: &ManagerState, app: &str, topic: &TopicName) {
+    if let Ok(app) = AppId::parse(app) {
+        state.realtime.close_topic(&app, topic);
+    }
 }
 
 /// Validates a topic name taken from the path.
@@ -113,6 +120,7 @@ pub async fn delete_topic(
     let topic = topic_from_path(&topic)?;
     state.db.get_app(&app).await?;
     state.db.delete_topic(&app, topic.as_str()).await?;
+    close_streams(&state, &app, &topic);
     tracing::info!(app, %topic, "topic deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -134,6 +142,9 @@ pub async fn set_external(
         .db
         .set_topic_external(&app, topic.as_str(), body.external_subscribable)
         .await?;
+    if !body.external_subscribable {
+        close_streams(&state, &app, &topic);
+    }
     tracing::info!(app, %topic, external = body.external_subscribable, "topic external flag changed");
     Ok(Json(updated))
 }
