@@ -106,6 +106,16 @@ describe('realtime against picloud', () => {
     expect(secret.errors).toEqual(['unauthorized']);
   });
 
+  it('stops with not_found when an admin makes the topic internal', async () => {
+    const { server, backend } = await startServer();
+    await externalTopic(backend, 'news', 'public');
+    const sub = subscriber(server.url, ['news']);
+    await sub.open();
+    await backend.topics.setExternal('news', false);
+    await waitFor('closed', () => sub.statuses.includes('closed'));
+    expect(sub.errors.at(-1)).toBe('not_found');
+  });
+
   it('resumes from a saved cursor with every event it missed, across several topics', async () => {
     const { server, backend } = await startServer();
     await externalTopic(backend, 'a', 'public');
