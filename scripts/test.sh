@@ -74,10 +74,8 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 export PICLOUD_BIN="$REPO_ROOT/target/debug/picloud"
-if [ ! -x "$PICLOUD_BIN" ]; then
-    step "cargo build -p picloud (the integration tests need the binary)"
-    cargo build -p picloud
-fi
+step "cargo build -p picloud (the client's integration tests run this binary)"
+cargo build -p picloud
 
 (
     cd "$REPO_ROOT/clients/typescript"
