@@ -86,23 +86,7 @@ pub async fn subscribe(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let params = SubscribeParams::parse(query.as_deref().unwrap_or(""), rt.max_topics)?;
-    let app = AppId::parse(&app).map_err(|_| Error::NotSubscribable)?;
-    // Listen before reading the heads, so nothing committed in between is missed.
-    let receivers = params
-        .topics
-        .iter()
-        .map(|t| rt.broadcaster.subscribe(&app, t))
-        .collect();
-    let topics = params.topics.clone();
-    let opened = open_stream(&rt, app.clone(), params, receivers, &headers).await;
-    let subscription = match opened {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            rt.broadcaster.release(&app, &topics);
-            return Err(error);
-        }
-    };
+    let subscription = start(&rt, &app, query.as_deref().unwrap_or(""), &headers).await?;
     let mut response = Body::from_stream(subscription.into_stream()).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -112,6 +96,31 @@ pub async fn subscribe(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// Starts a subscription from the request's path app, query and headers: everything
+/// the SSE endpoint does before the first byte of the stream. Shared by the routed
+/// handler and [`crate::direct_sse`].
+pub(crate) async fn start(
+    rt: &RealtimeState,
+    app: &str,
+    query: &str,
+    headers: &HeaderMap,
+) -> Result<Subscription> {
+    let params = SubscribeParams::parse(query, rt.max_topics)?;
+    let app = AppId::parse(app).map_err(|_| Error::NotSubscribable)?;
+    // Listen before reading the heads, so nothing committed in between is missed.
+    let receivers = params
+        .topics
+        .iter()
+        .map(|t| rt.broadcaster.subscribe(&app, t))
+        .collect();
+    let topics = params.topics.clone();
+    let opened = open_stream(rt, app.clone(), params, receivers, headers).await;
+    if opened.is_err() {
+        rt.broadcaster.release(&app, &topics);
+    }
+    opened
 }
 
 /// Checks the topics and the token, takes a connection slot and opens the stream.

@@ -52,6 +52,9 @@ pub struct Subscribe<'a> {
     pub token_in_query: bool,
     /// `Last-Event-ID`.
     pub last_event_id: Option<&'a str>,
+    /// Send an `Origin` header, as browsers do cross-origin: the request then takes the
+    /// routed HTTP path instead of the direct one (both must behave the same).
+    pub routed: bool,
 }
 
 impl TestApp {
@@ -78,6 +81,9 @@ impl TestApp {
         }
         if let Some(id) = options.last_event_id {
             request = request.header("last-event-id", id);
+        }
+        if options.routed {
+            request = request.header("origin", "http://app.example");
         }
         let response = request.send().await.expect("request sent");
         let status = response.status().as_u16();
