@@ -10,13 +10,17 @@
 //! dashboard session, takes the routed path, which speaks the same protocol.
 
 use std::fmt::Write as _;
+use std::io::IoSlice;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use bytes::Bytes;
+use futures::FutureExt;
 use picloud_shared::error::{ErrorBody, ErrorDetail};
 use picloud_shared::ApiError;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::realtime_api::{start, RealtimeState};
 
@@ -95,6 +99,32 @@ pub fn recognise(bytes: &[u8]) -> Recognised {
     })
 }
 
+/// Serves a recognised subscription on the stream runtime (see
+/// [`crate::stream_runtime`]); see [`serve`].
+pub fn spawn(
+    rt: RealtimeState,
+    socket: TcpStream,
+    head: SubscribeHead,
+    request_id: String,
+    span: tracing::Span,
+    on_status: impl FnOnce(StatusCode) + Send + 'static,
+) {
+    // A socket belongs to the runtime that registered it: move it over.
+    let Ok(socket) = socket.into_std() else {
+        return;
+    };
+    let runtime = rt.streams.clone();
+    runtime.spawn(
+        async move {
+            let Ok(socket) = TcpStream::from_std(socket) else {
+                return;
+            };
+            serve(rt, socket, head, &request_id, on_status).await;
+        }
+        .instrument(span),
+    );
+}
+
 /// Serves a recognised subscription on `socket` until the stream ends or the client
 /// goes away. `on_status` is told the response status once the head is written (for
 /// request metrics).
@@ -129,12 +159,64 @@ pub async fn serve(
     }
     on_status(StatusCode::OK);
     let mut subscription = subscription;
-    while let Some(chunk) = subscription.next_chunk().await {
-        if socket.write_all(&chunk).await.is_err() {
+    let mut batch: Vec<Bytes> = Vec::new();
+    while let Some(first) = subscription.next_chunk().await {
+        // Whatever else is ready now goes out in the same write: a subscriber that fell
+        // behind catches up with fewer system calls, so a busy server slows down less.
+        batch.push(first);
+        let mut bytes = batch[0].len();
+        while batch.len() < MAX_BATCH_CHUNKS && bytes < MAX_BATCH_BYTES {
+            match subscription.next_chunk().now_or_never() {
+                Some(Some(chunk)) => {
+                    bytes += chunk.len();
+                    batch.push(chunk);
+                }
+                Some(None) | None => break,
+            }
+        }
+        if write_all_vectored(&mut socket, &mut batch).await.is_err() {
             return; // the client went away
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
+}
+
+/// Most chunks gathered into one write.
+const MAX_BATCH_CHUNKS: usize = 64;
+
+/// Most bytes gathered into one write (a batch may end up to one chunk over).
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Writes every chunk of `batch` (emptying it) with as few system calls as the socket
+/// takes.
+async fn write_all_vectored(socket: &mut TcpStream, batch: &mut Vec<Bytes>) -> std::io::Result<()> {
+    if let [only] = batch.as_slice() {
+        socket.write_all(only).await?;
+        batch.clear();
+        return Ok(());
+    }
+    let mut start = 0;
+    while start < batch.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_BATCH_CHUNKS];
+        let count = (batch.len() - start).min(MAX_BATCH_CHUNKS);
+        for (slice, chunk) in slices.iter_mut().zip(&batch[start..start + count]) {
+            *slice = IoSlice::new(chunk);
+        }
+        let mut written = socket.write_vectored(&slices[..count]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while start < batch.len() && written >= batch[start].len() {
+            written -= batch[start].len();
+            start += 1;
+        }
+        if written > 0 {
+            let rest = batch[start].slice(written..);
+            batch[start] = rest;
+        }
+    }
+    batch.clear();
+    Ok(())
 }
 
 fn error_response(status: StatusCode, error: ApiError, request_id: &str) -> Vec<u8> {

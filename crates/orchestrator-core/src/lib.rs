@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod realtime_api;
 pub mod sse;
 pub mod stream;
+pub mod stream_runtime;
 pub mod subscriber_token;
 pub mod token_authority;
 
@@ -57,6 +58,8 @@ pub struct RealtimeConfig {
     pub broadcast_capacity: usize,
     /// How often idle channels are dropped.
     pub gc_interval: Duration,
+    /// Worker threads of the runtime direct streams run on.
+    pub stream_threads: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -74,6 +77,7 @@ impl Default for RealtimeConfig {
             max_topics: 32,
             broadcast_capacity: 64,
             gc_interval: Duration::from_secs(60),
+            stream_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -87,14 +91,16 @@ pub struct Realtime {
 }
 
 impl Realtime {
-    /// The realtime layer over `store`. Streams end when `stop` is cancelled.
+    /// The realtime layer over `store`. Streams end when `stop` is cancelled. Fails only
+    /// if the stream runtime's threads cannot be started.
     pub fn new(
         store: Arc<dyn RealtimeStore>,
         config: RealtimeConfig,
         stop: CancellationToken,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         metrics::describe();
-        Realtime {
+        let streams = Arc::new(stream_runtime::StreamRuntime::new(config.stream_threads)?);
+        Ok(Realtime {
             state: RealtimeState {
                 tokens: Arc::new(TokenAuthority::new(store.clone(), config.tokens)),
                 store,
@@ -103,9 +109,10 @@ impl Realtime {
                 timing: config.timing,
                 max_topics: config.max_topics,
                 stop,
+                streams,
             },
             gc_interval: config.gc_interval,
-        }
+        })
     }
 
     /// The broadcaster the publisher must call after each commit.

@@ -52,6 +52,8 @@ pub struct RealtimeState {
     pub max_topics: usize,
     /// Cancelled when the server shuts down: every stream ends.
     pub stop: CancellationToken,
+    /// The runtime direct streams run on (see [`crate::stream_runtime`]).
+    pub streams: Arc<crate::stream_runtime::StreamRuntime>,
 }
 
 /// The realtime routes with their OpenAPI descriptions.

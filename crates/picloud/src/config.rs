@@ -182,6 +182,10 @@ pub struct RealtimeArgs {
     #[arg(long, env = "PICLOUD_REALTIME_BROADCAST_CAPACITY", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub realtime_broadcast_capacity: u64,
+    /// Threads of the runtime SSE streams run on, apart from the API's; 0 = one per core.
+    #[arg(long, env = "PICLOUD_REALTIME_THREADS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1024))]
+    pub realtime_threads: u64,
 }
 
 impl RealtimeArgs {
@@ -216,6 +220,10 @@ impl RealtimeArgs {
             },
             max_topics: self.realtime_max_topics as usize,
             broadcast_capacity: self.realtime_broadcast_capacity as usize,
+            stream_threads: match self.realtime_threads {
+                0 => defaults.stream_threads,
+                n => n as usize,
+            },
             ..defaults
         })
     }
@@ -233,6 +241,7 @@ impl RealtimeArgs {
             realtime_max_connections: 50_000,
             realtime_max_connections_per_app: 10_000,
             realtime_broadcast_capacity: 64,
+            realtime_threads: 0,
         }
     }
 }

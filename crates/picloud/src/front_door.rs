@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::serve::Listener;
 use picloud_orchestrator_core::direct_sse::{self, Recognised, MAX_HEAD};
 use picloud_orchestrator_core::realtime_api::RealtimeState;
@@ -17,7 +17,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// How long a new connection may take to send its first request head before it is
 /// handed to the HTTP stack as it is (which applies its own rules).
@@ -121,16 +120,14 @@ async fn triage(
             );
             let started = Instant::now();
             drop(read);
-            direct_sse::serve(realtime, socket, head, &request_id, |status: StatusCode| {
+            direct_sse::spawn(realtime, socket, head, request_id, span, move |status| {
                 crate::server::record_request(
                     &Method::GET,
                     direct_sse::ROUTE.to_owned(),
                     status,
                     started,
                 );
-            })
-            .instrument(span)
-            .await;
+            });
         }
         None => {
             let _ = hand_over.send((Replayed::new(socket, read), peer)).await;

@@ -121,7 +121,12 @@ pub async fn build_app_with(
             .to_config()
             .map_err(|m| Error::Config(picloud_manager_core::Error::Invalid(m)))?,
         realtime_stop.clone(),
-    );
+    )
+    .map_err(|e| {
+        Error::Config(picloud_manager_core::Error::Invalid(format!(
+            "cannot start the realtime threads: {e}"
+        )))
+    })?;
     let cors = cors_layer(&serve.cors_origins)?;
     let node_id = wiring.publisher.node_id.clone();
     let cluster_feed = tokio::spawn(run_cluster_feed(
