@@ -111,6 +111,18 @@ impl Realtime {
         self.state.broadcaster.clone()
     }
 
+    /// A reader of how many SSE streams are open on this process, per app with any.
+    pub fn stream_counter(&self) -> impl Fn() -> Vec<(String, usize)> + Send + Sync + 'static {
+        let limits = self.state.limits.clone();
+        move || {
+            limits
+                .open_by_app()
+                .into_iter()
+                .map(|(app, n)| (app.to_string(), n))
+                .collect()
+        }
+    }
+
     /// The realtime routes.
     pub fn router(&self) -> utoipa_axum::router::OpenApiRouter {
         realtime_api::router(self.state.clone())

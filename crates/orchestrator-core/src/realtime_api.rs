@@ -1,7 +1,8 @@
 //! The realtime HTTP routes: the SSE endpoint, minting subscriber tokens and rotating
 //! their signing keys. Access to the last two is checked by the route table like every
 //! API-key route; the SSE endpoint judges subscriber tokens here, against each topic's
-//! auth mode.
+//! auth mode, except for a signed-in dashboard admin (a superuser principal), who may
+//! watch any existing topic.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
+use picloud_shared::access::Principal;
 use picloud_shared::error::ErrorBody;
 use picloud_shared::extract::{ApiJson, ApiPath, ApiQuery};
 use picloud_shared::realtime::{RealtimeStore, TopicAccess};
@@ -83,6 +85,7 @@ pub async fn subscribe(
     State(rt): State<RealtimeState>,
     ApiPath(app): ApiPath<String>,
     RawQuery(query): RawQuery,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let params = SubscribeParams::parse(query.as_deref().unwrap_or(""), rt.max_topics)?;
@@ -93,7 +96,13 @@ pub async fn subscribe(
         .iter()
         .map(|t| rt.broadcaster.subscribe(&app, t))
         .collect();
-    let access = subscribable(rt.store.as_ref(), &app, &params.topics).await?;
+    // A signed-in dashboard admin (the auth layer's superuser) watches any existing
+    // topic, external or not, without a subscriber token.
+    let access = if principal.is_some_and(|Extension(p)| p.superuser) {
+        existing(rt.store.as_ref(), &app, &params.topics).await?
+    } else {
+        subscribable(rt.store.as_ref(), &app, &params.topics).await?
+    };
 
     let token_expires_at = if access.iter().any(|a| a.requires_token) {
         let token = bearer(&headers)
@@ -205,6 +214,27 @@ async fn subscribable(
         .map(|a| {
             a.filter(|a| a.external_subscribable)
                 .ok_or(Error::NotSubscribable)
+        })
+        .collect()
+}
+
+/// The access facts of each topic for a superuser: any existing topic, no token needed;
+/// the same 404 as [`subscribable`] if one does not exist.
+async fn existing(
+    store: &dyn RealtimeStore,
+    app: &AppId,
+    topics: &[TopicName],
+) -> Result<Vec<TopicAccess>> {
+    store
+        .topic_access(app, topics)
+        .await?
+        .into_iter()
+        .map(|a| {
+            a.map(|a| TopicAccess {
+                requires_token: false,
+                ..a
+            })
+            .ok_or(Error::NotSubscribable)
         })
         .collect()
 }

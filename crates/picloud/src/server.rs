@@ -16,6 +16,7 @@ use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACH
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
 use picloud_manager_core::dispatcher::ssrf::{parse_cidrs, AddressPolicy};
 use picloud_manager_core::dispatcher::{CircuitPolicy, Dispatcher, DispatcherConfig};
+use picloud_manager_core::http::admin_session::AdminSettings;
 use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{PublishLimits, Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
@@ -30,9 +31,11 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 
 use crate::config::{DatabaseArgs, ServeArgs};
+use crate::dashboard;
+use crate::stats::{self, Stats};
 use crate::system_api::{self, SystemState};
 use crate::telemetry::metrics_handle;
 
@@ -156,6 +159,16 @@ pub async fn build_app_with(
         Duration::from_secs(serve.retention_interval_sec),
         background.clone(),
     ));
+    // The first sign-in with an unknown email would otherwise pay for the dummy hash.
+    drop(tokio::task::spawn_blocking(|| {
+        picloud_manager_core::admins::dummy_hash();
+    }));
+    let stats = Stats::new(Duration::from_secs(serve.stats_interval_sec));
+    let sampling = tokio::spawn(stats.clone().run(
+        db.clone(),
+        Arc::new(realtime.stream_counter()),
+        background.clone(),
+    ));
     let manager = ManagerState {
         db: db.clone(),
         auth: auth.clone(),
@@ -165,12 +178,17 @@ pub async fn build_app_with(
             max_batch_events: serve.max_batch_events as usize,
         },
         dispatch_wake: dispatch_wake.clone(),
+        admin: AdminSettings {
+            session_ttl: Duration::from_secs(serve.admin_session_ttl_sec),
+            secure_cookies: serve.secure_cookies,
+        },
     };
     let realtime_gc = realtime.spawn_background(background.clone());
     let mut router = routes(
         db.clone(),
         manager,
         realtime.router(),
+        stats,
         serve.max_body_bytes as usize,
     );
     if let Some(cors) = cors {
@@ -191,7 +209,7 @@ pub async fn build_app_with(
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
         background,
         realtime_stop,
-        tasks: vec![writer, retention, dispatching, realtime_gc],
+        tasks: vec![writer, retention, dispatching, realtime_gc, sampling],
     })
 }
 
@@ -237,6 +255,7 @@ fn routes(
     db: Db,
     manager: ManagerState,
     realtime: utoipa_axum::router::OpenApiRouter,
+    stats: Stats,
     max_body_bytes: usize,
 ) -> Router {
     let auth = manager.auth.clone();
@@ -250,7 +269,11 @@ fn routes(
         .with_state(system)
         .merge(picloud_manager_core::http::router(manager))
         .merge(realtime)
+        .merge(stats::router(stats))
         .split_for_parts();
+    // The dashboard's files are public routes of the access table, kept out of the API
+    // document.
+    let router = router.merge(dashboard::router());
     openapi.info.title = "PiCloud".into();
     openapi.info.description = Some("Realtime pub/sub with a transactional outbox.".into());
     openapi
@@ -266,6 +289,17 @@ fn routes(
         .add_security_scheme(
             "subscriber_token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "picloud_session",
+                "the dashboard's session cookie (POST /v1/admin/session); state-changing \
+                 requests must also send X-CSRF-Token",
+            ))),
         );
     let _ = openapi_json.set(openapi.to_json().expect("OpenAPI document serializes"));
 

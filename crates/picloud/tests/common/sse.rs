@@ -52,6 +52,8 @@ pub struct Subscribe<'a> {
     pub token_in_query: bool,
     /// `Last-Event-ID`.
     pub last_event_id: Option<&'a str>,
+    /// A `Cookie` header (a signed-in dashboard admin's session).
+    pub cookie: Option<&'a str>,
 }
 
 impl TestApp {
@@ -78,6 +80,9 @@ impl TestApp {
         }
         if let Some(id) = options.last_event_id {
             request = request.header("last-event-id", id);
+        }
+        if let Some(cookie) = options.cookie {
+            request = request.header("cookie", cookie);
         }
         let response = request.send().await.expect("request sent");
         let status = response.status().as_u16();
