@@ -62,6 +62,7 @@ pub fn router(state: RealtimeState) -> OpenApiRouter {
         .routes(routes!(subscribe))
         .routes(routes!(create_subscriber_token))
         .routes(routes!(rotate_keys))
+        .routes(routes!(live_subscribers))
         .with_state(state)
 }
 
@@ -96,16 +97,46 @@ pub async fn subscribe(
         .iter()
         .map(|t| rt.broadcaster.subscribe(&app, t))
         .collect();
+    let topics = params.topics.clone();
     // A signed-in dashboard admin (the auth layer's superuser) watches any existing
     // topic, external or not, without a subscriber token.
-    let access = if principal.is_some_and(|Extension(p)| p.superuser) {
+    let superuser = principal.is_some_and(|Extension(p)| p.superuser);
+    let opened = open_stream(&rt, app.clone(), params, receivers, &headers, superuser).await;
+    let subscription = match opened {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            rt.broadcaster.release(&app, &topics);
+            return Err(error);
+        }
+    };
+    let mut response = Body::from_stream(subscription.into_stream()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Checks the topics and the token, takes a connection slot and opens the stream.
+async fn open_stream(
+    rt: &RealtimeState,
+    app: AppId,
+    params: SubscribeParams,
+    receivers: Vec<tokio::sync::broadcast::Receiver<crate::sse::Frame>>,
+    headers: &HeaderMap,
+    superuser: bool,
+) -> Result<Subscription> {
+    let access = if superuser {
         existing(rt.store.as_ref(), &app, &params.topics).await?
     } else {
         subscribable(rt.store.as_ref(), &app, &params.topics).await?
     };
 
     let token_expires_at = if access.iter().any(|a| a.requires_token) {
-        let token = bearer(&headers)
+        let token = bearer(headers)
             .or(params.token.as_deref())
             .ok_or(Error::Unauthorized)?;
         let claims = rt.tokens.verify(&app, token).await?;
@@ -130,7 +161,7 @@ pub async fn subscribe(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or(params.last_event_id);
-    let subscription = Subscription::open(
+    Subscription::open(
         StreamRequest {
             app,
             topics: params.topics.into_iter().zip(access).collect(),
@@ -143,16 +174,7 @@ pub async fn subscribe(
         &rt.timing,
         rt.stop.clone(),
     )
-    .await?;
-    let mut response = Body::from_stream(subscription.into_stream()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    .await
 }
 
 /// The SSE endpoint's query: repeated `topic`, and `token` / `last_event_id` for
@@ -371,5 +393,48 @@ pub async fn rotate_keys(
     Ok(Json(RotatedKey {
         kid: rotation.kid,
         previous_valid_until: rotation.previous_valid_until,
+    }))
+}
+
+/// Live subscribers of an app on this node.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LiveSubscribers {
+    /// Open streams of the app.
+    pub streams: usize,
+    /// Per topic with at least one listener: how many streams listen to it.
+    pub topics: Vec<TopicSubscribers>,
+}
+
+/// One topic's live subscriber count.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TopicSubscribers {
+    /// The topic.
+    pub topic: String,
+    /// Streams listening to it.
+    pub subscribers: usize,
+}
+
+/// Who is listening now, on this node (each node of a cluster counts its own).
+#[utoipa::path(get, path = "/v1/apps/{app}/realtime/subscribers", tag = "realtime",
+    params(("app" = String, Path, description = "app id")),
+    security(("api_key" = ["app:read"])),
+    responses((status = 200, body = LiveSubscribers)))]
+pub async fn live_subscribers(
+    State(rt): State<RealtimeState>,
+    ApiPath(app): ApiPath<String>,
+) -> Result<Json<LiveSubscribers>, ApiError> {
+    let app = AppId::parse(&app).map_err(|e| ApiError::invalid(e.0))?;
+    let topics = rt
+        .broadcaster
+        .subscriber_counts(&app)
+        .into_iter()
+        .map(|(topic, subscribers)| TopicSubscribers {
+            topic: topic.to_string(),
+            subscribers,
+        })
+        .collect();
+    Ok(Json(LiveSubscribers {
+        streams: rt.limits.open_streams(&app),
+        topics,
     }))
 }

@@ -166,6 +166,11 @@ const SPEC: &[(&str, &str, Access)] = &[
     ),
     (
         "GET",
+        "/v1/apps/{app}/realtime/subscribers",
+        Access::App(Scope::AppRead),
+    ),
+    (
+        "GET",
         "/v1/apps/{app}/triggers",
         Access::App(Scope::AppRead),
     ),

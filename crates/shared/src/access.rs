@@ -143,6 +143,11 @@ pub const ROUTES: &[RouteAccess] = &[
         "/v1/apps/{app}/realtime/keys/rotate",
         Access::App(Scope::AppAdmin),
     ),
+    route(
+        "GET",
+        "/v1/apps/{app}/realtime/subscribers",
+        Access::App(Scope::AppRead),
+    ),
     // triggers
     route(
         "GET",
