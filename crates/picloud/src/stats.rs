@@ -72,6 +72,7 @@ pub struct StatsSeries {
 
 /// Query of `GET /v1/admin/stats`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
     /// Only this app's series (all zeros for an app with no activity or none at all).
