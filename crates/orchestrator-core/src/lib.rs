@@ -8,7 +8,8 @@
 //!   its resume cursors.
 //! - [`subscriber_token`] (the JWS format) and [`token_authority`] (keys, minting,
 //!   verifying, rotation).
-//! - [`realtime_api`]: the HTTP routes; [`connection_limits`] caps open streams.
+//! - [`realtime_api`]: the HTTP routes; [`direct_sse`] serves plain subscriptions
+//!   straight on the socket; [`connection_limits`] caps open streams.
 //!
 //! This crate depends only on `picloud-shared`: it reads storage through
 //! [`picloud_shared::realtime::RealtimeStore`], which manager-core implements, so the
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub mod broadcaster;
 pub mod connection_limits;
 pub mod cursor;
+pub mod direct_sse;
 pub mod error;
 pub mod metrics;
 pub mod realtime_api;
@@ -121,6 +123,11 @@ impl Realtime {
                 .map(|(app, n)| (app.to_string(), n))
                 .collect()
         }
+    }
+
+    /// What the handlers share, for serving [`direct_sse`] streams.
+    pub fn state(&self) -> RealtimeState {
+        self.state.clone()
     }
 
     /// The realtime routes.

@@ -89,26 +89,17 @@ pub async fn subscribe(
     principal: Option<Extension<Principal>>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let params = SubscribeParams::parse(query.as_deref().unwrap_or(""), rt.max_topics)?;
-    let app = AppId::parse(&app).map_err(|_| Error::NotSubscribable)?;
-    // Listen before reading the heads, so nothing committed in between is missed.
-    let receivers = params
-        .topics
-        .iter()
-        .map(|t| rt.broadcaster.subscribe(&app, t))
-        .collect();
-    let topics = params.topics.clone();
     // A signed-in dashboard admin (the auth layer's superuser) watches any existing
     // topic, external or not, without a subscriber token.
     let superuser = principal.is_some_and(|Extension(p)| p.superuser);
-    let opened = open_stream(&rt, app.clone(), params, receivers, &headers, superuser).await;
-    let subscription = match opened {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            rt.broadcaster.release(&app, &topics);
-            return Err(error);
-        }
-    };
+    let subscription = start(
+        &rt,
+        &app,
+        query.as_deref().unwrap_or(""),
+        &headers,
+        superuser,
+    )
+    .await?;
     let mut response = Body::from_stream(subscription.into_stream()).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -118,6 +109,32 @@ pub async fn subscribe(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// Starts a subscription from the request's path app, query and headers: everything
+/// the SSE endpoint does before the first byte of the stream. Shared by the routed
+/// handler and [`crate::direct_sse`].
+pub(crate) async fn start(
+    rt: &RealtimeState,
+    app: &str,
+    query: &str,
+    headers: &HeaderMap,
+    superuser: bool,
+) -> Result<Subscription> {
+    let params = SubscribeParams::parse(query, rt.max_topics)?;
+    let app = AppId::parse(app).map_err(|_| Error::NotSubscribable)?;
+    // Listen before reading the heads, so nothing committed in between is missed.
+    let receivers = params
+        .topics
+        .iter()
+        .map(|t| rt.broadcaster.subscribe(&app, t))
+        .collect();
+    let topics = params.topics.clone();
+    let opened = open_stream(rt, app.clone(), params, receivers, headers, superuser).await;
+    if opened.is_err() {
+        rt.broadcaster.release(&app, &topics);
+    }
+    opened
 }
 
 /// Checks the topics and the token, takes a connection slot and opens the stream.

@@ -249,7 +249,8 @@ impl Subscription {
         })
     }
 
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// The next bytes to send; `None` when the stream is over.
+    pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             if let Some(chunk) = self.pending.pop_front() {
                 return Some(chunk);

@@ -3,6 +3,8 @@
 //! - [`config`]: command-line flags and `PICLOUD_*` environment variables.
 //! - [`server`]: `build_app` wires storage, authentication and every crate's routes into
 //!   one axum application, and runs it with graceful shutdown.
+//! - [`front_door`]: the accept loop; plain SSE subscriptions are served straight on the
+//!   socket, every other connection goes to the axum application.
 //! - [`system_api`]: health, readiness, metrics and the OpenAPI document.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
 //! - [`commands`]: the administrative CLI commands (`apps`, `keys`, `admins`, `migrate`).
@@ -11,6 +13,7 @@
 pub mod commands;
 pub mod config;
 pub mod dashboard;
+pub mod front_door;
 pub mod server;
 pub mod stats;
 pub mod system_api;

@@ -22,6 +22,7 @@ use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{PublishLimits, Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
 use picloud_manager_core::Db;
+use picloud_orchestrator_core::realtime_api::RealtimeState;
 use picloud_orchestrator_core::Realtime;
 use picloud_shared::{ApiError, ErrorCode};
 use tokio::net::TcpListener;
@@ -36,6 +37,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
 
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::dashboard;
+use crate::front_door::FrontDoor;
 use crate::stats::{self, Stats};
 use crate::system_api::{self, SystemState};
 use crate::telemetry::metrics_handle;
@@ -86,6 +88,7 @@ pub struct Application {
     /// Ends every SSE stream; cancelled as soon as shutdown begins, so that open streams
     /// do not hold the graceful shutdown for its whole grace period.
     realtime_stop: CancellationToken,
+    realtime: RealtimeState,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -219,6 +222,7 @@ pub async fn build_app_with(
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
         background,
         realtime_stop,
+        realtime: realtime.state(),
         tasks: vec![
             writer,
             retention,
@@ -365,7 +369,8 @@ async fn record_http_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-fn record_request(method: &Method, route: String, status: StatusCode, started: Instant) {
+/// Counts and times one answered request (also for streams served outside the router).
+pub(crate) fn record_request(method: &Method, route: String, status: StatusCode, started: Instant) {
     metrics::counter!(
         "picloud_http_requests_total",
         "method" => method.to_string(),
@@ -436,7 +441,8 @@ impl Application {
             self.auth.clone().run_key_use_flusher(background.clone()),
         ));
 
-        let server = axum::serve(self.listener, self.router)
+        let front_door = FrontDoor::open(self.listener, self.realtime.clone(), shutdown.clone());
+        let server = axum::serve(front_door, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();
         let grace = self.shutdown_grace;

@@ -220,13 +220,14 @@ backend_test! {
 
         // Drop the connection three times mid-stream and resume from the last cursor.
         let mut frames = Vec::new();
-        for _ in 0..3 {
+        // Alternate between the direct and the routed HTTP path: both resume the same way.
+        for round in 0..4 {
             frames.extend(sub.events(40).await);
             let cursor = sub.cursor.clone();
             assert!(cursor.starts_with("a:") && cursor.contains(",b:"), "{cursor}");
             drop(sub);
             sub = f
-                .subscribe(&["a", "b"], Subscribe { token: Some(&token), last_event_id: Some(&cursor), ..Default::default() })
+                .subscribe(&["a", "b"], Subscribe { token: Some(&token), last_event_id: Some(&cursor), routed: round % 2 == 0, ..Default::default() })
                 .await;
         }
         let remaining = (2 * PER_TOPIC) as usize - frames.len();
@@ -357,8 +358,8 @@ backend_test! {
         ];
         let mut answers = Vec::new();
         for (case, token) in &bad {
-            for in_query in [false, true] {
-                let options = Subscribe { token: *token, token_in_query: in_query, ..Default::default() };
+            for (in_query, routed) in [(false, false), (true, false), (false, true)] {
+                let options = Subscribe { token: *token, token_in_query: in_query, routed, ..Default::default() };
                 let refused = f.app.subscribe("shop", &["orders"], options).await.err();
                 let (status, body) = refused.unwrap_or_else(|| panic!("{case} was accepted"));
                 assert_eq!(status, 401, "{case}: {body}");

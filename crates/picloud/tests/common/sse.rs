@@ -54,6 +54,9 @@ pub struct Subscribe<'a> {
     pub last_event_id: Option<&'a str>,
     /// A `Cookie` header (a signed-in dashboard admin's session).
     pub cookie: Option<&'a str>,
+    /// Send an `Origin` header, as browsers do cross-origin: the request then takes the
+    /// routed HTTP path instead of the direct one (both must behave the same).
+    pub routed: bool,
 }
 
 impl TestApp {
@@ -83,6 +86,9 @@ impl TestApp {
         }
         if let Some(cookie) = options.cookie {
             request = request.header("cookie", cookie);
+        }
+        if options.routed {
+            request = request.header("origin", "http://app.example");
         }
         let response = request.send().await.expect("request sent");
         let status = response.status().as_u16();

@@ -1,0 +1,212 @@
+//! SSE streams written straight to the socket.
+//!
+//! A connection whose first request is a plain subscription (`GET
+//! /v1/apps/{app}/realtime`, HTTP/1.1, no cookie, no `Origin`) is answered here instead
+//! of through the HTTP stack: the same checks ([`crate::realtime_api`]'s `start`), then a
+//! response head and the frames written as they are, the body ending when the
+//! connection closes. A subscriber then costs a task, its [`Subscription`] and its
+//! socket: no HTTP buffers held for the life of the stream and no per-frame trip through
+//! the middleware. Everything else, including subscriptions that need CORS or a
+//! dashboard session, takes the routed path, which speaks the same protocol.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use picloud_shared::error::{ErrorBody, ErrorDetail};
+use picloud_shared::ApiError;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::realtime_api::{start, RealtimeState};
+
+/// Longest request head read while deciding; longer heads take the routed path.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Most headers a direct subscription may carry.
+const MAX_HEADERS: usize = 64;
+
+/// The route template, for request metrics.
+pub const ROUTE: &str = "/v1/apps/{app}/realtime";
+
+/// A subscription request recognised from its head.
+#[derive(Debug)]
+pub struct SubscribeHead {
+    /// The `{app}` path segment.
+    pub app: String,
+    /// The query string (without `?`).
+    pub query: String,
+    /// The request headers.
+    pub headers: HeaderMap,
+}
+
+/// Outcome of looking at the bytes read so far.
+#[derive(Debug)]
+pub enum Recognised {
+    /// The head is not complete yet.
+    Partial,
+    /// A subscription this module serves.
+    Subscribe(SubscribeHead),
+    /// Anything else: hand the connection to the HTTP stack.
+    Other,
+}
+
+/// Decides from the first bytes of a connection whether it is a direct subscription.
+pub fn recognise(bytes: &[u8]) -> Recognised {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => return Recognised::Partial,
+        _ => return Recognised::Other,
+    }
+    if request.method != Some("GET") || request.version != Some(1) {
+        return Recognised::Other;
+    }
+    let Some(target) = request.path else {
+        return Recognised::Other;
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let Some(app) = path
+        .strip_prefix("/v1/apps/")
+        .and_then(|rest| rest.strip_suffix("/realtime"))
+        .filter(|app| !app.is_empty() && !app.contains(['/', '%']))
+    else {
+        return Recognised::Other;
+    };
+    let mut map = HeaderMap::with_capacity(request.headers.len());
+    for h in request.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Recognised::Other;
+        };
+        map.append(name, value);
+    }
+    // Cookies (dashboard sessions) and cross-origin requests (CORS) need the middleware.
+    if map.contains_key("cookie") || map.contains_key("origin") {
+        return Recognised::Other;
+    }
+    Recognised::Subscribe(SubscribeHead {
+        app: app.to_owned(),
+        query: query.to_owned(),
+        headers: map,
+    })
+}
+
+/// Serves a recognised subscription on `socket` until the stream ends or the client
+/// goes away. `on_status` is told the response status once the head is written (for
+/// request metrics).
+pub async fn serve(
+    rt: RealtimeState,
+    mut socket: TcpStream,
+    head: SubscribeHead,
+    request_id: &str,
+    on_status: impl FnOnce(StatusCode),
+) {
+    let _ = socket.set_nodelay(true);
+    // Requests with a cookie (a dashboard session) never come here: no superuser.
+    let subscription = match start(&rt, &head.app, &head.query, &head.headers, false).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            let error = ApiError::from(error);
+            let status = error.code.status();
+            let _ = socket
+                .write_all(&error_response(status, error, request_id))
+                .await;
+            let _ = socket.shutdown().await;
+            on_status(status);
+            return;
+        }
+    };
+    drop(head);
+    let response_head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+         x-accel-buffering: no\r\nconnection: close\r\nx-request-id: {request_id}\r\n\r\n"
+    );
+    if socket.write_all(response_head.as_bytes()).await.is_err() {
+        return;
+    }
+    on_status(StatusCode::OK);
+    let mut subscription = subscription;
+    while let Some(chunk) = subscription.next_chunk().await {
+        if socket.write_all(&chunk).await.is_err() {
+            return; // the client went away
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
+}
+
+fn error_response(status: StatusCode, error: ApiError, request_id: &str) -> Vec<u8> {
+    let body = serde_json::to_vec(&ErrorBody {
+        error: ErrorDetail {
+            code: error.code,
+            message: error.message,
+        },
+    })
+    .expect("error bodies serialize");
+    let mut head = String::new();
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\nx-request-id: {request_id}\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(head: &str) -> &'static str {
+        match recognise(head.as_bytes()) {
+            Recognised::Partial => "partial",
+            Recognised::Subscribe(_) => "subscribe",
+            Recognised::Other => "other",
+        }
+    }
+
+    #[test]
+    fn only_plain_subscriptions_are_taken() {
+        let ok =
+            "GET /v1/apps/shop/realtime?topic=a HTTP/1.1\r\nhost: x\r\nlast-event-id: a:1\r\n\r\n";
+        assert_eq!(kind(ok), "subscribe");
+        let Recognised::Subscribe(head) = recognise(ok.as_bytes()) else {
+            unreachable!()
+        };
+        assert_eq!(
+            (head.app.as_str(), head.query.as_str()),
+            ("shop", "topic=a")
+        );
+        assert_eq!(head.headers["last-event-id"], "a:1");
+        assert_eq!(
+            kind("GET /v1/apps/shop/realtime?topic=a HTTP/1.1\r\nhost: x\r\n"),
+            "partial"
+        );
+        for other in [
+            "POST /v1/apps/shop/realtime HTTP/1.1\r\n\r\n",
+            "GET /v1/apps/shop/realtime HTTP/1.0\r\n\r\n",
+            "GET /v1/apps/shop/realtime/subscribers HTTP/1.1\r\n\r\n",
+            "GET /v1/apps/shop/topics HTTP/1.1\r\n\r\n",
+            "GET /v1/apps//realtime HTTP/1.1\r\n\r\n",
+            "GET /v1/apps/%73hop/realtime HTTP/1.1\r\n\r\n",
+            "GET /v1/apps/shop/realtime HTTP/1.1\r\ncookie: s=1\r\n\r\n",
+            "GET /v1/apps/shop/realtime HTTP/1.1\r\norigin: http://x\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "garbage\r\n\r\n",
+        ] {
+            assert_eq!(kind(other), "other", "{other:?}");
+        }
+        let huge = format!(
+            "GET /v1/apps/shop/realtime?{} HTTP/1.1\r\n",
+            "a".repeat(MAX_HEAD)
+        );
+        assert_eq!(kind(&huge), "other");
+    }
+}
