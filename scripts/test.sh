@@ -7,7 +7,8 @@
 #   1. makes sure PostgreSQL server binaries are installed (installs them with apt when root),
 #   2. starts a throwaway PostgreSQL cluster in a temp dir on a free port of 127.0.0.1
 #      and exports PICLOUD_TEST_DATABASE_URL (tests create their own databases from it),
-#   3. runs cargo fmt --check, cargo clippy -D warnings, cargo test,
+#   3. runs cargo fmt --check, cargo clippy -D warnings, cargo test, then the TypeScript
+#      client's and the dashboard's steps (the dashboard fails when dashboard/dist is stale),
 #   4. always stops the cluster and removes the temp dir on exit.
 #
 # Environment knobs (debugging):
@@ -95,7 +96,27 @@ cargo build -p picloud
     npm run test:browser
 )
 
-# The dashboard's test steps go next (PICLOUD_TEST_DATABASE_URL is still exported and the
-# database is still running at this point).
+# The dashboard (dashboard/): its built assets (dashboard/dist) are committed and embedded
+# in the binary, so a fresh clone serves /_/ with no Node installed. Here they are rebuilt
+# from source (the build is deterministic) and the step fails when the committed copy is
+# stale; then the component tests, and the end-to-end test in headless Chromium against
+# $PICLOUD_BIN (built above, with the same dist/ embedded).
+(
+    cd "$REPO_ROOT/dashboard"
+    step "dashboard: npm ci"
+    npm ci --no-audit --no-fund
+    step "dashboard: svelte-check (strict TypeScript and accessibility)"
+    npm run check
+    step "dashboard: component tests (vitest)"
+    npm test
+    step "dashboard: rebuild dist/ and compare with the committed copy"
+    npm run build
+    if [ -n "$(git -C "$REPO_ROOT" status --porcelain -- dashboard/dist)" ]; then
+        git -C "$REPO_ROOT" status --short -- dashboard/dist
+        die "dashboard/dist is stale: run 'npm ci && npm run build' in dashboard/ and commit dashboard/dist"
+    fi
+    step "dashboard: end-to-end in headless Chromium against $PICLOUD_BIN"
+    npm run test:e2e
+)
 
 step "all tests passed"

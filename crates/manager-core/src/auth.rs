@@ -1,9 +1,12 @@
-//! API-key authentication and route authorization.
+//! Authentication (API keys and dashboard sessions) and route authorization.
 //!
 //! [`Authenticator`] turns a bearer secret into a [`Principal`], caching recent lookups
 //! so the hot path costs no database round trip, and batching `last_used_at` updates so
-//! requests never write. [`require_access`] is the middleware that applies the route
-//! access table from `picloud_shared::access` to every request.
+//! requests never write. A request with no `Authorization` header but a valid
+//! `picloud_session` cookie is a signed-in admin: a superuser principal, whose
+//! state-changing requests must carry the session's CSRF token. [`require_access`] is the
+//! middleware that applies the route access table from `picloud_shared::access` to every
+//! request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::header::AUTHORIZATION;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::RequestExt;
@@ -21,6 +24,7 @@ use picloud_shared::{ApiError, ErrorCode, ScopeSet};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin_sessions::{session_cookie, SignedIn, CSRF_HEADER};
 use crate::api_keys::{hash_secret, looks_like_key};
 use crate::db::Db;
 use crate::error::Result;
@@ -87,6 +91,7 @@ impl Authenticator {
                     key_id: key.id,
                     app: key.app,
                     scopes: key.scopes.into_iter().collect::<ScopeSet>(),
+                    superuser: false,
                 };
                 let mut cache = self.cache.write().expect("key cache lock");
                 if cache.len() >= MAX_CACHED_KEYS {
@@ -107,6 +112,12 @@ impl Authenticator {
             .expect("key use lock")
             .insert(principal.key_id.clone(), now_ms());
         Ok(Some(principal))
+    }
+
+    /// The signed-in admin a session cookie secret stands for; `None` if it is unknown,
+    /// expired or signed out. Never cached: signing out takes effect at once everywhere.
+    pub async fn authenticate_session(&self, secret: &str) -> Result<Option<SignedIn>> {
+        self.db.find_admin_session(secret).await
     }
 
     /// Drops cached lookups of key `key_id`, after it was revoked here.
@@ -189,12 +200,44 @@ async fn authorize(auth: &Authenticator, mut request: Request) -> Result<Request
             "this route has no access rule",
         ));
     };
-    if matches!(rule, access::Access::Public | access::Access::Subscriber) {
-        return Ok(request);
+    match rule {
+        access::Access::Public => return Ok(request),
+        // The `Authorization` header here carries a subscriber token, never an API key;
+        // a signed-in admin may watch any topic, so the session is passed on if valid,
+        // and its absence never fails the request.
+        access::Access::Subscriber => {
+            if let Some(signed_in) = signed_in_admin(auth, request.headers()).await? {
+                insert_admin(&mut request, signed_in);
+            }
+            return Ok(request);
+        }
+        _ => {}
     }
-    let principal = match bearer_token(request.headers()) {
-        Some(secret) => auth.authenticate(secret).await.map_err(ApiError::from)?,
-        None => None,
+    let (principal, signed_in) = if request.headers().contains_key(AUTHORIZATION) {
+        let principal = match bearer_token(request.headers()) {
+            Some(secret) => auth.authenticate(secret).await.map_err(ApiError::from)?,
+            None => None,
+        };
+        (principal, None)
+    } else {
+        match signed_in_admin(auth, request.headers()).await? {
+            Some(signed_in) => {
+                if !is_safe(request.method()) {
+                    let presented = request
+                        .headers()
+                        .get(CSRF_HEADER)
+                        .and_then(|v| v.to_str().ok());
+                    if !signed_in.csrf_matches(presented) {
+                        return Err(ApiError::new(
+                            ErrorCode::Forbidden,
+                            "missing or invalid CSRF token",
+                        ));
+                    }
+                }
+                (Some(Principal::admin(&signed_in.admin.id)), Some(signed_in))
+            }
+            None => (None, None),
+        }
     };
     let params = request
         .extract_parts::<RawPathParams>()
@@ -205,11 +248,38 @@ async fn authorize(auth: &Authenticator, mut request: Request) -> Result<Request
         .find(|(name, _)| *name == "app")
         .map(|(_, value)| value.to_owned());
     rule.check(principal.as_ref(), path_app.as_deref())?;
-    if let Some(principal) = principal {
+    if let Some(signed_in) = signed_in {
+        insert_admin(&mut request, signed_in);
+    } else if let Some(principal) = principal {
         tracing::Span::current().record("key_id", principal.key_id.as_str());
         request.extensions_mut().insert(principal);
     }
     Ok(request)
+}
+
+/// The admin a request's session cookie signs in, if any.
+async fn signed_in_admin(
+    auth: &Authenticator,
+    headers: &HeaderMap,
+) -> Result<Option<SignedIn>, ApiError> {
+    match session_cookie(headers) {
+        Some(secret) => Ok(auth.authenticate_session(secret).await?),
+        None => Ok(None),
+    }
+}
+
+/// Leaves a signed-in admin's superuser [`Principal`] and [`SignedIn`] for handlers.
+fn insert_admin(request: &mut Request, signed_in: SignedIn) {
+    tracing::Span::current().record("key_id", signed_in.admin.id.as_str());
+    request
+        .extensions_mut()
+        .insert(Principal::admin(&signed_in.admin.id));
+    request.extensions_mut().insert(signed_in);
+}
+
+/// Methods that change nothing, which need no CSRF token.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 #[cfg(test)]

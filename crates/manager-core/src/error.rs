@@ -39,6 +39,12 @@ pub enum Error {
     /// No such dead letter in this app.
     #[error("dead letter '{0}' not found")]
     DeadLetterNotFound(String),
+    /// An admin with this email exists already.
+    #[error("an admin with email '{0}' already exists")]
+    AdminExists(String),
+    /// No admin has this email.
+    #[error("no admin with email '{0}'")]
+    AdminNotFound(String),
     /// A request is over a size limit; the message says which.
     #[error("{0}")]
     TooLarge(String),
@@ -70,6 +76,8 @@ impl From<Error> for ApiError {
             Error::DeadLetterNotFound(_) => {
                 ApiError::new(ErrorCode::DeadLetterNotFound, error.to_string())
             }
+            Error::AdminExists(_) => ApiError::invalid(error.to_string()),
+            Error::AdminNotFound(_) => ApiError::new(ErrorCode::NotFound, error.to_string()),
             Error::TooLarge(message) => ApiError::new(ErrorCode::PayloadTooLarge, message),
             Error::Invalid(message) => ApiError::invalid(message),
             Error::ShuttingDown => ApiError::new(ErrorCode::Unavailable, error.to_string()),

@@ -13,6 +13,9 @@
 //! - [`dispatcher`]: delivering outbox rows to signed webhooks; [`deliveries`]: the
 //!   deliveries and dead letters it leaves, for the API.
 //! - [`triggers`]: topic patterns, webhook handlers, retry policies and trigger storage.
+//! - [`admins`], [`admin_sessions`]: dashboard admins (argon2id passwords, lockout) and
+//!   their cookie sessions with CSRF tokens.
+//! - [`stats`]: the counters the dashboard's overview charts sample.
 //! - [`auth`]: turning an `Authorization` header into a [`picloud_shared::access::Principal`]
 //!   and enforcing the route access table.
 //! - [`http`]: the admin and app routes this crate serves.
@@ -20,6 +23,8 @@
 //! This crate never depends on `orchestrator-core`; the two meet through traits in
 //! `picloud-shared`.
 
+pub mod admin_sessions;
+pub mod admins;
 pub mod api_keys;
 pub mod apps;
 pub mod auth;
@@ -34,6 +39,7 @@ pub mod publish;
 pub mod realtime_store;
 pub mod retention;
 pub mod settings;
+pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;

@@ -68,6 +68,17 @@ impl ConnectionLimits {
         let counts = self.counts.lock().expect("limits lock");
         counts.per_app.get(app).copied().unwrap_or(0)
     }
+
+    /// Open streams on this server, per app with any open.
+    pub fn open_by_app(&self) -> Vec<(AppId, usize)> {
+        let counts = self.counts.lock().expect("limits lock");
+        counts
+            .per_app
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(app, n)| (app.clone(), *n))
+            .collect()
+    }
 }
 
 /// One open stream's claim on the limits.

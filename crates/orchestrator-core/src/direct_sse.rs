@@ -136,7 +136,8 @@ pub async fn serve(
     on_status: impl FnOnce(StatusCode),
 ) {
     let _ = socket.set_nodelay(true);
-    let subscription = match start(&rt, &head.app, &head.query, &head.headers).await {
+    // Requests with a cookie (a dashboard session) never come here: no superuser.
+    let subscription = match start(&rt, &head.app, &head.query, &head.headers, false).await {
         Ok(subscription) => subscription,
         Err(error) => {
             let error = ApiError::from(error);

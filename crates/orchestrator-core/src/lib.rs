@@ -120,6 +120,18 @@ impl Realtime {
         self.state.broadcaster.clone()
     }
 
+    /// A reader of how many SSE streams are open on this process, per app with any.
+    pub fn stream_counter(&self) -> impl Fn() -> Vec<(String, usize)> + Send + Sync + 'static {
+        let limits = self.state.limits.clone();
+        move || {
+            limits
+                .open_by_app()
+                .into_iter()
+                .map(|(app, n)| (app.to_string(), n))
+                .collect()
+        }
+    }
+
     /// What the handlers share, for serving [`direct_sse`] streams.
     pub fn state(&self) -> RealtimeState {
         self.state.clone()

@@ -1,7 +1,8 @@
 //! The realtime HTTP routes: the SSE endpoint, minting subscriber tokens and rotating
 //! their signing keys. Access to the last two is checked by the route table like every
 //! API-key route; the SSE endpoint judges subscriber tokens here, against each topic's
-//! auth mode.
+//! auth mode, except for a signed-in dashboard admin (a superuser principal), who may
+//! watch any existing topic.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
+use picloud_shared::access::Principal;
 use picloud_shared::error::ErrorBody;
 use picloud_shared::extract::{ApiJson, ApiPath, ApiQuery};
 use picloud_shared::realtime::{RealtimeStore, TopicAccess};
@@ -86,9 +88,20 @@ pub async fn subscribe(
     State(rt): State<RealtimeState>,
     ApiPath(app): ApiPath<String>,
     RawQuery(query): RawQuery,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let subscription = start(&rt, &app, query.as_deref().unwrap_or(""), &headers).await?;
+    // A signed-in dashboard admin (the auth layer's superuser) watches any existing
+    // topic, external or not, without a subscriber token.
+    let superuser = principal.is_some_and(|Extension(p)| p.superuser);
+    let subscription = start(
+        &rt,
+        &app,
+        query.as_deref().unwrap_or(""),
+        &headers,
+        superuser,
+    )
+    .await?;
     let mut response = Body::from_stream(subscription.into_stream()).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -108,6 +121,7 @@ pub(crate) async fn start(
     app: &str,
     query: &str,
     headers: &HeaderMap,
+    superuser: bool,
 ) -> Result<Subscription> {
     let params = SubscribeParams::parse(query, rt.max_topics)?;
     let app = AppId::parse(app).map_err(|_| Error::NotSubscribable)?;
@@ -118,7 +132,7 @@ pub(crate) async fn start(
         .map(|t| rt.broadcaster.subscribe(&app, t))
         .collect();
     let topics = params.topics.clone();
-    let opened = open_stream(rt, app.clone(), params, receivers, headers).await;
+    let opened = open_stream(rt, app.clone(), params, receivers, headers, superuser).await;
     if opened.is_err() {
         rt.broadcaster.release(&app, &topics);
     }
@@ -132,8 +146,13 @@ async fn open_stream(
     params: SubscribeParams,
     receivers: Vec<tokio::sync::broadcast::Receiver<crate::sse::Frame>>,
     headers: &HeaderMap,
+    superuser: bool,
 ) -> Result<Subscription> {
-    let access = subscribable(rt.store.as_ref(), &app, &params.topics).await?;
+    let access = if superuser {
+        existing(rt.store.as_ref(), &app, &params.topics).await?
+    } else {
+        subscribable(rt.store.as_ref(), &app, &params.topics).await?
+    };
 
     let token_expires_at = if access.iter().any(|a| a.requires_token) {
         let token = bearer(headers)
@@ -236,6 +255,27 @@ async fn subscribable(
         .map(|a| {
             a.filter(|a| a.external_subscribable)
                 .ok_or(Error::NotSubscribable)
+        })
+        .collect()
+}
+
+/// The access facts of each topic for a superuser: any existing topic, no token needed;
+/// the same 404 as [`subscribable`] if one does not exist.
+async fn existing(
+    store: &dyn RealtimeStore,
+    app: &AppId,
+    topics: &[TopicName],
+) -> Result<Vec<TopicAccess>> {
+    store
+        .topic_access(app, topics)
+        .await?
+        .into_iter()
+        .map(|a| {
+            a.map(|a| TopicAccess {
+                requires_token: false,
+                ..a
+            })
+            .ok_or(Error::NotSubscribable)
         })
         .collect()
 }

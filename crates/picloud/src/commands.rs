@@ -1,13 +1,14 @@
 //! The administrative CLI commands. They work on the database directly (like
-//! PocketBase's `superuser` command), so they also work before any key exists.
+//! PocketBase's `superuser` command), so they also work before any key or admin exists.
 //! With `--json`, the last line printed is one JSON object.
 
+use picloud_manager_core::admins::{hash_password, normalize_email, validate_password};
 use picloud_manager_core::api_keys::{ApiKey, CreatedKey};
 use picloud_manager_core::Db;
 use picloud_shared::{AppId, Scope, ScopeSet};
 use serde_json::json;
 
-use crate::config::{AppsCommand, KeyOwner, KeysCommand};
+use crate::config::{AdminsCommand, AppsCommand, KeyOwner, KeysCommand};
 
 /// Runs `picloud apps …`.
 pub async fn apps(db: &Db, command: AppsCommand) -> anyhow::Result<()> {
@@ -84,6 +85,82 @@ pub async fn keys(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `picloud admins …`.
+pub async fn admins(db: &Db, command: AdminsCommand) -> anyhow::Result<()> {
+    match command {
+        AdminsCommand::Create {
+            email,
+            password_stdin,
+            json,
+        } => {
+            let email = normalize_email(&email)?;
+            let password = if password_stdin {
+                read_password_line()?
+            } else {
+                prompt_new_password()?
+            };
+            validate_password(&password)?;
+            let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
+            let admin = db.create_admin(&email, &hash).await?;
+            if json {
+                println!("{}", serde_json::to_string(&admin)?);
+            } else {
+                println!(
+                    "created admin {}; sign in to the dashboard at http://ADDRESS/_/",
+                    admin.admin.email
+                );
+            }
+        }
+        AdminsCommand::List { json } => {
+            let admins = db.list_admins().await?;
+            if json {
+                println!("{}", json!({ "admins": admins }));
+            } else if admins.is_empty() {
+                println!("no admins yet: picloud admins create --email EMAIL");
+            } else {
+                println!("{:<37} {:<40} STATE", "ID", "EMAIL");
+                let now = picloud_shared::time::now_ms();
+                for admin in admins {
+                    let state = match admin.locked_until {
+                        Some(until) if until > now => "locked",
+                        _ => "active",
+                    };
+                    println!("{:<37} {:<40} {state}", admin.admin.id, admin.admin.email);
+                }
+            }
+        }
+        AdminsCommand::Delete { email, json } => {
+            let admin = db.delete_admin(&email).await?;
+            if json {
+                println!("{}", json!({ "deleted": admin.email }));
+            } else {
+                println!("deleted admin {} and ended their sessions", admin.email);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first line of stdin, without its line ending.
+fn read_password_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Asks for a new password twice on the terminal, without echo.
+fn prompt_new_password() -> anyhow::Result<String> {
+    let password =
+        rpassword::prompt_password("Password (at least 10 characters): ").map_err(|e| {
+            anyhow::anyhow!(
+                "could not read a password from the terminal ({e}); use --password-stdin"
+            )
+        })?;
+    let again = rpassword::prompt_password("Repeat it: ")?;
+    anyhow::ensure!(password == again, "the passwords differ");
+    Ok(password)
 }
 
 fn owner_app(owner: &KeyOwner) -> Option<&AppId> {

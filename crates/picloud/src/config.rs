@@ -72,6 +72,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage dashboard admins (superusers who sign in at /_/).
+    #[command(subcommand)]
+    Admins(AdminsCommand),
 }
 
 /// `picloud serve` settings.
@@ -134,6 +137,21 @@ pub struct ServeArgs {
     /// token calls): comma-separated, or `*`. Empty: same origin only.
     #[arg(long, env = "PICLOUD_CORS_ORIGINS", default_value = "")]
     pub cors_origins: String,
+    /// How long a dashboard sign-in lasts, in seconds.
+    #[arg(long, env = "PICLOUD_ADMIN_SESSION_TTL_SEC", default_value_t = 12 * 3600,
+          value_parser = clap::value_parser!(u64).range(60..=30 * 86_400))]
+    pub admin_session_ttl_sec: u64,
+    /// Always mark the dashboard session cookie `Secure`. Without it, the cookie is
+    /// `Secure` only on requests with `X-Forwarded-Proto: https` (PiCloud itself speaks
+    /// plain HTTP; set this behind a TLS proxy that does not send that header).
+    #[arg(long, env = "PICLOUD_SECURE_COOKIES", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub secure_cookies: bool,
+    /// Seconds between the samples behind the dashboard's overview charts (an hour of
+    /// them is kept in memory).
+    #[arg(long, env = "PICLOUD_STATS_INTERVAL_SEC", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub stats_interval_sec: u64,
     /// Realtime (SSE) settings.
     #[command(flatten)]
     pub realtime: RealtimeArgs,
@@ -265,6 +283,9 @@ impl ServeArgs {
             shutdown_grace_sec: 5,
             log_format: LogFormat::Text,
             cors_origins: String::new(),
+            admin_session_ttl_sec: 12 * 3600,
+            secure_cookies: false,
+            stats_interval_sec: 10,
             realtime: RealtimeArgs::defaults(),
         }
     }
@@ -355,6 +376,38 @@ pub enum KeysCommand {
         /// Whose key.
         #[command(flatten)]
         owner: KeyOwner,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `picloud admins …`
+#[derive(Debug, Subcommand)]
+pub enum AdminsCommand {
+    /// Create a dashboard admin; the password is asked for, or read from stdin.
+    Create {
+        /// The admin's email (stored lower-cased).
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List admins (never their passwords).
+    List {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an admin and sign them out everywhere.
+    Delete {
+        /// The admin's email.
+        #[arg(long)]
+        email: String,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

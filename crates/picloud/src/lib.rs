@@ -7,11 +7,14 @@
 //!   socket, every other connection goes to the axum application.
 //! - [`system_api`]: health, readiness, metrics and the OpenAPI document.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
-//! - [`commands`]: the administrative CLI commands (`apps`, `keys`, `migrate`).
+//! - [`commands`]: the administrative CLI commands (`apps`, `keys`, `admins`, `migrate`).
+//! - [`dashboard`]: the embedded admin UI at `/_/`; [`stats`]: its overview series.
 
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod front_door;
 pub mod server;
+pub mod stats;
 pub mod system_api;
 pub mod telemetry;

@@ -54,6 +54,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Apps(command) => commands::apps(&db, command).await,
         Command::Keys(command) => commands::keys(&db, command).await,
+        Command::Admins(command) => commands::admins(&db, command).await,
     };
     db.close().await;
     match result {
@@ -75,7 +76,7 @@ async fn serve(
     if let Some(created) = app.bootstrap_key() {
         print_bootstrap_banner(&created.secret, addr);
     }
-    tracing::info!(%addr, database = %redact_url(url), "PiCloud listening");
+    tracing::info!(%addr, database = %redact_url(url), dashboard = %format!("http://{addr}/_/"), "PiCloud listening");
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -91,7 +92,9 @@ fn print_bootstrap_banner(secret: &str, addr: std::net::SocketAddr) {
          PiCloud created this instance's first admin key. It is shown ONCE:\n\n\
          \x20   {secret}\n\n\
          Try it:  curl -H 'Authorization: Bearer {secret}' http://{addr}/v1/apps\n\
-         More:    picloud keys create --instance --name NAME\n\
+         More:    picloud keys create --instance --name NAME\n\n\
+         Dashboard: http://{addr}/_/\n\
+         Create an admin to sign in:  picloud admins create --email you@example.com\n\
          ==================================================================\n"
     );
 }

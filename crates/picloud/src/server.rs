@@ -17,6 +17,7 @@ use picloud_manager_core::cluster_feed::run_cluster_feed;
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
 use picloud_manager_core::dispatcher::ssrf::{parse_cidrs, AddressPolicy};
 use picloud_manager_core::dispatcher::{CircuitPolicy, Dispatcher, DispatcherConfig};
+use picloud_manager_core::http::admin_session::AdminSettings;
 use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{PublishLimits, Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
@@ -32,10 +33,12 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 
 use crate::config::{DatabaseArgs, ServeArgs};
+use crate::dashboard;
 use crate::front_door::FrontDoor;
+use crate::stats::{self, Stats};
 use crate::system_api::{self, SystemState};
 use crate::telemetry::metrics_handle;
 
@@ -172,6 +175,16 @@ pub async fn build_app_with(
         Duration::from_secs(serve.retention_interval_sec),
         background.clone(),
     ));
+    // The first sign-in with an unknown email would otherwise pay for the dummy hash.
+    drop(tokio::task::spawn_blocking(|| {
+        picloud_manager_core::admins::dummy_hash();
+    }));
+    let stats = Stats::new(Duration::from_secs(serve.stats_interval_sec));
+    let sampling = tokio::spawn(stats.clone().run(
+        db.clone(),
+        Arc::new(realtime.stream_counter()),
+        background.clone(),
+    ));
     let manager = ManagerState {
         db: db.clone(),
         auth: auth.clone(),
@@ -181,6 +194,10 @@ pub async fn build_app_with(
             max_batch_events: serve.max_batch_events as usize,
         },
         dispatch_wake: dispatch_wake.clone(),
+        admin: AdminSettings {
+            session_ttl: Duration::from_secs(serve.admin_session_ttl_sec),
+            secure_cookies: serve.secure_cookies,
+        },
         realtime: realtime.broadcaster(),
         node_id,
     };
@@ -189,6 +206,7 @@ pub async fn build_app_with(
         db.clone(),
         manager,
         realtime.router(),
+        stats,
         serve.max_body_bytes as usize,
     );
     if let Some(cors) = cors {
@@ -210,7 +228,14 @@ pub async fn build_app_with(
         background,
         realtime_stop,
         realtime: realtime.state(),
-        tasks: vec![writer, retention, dispatching, realtime_gc, cluster_feed],
+        tasks: vec![
+            writer,
+            retention,
+            dispatching,
+            realtime_gc,
+            cluster_feed,
+            sampling,
+        ],
     })
 }
 
@@ -257,6 +282,7 @@ fn routes(
     db: Db,
     manager: ManagerState,
     realtime: utoipa_axum::router::OpenApiRouter,
+    stats: Stats,
     max_body_bytes: usize,
 ) -> Router {
     let auth = manager.auth.clone();
@@ -270,7 +296,11 @@ fn routes(
         .with_state(system)
         .merge(picloud_manager_core::http::router(manager))
         .merge(realtime)
+        .merge(stats::router(stats))
         .split_for_parts();
+    // The dashboard's files are public routes of the access table, kept out of the API
+    // document.
+    let router = router.merge(dashboard::router());
     openapi.info.title = "PiCloud".into();
     openapi.info.description = Some("Realtime pub/sub with a transactional outbox.".into());
     openapi
@@ -286,6 +316,17 @@ fn routes(
         .add_security_scheme(
             "subscriber_token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "picloud_session",
+                "the dashboard's session cookie (POST /v1/admin/session); state-changing \
+                 requests must also send X-CSRF-Token",
+            ))),
         );
     let _ = openapi_json.set(openapi.to_json().expect("OpenAPI document serializes"));
 

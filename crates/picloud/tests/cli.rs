@@ -66,6 +66,80 @@ backend_test! {
     }
 }
 
+/// Runs the binary with `stdin` as its standard input.
+async fn picloud_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("PICLOUD_DATABASE_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run picloud");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let output = child.wait_with_output().await.unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+backend_test! {
+    async fn admins_commands_and_signing_in_with_the_result(t) {
+        let url = t.url.clone();
+        let create = |email: &'static str, password: &'static str| {
+            let url = url.clone();
+            async move {
+                picloud_with_stdin(&["--database-url", &url, "admins", "create", "--email", email, "--password-stdin", "--json"], password).await
+            }
+        };
+        let (code, stdout, stderr) = create("Ada@Example.com", "a long enough password\n").await;
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let created: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(created["email"], "ada@example.com");
+        assert!(!stdout.contains("argon2"), "the hash is never printed");
+        let stored: String = picloud_manager_core::on_db!(&t.db, pool => {
+            sqlx::query_scalar("SELECT password_hash FROM admins").fetch_one(pool).await.unwrap()
+        });
+        assert!(stored.starts_with("$argon2id$"), "{stored}");
+
+        let (code, _, stderr) = create("ada@example.com", "another long password\n").await;
+        assert_eq!(code, 1);
+        assert!(stderr.contains("already exists"), "{stderr}");
+        let (code, _, stderr) = create("bob@example.com", "short\n").await;
+        assert_eq!(code, 1);
+        assert!(stderr.contains("at least 10 characters"), "{stderr}");
+        let (code, _, stderr) = create("not-an-email", "a long enough password\n").await;
+        assert_eq!(code, 1);
+        assert!(stderr.contains("not an email address"), "{stderr}");
+
+        let list = picloud_json(&url, &["admins", "list"]).await;
+        let emails: Vec<&str> = list["admins"].as_array().unwrap().iter().map(|a| a["email"].as_str().unwrap()).collect();
+        assert_eq!(emails, ["ada@example.com"]);
+        assert!(!list.to_string().contains("argon2"));
+
+        // The server signs the created admin in with that password.
+        let server = Server::start(&["--database-url", &url]).await;
+        let client = reqwest::Client::new();
+        let sign_in = |password: &'static str| client
+            .post(format!("http://{}/v1/admin/session", server.addr))
+            .json(&serde_json::json!({"email": "ADA@example.com", "password": password}))
+            .send();
+        assert_eq!(sign_in("a long enough password").await.unwrap().status().as_u16(), 200);
+        assert_eq!(sign_in("a long enough passwor").await.unwrap().status().as_u16(), 401);
+        server.terminate();
+
+        let deleted = picloud_json(&url, &["admins", "delete", "--email", "ada@example.com"]).await;
+        assert_eq!(deleted["deleted"], "ada@example.com");
+        let (code, _, stderr) = picloud(&["--database-url", &url, "admins", "delete", "--email", "ada@example.com"]).await;
+        assert_eq!(code, 1);
+        assert!(stderr.contains("no admin with email"), "{stderr}");
+    }
+}
+
 #[tokio::test]
 async fn bad_configuration_exits_with_code_2_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,6 +205,12 @@ async fn first_start_prints_a_working_key_once_and_sigterm_drains_requests() {
     let key = server
         .printed_key()
         .unwrap_or_else(|| panic!("first start prints the key: {}", server.stdout()));
+    let banner = server.stdout();
+    assert!(
+        banner.contains(&format!("http://{}/_/", server.addr))
+            && banner.contains("picloud admins create --email"),
+        "the banner says where the dashboard is and how to get an admin: {banner}"
+    );
 
     // A request is in flight when SIGTERM arrives: its handler is reading the body (the
     // server said `100 Continue`), and the body only follows the signal.

@@ -25,6 +25,8 @@ pub enum Access {
     /// A key of the route's `{app}` holding the scope. Instance keys never reach inside
     /// an app.
     App(Scope),
+    /// A signed-in dashboard admin (a session cookie); no API key reaches these routes.
+    Admin,
 }
 
 /// One row of [`ROUTES`].
@@ -53,6 +55,15 @@ pub const ROUTES: &[RouteAccess] = &[
     route("GET", "/readyz", Access::Public),
     route("GET", "/metrics", Access::Public),
     route("GET", "/openapi.json", Access::Public),
+    // the dashboard's assets (not in the OpenAPI document: they are not API)
+    route("GET", "/_", Access::Public),
+    route("GET", "/_/", Access::Public),
+    route("GET", "/_/{*path}", Access::Public),
+    // dashboard admins: signing in and out, the overview series
+    route("POST", "/v1/admin/session", Access::Public),
+    route("GET", "/v1/admin/session", Access::Admin),
+    route("DELETE", "/v1/admin/session", Access::Admin),
+    route("GET", "/v1/admin/stats", Access::Admin),
     // instance keys
     route("GET", "/v1/keys", Access::Instance),
     route("POST", "/v1/keys", Access::Instance),
@@ -229,15 +240,29 @@ pub fn lookup(method: &str, path: &str) -> Option<Access> {
         .map(|r| r.access)
 }
 
-/// An authenticated caller.
+/// An authenticated caller: an API key, or a signed-in dashboard admin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The API key's id (never its secret).
+    /// The API key's id (never its secret), or the admin's id for a dashboard session.
     pub key_id: String,
-    /// The app the key belongs to; `None` for instance keys.
+    /// The app the key belongs to; `None` for instance keys and admins.
     pub app: Option<AppId>,
-    /// The key's scopes.
+    /// The key's scopes (empty for admins, who need none).
     pub scopes: ScopeSet,
+    /// A signed-in dashboard admin: passes every rule, for every app.
+    pub superuser: bool,
+}
+
+impl Principal {
+    /// The principal of a signed-in dashboard admin with id `admin_id`.
+    pub fn admin(admin_id: impl Into<String>) -> Principal {
+        Principal {
+            key_id: admin_id.into(),
+            app: None,
+            scopes: ScopeSet::EMPTY,
+            superuser: true,
+        }
+    }
 }
 
 impl Access {
@@ -255,8 +280,14 @@ impl Access {
             return Ok(());
         }
         let principal = principal.ok_or_else(ApiError::unauthorized)?;
+        if principal.superuser {
+            return Ok(());
+        }
         match (self, &principal.app) {
             (Access::Public | Access::Subscriber, _) => Ok(()),
+            (Access::Admin, _) => Err(forbidden(
+                "this route needs a signed-in dashboard admin, not an API key",
+            )),
             (Access::Instance, None) | (Access::InstanceOrApp(_), None) => {
                 require(principal.scopes, Scope::InstanceAdmin)
             }
@@ -302,6 +333,7 @@ mod tests {
             key_id: "key_1".into(),
             app: app.map(|a| AppId::parse(a).unwrap()),
             scopes: scopes.iter().copied().collect(),
+            superuser: false,
         }
     }
 
@@ -314,6 +346,20 @@ mod tests {
         for (i, a) in ROUTES.iter().enumerate() {
             for b in &ROUTES[i + 1..] {
                 assert!(!(a.method == b.method && a.path == b.path), "{a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_signed_in_admin_passes_every_rule_for_every_app() {
+        let admin = Principal::admin("adm_1");
+        for route in ROUTES {
+            for app in [None, Some("shop"), Some("other")] {
+                assert_eq!(
+                    code(route.access.check(Some(&admin), app)),
+                    None,
+                    "{route:?}"
+                );
             }
         }
     }
@@ -356,6 +402,14 @@ mod tests {
             Some(ErrorCode::Forbidden)
         );
         assert_eq!(code(Access::Instance.check(Some(&instance), None)), None);
+        assert_eq!(
+            code(Access::Admin.check(Some(&instance), None)),
+            Some(ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            code(Access::Admin.check(None, None)),
+            Some(ErrorCode::Unauthorized)
+        );
         let scopeless_instance = key(None, &[]);
         assert_eq!(
             code(Access::Instance.check(Some(&scopeless_instance), None)),

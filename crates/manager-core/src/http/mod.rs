@@ -11,6 +11,7 @@ use crate::auth::Authenticator;
 use crate::db::Db;
 use crate::publish::{PublishLimits, Publisher};
 
+pub mod admin_session;
 pub mod apps;
 pub mod deliveries;
 pub mod events;
@@ -31,6 +32,8 @@ pub struct ManagerState {
     pub limits: PublishLimits,
     /// Wakes the dispatcher when work is put back on the outbox.
     pub dispatch_wake: Arc<tokio::sync::Notify>,
+    /// Dashboard session settings.
+    pub admin: admin_session::AdminSettings,
     /// Live subscribers, told when a topic or app stops being subscribable.
     pub realtime: Arc<dyn picloud_shared::events::RealtimeBroadcaster>,
     /// This node's id in cluster notifications.
@@ -60,6 +63,11 @@ impl ManagerState {
 /// Every manager-core route with its OpenAPI description.
 pub fn router(state: ManagerState) -> OpenApiRouter {
     OpenApiRouter::new()
+        .routes(routes!(
+            admin_session::sign_in,
+            admin_session::current_session,
+            admin_session::sign_out
+        ))
         .routes(routes!(apps::list_apps, apps::create_app))
         .routes(routes!(apps::get_app, apps::delete_app))
         .routes(routes!(keys::list_app_keys, keys::create_app_key))

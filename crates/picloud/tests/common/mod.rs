@@ -46,6 +46,21 @@ pub async fn spawn_app_with(t: TestDb, args: ServeArgs) -> TestApp {
     run_app(app, t, admin_key)
 }
 
+/// Starts the application again on a database a stopped one used (its pool is closed:
+/// this reconnects). The instance key is not shown again, so `admin_key` is empty.
+pub async fn spawn_existing(t: TestDb, args: ServeArgs) -> TestApp {
+    let db = picloud_manager_core::Db::connect(&t.url, picloud_manager_core::db::PoolSize(8))
+        .await
+        .expect("reconnect");
+    let t = TestDb {
+        db,
+        url: t.url,
+        dir: t.dir,
+    };
+    let app = build_app(t.db.clone(), &args).await.expect("build app");
+    run_app(app, t, String::new())
+}
+
 fn run_app(app: picloud::server::Application, t: TestDb, admin_key: String) -> TestApp {
     let addr = app.local_addr();
     let shutdown = CancellationToken::new();
@@ -150,6 +165,92 @@ impl TestApp {
         self.shutdown.cancel();
         self.server.await.expect("server task");
         self.t
+    }
+}
+
+/// A signed-in dashboard admin, as a browser holds it.
+#[derive(Debug, Clone)]
+pub struct AdminSession {
+    /// The `Cookie` header value (`picloud_session=…`).
+    pub cookie: String,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+/// The password tests give admins.
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+impl TestApp {
+    /// Sends `request` and returns its status, headers and JSON body (`Null` if empty, a
+    /// JSON string if not JSON).
+    pub async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, headers, json)
+    }
+
+    /// Creates a dashboard admin directly in the database.
+    pub async fn create_admin(&self, email: &str, password: &str) {
+        let hash = picloud_manager_core::admins::hash_password(password).unwrap();
+        self.t
+            .db
+            .create_admin(email, &hash)
+            .await
+            .expect("create admin");
+    }
+
+    /// Signs `email` in through the API; panics unless it succeeds.
+    pub async fn sign_in(&self, email: &str, password: &str) -> AdminSession {
+        let (status, headers, body) = self
+            .exchange(
+                self.client
+                    .post(self.url("/v1/admin/session"))
+                    .json(&serde_json::json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let set_cookie = headers["set-cookie"].to_str().unwrap();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        AdminSession {
+            cookie,
+            csrf: body["csrf_token"].as_str().expect("csrf_token").to_owned(),
+        }
+    }
+
+    /// Creates an admin and signs them in.
+    pub async fn admin_session(&self) -> AdminSession {
+        self.create_admin("root@example.com", ADMIN_PASSWORD).await;
+        self.sign_in("root@example.com", ADMIN_PASSWORD).await
+    }
+
+    /// A request as a signed-in admin: the cookie, and the CSRF token unless `csrf` is
+    /// false.
+    pub fn as_admin(
+        &self,
+        method: Method,
+        path: &str,
+        session: &AdminSession,
+        csrf: bool,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .request(method, self.url(path))
+            .header("cookie", &session.cookie);
+        if csrf {
+            request.header("x-csrf-token", &session.csrf)
+        } else {
+            request
+        }
     }
 }
 

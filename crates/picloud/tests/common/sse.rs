@@ -52,6 +52,8 @@ pub struct Subscribe<'a> {
     pub token_in_query: bool,
     /// `Last-Event-ID`.
     pub last_event_id: Option<&'a str>,
+    /// A `Cookie` header (a signed-in dashboard admin's session).
+    pub cookie: Option<&'a str>,
     /// Send an `Origin` header, as browsers do cross-origin: the request then takes the
     /// routed HTTP path instead of the direct one (both must behave the same).
     pub routed: bool,
@@ -81,6 +83,9 @@ impl TestApp {
         }
         if let Some(id) = options.last_event_id {
             request = request.header("last-event-id", id);
+        }
+        if let Some(cookie) = options.cookie {
+            request = request.header("cookie", cookie);
         }
         if options.routed {
             request = request.header("origin", "http://app.example");

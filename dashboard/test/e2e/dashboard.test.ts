@@ -1,0 +1,326 @@
+/**
+ * The dashboard end to end, in headless Chromium against the real `picloud` binary
+ * (PICLOUD_BIN, else ../target/debug/picloud) on a fresh SQLite database: sign in, create
+ * an app and a topic, flip it external through the confirmation, publish through the API
+ * and watch the event arrive in Live tail, make a failing webhook trigger and see the
+ * delivery fail and dead-letter, replay it. Every page is screenshotted into
+ * test-results/screenshots/, and any browser console error fails the test.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+import { chromium, type BrowserContext, type ConsoleMessage, type Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const EMAIL = 'admin@example.com';
+const PASSWORD = 'correct horse battery staple';
+const SHOTS = resolve(import.meta.dirname, '../../test-results/screenshots');
+
+const bin = process.env.PICLOUD_BIN ?? resolve(import.meta.dirname, '../../../target/debug/picloud');
+let dataDir: string;
+let profile: string;
+let server: ChildProcess;
+let output = '';
+let base = '';
+let context: BrowserContext;
+let page: Page;
+const consoleErrors: string[] = [];
+
+/** Polls `check` until it returns a value (not undefined/false) or the time is up. */
+async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function closedPort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      probe.close(() => resolvePort(port));
+    });
+  });
+}
+
+async function shot(name: string): Promise<void> {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** A console error is a failure, except the 401s of /v1/admin/session that the app asks
+ * for on purpose: the session probe before sign-in and the deliberately wrong password. */
+function onConsole(message: ConsoleMessage): void {
+  if (message.type() !== 'error') return;
+  const url = message.location().url;
+  if (/status of 401/.test(message.text()) && new URL(url, base).pathname === '/v1/admin/session') return;
+  consoleErrors.push(`${message.text()} (${url})`);
+}
+
+async function api(method: string, path: string, key: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+  const response = await fetch(`${base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? null : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, json: text ? JSON.parse(text) : null };
+}
+
+beforeAll(async () => {
+  if (!existsSync(bin)) throw new Error(`picloud binary not found at ${bin}: cargo build -p picloud, or set PICLOUD_BIN`);
+  mkdirSync(SHOTS, { recursive: true });
+  dataDir = mkdtempSync(join(tmpdir(), 'picloud-dashboard-'));
+  const env = {
+    ...process.env,
+    PICLOUD_DATA_DIR: dataDir,
+    PICLOUD_DATABASE_URL: `sqlite://${join(dataDir, 'picloud.db')}`,
+  };
+  const created = spawnSync(bin, ['admins', 'create', '--email', EMAIL, '--password-stdin'], {
+    env,
+    input: `${PASSWORD}\n`,
+    encoding: 'utf8',
+  });
+  if (created.status !== 0) throw new Error(`admins create failed: ${created.stdout}${created.stderr}`);
+
+  server = spawn(bin, ['serve'], {
+    env: {
+      ...env,
+      PICLOUD_BIND: '127.0.0.1:0',
+      PICLOUD_WEBHOOK_ALLOW_PRIVATE: 'true',
+      PICLOUD_DISPATCH_BACKOFF_SCALE: '0.001',
+      PICLOUD_STATS_INTERVAL_SEC: '1',
+      PICLOUD_SHUTDOWN_GRACE_SEC: '1',
+      NO_COLOR: '1',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  server.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  server.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const addr = await waitFor('picloud to listen', () => /listening addr=(127\.0\.0\.1:\d+)/.exec(output)?.[1]);
+  base = `http://${addr}`;
+
+  profile = mkdtempSync(join(tmpdir(), 'picloud-dashboard-chromium-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 900 },
+  });
+  page = context.pages()[0] ?? (await context.newPage());
+  page.setDefaultTimeout(20_000);
+  page.on('console', onConsole);
+  page.on('pageerror', (error) => consoleErrors.push(`page error: ${error.message}`));
+});
+
+afterAll(async () => {
+  await context?.close();
+  server?.kill('SIGTERM');
+  if (profile) rmSync(profile, { recursive: true, force: true });
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+afterEach(async (context) => {
+  if (context.task.result?.state === 'fail' && page) {
+    await shot(`failed-${context.task.name.replace(/\W+/g, '-')}`);
+  }
+});
+
+describe('the dashboard in Chromium', () => {
+  let key = '';
+  const tab = (name: string) => page.getByRole('navigation', { name: 'App sections' }).getByRole('link', { name, exact: true });
+
+  it('signs in, refusing a wrong password first', async () => {
+    await page.goto(`${base}/_/`);
+    await page.getByLabel('Email').waitFor();
+    await shot('01-sign-in');
+    await page.getByLabel('Email').fill(EMAIL);
+    await page.getByLabel('Password').fill('not the password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect(page.getByRole('alert').textContent()).resolves.toContain('Wrong email or password');
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Apps', exact: true }).waitFor();
+    await page.getByText('No apps yet').waitFor();
+    await shot('02-apps-empty');
+    // The session is an HttpOnly cookie: scripts cannot read it, and nothing is in storage.
+    expect(await page.evaluate(() => document.cookie)).toBe('');
+    expect(await page.evaluate(() => Object.keys(localStorage).length + Object.keys(sessionStorage).length)).toBe(0);
+  });
+
+  it('creates an app and a topic, and flips the topic external through the confirmation', async () => {
+    await page.getByLabel('App id').fill('shop');
+    await page.getByLabel('Display name').fill('My Shop');
+    await page.getByRole('button', { name: 'Create app' }).click();
+    await page.getByRole('heading', { name: /My Shop/ }).waitFor();
+    await page.getByText('No topics yet').waitFor();
+
+    await page.getByLabel('Topic name').fill('orders');
+    await page.getByRole('button', { name: 'Create topic' }).click();
+    const row = page.getByRole('row', { name: /orders/ });
+    await row.getByText('Internal').waitFor();
+
+    // Keyboard: open the dialog with Enter, close it with Escape, focus comes back.
+    const flip = row.getByRole('button', { name: 'Make external' });
+    await flip.focus();
+    await page.keyboard.press('Enter');
+    const dialog = page.getByRole('dialog', { name: 'Make orders external?' });
+    await dialog.waitFor();
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'hidden' });
+    expect(await flip.evaluate((el) => el === document.activeElement)).toBe(true);
+
+    await flip.click();
+    await dialog.waitFor();
+    expect(await dialog.textContent()).toContain('Any browser holding a subscriber token');
+    await shot('03-topics-flip-dialog');
+    await dialog.getByRole('button', { name: 'Make external' }).click();
+    await row.getByText('External').waitFor();
+    await shot('04-topics');
+  });
+
+  it('creates an app key whose secret is shown once', async () => {
+    await tab('Keys').click();
+    await page.getByLabel('Key name').fill('backend');
+    await page.getByRole('checkbox', { name: /app:admin/ }).check();
+    await page.getByRole('button', { name: 'Create key' }).click();
+    const secret = page.getByTestId('key-secret');
+    key = (await secret.textContent()) ?? '';
+    expect(key).toMatch(/^pk_/);
+    await shot('05-keys-secret');
+    await page.getByRole('button', { name: 'I have copied it' }).click();
+    await page.getByRole('cell', { name: 'backend', exact: true }).waitFor();
+    expect(await page.content()).not.toContain(key);
+    await shot('06-keys');
+  });
+
+  it('shows events published through the API in Live tail, and holds them while paused', async () => {
+    await tab('Live tail').click();
+    await page.getByRole('checkbox', { name: /orders/ }).check();
+    await page.getByRole('button', { name: 'Start watching' }).click();
+    await page.getByRole('status').filter({ hasText: 'Live' }).waitFor();
+
+    const published = await api('POST', '/v1/apps/shop/topics/orders/events', key, { type: 'order.created', data: { id: 42 } });
+    expect(published.status).toBe(201);
+    const events = page.getByRole('list', { name: 'Events' });
+    await events.getByText('order.created').waitFor();
+    expect(await events.textContent()).toContain('"id": 42');
+
+    await page.getByRole('button', { name: 'Pause' }).click();
+    await api('POST', '/v1/apps/shop/topics/orders/events', key, { type: 'order.paid', data: { id: 43 } });
+    await page.getByRole('button', { name: 'Resume (1 waiting)' }).waitFor();
+    expect(await events.textContent()).not.toContain('order.paid');
+    await page.getByRole('button', { name: 'Resume (1 waiting)' }).click();
+    await events.getByText('order.paid').waitFor();
+
+    await page.getByLabel('Event type').fill('dashboard.test');
+    await page.getByRole('button', { name: 'Publish', exact: true }).click();
+    await events.getByText('dashboard.test').waitFor();
+    await shot('07-live-tail');
+  });
+
+  it('makes a failing webhook trigger, sees the delivery fail and dead-letter, and replays it', async () => {
+    const port = await closedPort();
+    await tab('Triggers').click();
+    await page.getByText('No triggers yet').waitFor();
+    await page.getByLabel('Topic pattern').fill('orders');
+    await page.getByLabel('Webhook URL').fill(`http://127.0.0.1:${String(port)}/hook`);
+    await page.getByLabel('Max attempts').fill('2');
+    await page.getByLabel('Retry delays (s)').fill('1');
+    await page.getByRole('button', { name: 'Create trigger' }).click();
+    expect(await page.getByTestId('trigger-secret').textContent()).toMatch(/^whsec_/);
+    await page.getByRole('button', { name: 'Done' }).click();
+
+    expect((await api('POST', '/v1/apps/shop/topics/orders/events', key, { type: 'order.shipped', data: { id: 44 } })).status).toBe(201);
+
+    // The last error shows on the trigger once the first attempt has failed.
+    await waitFor('the trigger to show its last error', async () => {
+      await tab('Deliveries').click();
+      await tab('Triggers').click();
+      return (await page.locator('.trigger div', { hasText: 'Last error' }).locator('dd.bad-text').count()) > 0;
+    });
+    await shot('08-triggers');
+
+    await tab('Deliveries').click();
+    await page.getByLabel('State').selectOption('dead');
+    await waitFor('a dead delivery', async () => {
+      await page.getByRole('button', { name: 'Refresh' }).click();
+      return (await page.getByRole('button', { name: /^Delivery \d+: show attempts$/ }).count()) > 0;
+    });
+    await page.getByRole('button', { name: /^Delivery \d+: show attempts$/ }).first().click();
+    const timeline = page.getByRole('dialog');
+    await timeline.getByText('Attempt 2').waitFor();
+    expect(await timeline.textContent()).toContain('Attempt 1');
+    await shot('09-delivery-attempts');
+    await timeline.getByRole('button', { name: 'Close', exact: true }).click();
+    await shot('10-deliveries');
+
+    await tab('Dead letters').click();
+    const inspect = page.getByRole('button', { name: /^Dead letter \d+: inspect$/ }).first();
+    await inspect.click();
+    const letter = page.getByRole('dialog');
+    expect(await letter.getByTestId('dead-letter-payload').textContent()).toContain('"id": 44');
+    await shot('11-dead-letter');
+    await letter.getByRole('button', { name: 'Replay' }).click();
+    await letter.waitFor({ state: 'hidden' });
+    await page.getByRole('status').filter({ hasText: /replayed/ }).waitFor();
+    // Replayed: the dead letter says when, and the trigger got a fresh delivery to try.
+    const replayed = page.getByRole('row').filter({ hasText: 'orders #4' }).first().getByRole('cell').last();
+    await waitFor('the replayed mark', async () => /\d{4}-\d\d-\d\d/.test((await replayed.textContent()) ?? ''));
+    const deliveries = (await api('GET', '/v1/apps/shop/deliveries', key)).json as { deliveries: { seq: number }[] };
+    expect(deliveries.deliveries.filter((d) => d.seq === 4).length).toBe(2);
+    await shot('12-dead-letters');
+  });
+
+  it('charts the last hour on the Overview', async () => {
+    await tab('Overview').click();
+    await waitFor('the charts', async () => (await page.locator('.chart canvas').count()) >= 5, 30_000);
+    await waitFor('the published count', async () => Number((await page.locator('.stats div', { hasText: 'Published' }).locator('dd').textContent()) ?? 0) >= 4, 30_000);
+    await shot('13-overview');
+  });
+
+  it('works at phone width', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    for (const name of ['Topics', 'Live tail', 'Dead letters']) {
+      await tab(name).click();
+      await page.getByRole('heading', { name, exact: true }).waitFor({ state: 'attached' });
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+      expect(overflow, `${name} scrolls sideways at phone width`).toBeLessThanOrEqual(1);
+    }
+    await tab('Topics').click();
+    await page.getByRole('row', { name: /orders/ }).waitFor();
+    await shot('14-phone-topics');
+    await page.goto(`${base}/_/#/apps`);
+    await page.getByRole('link', { name: 'shop' }).waitFor();
+    await shot('15-phone-apps');
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  it('signs out', async () => {
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByLabel('Email').waitFor();
+    const after = await fetch(`${base}/v1/admin/session`);
+    expect(after.status).toBe(401);
+  });
+
+  it('logged no console errors', () => {
+    expect(consoleErrors).toEqual([]);
+  });
+});
