@@ -74,7 +74,7 @@ if [ ! -x /usr/bin/chromium ]; then
     fi
 fi
 
-export PICLOUD_BIN="$REPO_ROOT/target/debug/picloud"
+export PICLOUD_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/picloud"
 step "cargo build -p picloud (the client's integration tests run this binary)"
 cargo build -p picloud
 

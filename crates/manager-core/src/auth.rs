@@ -193,7 +193,12 @@ async fn authorize(auth: &Authenticator, mut request: Request) -> Result<Request
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
-    let Some(rule) = access::lookup(request.method().as_str(), &route) else {
+    // HEAD is answered by the GET handler, so it needs what GET needs.
+    let method = match request.method().as_str() {
+        "HEAD" => "GET",
+        other => other,
+    };
+    let Some(rule) = access::lookup(method, &route) else {
         tracing::error!(method = %request.method(), route, "route has no access rule");
         return Err(ApiError::new(
             ErrorCode::Forbidden,

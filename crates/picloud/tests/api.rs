@@ -226,3 +226,18 @@ backend_test! {
         assert!(keys[0].last_used_at.is_some());
     }
 }
+
+backend_test! {
+    async fn head_needs_what_get_needs_and_list_filters_are_query_parameters(t) {
+        let app = spawn_app(t).await;
+        let head = app.send(Method::HEAD, "/healthz", None, None).await;
+        assert_eq!(head.status(), 200);
+        let head = app.send(Method::HEAD, "/v1/apps", None, None).await;
+        assert_eq!(head.status(), 401, "HEAD is refused exactly like GET");
+        let (_, doc) = app.call(Method::GET, "/openapi.json", None, None).await;
+        let params = doc["paths"]["/v1/apps/{app}/deliveries"]["get"]["parameters"].as_array().unwrap();
+        let state = params.iter().find(|p| p["name"] == "state").expect("state documented");
+        assert_eq!(state["in"], "query");
+        app.stop().await;
+    }
+}

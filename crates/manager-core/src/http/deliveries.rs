@@ -16,6 +16,7 @@ use crate::event_log::LoggedEvent;
 
 /// Query of a delivery list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// `pending`, `delivered`, `failed` or `dead`.
@@ -30,6 +31,7 @@ pub struct DeliveryQuery {
 
 /// Query of a dead-letter list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterQuery {
     /// Only this trigger's dead letters.
