@@ -84,17 +84,53 @@ wait_port() { # wait_port PORT: until something accepts on it (bounded)
 }
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
+# Other programs on these two cores (a compile) would be measured with the servers: wait,
+# up to QUIET_WAIT seconds, until the two cores were at most 15% busy for 2 s in a row.
+wait_quiet() {
+    local waited=0 busy
+    while :; do
+        busy="$(python3 - "$SERVER_CORE" "$LOADGEN_CORE" <<'PY'
+import sys, time
+def snap():
+    out = {}
+    for line in open("/proc/stat"):
+        f = line.split()
+        if f[0].startswith("cpu") and f[0] != "cpu":
+            v = list(map(int, f[1:9]))
+            out[f[0][3:]] = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7], sum(v))
+    return out
+a = snap(); time.sleep(2); b = snap()
+print(max(round(100 * (b[c][0] - a[c][0]) / max(b[c][1] - a[c][1], 1)) for c in sys.argv[1:]))
+PY
+)"
+        [ "$busy" -le 15 ] && return 0
+        if [ "$waited" -ge "${QUIET_WAIT:-300}" ]; then
+            printf '    warning: the cores are still %s%% busy with other programs; measuring anyway\n' "$busy" >&2
+            return 0
+        fi
+        [ "$waited" -eq 0 ] && printf '    waiting for other programs to leave the cores (%s%% busy)\n' "$busy" >&2
+        waited=$((waited + 2))
+    done
+}
+
 # run_loadgen NAME ARGS...: the load generator on its core; appends its JSON line to
 # $WORK/results.jsonl (or a failure line when it did not finish).
 run_loadgen() {
     local name="$1"; shift
+    wait_quiet
     if taskset -c "$LOADGEN_CORE" "$BIN/fanout" --rate "$RATE" --payload "$PAYLOAD" \
-        --duration "$DURATION" --clk-tck "$(getconf CLK_TCK)" "$@" >"$WORK/$name.json" 2>"$WORK/$name.log"; then
+        --duration "$DURATION" --clk-tck "$(getconf CLK_TCK)" \
+        --server-core "$SERVER_CORE" --loadgen-core "$LOADGEN_CORE" "$@" >"$WORK/$name.json" 2>"$WORK/$name.log"; then
         sed 's/^/    /' "$WORK/$name.log" >&2
         tail -1 "$WORK/$name.json" >>"$WORK/results.jsonl"
     else
         sed 's/^/    /' "$WORK/$name.log" >&2
-        printf '{"server":"%s","subscribers":%s,"failed":true}\n' "${name%%-*}" "${name##*-}" >>"$WORK/results.jsonl"
+        if tail -1 "$WORK/$name.json" | grep -q '"failed":true'; then
+            tail -1 "$WORK/$name.json" >>"$WORK/results.jsonl"
+        else
+            printf '{"server":"%s","subscribers":%s,"failed":true,"errors":["the load generator failed"]}\n' \
+                "${name%%-*}" "${name##*-}" >>"$WORK/results.jsonl"
+        fi
     fi
 }
 
@@ -200,22 +236,22 @@ out.append(f"Command: `bench/fanout.sh` (RATE={rate} PAYLOAD={payload} DURATION=
            f"Server on core {score}, load generator (`fanout`, one thread) on core {lcore}, both "
            f"with `taskset`; loopback; PiCloud on SQLite, {nginx} with one worker. "
            f"Machine: {machine}; load average before the summary: {load}.\n")
-out.append("| server | subscribers | subscribed | publishes/s (asked " + rate + ") | ack p99 | deliveries/s | p50 | p99 | max | lost | dup | reordered | RSS per idle conn | server CPU per 1k deliveries | deliveries per server CPU-s | load generator CPU |")
-out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+out.append("| server | subscribers | subscribed | publishes/s (asked " + rate + ") | publish ack p99 | deliveries/s | p50 | p99 | max | lost / dup / reordered | RSS per idle conn | server CPU per 1k deliveries | deliveries per server CPU-s | server core busy | load generator CPU (its core busy) |")
+out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 by = {}
 for r in rows:
     by[(r["server"], r["subscribers"])] = r
     if r.get("failed"):
-        out.append(f"| {r['server']} | {r['subscribers']:,} | **run failed** (see the script's log) |" + " |" * 13)
+        out.append(f"| {r['server']} | {r['subscribers']:,} | **run failed** (see the script's log) |" + " |" * 12)
         continue
-    out.append("| {} | {:,} | {:,}{} | {} | {} ms | {:,.0f} | {} ms | {} ms | {} ms | {:,} | {:,} | {:,} | {} KB | {} ms | {:,.0f} | {}% |".format(
+    out.append("| {} | {:,} | {:,}{} | {} | {} ms | {:,.0f} | {} ms | {} ms | {} ms | {:,} / {:,} / {:,} | {} KB | {} ms | {:,.0f} | {}% | {}% ({}%) |".format(
         r["server"], r["subscribers"], r["subscribed"],
         f" ({r['failed_subscribers']} failed)" if r["failed_subscribers"] else "",
         f(r["publish_rate"], 2), f(r["ack_p99_ms"], 2), r["deliveries_per_s"],
         f(r["p50_ms"], 2), f(r["p99_ms"], 2), f(r["max_ms"], 2),
         r["lost"], r["duplicates"], r["out_of_order"] + r.get("seq_gaps", 0),
         f(r["rss_per_conn_kb"], 2), f(r["cpu_ms_per_1k_deliveries"], 2), r["deliveries_per_cpu_s"],
-        f(r["loadgen_cpu_pct"], 0)))
+        f(r["server_core_busy_pct"], 0), f(r["loadgen_cpu_pct"], 0), f(r["loadgen_core_busy_pct"], 0)))
 out.append("")
 ratio_rows, checks = [], []
 for subs in sorted({k[1] for k in by}):
@@ -225,13 +261,14 @@ for subs in sorted({k[1] for k in by}):
     def q(k):
         return f"{p[k] / n[k]:.2f}x" if n[k] else "-"
     ratio_rows.append(f"| {subs:,} | {q('publish_rate')} | {q('deliveries_per_s')} | {q('p50_ms')} | {q('p99_ms')} | {q('max_ms')} | {q('rss_per_conn_kb')} | {q('cpu_ms_per_1k_deliveries')} | {q('deliveries_per_cpu_s')} |")
-    clean = p["lost"] == 0 and p["duplicates"] == 0 and p["out_of_order"] == 0 and p.get("seq_gaps", 0) == 0 \
+    complete = p["subscribed"] == subs
+    clean = complete and p["lost"] == 0 and p["duplicates"] == 0 and p["out_of_order"] == 0 and p.get("seq_gaps", 0) == 0 \
         and p["failed_subscribers"] == 0 and p["closed_streams"] == 0
-    full_rate = p["acked"] >= 0.98 * float(rate) * float(duration)
+    full_rate = complete and p["acked"] >= 0.98 * float(rate) * float(duration)
     checks.append(f"- {subs:,} subscribers: full rate ({p['publish_rate']:.2f}/s of {rate}): {'met' if full_rate else 'MISSED'}; "
-                  f"p99 {p['p99_ms']} ms vs nchan {n['p99_ms']} ms: {'met' if p['p99_ms'] <= n['p99_ms'] else 'MISSED'}; "
-                  f"deliveries per CPU-s {p['deliveries_per_cpu_s'] / max(n['deliveries_per_cpu_s'], 1):.2f}x nchan (>= 1.0x): {'met' if p['deliveries_per_cpu_s'] >= n['deliveries_per_cpu_s'] else 'MISSED'}; "
-                  f"RSS per idle connection {p['rss_per_conn_kb'] / n['rss_per_conn_kb'] if n['rss_per_conn_kb'] > 0 else float('nan'):.2f}x nchan (<= 1.5x): {'met' if p['rss_per_conn_kb'] <= 1.5 * n['rss_per_conn_kb'] else 'MISSED'}; "
+                  f"p99 {p['p99_ms']} ms vs nchan {n['p99_ms']} ms: {'met' if complete and p['p99_ms'] <= n['p99_ms'] else 'MISSED'}; "
+                  f"deliveries per CPU-s {p['deliveries_per_cpu_s'] / max(n['deliveries_per_cpu_s'], 1):.2f}x nchan (>= 1.0x): {'met' if complete and p['deliveries_per_cpu_s'] >= n['deliveries_per_cpu_s'] else 'MISSED'}; "
+                  f"RSS per idle connection {p['rss_per_conn_kb'] / n['rss_per_conn_kb'] if n['rss_per_conn_kb'] > 0 else float('nan'):.2f}x nchan (<= 1.5x): {'met' if complete and p['rss_per_conn_kb'] <= 1.5 * n['rss_per_conn_kb'] else 'MISSED'}; "
                   f"nothing lost or duplicated: {'met' if clean else 'MISSED'}; "
                   f"publish ack p99 {p['ack_p99_ms']} ms (nchan {n['ack_p99_ms']} ms)")
 if ratio_rows:

@@ -192,14 +192,30 @@ struct Global {
     closed: usize,
     /// `data:` lines that were neither a hello nor a benchmark event.
     other_frames: u64,
-    errors: Vec<String>,
+    /// Distinct error messages (up to 10) and how often each occurred.
+    errors: Vec<(String, u64)>,
 }
 
 impl Global {
     fn note_error(&mut self, e: String) {
-        if self.errors.len() < 5 {
-            self.errors.push(e);
+        if let Some(seen) = self.errors.iter_mut().find(|(m, _)| *m == e) {
+            seen.1 += 1;
+        } else if self.errors.len() < 10 {
+            self.errors.push((e, 1));
         }
+    }
+
+    fn error_list(&self) -> Vec<String> {
+        self.errors
+            .iter()
+            .map(|(m, n)| {
+                if *n > 1 {
+                    format!("{m} (x{n})")
+                } else {
+                    m.clone()
+                }
+            })
+            .collect()
     }
 }
 
@@ -437,7 +453,7 @@ async fn subscriber(args: Rc<Args>, id: usize, permits: Rc<tokio::sync::Semaphor
             G.with(|g| {
                 let mut g = g.borrow_mut();
                 g.failed += 1;
-                g.note_error(format!("subscriber {id}: {e}"));
+                g.note_error(format!("subscribe: {e}"));
             });
             return;
         }
@@ -448,7 +464,7 @@ async fn subscriber(args: Rc<Args>, id: usize, permits: Rc<tokio::sync::Semaphor
             G.with(|g| {
                 let mut g = g.borrow_mut();
                 g.failed += 1;
-                g.note_error(format!("subscriber {id}: stream ended before hello"));
+                g.note_error("stream ended before hello".into());
             });
             return;
         }
@@ -458,7 +474,7 @@ async fn subscriber(args: Rc<Args>, id: usize, permits: Rc<tokio::sync::Semaphor
     G.with(|g| {
         let mut g = g.borrow_mut();
         g.closed += 1;
-        g.note_error(format!("subscriber {id}: stream ended"));
+        g.note_error("stream ended during the run".into());
     });
 }
 
@@ -548,8 +564,8 @@ async fn open(args: &Args, id: usize) -> Result<(TcpStream, Conn), String> {
     Ok((stream, conn))
 }
 
-fn proc_cpu_ticks(pid: Option<u32>) -> u64 {
-    let path = pid.map_or("/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
+/// utime + stime of a process, in clock ticks.
+fn proc_cpu_ticks(path: &str) -> u64 {
     let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -709,12 +725,26 @@ async fn run(args: Args) {
         "{ready} subscribed ({failed} failed) in {connect_s:.1} s; settling {} s",
         args.settle
     );
+    if ready == 0 {
+        let errors = G.with(|g| g.borrow().error_list());
+        let server = match args.server {
+            Server::Picloud => "picloud",
+            Server::Nchan => "nchan",
+        };
+        println!(
+            "{}",
+            serde_json::json!({"server": server, "subscribers": n_subs, "failed": true, "errors": errors})
+        );
+        std::process::exit(1);
+    }
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let rss_after = proc_rss_kb(args.server_pid);
 
     // Publish phase.
-    let cpu_before = proc_cpu_ticks(args.server_pid);
-    let self_before = proc_cpu_ticks(None);
+    let cpu_before = args
+        .server_pid
+        .map_or(0, |p| proc_cpu_ticks(&format!("/proc/{p}/stat")));
+    let self_before = proc_cpu_ticks("/proc/self/stat");
     let server_core_before = core_jiffies(args.server_core);
     let loadgen_core_before = core_jiffies(args.loadgen_core);
     let wall_before = Instant::now();
@@ -741,7 +771,7 @@ async fn run(args: Args) {
             Err(e) => {
                 publish_errors += 1;
                 acked.push(false);
-                G.with(|g| g.borrow_mut().note_error(format!("publish {n}: {e}")));
+                G.with(|g| g.borrow_mut().note_error(format!("publish: {e}")));
             }
         }
         ack_us.push(sent.elapsed().as_micros() as u64);
@@ -761,8 +791,10 @@ async fn run(args: Args) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let cpu_after = proc_cpu_ticks(args.server_pid);
-    let self_after = proc_cpu_ticks(None);
+    let cpu_after = args
+        .server_pid
+        .map_or(0, |p| proc_cpu_ticks(&format!("/proc/{p}/stat")));
+    let self_after = proc_cpu_ticks("/proc/self/stat");
     let server_core_busy = busy_pct(server_core_before, core_jiffies(args.server_core));
     let loadgen_core_busy = busy_pct(loadgen_core_before, core_jiffies(args.loadgen_core));
     let wall_s = wall_before.elapsed().as_secs_f64();
@@ -858,7 +890,7 @@ async fn run(args: Args) {
         "server_core_busy_pct": server_core_busy,
         "loadgen_core_busy_pct": loadgen_core_busy,
         "window_s": round(wall_s, 2),
-        "errors": g.errors,
+        "errors": g.error_list(),
     });
     println!("{report}");
     // Ten thousand sockets close with the process.
