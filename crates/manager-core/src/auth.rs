@@ -189,7 +189,7 @@ async fn authorize(auth: &Authenticator, mut request: Request) -> Result<Request
             "this route has no access rule",
         ));
     };
-    if rule == access::Access::Public {
+    if matches!(rule, access::Access::Public | access::Access::Subscriber) {
         return Ok(request);
     }
     let principal = match bearer_token(request.headers()) {

@@ -5,6 +5,8 @@
 //!   queries.
 //! - [`publish`]: the group-committing writer that stores events with their outbox rows.
 //! - [`event_log`]: reading a topic's log.
+//! - [`realtime_store`]: the storage the realtime layer reads, behind the
+//!   [`picloud_shared::realtime::RealtimeStore`] trait.
 //! - [`retention`]: pruning logs to their retention.
 //! - [`dispatcher`]: delivering outbox rows to signed webhooks; [`deliveries`]: the
 //!   deliveries and dead letters it leaves, for the API.
@@ -26,6 +28,7 @@ pub mod error;
 pub mod event_log;
 pub mod http;
 pub mod publish;
+pub mod realtime_store;
 pub mod retention;
 pub mod settings;
 #[cfg(feature = "testing")]

@@ -1,6 +1,128 @@
 //! Realtime delivery for PiCloud: the Server-Sent-Events endpoint, the in-process
 //! broadcaster and the HMAC subscriber-token authority.
 //!
-//! This crate depends only on `picloud-shared`; it meets the rest of PiCloud through the
-//! traits defined there, so that `manager-core` never names it. Its behaviour lands with
-//! the realtime issue; until then the crate only fixes its place in the dependency graph.
+//! - [`broadcaster`]: per-topic bounded channels fed after each publish commits; it is
+//!   the [`picloud_shared::events::RealtimeBroadcaster`] manager-core calls.
+//! - [`stream`]: one subscriber's stream — replay from the log, live frames, catch-up
+//!   on lag, heartbeats and token expiry; [`sse`] renders its frames and [`cursor`]
+//!   its resume cursors.
+//! - [`subscriber_token`] (the JWS format) and [`token_authority`] (keys, minting,
+//!   verifying, rotation).
+//! - [`realtime_api`]: the HTTP routes; [`connection_limits`] caps open streams.
+//!
+//! This crate depends only on `picloud-shared`: it reads storage through
+//! [`picloud_shared::realtime::RealtimeStore`], which manager-core implements, so the
+//! two never name each other. The wire protocol is in docs/realtime-protocol.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use picloud_shared::realtime::RealtimeStore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub mod broadcaster;
+pub mod connection_limits;
+pub mod cursor;
+pub mod error;
+pub mod metrics;
+pub mod realtime_api;
+pub mod sse;
+pub mod stream;
+pub mod subscriber_token;
+pub mod token_authority;
+
+pub use error::Error;
+
+use broadcaster::Broadcaster;
+use connection_limits::{ConnectionLimits, Limits};
+use realtime_api::RealtimeState;
+use stream::StreamTiming;
+use token_authority::{TokenAuthority, TokenConfig};
+
+/// Every realtime setting.
+#[derive(Debug, Clone)]
+pub struct RealtimeConfig {
+    /// Token lifetimes and key handling.
+    pub tokens: TokenConfig,
+    /// Heartbeats and token notices.
+    pub timing: StreamTiming,
+    /// Open-stream limits.
+    pub limits: Limits,
+    /// Most topics per stream.
+    pub max_topics: usize,
+    /// Frames each per-topic live channel holds before a slow subscriber lags.
+    pub broadcast_capacity: usize,
+    /// How often idle channels are dropped.
+    pub gc_interval: Duration,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            tokens: TokenConfig::default(),
+            timing: StreamTiming {
+                heartbeat: Duration::from_secs(30),
+                token_notice: Duration::from_secs(60),
+            },
+            limits: Limits {
+                total: 50_000,
+                per_app: 10_000,
+            },
+            max_topics: 32,
+            broadcast_capacity: 64,
+            gc_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The realtime layer of one process: build it, hand [`Realtime::broadcaster`] to the
+/// publisher, merge [`Realtime::router`] into the app, and run
+/// [`Realtime::spawn_background`].
+pub struct Realtime {
+    state: RealtimeState,
+    gc_interval: Duration,
+}
+
+impl Realtime {
+    /// The realtime layer over `store`. Streams end when `stop` is cancelled.
+    pub fn new(
+        store: Arc<dyn RealtimeStore>,
+        config: RealtimeConfig,
+        stop: CancellationToken,
+    ) -> Self {
+        metrics::describe();
+        Realtime {
+            state: RealtimeState {
+                tokens: Arc::new(TokenAuthority::new(store.clone(), config.tokens)),
+                store,
+                broadcaster: Arc::new(Broadcaster::new(config.broadcast_capacity)),
+                limits: ConnectionLimits::new(config.limits),
+                timing: config.timing,
+                max_topics: config.max_topics,
+                stop,
+            },
+            gc_interval: config.gc_interval,
+        }
+    }
+
+    /// The broadcaster the publisher must call after each commit.
+    pub fn broadcaster(&self) -> Arc<Broadcaster> {
+        self.state.broadcaster.clone()
+    }
+
+    /// The realtime routes.
+    pub fn router(&self) -> utoipa_axum::router::OpenApiRouter {
+        realtime_api::router(self.state.clone())
+    }
+
+    /// Starts the idle-channel collector; it stops with `stop`.
+    pub fn spawn_background(&self, stop: CancellationToken) -> JoinHandle<()> {
+        tokio::spawn(
+            self.state
+                .broadcaster
+                .clone()
+                .run_gc(self.gc_interval, stop),
+        )
+    }
+}

@@ -3,8 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use picloud_orchestrator_core::connection_limits::Limits;
+use picloud_orchestrator_core::stream::StreamTiming;
+use picloud_orchestrator_core::token_authority::TokenConfig;
+use picloud_orchestrator_core::RealtimeConfig;
 use picloud_shared::{AppId, Scope};
 
 /// PiCloud: a self-hosted realtime pub/sub platform with a transactional outbox.
@@ -125,6 +130,111 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "PICLOUD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Browser origins allowed to call the API cross-origin (the SDK's subscribe and
+    /// token calls): comma-separated, or `*`. Empty: same origin only.
+    #[arg(long, env = "PICLOUD_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
+    /// Realtime (SSE) settings.
+    #[command(flatten)]
+    pub realtime: RealtimeArgs,
+}
+
+/// Realtime (SSE and subscriber token) settings of `picloud serve`.
+#[derive(Debug, Clone, Args)]
+pub struct RealtimeArgs {
+    /// Shortest subscriber-token lifetime, in seconds; shorter requests get this.
+    #[arg(long, env = "PICLOUD_SUBSCRIBER_TOKEN_TTL_MIN_SEC", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub subscriber_token_ttl_min_sec: u64,
+    /// Longest subscriber-token lifetime, in seconds; longer requests get this.
+    #[arg(long, env = "PICLOUD_SUBSCRIBER_TOKEN_TTL_MAX_SEC", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub subscriber_token_ttl_max_sec: u64,
+    /// Subscriber-token lifetime when none is asked, in seconds.
+    #[arg(long, env = "PICLOUD_SUBSCRIBER_TOKEN_TTL_DEFAULT_SEC", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub subscriber_token_ttl_default_sec: u64,
+    /// How long tokens signed with a rotated-out key stay valid, in seconds.
+    #[arg(long, env = "PICLOUD_REALTIME_KEY_GRACE_SEC", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(0..=30 * 86_400))]
+    pub realtime_key_grace_sec: u64,
+    /// Seconds between heartbeat comments on quiet streams.
+    #[arg(long, env = "PICLOUD_REALTIME_HEARTBEAT_SEC", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub realtime_heartbeat_sec: u64,
+    /// Seconds before a token's expiry that its stream gets a `token_expiring` frame.
+    #[arg(long, env = "PICLOUD_REALTIME_TOKEN_NOTICE_SEC", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub realtime_token_notice_sec: u64,
+    /// Most topics on one stream.
+    #[arg(long, env = "PICLOUD_REALTIME_MAX_TOPICS", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub realtime_max_topics: u64,
+    /// Most open streams on this server; more get 503.
+    #[arg(long, env = "PICLOUD_REALTIME_MAX_CONNECTIONS", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub realtime_max_connections: u64,
+    /// Most open streams per app on this server; more get 429.
+    #[arg(long, env = "PICLOUD_REALTIME_MAX_CONNECTIONS_PER_APP", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub realtime_max_connections_per_app: u64,
+    /// Frames each topic's live channel holds; a subscriber further behind reads the log.
+    #[arg(long, env = "PICLOUD_REALTIME_BROADCAST_CAPACITY", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub realtime_broadcast_capacity: u64,
+}
+
+impl RealtimeArgs {
+    /// The realtime configuration, or why these settings do not fit together.
+    pub fn to_config(&self) -> Result<RealtimeConfig, String> {
+        let (min, max, default) = (
+            self.subscriber_token_ttl_min_sec,
+            self.subscriber_token_ttl_max_sec,
+            self.subscriber_token_ttl_default_sec,
+        );
+        if !(min <= default && default <= max) {
+            return Err(format!(
+                "subscriber token TTLs must satisfy min <= default <= max (got {min}, {default}, {max})"
+            ));
+        }
+        let defaults = RealtimeConfig::default();
+        Ok(RealtimeConfig {
+            tokens: TokenConfig {
+                ttl_min: Duration::from_secs(min),
+                ttl_max: Duration::from_secs(max),
+                ttl_default: Duration::from_secs(default),
+                rotation_grace: Duration::from_secs(self.realtime_key_grace_sec),
+                ..defaults.tokens
+            },
+            timing: StreamTiming {
+                heartbeat: Duration::from_secs(self.realtime_heartbeat_sec),
+                token_notice: Duration::from_secs(self.realtime_token_notice_sec),
+            },
+            limits: Limits {
+                total: self.realtime_max_connections as usize,
+                per_app: self.realtime_max_connections_per_app as usize,
+            },
+            max_topics: self.realtime_max_topics as usize,
+            broadcast_capacity: self.realtime_broadcast_capacity as usize,
+            ..defaults
+        })
+    }
+
+    /// The defaults, as `picloud serve` with no flags has them.
+    pub fn defaults() -> Self {
+        RealtimeArgs {
+            subscriber_token_ttl_min_sec: 10,
+            subscriber_token_ttl_max_sec: 86_400,
+            subscriber_token_ttl_default_sec: 3600,
+            realtime_key_grace_sec: 86_400,
+            realtime_heartbeat_sec: 30,
+            realtime_token_notice_sec: 60,
+            realtime_max_topics: 32,
+            realtime_max_connections: 50_000,
+            realtime_max_connections_per_app: 10_000,
+            realtime_broadcast_capacity: 64,
+        }
+    }
 }
 
 impl ServeArgs {
@@ -145,6 +255,8 @@ impl ServeArgs {
             webhook_allow_cidrs: String::new(),
             shutdown_grace_sec: 5,
             log_format: LogFormat::Text,
+            cors_origins: String::new(),
+            realtime: RealtimeArgs::defaults(),
         }
     }
 }
@@ -277,6 +389,26 @@ mod tests {
     fn default_database_is_sqlite_in_data_dir() {
         let cli = Cli::try_parse_from(["picloud", "--data-dir", "/tmp/x", "migrate"]).unwrap();
         assert_eq!(cli.database.url(), "sqlite:///tmp/x/picloud.db");
+    }
+
+    #[test]
+    fn realtime_defaults_match_the_flags() {
+        let cli = Cli::try_parse_from(["picloud", "serve"]).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            format!("{:?}", serve.realtime),
+            format!("{:?}", RealtimeArgs::defaults())
+        );
+        let bad = RealtimeArgs {
+            subscriber_token_ttl_default_sec: 5,
+            ..RealtimeArgs::defaults()
+        };
+        assert!(bad
+            .to_config()
+            .unwrap_err()
+            .contains("min <= default <= max"));
     }
 
     #[test]

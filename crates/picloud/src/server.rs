@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -20,13 +20,14 @@ use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{PublishLimits, Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
 use picloud_manager_core::Db;
-use picloud_shared::events::{NoopBroadcaster, RealtimeBroadcaster};
+use picloud_orchestrator_core::Realtime;
 use picloud_shared::{ApiError, ErrorCode};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -78,24 +79,17 @@ pub struct Application {
     bootstrap_key: Option<CreatedKey>,
     shutdown_grace: Duration,
     background: CancellationToken,
+    /// Ends every SSE stream; cancelled as soon as shutdown begins, so that open streams
+    /// do not hold the graceful shutdown for its whole grace period.
+    realtime_stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
 /// The swappable parts of an application; tests replace them to observe or break things.
+#[derive(Default)]
 pub struct Wiring {
-    /// Where committed events go live (in-process realtime once it lands).
-    pub broadcaster: Arc<dyn RealtimeBroadcaster>,
     /// How the publish writer batches, and its fault-injection hook.
     pub publisher: PublisherConfig,
-}
-
-impl Default for Wiring {
-    fn default() -> Self {
-        Self {
-            broadcaster: Arc::new(NoopBroadcaster),
-            publisher: PublisherConfig::default(),
-        }
-    }
 }
 
 /// Builds the whole application on `db`: routes, middleware, background tasks and the
@@ -115,9 +109,19 @@ pub async fn build_app_with(
     let auth = Arc::new(Authenticator::new(db.clone(), DEFAULT_KEY_CACHE_TTL));
     let background = CancellationToken::new();
     let dispatch_wake = Arc::new(Notify::new());
+    let realtime_stop = CancellationToken::new();
+    let realtime = Realtime::new(
+        Arc::new(db.clone()),
+        serve
+            .realtime
+            .to_config()
+            .map_err(|m| Error::Config(picloud_manager_core::Error::Invalid(m)))?,
+        realtime_stop.clone(),
+    );
+    let cors = cors_layer(&serve.cors_origins)?;
     let (publisher, writer) = Publisher::spawn(
         db.clone(),
-        wiring.broadcaster,
+        realtime.broadcaster(),
         dispatch_wake.clone(),
         wiring.publisher,
         background.clone(),
@@ -162,7 +166,16 @@ pub async fn build_app_with(
         },
         dispatch_wake: dispatch_wake.clone(),
     };
-    let router = routes(db.clone(), manager, serve.max_body_bytes as usize);
+    let realtime_gc = realtime.spawn_background(background.clone());
+    let mut router = routes(
+        db.clone(),
+        manager,
+        realtime.router(),
+        serve.max_body_bytes as usize,
+    );
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
     let listener = TcpListener::bind(serve.bind)
         .await
         .map_err(|source| Error::Listen {
@@ -177,13 +190,55 @@ pub async fn build_app_with(
         bootstrap_key,
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
         background,
-        tasks: vec![writer, retention, dispatching],
+        realtime_stop,
+        tasks: vec![writer, retention, dispatching, realtime_gc],
     })
+}
+
+/// CORS for the browser-facing routes when origins are configured: `*` or a
+/// comma-separated list.
+fn cors_layer(origins: &str) -> Result<Option<CorsLayer>, Error> {
+    let origins = origins.trim();
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow_origin = if origins == "*" {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .split(',')
+            .map(|o| {
+                HeaderValue::from_str(o.trim()).map_err(|_| {
+                    Error::Config(picloud_manager_core::Error::Invalid(format!(
+                        "PICLOUD_CORS_ORIGINS: '{o}' is not a valid origin"
+                    )))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .max_age(Duration::from_secs(3600)),
+    ))
 }
 
 /// Every route of every crate, with the middleware stack. The OpenAPI document is
 /// generated here from the handlers' annotations.
-fn routes(db: Db, manager: ManagerState, max_body_bytes: usize) -> Router {
+fn routes(
+    db: Db,
+    manager: ManagerState,
+    realtime: utoipa_axum::router::OpenApiRouter,
+    max_body_bytes: usize,
+) -> Router {
     let auth = manager.auth.clone();
     let openapi_json = Arc::new(std::sync::OnceLock::new());
     let system = SystemState {
@@ -194,6 +249,7 @@ fn routes(db: Db, manager: ManagerState, max_body_bytes: usize) -> Router {
     let (router, mut openapi) = system_api::router()
         .with_state(system)
         .merge(picloud_manager_core::http::router(manager))
+        .merge(realtime)
         .split_for_parts();
     openapi.info.title = "PiCloud".into();
     openapi.info.description = Some("Realtime pub/sub with a transactional outbox.".into());
@@ -202,6 +258,13 @@ fn routes(db: Db, manager: ManagerState, max_body_bytes: usize) -> Router {
         .get_or_insert_with(Default::default)
         .add_security_scheme(
             "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "subscriber_token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     let _ = openapi_json.set(openapi.to_json().expect("OpenAPI document serializes"));
@@ -312,6 +375,11 @@ impl Application {
         let addr = self.local_addr();
         let background = self.background.clone();
         let mut tasks = self.tasks;
+        let (stop_streams, realtime_stop) = (shutdown.clone(), self.realtime_stop.clone());
+        tasks.push(tokio::spawn(async move {
+            stop_streams.cancelled().await;
+            realtime_stop.cancel();
+        }));
         tasks.push(tokio::spawn(
             self.auth.clone().run_key_use_flusher(background.clone()),
         ));

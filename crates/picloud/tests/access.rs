@@ -40,7 +40,8 @@ fn expected(access: Access, caller: &Caller) -> Expect {
     use Expect::*;
     let grants = |held: Scope, needed: Scope| held == needed || held == Scope::AppAdmin;
     match (access, caller) {
-        (Access::Public, _) => Allowed,
+        // No API key is involved: the handler judges subscriber tokens itself.
+        (Access::Public | Access::Subscriber, _) => Allowed,
         (_, Anonymous | Garbage | Revoked) => Unauthorized,
         (Access::Instance, Instance) => Allowed,
         (Access::Instance, OwnApp(_) | OtherApp) => Forbidden,
@@ -125,6 +126,22 @@ const SPEC: &[(&str, &str, Access)] = &[
         "POST",
         "/v1/apps/{app}/events",
         Access::App(Scope::PubsubPublish),
+    ),
+    ("GET", "/v1/apps/{app}/realtime", Access::Subscriber),
+    (
+        "POST",
+        "/v1/apps/{app}/subscriber-tokens",
+        Access::App(Scope::PubsubToken),
+    ),
+    (
+        "POST",
+        "/v1/apps/{app}/realtime/keys/rotate",
+        Access::App(Scope::AppAdmin),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/realtime/subscribers",
+        Access::App(Scope::AppRead),
     ),
     (
         "GET",

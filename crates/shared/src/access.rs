@@ -13,6 +13,10 @@ use crate::scope::{Scope, ScopeSet};
 pub enum Access {
     /// Anyone, no key (health, metrics, the OpenAPI document).
     Public,
+    /// Anyone, no API key: the handler checks a subscriber token against each topic's
+    /// auth mode itself (the SSE endpoint). Any `Authorization` header here carries a
+    /// subscriber token, never an API key.
+    Subscriber,
     /// An instance key with `instance:admin`.
     Instance,
     /// An instance key with `instance:admin`, or a key of the route's `{app}` holding
@@ -115,6 +119,23 @@ pub const ROUTES: &[RouteAccess] = &[
         "POST",
         "/v1/apps/{app}/events",
         Access::App(Scope::PubsubPublish),
+    ),
+    // realtime: subscribing, minting subscriber tokens, rotating their signing keys
+    route("GET", "/v1/apps/{app}/realtime", Access::Subscriber),
+    route(
+        "POST",
+        "/v1/apps/{app}/subscriber-tokens",
+        Access::App(Scope::PubsubToken),
+    ),
+    route(
+        "POST",
+        "/v1/apps/{app}/realtime/keys/rotate",
+        Access::App(Scope::AppAdmin),
+    ),
+    route(
+        "GET",
+        "/v1/apps/{app}/realtime/subscribers",
+        Access::App(Scope::AppRead),
     ),
     // triggers
     route(
@@ -230,12 +251,12 @@ impl Access {
         principal: Option<&Principal>,
         path_app: Option<&str>,
     ) -> Result<(), ApiError> {
-        if self == Access::Public {
+        if matches!(self, Access::Public | Access::Subscriber) {
             return Ok(());
         }
         let principal = principal.ok_or_else(ApiError::unauthorized)?;
         match (self, &principal.app) {
-            (Access::Public, _) => Ok(()),
+            (Access::Public | Access::Subscriber, _) => Ok(()),
             (Access::Instance, None) | (Access::InstanceOrApp(_), None) => {
                 require(principal.scopes, Scope::InstanceAdmin)
             }

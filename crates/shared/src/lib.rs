@@ -10,6 +10,7 @@ pub mod events;
 pub mod extract;
 pub mod ids;
 pub mod names;
+pub mod realtime;
 pub mod scope;
 pub mod time;
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod sink;
+pub mod sse;
 
 use std::net::SocketAddr;
 
@@ -37,12 +38,16 @@ pub async fn spawn_app(t: TestDb) -> TestApp {
 /// Starts the application on `t`'s database with custom serve settings.
 pub async fn spawn_app_with(t: TestDb, args: ServeArgs) -> TestApp {
     let app = build_app(t.db.clone(), &args).await.expect("build app");
-    let addr = app.local_addr();
     let admin_key = app
         .bootstrap_key()
         .expect("a fresh database bootstraps an instance key")
         .secret
         .clone();
+    run_app(app, t, admin_key)
+}
+
+fn run_app(app: picloud::server::Application, t: TestDb, admin_key: String) -> TestApp {
+    let addr = app.local_addr();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let server = tokio::spawn(async move { app.run(token).await.expect("server runs") });
@@ -57,6 +62,19 @@ pub async fn spawn_app_with(t: TestDb, args: ServeArgs) -> TestApp {
 }
 
 impl TestApp {
+    /// Another node on the same database, as in a cluster.
+    pub async fn second_node(&self) -> TestApp {
+        let t = TestDb {
+            db: self.t.db.clone(),
+            url: self.t.url.clone(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        let app = build_app(t.db.clone(), &ServeArgs::for_tests())
+            .await
+            .expect("build second node");
+        run_app(app, t, self.admin_key.clone())
+    }
+
     /// `http://ADDR/PATH`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)

@@ -1,0 +1,176 @@
+//! The in-process broadcaster: one bounded channel per (app, topic) with subscribers,
+//! fed after each publish commits.
+//!
+//! Sending is O(1) whatever the number of subscribers (each one pulls at its own pace
+//! from the shared ring), so the publish path never waits for fan-out. A subscriber that
+//! falls more than the channel's capacity behind is told it lagged and reads the gap
+//! from the durable log (see [`crate::stream`]); memory stays bounded by the ring.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use picloud_shared::events::{BroadcastError, CommittedEvent, RealtimeBroadcaster};
+use picloud_shared::{AppId, TopicName};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::sse::Frame;
+
+type ChannelKey = (AppId, TopicName);
+
+/// Fans committed events out to this process's live subscribers.
+pub struct Broadcaster {
+    channels: RwLock<HashMap<ChannelKey, broadcast::Sender<Frame>>>,
+    capacity: usize,
+}
+
+impl Broadcaster {
+    /// A broadcaster whose per-topic channels hold `capacity` frames.
+    pub fn new(capacity: usize) -> Self {
+        Broadcaster {
+            channels: RwLock::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// A receiver of the topic's frames from now on.
+    pub fn subscribe(&self, app: &AppId, topic: &TopicName) -> broadcast::Receiver<Frame> {
+        let key = (app.clone(), topic.clone());
+        if let Some(sender) = self.read().get(&key) {
+            return sender.subscribe();
+        }
+        let mut channels = self.channels.write().expect("channel map lock");
+        channels
+            .entry(key)
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .subscribe()
+    }
+
+    /// How many streams of this process listen to the topic now.
+    pub fn subscriber_count(&self, app: &AppId, topic: &TopicName) -> usize {
+        self.read()
+            .get(&(app.clone(), topic.clone()))
+            .map_or(0, broadcast::Sender::receiver_count)
+    }
+
+    /// Every topic of `app` with listeners on this process, by name, with their counts.
+    pub fn subscriber_counts(&self, app: &AppId) -> Vec<(TopicName, usize)> {
+        let mut counts: Vec<(TopicName, usize)> = self
+            .read()
+            .iter()
+            .filter(|((a, _), sender)| a == app && sender.receiver_count() > 0)
+            .map(|((_, topic), sender)| (topic.clone(), sender.receiver_count()))
+            .collect();
+        counts.sort();
+        counts
+    }
+
+    /// Drops the channels nobody listens to; returns how many remain.
+    pub fn collect_idle(&self) -> usize {
+        let mut channels = self.channels.write().expect("channel map lock");
+        channels.retain(|_, sender| sender.receiver_count() > 0);
+        metrics::gauge!("picloud_realtime_channels").set(channels.len() as f64);
+        channels.len()
+    }
+
+    /// Runs [`Broadcaster::collect_idle`] every `interval` until `stop`.
+    pub async fn run_gc(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    self.collect_idle();
+                }
+            }
+        }
+    }
+
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<ChannelKey, broadcast::Sender<Frame>>> {
+        self.channels.read().expect("channel map lock")
+    }
+}
+
+impl RealtimeBroadcaster for Broadcaster {
+    fn broadcast(&self, events: &[CommittedEvent]) -> Result<(), BroadcastError> {
+        let channels = self.read();
+        let mut sent = 0u64;
+        for event in events {
+            let Some(sender) = channels.get(&(event.app.clone(), event.topic.clone())) else {
+                continue;
+            };
+            if sender.receiver_count() == 0 {
+                continue;
+            }
+            // Rendered once; every receiver gets a clone of the same `Bytes`.
+            let _ = sender.send(Frame::render(event));
+            sent += 1;
+        }
+        metrics::counter!("picloud_realtime_events_broadcast_total").increment(sent);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn event(topic: &str, seq: i64) -> CommittedEvent {
+        CommittedEvent {
+            app: AppId::parse("shop").unwrap(),
+            topic: TopicName::parse(topic).unwrap(),
+            seq,
+            id: format!("evt_{seq}"),
+            event_type: "message".into(),
+            data: Bytes::from_static(b"{}"),
+            published_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_the_same_buffer() {
+        let b = Broadcaster::new(8);
+        let app = AppId::parse("shop").unwrap();
+        let orders = TopicName::parse("orders").unwrap();
+        let mut one = b.subscribe(&app, &orders);
+        let mut two = b.subscribe(&app, &orders);
+        let mut other = b.subscribe(&app, &TopicName::parse("other").unwrap());
+        b.broadcast(&[event("orders", 1)]).unwrap();
+        let (a, c) = (one.recv().await.unwrap(), two.recv().await.unwrap());
+        assert_eq!(a.seq, 1);
+        assert_eq!(a.whole().as_ptr(), c.whole().as_ptr());
+        assert!(other.try_recv().is_err());
+        assert_eq!(b.subscriber_count(&app, &orders), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_channels_are_collected() {
+        let b = Broadcaster::new(8);
+        let app = AppId::parse("shop").unwrap();
+        let kept = b.subscribe(&app, &TopicName::parse("orders").unwrap());
+        drop(b.subscribe(&app, &TopicName::parse("gone").unwrap()));
+        assert_eq!(b.collect_idle(), 1);
+        drop(kept);
+        assert_eq!(b.collect_idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_receiver_is_told_it_lagged() {
+        let b = Broadcaster::new(4);
+        let app = AppId::parse("shop").unwrap();
+        let mut slow = b.subscribe(&app, &TopicName::parse("orders").unwrap());
+        for seq in 1..=10 {
+            b.broadcast(&[event("orders", seq)]).unwrap();
+        }
+        assert!(matches!(
+            slow.recv().await,
+            Err(broadcast::error::RecvError::Lagged(6))
+        ));
+        assert_eq!(slow.recv().await.unwrap().seq, 7);
+    }
+}

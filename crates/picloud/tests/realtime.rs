@@ -1,0 +1,620 @@
+//! Realtime end to end: subscriber tokens, the SSE endpoint, resume, catch-up and the
+//! token lifecycle, over HTTP against `build_app` on both backends.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::sse::{Frame, Subscribe, Subscriber};
+use common::{code, spawn_app_with, TestApp};
+use picloud::config::ServeArgs;
+use picloud_manager_core::backend_test;
+use picloud_manager_core::testing::TestDb;
+use picloud_orchestrator_core::subscriber_token::{self, TokenClaims};
+use picloud_shared::realtime::{RealtimeStore, SUBSCRIBER_TOKEN_PURPOSE};
+use picloud_shared::time::now_ms;
+use picloud_shared::AppId;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// An app `shop` with a key holding every app scope.
+struct Fixture {
+    app: TestApp,
+    key: String,
+}
+
+async fn fixture(t: TestDb) -> Fixture {
+    fixture_with(t, ServeArgs::for_tests()).await
+}
+
+async fn fixture_with(t: TestDb, args: ServeArgs) -> Fixture {
+    let app = spawn_app_with(t, args).await;
+    app.create_app("shop").await;
+    let key = app.create_key("shop", &["app:admin"]).await;
+    Fixture { app, key }
+}
+
+impl Fixture {
+    /// Registers `name`, external or not, with `auth_mode`.
+    async fn topic(&self, name: &str, auth_mode: &str, external: bool) {
+        self.topic_of("shop", &self.key, name, auth_mode, external)
+            .await;
+    }
+
+    async fn topic_of(&self, app: &str, key: &str, name: &str, auth_mode: &str, external: bool) {
+        let (status, body) = self
+            .app
+            .call(
+                Method::POST,
+                &format!("/v1/apps/{app}/topics"),
+                Some(key),
+                Some(json!({"name": name, "auth_mode": auth_mode})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        if external {
+            let (status, body) = self
+                .app
+                .call(
+                    Method::PATCH,
+                    &format!("/v1/apps/{app}/topics/{name}/external"),
+                    Some(key),
+                    Some(json!({"external_subscribable": true})),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+
+    /// Publishes `data` and returns its seq.
+    async fn publish(&self, topic: &str, data: Value) -> i64 {
+        let (status, body) = self
+            .app
+            .call(
+                Method::POST,
+                &format!("/v1/apps/shop/topics/{topic}/events"),
+                Some(&self.key),
+                Some(json!({"data": data})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["seq"].as_i64().expect("seq")
+    }
+
+    async fn mint(&self, body: Value) -> (u16, Value) {
+        self.app
+            .call(
+                Method::POST,
+                "/v1/apps/shop/subscriber-tokens",
+                Some(&self.key),
+                Some(body),
+            )
+            .await
+    }
+
+    /// A subscriber token for `topics`.
+    async fn token(&self, topics: &[&str]) -> String {
+        let (status, body) = self.mint(json!({"topics": topics})).await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    async fn subscribe(&self, topics: &[&str], options: Subscribe<'_>) -> Subscriber {
+        let mut sub = self
+            .app
+            .subscribe("shop", topics, options)
+            .await
+            .unwrap_or_else(|(status, body)| panic!("subscribe refused: {status} {body}"));
+        let hello = sub.expect("hello").await;
+        assert_eq!(hello.data["protocol"], 1);
+        sub
+    }
+
+    async fn rotate(&self, grace_secs: u64) -> Value {
+        let (status, body) = self
+            .app
+            .call(
+                Method::POST,
+                &format!("/v1/apps/shop/realtime/keys/rotate?grace_secs={grace_secs}"),
+                Some(&self.key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+/// The positions of event frames, grouped by topic, in arrival order.
+fn by_topic(frames: &[Frame]) -> BTreeMap<String, Vec<i64>> {
+    let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for frame in frames {
+        let (topic, seq) = frame.position();
+        seen.entry(topic).or_default().push(seq);
+    }
+    seen
+}
+
+backend_test! {
+    async fn subscribe_then_publish_and_publish_then_resume(t) {
+        let mut args = ServeArgs::for_tests();
+        args.shutdown_grace_sec = 300;
+        let f = fixture_with(t, args).await;
+        f.topic("news", "public", true).await;
+        let mut live = f.subscribe(&["news"], Subscribe::default()).await;
+        for i in 1..=5 {
+            assert_eq!(f.publish("news", json!({"n": i})).await, i);
+        }
+        let frames = live.events(5).await;
+        for (i, frame) in frames.iter().enumerate() {
+            let n = i as i64 + 1;
+            assert_eq!(frame.event, "message");
+            assert_eq!(frame.position(), ("news".to_owned(), n));
+            assert_eq!(frame.data["data"], json!({"n": n}));
+            assert_eq!(frame.data["type"], "message");
+            assert!(frame.data["published_at"].as_i64().unwrap() > 0);
+            assert_eq!(frame.id, format!("news:{n}"));
+        }
+
+        // Published while nobody listened: a subscriber resuming from seq 2 gets 3..=8.
+        for i in 6..=8 {
+            f.publish("news", json!({"n": i})).await;
+        }
+        let mut resumed = f
+            .subscribe(&["news"], Subscribe { last_event_id: Some("news:2"), ..Default::default() })
+            .await;
+        let seqs: Vec<i64> = resumed.events(6).await.iter().map(|f| f.position().1).collect();
+        assert_eq!(seqs, (3..=8).collect::<Vec<_>>());
+        // And then live, with no duplicate at the seam.
+        f.publish("news", json!({"n": 9})).await;
+        assert_eq!(resumed.events(1).await[0].position().1, 9);
+        // A fresh subscriber starts at the head: hello's cursor says where.
+        let mut fresh = f.app.subscribe("shop", &["news"], Subscribe::default()).await.unwrap();
+        let hello = fresh.expect("hello").await;
+        assert_eq!(hello.data["cursor"], "news:9");
+        assert_eq!(hello.data["topics"], json!(["news"]));
+        assert_eq!(hello.data["heartbeat_secs"], 30);
+        // Shutting down ends open streams rather than waiting out the grace period.
+        let started = std::time::Instant::now();
+        f.app.stop().await;
+        let mut rest = Vec::new();
+        while let Some(frame) = live.next().await {
+            rest.push(frame.position().1);
+        }
+        // Whatever it had not yet sent, the client resumes from its cursor.
+        let expected: Vec<i64> = (6..6 + rest.len() as i64).collect();
+        assert_eq!(rest, expected, "in order up to the end at shutdown");
+        assert!(started.elapsed() < Duration::from_secs(150), "open streams did not hold shutdown for its grace");
+    }
+}
+
+backend_test! {
+    async fn reconnecting_across_two_topics_while_publishing_loses_nothing(t) {
+        let f = fixture(t).await;
+        f.topic("a", "token", true).await;
+        f.topic("b", "public", true).await;
+        let token = f.token(&["a"]).await;
+        const PER_TOPIC: i64 = 150;
+
+        let mut sub = f.subscribe(&["a", "b"], Subscribe { token: Some(&token), ..Default::default() }).await;
+        let publisher = {
+            let (client, url, key) = (f.app.client.clone(), f.app.url("/v1/apps/shop/topics"), f.key.clone());
+            tokio::spawn(async move {
+                for i in 0..PER_TOPIC {
+                    for topic in ["a", "b"] {
+                        let response = client
+                            .post(format!("{url}/{topic}/events"))
+                            .bearer_auth(&key)
+                            .json(&json!({"data": {"i": i}}))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(response.status(), 201);
+                    }
+                }
+            })
+        };
+
+        // Drop the connection three times mid-stream and resume from the last cursor.
+        let mut frames = Vec::new();
+        for _ in 0..3 {
+            frames.extend(sub.events(40).await);
+            let cursor = sub.cursor.clone();
+            assert!(cursor.starts_with("a:") && cursor.contains(",b:"), "{cursor}");
+            drop(sub);
+            sub = f
+                .subscribe(&["a", "b"], Subscribe { token: Some(&token), last_event_id: Some(&cursor), ..Default::default() })
+                .await;
+        }
+        let remaining = (2 * PER_TOPIC) as usize - frames.len();
+        frames.extend(sub.events(remaining).await);
+        publisher.await.unwrap();
+
+        let seen = by_topic(&frames);
+        let all: Vec<i64> = (1..=PER_TOPIC).collect();
+        assert_eq!(seen["a"], all, "topic a: every seq once, in order");
+        assert_eq!(seen["b"], all, "topic b: every seq once, in order");
+        f.app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn a_reader_too_slow_for_the_live_channel_catches_up_from_the_log(t) {
+        let mut args = ServeArgs::for_tests();
+        args.realtime.realtime_broadcast_capacity = 4;
+        let f = fixture_with(t, args).await;
+        f.topic("firehose", "public", true).await;
+        let mut sub = f.subscribe(&["firehose"], Subscribe::default()).await;
+        // Far more than the channel holds, published while the reader reads nothing.
+        let batch: Vec<Value> = (0..500).map(|i| json!({"topic": "firehose", "data": {"i": i, "pad": "x".repeat(200)}})).collect();
+        for _ in 0..4 {
+            let (status, body) = f
+                .app
+                .call(Method::POST, "/v1/apps/shop/events", Some(&f.key), Some(json!({"events": batch})))
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+        let seqs: Vec<i64> = sub.events(2000).await.iter().map(|f| f.position().1).collect();
+        assert_eq!(seqs, (1..=2000).collect::<Vec<_>>());
+        // Live again afterwards.
+        f.publish("firehose", json!({"after": true})).await;
+        assert_eq!(sub.events(1).await[0].position().1, 2001);
+        f.app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn missing_and_internal_topics_get_the_same_404(t) {
+        let f = fixture(t).await;
+        f.topic("internal", "public", false).await;
+        f.topic("open", "public", true).await;
+        let missing = f.app.subscribe("shop", &["missing"], Subscribe::default()).await.err().unwrap();
+        let internal = f.app.subscribe("shop", &["internal"], Subscribe::default()).await.err().unwrap();
+        let mixed = f.app.subscribe("shop", &["open", "internal"], Subscribe::default()).await.err().unwrap();
+        let no_app = f.app.subscribe("nope", &["open"], Subscribe::default()).await.err().unwrap();
+        assert_eq!(missing.0, 404);
+        assert_eq!(code(&missing.1), "not_found");
+        assert_eq!(missing, internal);
+        assert_eq!(missing, mixed);
+        assert_eq!(missing, no_app);
+        // Bad requests are 400s with a reason.
+        let (status, body) = f.app.subscribe("shop", &[], Subscribe::default()).await.err().unwrap();
+        assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+        let (status, body) = f.app.subscribe("shop", &["bad topic"], Subscribe::default()).await.err().unwrap();
+        assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+        let many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let (status, _) = f.app.subscribe("shop", &many, Subscribe::default()).await.err().unwrap();
+        assert_eq!(status, 400);
+        f.app.stop().await;
+    }
+}
+
+/// A token for `app` with `claims`, signed with the key stored for `app` in the database
+/// (or `secret` when given): how a forger who stole or guessed a key would make one.
+async fn forge(t: &TestDb, app: &str, claims: &TokenClaims, secret: Option<&[u8]>) -> String {
+    let keys =
+        t.db.signing_keys(&AppId::parse(app).unwrap(), SUBSCRIBER_TOKEN_PURPOSE)
+            .await
+            .unwrap();
+    let key = keys.last().expect("the app has a key");
+    subscriber_token::sign(claims, &key.kid, secret.unwrap_or(&key.secret))
+}
+
+backend_test! {
+    async fn every_bad_token_gets_the_same_401(t) {
+        let f = fixture(t).await;
+        f.topic("orders", "token", true).await;
+        f.topic("other", "token", true).await;
+        f.app.create_app("blog").await;
+        let blog_key = f.app.create_key("blog", &["app:admin"]).await;
+        f.topic_of("blog", &blog_key, "orders", "token", true).await;
+        let (status, blog_token) = f
+            .app
+            .call(Method::POST, "/v1/apps/blog/subscriber-tokens", Some(&blog_key), Some(json!({"topics": ["orders"]})))
+            .await;
+        assert_eq!(status, 201);
+        let blog_token = blog_token["token"].as_str().unwrap().to_owned();
+
+        let good = f.token(&["orders"]).await;
+        let now = now_ms() / 1000;
+        let claims = |app: &str, topics: &[&str], iat: i64, exp: i64| TokenClaims {
+            app: app.into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            iat,
+            nbf: None,
+            exp,
+            sub: None,
+        };
+        let t = &f.app.t;
+        let expired = forge(t, "shop", &claims("shop", &["orders"], now - 120, now - 60), None).await;
+        let not_yet = forge(t, "shop", &claims("shop", &["orders"], now + 3600, now + 7200), None).await;
+        let claims_other_app = forge(t, "shop", &claims("blog", &["orders"], now, now + 60), None).await;
+        let wrong_key = forge(t, "shop", &claims("shop", &["orders"], now, now + 60), Some(b"guess")).await;
+        let no_topics = forge(t, "shop", &claims("shop", &[], now, now + 60), None).await;
+        let (_, body, _) = {
+            let mut parts = good.splitn(3, '.');
+            (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
+        };
+        let alg_none = format!("{}.{body}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#));
+        let other_topic = f.token(&["other"]).await;
+
+        let bad: Vec<(&str, Option<&str>)> = vec![
+            ("no token", None),
+            ("garbage", Some("not-a-token")),
+            ("an API key", Some(f.key.as_str())),
+            ("expired", Some(&expired)),
+            ("not yet valid", Some(&not_yet)),
+            ("claims another app", Some(&claims_other_app)),
+            ("another app's token", Some(&blog_token)),
+            ("wrong key", Some(&wrong_key)),
+            ("no topics", Some(&no_topics)),
+            ("alg none", Some(&alg_none)),
+            ("another topic", Some(&other_topic)),
+        ];
+        let mut answers = Vec::new();
+        for (case, token) in &bad {
+            for in_query in [false, true] {
+                let options = Subscribe { token: *token, token_in_query: in_query, ..Default::default() };
+                let refused = f.app.subscribe("shop", &["orders"], options).await.err();
+                let (status, body) = refused.unwrap_or_else(|| panic!("{case} was accepted"));
+                assert_eq!(status, 401, "{case}: {body}");
+                answers.push(body);
+            }
+        }
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "one generic 401: {answers:?}");
+
+        // The good token works from the header and from the query.
+        f.subscribe(&["orders"], Subscribe { token: Some(&good), ..Default::default() }).await;
+        f.subscribe(&["orders"], Subscribe { token: Some(&good), token_in_query: true, ..Default::default() }).await;
+        f.app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn minting_checks_topics_and_clamps_the_ttl(t) {
+        let f = fixture(t).await;
+        f.topic("orders", "token", true).await;
+        f.topic("internal", "token", false).await;
+        let (status, body) = f.mint(json!({"topics": ["orders", "ghost"]})).await;
+        assert_eq!((status, code(&body)), (400, "invalid_request"));
+        assert!(body["error"]["message"].as_str().unwrap().contains("'ghost'"), "{body}");
+        let (status, body) = f.mint(json!({"topics": ["internal"]})).await;
+        assert_eq!(status, 400);
+        assert!(body["error"]["message"].as_str().unwrap().contains("'internal'"), "{body}");
+        let (status, _) = f.mint(json!({"topics": []})).await;
+        assert_eq!(status, 400);
+        let (status, _) = f.mint(json!({"topics": ["orders"], "ttl": 5})).await;
+        assert_eq!(status, 400, "unknown fields are refused");
+        let (status, _) = f.app.call(Method::POST, "/v1/apps/shop/subscriber-tokens", None, Some(json!({"topics": ["orders"]}))).await;
+        assert_eq!(status, 401);
+
+        for (ttl, expected) in [(None, 3600), (Some(1), 10), (Some(600), 600), (Some(10_000_000), 86_400)] {
+            let mut body = json!({"topics": ["orders"], "sub": "user-1"});
+            if let Some(ttl) = ttl {
+                body["ttl_secs"] = json!(ttl);
+            }
+            let before = now_ms();
+            let (status, minted) = f.mint(body).await;
+            assert_eq!(status, 201, "{minted}");
+            let expires_at = minted["expires_at"].as_i64().unwrap();
+            let lifetime = (expires_at - before) / 1000;
+            assert!((expected - 1..=expected).contains(&lifetime), "ttl {ttl:?}: {lifetime}");
+            // A standard JWT: the claims decode without the key.
+            let token = minted["token"].as_str().unwrap();
+            let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+            assert_eq!(claims["app"], "shop");
+            assert_eq!(claims["topics"], json!(["orders"]));
+            assert_eq!(claims["sub"], "user-1");
+            assert_eq!(claims["exp"].as_i64().unwrap() * 1000, expires_at);
+        }
+        f.app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn rotated_keys_stay_valid_for_their_grace_and_other_nodes_learn_of_rotation(t) {
+        let f = fixture(t).await;
+        f.topic("orders", "token", true).await;
+        let first = f.token(&["orders"]).await;
+        // A second node on the same database caches the first key.
+        let node_b = f.app.second_node().await;
+        let subscribe_on_b = |token: String| {
+            let node_b = &node_b;
+            async move { node_b.subscribe("shop", &["orders"], Subscribe { token: Some(&token), ..Default::default() }).await.map(drop) }
+        };
+        subscribe_on_b(first.clone()).await.expect("node b accepts the first token");
+
+        let rotated = f.rotate(3600).await;
+        assert_ne!(rotated["kid"], "k1");
+        let second = f.token(&["orders"]).await;
+        assert_ne!(header_kid(&first), header_kid(&second));
+        // Within the grace both verify, on both nodes: node b learns the new kid at once.
+        f.subscribe(&["orders"], Subscribe { token: Some(&first), ..Default::default() }).await;
+        f.subscribe(&["orders"], Subscribe { token: Some(&second), ..Default::default() }).await;
+        subscribe_on_b(second.clone()).await.expect("node b accepts the rotated key at once");
+
+        // A rotation with no grace ends both earlier keys at once on this node.
+        f.rotate(0).await;
+        let third = f.token(&["orders"]).await;
+        for old in [&first, &second] {
+            let (status, _) = f.app.subscribe("shop", &["orders"], Subscribe { token: Some(old), ..Default::default() }).await.err().expect("refused");
+            assert_eq!(status, 401);
+        }
+        f.subscribe(&["orders"], Subscribe { token: Some(&third), ..Default::default() }).await;
+        subscribe_on_b(third).await.expect("node b accepts the newest key");
+        node_b.stop().await;
+        f.app.stop().await;
+    }
+}
+
+fn header_kid(token: &str) -> String {
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+backend_test! {
+    async fn a_stream_warns_before_its_token_expires_then_ends(t) {
+        let mut args = ServeArgs::for_tests();
+        args.realtime.subscriber_token_ttl_min_sec = 1;
+        args.realtime.realtime_token_notice_sec = 1;
+        let f = fixture_with(t, args).await;
+        f.topic("orders", "token", true).await;
+        let (status, minted) = f.mint(json!({"topics": ["orders"], "ttl_secs": 3})).await;
+        assert_eq!(status, 201);
+        let token = minted["token"].as_str().unwrap();
+        let expires_at = minted["expires_at"].as_i64().unwrap();
+        let mut sub = f.subscribe(&["orders"], Subscribe { token: Some(token), ..Default::default() }).await;
+        f.publish("orders", json!({"before": "expiry"})).await;
+        assert_eq!(sub.events(1).await[0].position().1, 1);
+        let expiring = sub.expect("token_expiring").await;
+        assert_eq!(expiring.data["expires_at"], expires_at);
+        assert!(now_ms() < expires_at, "the notice comes before the cut");
+        let expired = sub.expect("token_expired").await;
+        assert_eq!(expired.data["expired_at"], expires_at);
+        assert!(now_ms() >= expires_at - 1000);
+        assert!(sub.next().await.is_none(), "the stream ends at expiry");
+        // Reconnecting with the same token is refused; a fresh one resumes with nothing lost.
+        f.publish("orders", json!({"after": "expiry"})).await;
+        let (status, _) = f.app.subscribe("shop", &["orders"], Subscribe { token: Some(token), ..Default::default() }).await.err().unwrap();
+        assert_eq!(status, 401);
+        let fresh = f.token(&["orders"]).await;
+        let cursor = sub.cursor.clone();
+        let mut resumed = f.subscribe(&["orders"], Subscribe { token: Some(&fresh), last_event_id: Some(&cursor), ..Default::default() }).await;
+        assert_eq!(resumed.events(1).await[0].position().1, 2);
+        f.app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn a_cursor_beyond_retention_or_garbage_gets_a_reset_frame(t) {
+        let f = fixture(t).await;
+        let (status, body) = f
+            .app
+            .call(Method::POST, "/v1/apps/shop/topics", Some(&f.key),
+                  Some(json!({"name": "short", "auth_mode": "public", "retention": {"max_events": 5, "max_age_secs": null}})))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        f.app.call(Method::PATCH, "/v1/apps/shop/topics/short/external", Some(&f.key), Some(json!({"external_subscribable": true}))).await;
+        for i in 1..=20 {
+            f.publish("short", json!({"i": i})).await;
+        }
+        f.app.t.db.prune(now_ms()).await.unwrap();
+
+        let mut sub = f.app.subscribe("shop", &["short"], Subscribe { last_event_id: Some("short:2"), ..Default::default() }).await.unwrap();
+        sub.expect("hello").await;
+        let reset = sub.expect("reset").await;
+        assert_eq!(reset.data["reason"], "cursor_expired");
+        assert_eq!(reset.data["lost"], json!([{"topic": "short", "from_seq": 3, "to_seq": 15}]));
+        assert_eq!(reset.id, "short:15");
+        let seqs: Vec<i64> = sub.events(5).await.iter().map(|f| f.position().1).collect();
+        assert_eq!(seqs, vec![16, 17, 18, 19, 20]);
+
+        let mut head = 20;
+        for garbage in ["garbage", "short:999", "short:-1"] {
+            let mut sub = f.app.subscribe("shop", &["short"], Subscribe { last_event_id: Some(garbage), ..Default::default() }).await.unwrap();
+            sub.expect("hello").await;
+            let reset = sub.expect("reset").await;
+            assert_eq!(reset.data["reason"], "cursor_invalid", "{garbage}");
+            assert_eq!(reset.data["lost"], json!([]));
+            assert_eq!(reset.id, format!("short:{head}"), "continues live from the head");
+            head = f.publish("short", json!({"live": garbage})).await;
+            assert_eq!(sub.events(1).await[0].position().1, head);
+        }
+        f.app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn multi_line_data_and_heartbeats_follow_the_sse_spec(t) {
+        let mut args = ServeArgs::for_tests();
+        args.realtime.realtime_heartbeat_sec = 1;
+        let f = fixture_with(t, args).await;
+        f.topic("pretty", "public", true).await;
+        // Raw bytes: heartbeat comments arrive on a quiet stream.
+        let mut raw = f.app.client.get(f.app.url("/v1/apps/shop/realtime?topic=pretty")).send().await.unwrap();
+        let mut text = String::new();
+        while !text.contains(": heartbeat\n\n") {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), raw.chunk()).await.expect("a heartbeat").unwrap().unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        assert!(text.starts_with("id: pretty:0\nevent: hello\ndata: {"), "{text}");
+        drop(raw);
+
+        // Pretty-printed JSON (with CR, LF and CRLF) is sent as several data lines, and a
+        // spec-compliant parser gets the same JSON back.
+        let mut sub = f.subscribe(&["pretty"], Subscribe::default()).await;
+        let body = "{\"data\": {\r\n  \"a\": [1,\n 2],\r \"s\": \"line\\nbreak\"\n}}";
+        let response = f.app.client.post(f.app.url("/v1/apps/shop/topics/pretty/events"))
+            .bearer_auth(&f.key).header("content-type", "application/json").body(body).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+        let frame = sub.events(1).await.remove(0);
+        assert_eq!(frame.data["data"], json!({"a": [1, 2], "s": "line\nbreak"}));
+        f.app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn stream_limits_answer_429_per_app_and_503_per_server(t) {
+        let mut args = ServeArgs::for_tests();
+        args.realtime.realtime_max_connections_per_app = 2;
+        args.realtime.realtime_max_connections = 3;
+        let f = fixture_with(t, args).await;
+        f.topic("news", "public", true).await;
+        f.app.create_app("blog").await;
+        let blog_key = f.app.create_key("blog", &["app:admin"]).await;
+        f.topic_of("blog", &blog_key, "news", "public", true).await;
+        let one = f.subscribe(&["news"], Subscribe::default()).await;
+        let _two = f.subscribe(&["news"], Subscribe::default()).await;
+        let (status, live) = f.app.call(Method::GET, "/v1/apps/shop/realtime/subscribers", Some(&f.key), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(live, json!({"streams": 2, "topics": [{"topic": "news", "subscribers": 2}]}));
+        let (status, body) = f.app.subscribe("shop", &["news"], Subscribe::default()).await.err().unwrap();
+        assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+        let _three = f.app.subscribe("blog", &["news"], Subscribe::default()).await.unwrap();
+        let (status, body) = f.app.subscribe("blog", &["news"], Subscribe::default()).await.err().unwrap();
+        assert_eq!((status, code(&body)), (503, "unavailable"), "{body}");
+        // Closing a stream frees its slot (the server notices once it writes to it).
+        drop(one);
+        let mut reopened = None;
+        for _ in 0..100 {
+            f.publish("news", json!({})).await;
+            if let Ok(sub) = f.app.subscribe("shop", &["news"], Subscribe::default()).await {
+                reopened = Some(sub);
+                break;
+            }
+        }
+        assert!(reopened.is_some(), "a closed stream's slot is freed");
+        f.app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn cors_preflight_is_answered_for_configured_origins(t) {
+        let mut args = ServeArgs::for_tests();
+        args.cors_origins = "http://app.example".into();
+        let f = fixture_with(t, args).await;
+        let preflight = |origin: &'static str| {
+            f.app.client.request(Method::OPTIONS, f.app.url("/v1/apps/shop/realtime?topic=x"))
+                .header("origin", origin)
+                .header("access-control-request-method", "GET")
+                .header("access-control-request-headers", "authorization, last-event-id")
+                .send()
+        };
+        let allowed = preflight("http://app.example").await.unwrap();
+        assert_eq!(allowed.headers()["access-control-allow-origin"], "http://app.example");
+        let headers = allowed.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
+        assert!(headers.contains("last-event-id") && headers.contains("authorization"), "{headers}");
+        let other = preflight("http://evil.example").await.unwrap();
+        assert!(other.headers().get("access-control-allow-origin").is_none());
+        f.app.stop().await;
+    }
+}
