@@ -18,6 +18,7 @@
 #   bench/fanout.sh                         # SCENARIOS="1000 10000" RATE=20 PAYLOAD=100 DURATION=20
 #   SUBSCRIBERS=5000 bench/fanout.sh        # one scenario
 #   SERVERS=nchan RECORD=0 bench/fanout.sh  # only one server, nothing recorded
+#   PROFILE=/tmp/prof bench/fanout.sh       # also perf-profile each server while publishing
 #
 # Needs root for apt-get (nginx, libnginx-mod-nchan) and to raise limits; honours
 # CARGO_TARGET_DIR.
@@ -114,10 +115,19 @@ PY
 }
 
 # run_loadgen NAME ARGS...: the load generator on its core; appends its JSON line to
-# $WORK/results.jsonl (or a failure line when it did not finish).
+# $WORK/results.jsonl (or a failure line when it did not finish). With PROFILE=DIR, perf
+# samples MEASURE_PID (the server) during the publish phase; DIR gets NAME.txt (top symbols).
 run_loadgen() {
-    local name="$1"; shift
+    local name="$1" perf_pid=""; shift
     wait_quiet
+    if [ -n "${PROFILE:-}" ] && command -v perf >/dev/null; then
+        mkdir -p "$PROFILE"
+        (
+            for _ in $(seq 6000); do grep -q '^publishing' "$WORK/$name.log" 2>/dev/null && break; sleep 0.05; done
+            exec perf record -q -F 499 -g -p "$MEASURE_PID" -o "$PROFILE/$name.perf.data" -- sleep "$DURATION"
+        ) >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     if taskset -c "$LOADGEN_CORE" "$BIN/fanout" --rate "$RATE" --payload "$PAYLOAD" \
         --duration "$DURATION" --clk-tck "$(getconf CLK_TCK)" \
         --server-core "$SERVER_CORE" --loadgen-core "$LOADGEN_CORE" "$@" >"$WORK/$name.json" 2>"$WORK/$name.log"; then
@@ -131,6 +141,12 @@ run_loadgen() {
             printf '{"server":"%s","subscribers":%s,"failed":true,"errors":["the load generator failed"]}\n' \
                 "${name%%-*}" "${name##*-}" >>"$WORK/results.jsonl"
         fi
+    fi
+    if [ -n "$perf_pid" ]; then
+        wait "$perf_pid" || true
+        perf report -i "$PROFILE/$name.perf.data" --no-children --sort dso,sym -g none --percent-limit 0.5 \
+            2>/dev/null | grep -v '^#' | grep -v '^$' >"$PROFILE/$name.txt" || true
+        printf '    profile: %s\n' "$PROFILE/$name.txt" >&2
     fi
 }
 
@@ -174,6 +190,7 @@ EOF
     master="$(cat "$dir/nginx.pid")"
     worker="$(ps -o pid= --ppid "$master" | head -1 | tr -d ' ')"
     [ -n "$worker" ] || die "no nginx worker"
+    MEASURE_PID="$worker"
     run_loadgen "nchan-$subs" --server nchan --addr "127.0.0.1:$port" --sub-path /sub/fan \
         --pub-url "http://127.0.0.1:$port/pub?id=fan" --warm-url "http://127.0.0.1:$port/pub?id=warm" \
         --subscribers "$subs" --server-pid "$worker"
@@ -200,6 +217,7 @@ run_picloud() { # run_picloud SUBSCRIBERS
         -H 'content-type: application/json' -d '{"name":"fan","auth_mode":"public"}' >/dev/null
     curl -fsS -X PATCH "$base/v1/apps/bench/topics/fan/external" -H "Authorization: Bearer $key" \
         -H 'content-type: application/json' -d '{"external_subscribable":true}' >/dev/null
+    MEASURE_PID="$SERVER_PID"
     PICLOUD_KEY="$key" run_loadgen "picloud-$subs" --server picloud --addr "127.0.0.1:$port" \
         --sub-path "/v1/apps/bench/realtime?topic=fan" \
         --pub-url "$base/v1/apps/bench/topics/fan/events" --warm-url "$base/v1/apps/bench/topics/warm/events" \
