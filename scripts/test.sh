@@ -61,8 +61,41 @@ cargo test --workspace "$@"
 # ---------------------------------------------------------------------------
 # TypeScript client and dashboard tests
 # ---------------------------------------------------------------------------
-# HOOK: the TypeScript client and dashboard test steps will be added here (npm ci +
-# npm test in their directories). PICLOUD_TEST_DATABASE_URL is still exported and the
-# database is still running at this point.
+# @picloud/client (clients/typescript): lint, typecheck, unit tests, build, then the
+# integration tests against target/debug/picloud and the headless Chromium test.
+step "TypeScript client: chromium for the browser test"
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = "0" ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        die "/usr/bin/chromium is missing; install Debian's chromium package (apt-get install chromium)"
+    fi
+fi
+
+export PICLOUD_BIN="$REPO_ROOT/target/debug/picloud"
+step "cargo build -p picloud (the client's integration tests run this binary)"
+cargo build -p picloud
+
+(
+    cd "$REPO_ROOT/clients/typescript"
+    step "TypeScript client: npm ci"
+    npm ci --no-audit --no-fund
+    step "TypeScript client: npm run lint"
+    npm run lint
+    step "TypeScript client: npm run typecheck"
+    npm run typecheck
+    step "TypeScript client: npm test (unit)"
+    npm test
+    step "TypeScript client: npm run build"
+    npm run build
+    step "TypeScript client: integration tests against $PICLOUD_BIN"
+    npm run test:integration
+    step "TypeScript client: browser test (headless Chromium)"
+    npm run test:browser
+)
+
+# The dashboard's test steps go next (PICLOUD_TEST_DATABASE_URL is still exported and the
+# database is still running at this point).
 
 step "all tests passed"

@@ -5,6 +5,8 @@
 //!   queries.
 //! - [`publish`]: the group-committing writer that stores events with their outbox rows.
 //! - [`event_log`]: reading a topic's log.
+//! - [`cluster_feed`]: realtime across PostgreSQL nodes (NOTIFY on commit, LISTEN and
+//!   re-broadcast).
 //! - [`realtime_store`]: the storage the realtime layer reads, behind the
 //!   [`picloud_shared::realtime::RealtimeStore`] trait.
 //! - [`retention`]: pruning logs to their retention.
@@ -21,6 +23,7 @@
 pub mod api_keys;
 pub mod apps;
 pub mod auth;
+pub mod cluster_feed;
 pub mod db;
 pub mod deliveries;
 pub mod dispatcher;

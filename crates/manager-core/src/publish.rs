@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{begin_write, Db};
+use crate::cluster_feed::{self, SeqRange};
+use crate::db::{begin_write, Backend, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
 use crate::topics::{Retention, TOPIC_INSERT};
@@ -88,6 +89,8 @@ pub struct PublisherConfig {
     pub max_group_events: usize,
     /// Fault injection for tests; `None` in production.
     pub before_commit: Option<BeforeCommitHook>,
+    /// This node's id in cluster notifications, so it skips its own.
+    pub node_id: String,
 }
 
 impl Default for PublisherConfig {
@@ -95,6 +98,7 @@ impl Default for PublisherConfig {
         Self {
             max_group_events: 2048,
             before_commit: None,
+            node_id: picloud_shared::ids::random_id("node"),
         }
     }
 }
@@ -306,6 +310,7 @@ impl Writer {
         let outbox_rows: u64;
         let triggers = &mut self.triggers;
         let _gate = self.db.write_gate().await;
+        let postgres = self.db.backend() == Backend::Postgres;
         on_db!(&self.db, pool => {
             let mut tx = begin_write(pool).await?;
 
@@ -385,6 +390,7 @@ impl Writer {
             }
             let take = "UPDATE topics SET last_seq = last_seq + $3, updated_at = $4
                         WHERE app_id = $1 AND name = $2 RETURNING last_seq";
+            let mut ranges = Vec::with_capacity(next_seq.len());
             for ((app, topic), count) in next_seq.iter_mut() {
                 let mut last: Option<i64> = sqlx::query_scalar(take)
                     .bind(*app).bind(*topic).bind(*count).bind(now)
@@ -409,6 +415,7 @@ impl Writer {
                 }
                 let last = last.ok_or_else(|| Error::AppNotFound(app.to_string()))?;
                 *count = last - *count + 1;
+                ranges.push(SeqRange { app: app.to_string(), topic: topic.to_string(), first: *count, last });
             }
 
             // 3. Every event and outbox row of the group, in request order.
@@ -474,6 +481,16 @@ impl Writer {
                 insert.build().execute(&mut *tx).await?;
             }
             outbox_rows = outbox.len() as u64;
+            if postgres {
+                // Delivered to the other nodes' cluster feeds if, and when, this commits.
+                for payload in cluster_feed::payloads(&self.config.node_id, &ranges) {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(cluster_feed::CHANNEL)
+                        .bind(payload)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
 
             // 4. Remember the answers of keyed requests for their retries.
             for (index, _) in &accepted {

@@ -66,6 +66,18 @@ impl Broadcaster {
         counts
     }
 
+    /// Drops the channels of these topics if nobody listens to them any more: a refused
+    /// subscription cleans up at once, so probing made-up names costs no memory.
+    pub fn release(&self, app: &AppId, topics: &[TopicName]) {
+        let mut channels = self.channels.write().expect("channel map lock");
+        for topic in topics {
+            let key = (app.clone(), topic.clone());
+            if channels.get(&key).is_some_and(|s| s.receiver_count() == 0) {
+                channels.remove(&key);
+            }
+        }
+    }
+
     /// Drops the channels nobody listens to; returns how many remain.
     pub fn collect_idle(&self) -> usize {
         let mut channels = self.channels.write().expect("channel map lock");
@@ -113,6 +125,26 @@ impl RealtimeBroadcaster for Broadcaster {
         metrics::counter!("picloud_realtime_events_broadcast_total").increment(sent);
         Ok(())
     }
+
+    fn wants(&self, app: &AppId, topic: &TopicName) -> bool {
+        self.subscriber_count(app, topic) > 0
+    }
+
+    fn close_topic(&self, app: &AppId, topic: &TopicName) {
+        // Dropping the sender ends every receiver once it has read what was sent.
+        let key = (app.clone(), topic.clone());
+        self.channels
+            .write()
+            .expect("channel map lock")
+            .remove(&key);
+    }
+
+    fn close_app(&self, app: &AppId) {
+        self.channels
+            .write()
+            .expect("channel map lock")
+            .retain(|(a, _), _| a != app);
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +186,10 @@ mod tests {
         let app = AppId::parse("shop").unwrap();
         let kept = b.subscribe(&app, &TopicName::parse("orders").unwrap());
         drop(b.subscribe(&app, &TopicName::parse("gone").unwrap()));
+        let probe = TopicName::parse("probe").unwrap();
+        drop(b.subscribe(&app, &probe));
+        b.release(&app, std::slice::from_ref(&probe));
+        assert_eq!(b.read().len(), 2, "released at once");
         assert_eq!(b.collect_idle(), 1);
         drop(kept);
         assert_eq!(b.collect_idle(), 0);

@@ -94,10 +94,38 @@ pub async fn subscribe(
         .iter()
         .map(|t| rt.broadcaster.subscribe(&app, t))
         .collect();
+    let topics = params.topics.clone();
+    let opened = open_stream(&rt, app.clone(), params, receivers, &headers).await;
+    let subscription = match opened {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            rt.broadcaster.release(&app, &topics);
+            return Err(error);
+        }
+    };
+    let mut response = Body::from_stream(subscription.into_stream()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Checks the topics and the token, takes a connection slot and opens the stream.
+async fn open_stream(
+    rt: &RealtimeState,
+    app: AppId,
+    params: SubscribeParams,
+    receivers: Vec<tokio::sync::broadcast::Receiver<crate::sse::Frame>>,
+    headers: &HeaderMap,
+) -> Result<Subscription> {
     let access = subscribable(rt.store.as_ref(), &app, &params.topics).await?;
 
     let token_expires_at = if access.iter().any(|a| a.requires_token) {
-        let token = bearer(&headers)
+        let token = bearer(headers)
             .or(params.token.as_deref())
             .ok_or(Error::Unauthorized)?;
         let claims = rt.tokens.verify(&app, token).await?;
@@ -122,7 +150,7 @@ pub async fn subscribe(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or(params.last_event_id);
-    let subscription = Subscription::open(
+    Subscription::open(
         StreamRequest {
             app,
             topics: params.topics.into_iter().zip(access).collect(),
@@ -135,16 +163,7 @@ pub async fn subscribe(
         &rt.timing,
         rt.stop.clone(),
     )
-    .await?;
-    let mut response = Body::from_stream(subscription.into_stream()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    .await
 }
 
 /// The SSE endpoint's query: repeated `topic`, and `token` / `last_event_id` for

@@ -79,7 +79,7 @@ struct TokenClock {
 pub struct Subscription {
     app: AppId,
     topics: Vec<TopicState>,
-    live: StreamMap<usize, BroadcastStream<Frame>>,
+    live: StreamMap<usize, LiveFeed>,
     pending: VecDeque<Bytes>,
     store: Arc<dyn RealtimeStore>,
     heartbeat: Interval,
@@ -174,19 +174,21 @@ impl Subscription {
         let live = receivers
             .into_iter()
             .enumerate()
-            .map(|(i, r)| (i, BroadcastStream::new(r)))
+            .map(|(i, r)| (i, live_feed(r)))
             .collect();
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + timing.heartbeat, timing.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let token = token_expires_at.map(|expires_at| {
+            let now = Instant::now();
             let left = Duration::from_millis((expires_at - now_ms()).max(0) as u64);
-            let expire_at = Instant::now() + left;
+            let expire_at = now + left;
+            // The notice period, but never before halfway through the token's remaining
+            // life: a short-lived token must not be told to refresh the moment it connects.
+            let notice = timing.token_notice.min(left / 2);
             TokenClock {
                 expires_at,
-                notice_at: expire_at
-                    .checked_sub(timing.token_notice)
-                    .unwrap_or_else(Instant::now),
+                notice_at: expire_at - notice,
                 expire_at,
                 notice_sent: false,
             }
@@ -281,13 +283,14 @@ impl Subscription {
             _ = self.stop.cancelled() => self.done = true,
             _ = sleep_until(token_deadline) => self.on_token_clock(),
             item = self.live.next() => match item {
-                Some((i, Ok(frame))) => self.on_frame(i, frame),
-                Some((i, Err(BroadcastStreamRecvError::Lagged(missed)))) => {
+                Some((i, Live::Frame(frame))) => self.on_frame(i, frame),
+                Some((i, Live::Lagged(missed))) => {
                     metrics::lag(missed as i64);
                     self.topics[i].catching_up = true;
                     self.enter_catch_up();
                 }
-                None => self.done = true,
+                // The topic was deleted or made internal: the client must ask again.
+                Some((_, Live::Closed)) | None => self.done = true,
             },
             _ = self.heartbeat.tick() => self.pending.push_back(HEARTBEAT),
         }
@@ -421,6 +424,36 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         self.leave_catch_up();
     }
+}
+
+/// What a topic's live channel yields.
+enum Live {
+    Frame(Frame),
+    /// The receiver fell this many frames behind; they are in the log.
+    Lagged(u64),
+    /// The channel was closed (its topic deleted or made internal).
+    Closed,
+}
+
+type LiveFeed = futures::stream::Chain<
+    futures::stream::Map<
+        BroadcastStream<Frame>,
+        fn(Result<Frame, BroadcastStreamRecvError>) -> Live,
+    >,
+    futures::stream::Once<std::future::Ready<Live>>,
+>;
+
+/// A receiver as a stream of [`Live`] items that ends with [`Live::Closed`].
+fn live_feed(receiver: broadcast::Receiver<Frame>) -> LiveFeed {
+    fn classify(item: Result<Frame, BroadcastStreamRecvError>) -> Live {
+        match item {
+            Ok(frame) => Live::Frame(frame),
+            Err(BroadcastStreamRecvError::Lagged(missed)) => Live::Lagged(missed),
+        }
+    }
+    BroadcastStream::new(receiver)
+        .map(classify as fn(_) -> Live)
+        .chain(futures::stream::once(std::future::ready(Live::Closed)))
 }
 
 fn lost_range(topic: &TopicName, from_seq: i64, to_seq: i64) -> Lost {

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use picloud_manager_core::api_keys::CreatedKey;
 use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACHE_TTL};
+use picloud_manager_core::cluster_feed::run_cluster_feed;
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
 use picloud_manager_core::dispatcher::ssrf::{parse_cidrs, AddressPolicy};
 use picloud_manager_core::dispatcher::{CircuitPolicy, Dispatcher, DispatcherConfig};
@@ -119,6 +120,13 @@ pub async fn build_app_with(
         realtime_stop.clone(),
     );
     let cors = cors_layer(&serve.cors_origins)?;
+    let node_id = wiring.publisher.node_id.clone();
+    let cluster_feed = tokio::spawn(run_cluster_feed(
+        db.clone(),
+        node_id.clone(),
+        realtime.broadcaster(),
+        background.clone(),
+    ));
     let (publisher, writer) = Publisher::spawn(
         db.clone(),
         realtime.broadcaster(),
@@ -165,6 +173,8 @@ pub async fn build_app_with(
             max_batch_events: serve.max_batch_events as usize,
         },
         dispatch_wake: dispatch_wake.clone(),
+        realtime: realtime.broadcaster(),
+        node_id,
     };
     let realtime_gc = realtime.spawn_background(background.clone());
     let mut router = routes(
@@ -191,7 +201,7 @@ pub async fn build_app_with(
         shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
         background,
         realtime_stop,
-        tasks: vec![writer, retention, dispatching, realtime_gc],
+        tasks: vec![writer, retention, dispatching, realtime_gc, cluster_feed],
     })
 }
 
@@ -227,6 +237,7 @@ fn cors_layer(origins: &str) -> Result<Option<CorsLayer>, Error> {
                 HeaderName::from_static("last-event-id"),
                 HeaderName::from_static("idempotency-key"),
             ])
+            .expose_headers([HeaderName::from_static("x-request-id")])
             .max_age(Duration::from_secs(3600)),
     ))
 }

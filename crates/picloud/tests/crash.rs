@@ -10,32 +10,11 @@ use std::time::Duration;
 use common::sink::Sink;
 use common::Server;
 use picloud_manager_core::backend_test;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 const WORKERS: usize = 8;
 const EVENTS: usize = 60;
-
-async fn post(
-    client: &reqwest::Client,
-    server: &Server,
-    path: &str,
-    key: &str,
-    body: Value,
-) -> Value {
-    let response = client
-        .post(format!("http://{}{path}", server.addr))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
-}
 
 backend_test! {
     async fn kill_9_mid_delivery_loses_nothing(t) {
@@ -50,25 +29,17 @@ backend_test! {
             "--dispatch-backoff-scale", "0.001", "--dispatch-poll-ms", "50",
         ];
         let mut server = Server::start(&args).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let admin = loop {
-            if let Some(key) = server.printed_key() {
-                break key;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no key printed");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let client = reqwest::Client::new();
-        post(&client, &server, "/v1/apps", &admin, json!({"id": "shop"})).await;
-        let key = post(&client, &server, "/v1/apps/shop/keys", &admin, json!({"name": "k", "scopes": ["app:admin"]})).await;
+        let admin = server.bootstrap_key().await;
+        server.send(Method::POST, "/v1/apps", &admin, json!({"id": "shop"})).await;
+        let key = server.send(Method::POST, "/v1/apps/shop/keys", &admin, json!({"name": "k", "scopes": ["app:admin"]})).await;
         let key = key["key"].as_str().unwrap().to_owned();
-        post(&client, &server, "/v1/apps/shop/triggers", &key, json!({
+        server.send(Method::POST, "/v1/apps/shop/triggers", &key, json!({
             "source": {"kind": "topic", "topic": "orders"},
             "handler": {"kind": "webhook", "url": format!("{base}/hook")},
         }))
         .await;
         let events: Vec<Value> = (0..EVENTS).map(|n| json!({"topic": "orders", "data": n})).collect();
-        post(&client, &server, "/v1/apps/shop/events", &key, json!({"events": events})).await;
+        server.send(Method::POST, "/v1/apps/shop/events", &key, json!({"events": events})).await;
 
         // Crash once some deliveries are done and others are in flight.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -613,8 +613,94 @@ backend_test! {
         assert_eq!(allowed.headers()["access-control-allow-origin"], "http://app.example");
         let headers = allowed.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
         assert!(headers.contains("last-event-id") && headers.contains("authorization"), "{headers}");
+        let simple = f.app.client.get(f.app.url("/healthz")).header("origin", "http://app.example").send().await.unwrap();
+        assert_eq!(simple.headers()["access-control-expose-headers"], "x-request-id");
         let other = preflight("http://evil.example").await.unwrap();
         assert!(other.headers().get("access-control-allow-origin").is_none());
+        f.app.stop().await;
+    }
+}
+
+/// PostgreSQL only: nodes sharing one database see each other's commits live. (SQLite
+/// is a one-node store.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_on_any_postgres_node_reach_subscribers_on_every_node() {
+    let Some(t) = TestDb::new(picloud_manager_core::db::Backend::Postgres).await else {
+        eprintln!("skipped: set PICLOUD_TEST_DATABASE_URL to run PostgreSQL tests");
+        return;
+    };
+    let f = fixture(t).await;
+    f.topic("news", "public", true).await;
+    let node_b = f.app.second_node().await;
+    let mut on_a = f.subscribe(&["news"], Subscribe::default()).await;
+    let mut on_b = node_b
+        .subscribe("shop", &["news"], Subscribe::default())
+        .await
+        .unwrap();
+    on_b.expect("hello").await;
+    // Alternating nodes, then node A alone: node B's subscriber gets the last thirty
+    // only through the cluster feed.
+    for i in 0..60 {
+        let node = if i % 2 == 0 || i >= 30 {
+            &f.app
+        } else {
+            &node_b
+        };
+        let (status, body) = node
+            .call(
+                Method::POST,
+                "/v1/apps/shop/topics/news/events",
+                Some(&f.key),
+                Some(json!({"data": {"i": i}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let all: Vec<i64> = (1..=60).collect();
+    for sub in [&mut on_a, &mut on_b] {
+        let seqs: Vec<i64> = sub
+            .events(60)
+            .await
+            .iter()
+            .map(|f| f.position().1)
+            .collect();
+        assert_eq!(seqs, all);
+    }
+    // Making the topic internal on node A ends its streams on node B too.
+    let (status, _) = f
+        .app
+        .call(
+            Method::PATCH,
+            "/v1/apps/shop/topics/news/external",
+            Some(&f.key),
+            Some(json!({"external_subscribable": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(on_b.next().await.is_none(), "node b's stream ends");
+    assert!(on_a.next().await.is_none(), "node a's stream ends");
+    node_b.stop().await;
+    f.app.stop().await;
+}
+
+backend_test! {
+    async fn making_a_topic_internal_or_deleting_it_ends_its_streams(t) {
+        let f = fixture(t).await;
+        f.topic("a", "public", true).await;
+        f.topic("b", "public", true).await;
+        let mut both = f.subscribe(&["a", "b"], Subscribe::default()).await;
+        let mut only_b = f.subscribe(&["b"], Subscribe::default()).await;
+        let (status, _) = f.app.call(Method::PATCH, "/v1/apps/shop/topics/a/external", Some(&f.key), Some(json!({"external_subscribable": false}))).await;
+        assert_eq!(status, 200);
+        assert!(both.next().await.is_none(), "a stream with the now-internal topic ends");
+        let (status, _) = f.app.subscribe("shop", &["a", "b"], Subscribe::default()).await.err().unwrap();
+        assert_eq!(status, 404, "and cannot come back");
+        // Streams of other topics go on.
+        f.publish("b", json!({})).await;
+        assert_eq!(only_b.events(1).await[0].position(), ("b".to_owned(), 1));
+        let (status, _) = f.app.call(Method::DELETE, "/v1/apps/shop/topics/b", Some(&f.key), None).await;
+        assert_eq!(status, 204);
+        assert!(only_b.next().await.is_none(), "deleting the topic ends its streams");
         f.app.stop().await;
     }
 }

@@ -38,6 +38,19 @@ pub struct BroadcastError(pub String);
 pub trait RealtimeBroadcaster: Send + Sync + 'static {
     /// Delivers `events` (possibly of several apps and topics) to live subscribers.
     fn broadcast(&self, events: &[CommittedEvent]) -> Result<(), BroadcastError>;
+
+    /// Whether anyone here listens to the topic, so callers can skip reading events
+    /// nobody will receive (the cluster feed does).
+    fn wants(&self, _app: &AppId, _topic: &TopicName) -> bool {
+        true
+    }
+
+    /// Ends every live stream of the topic: it was deleted or is no longer external, so
+    /// its subscribers must reconnect and be judged again.
+    fn close_topic(&self, _app: &AppId, _topic: &TopicName) {}
+
+    /// Ends every live stream of the app: it was deleted.
+    fn close_app(&self, _app: &AppId) {}
 }
 
 /// A broadcaster with no subscribers, for processes that serve no realtime traffic.

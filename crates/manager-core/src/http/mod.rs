@@ -31,6 +31,30 @@ pub struct ManagerState {
     pub limits: PublishLimits,
     /// Wakes the dispatcher when work is put back on the outbox.
     pub dispatch_wake: Arc<tokio::sync::Notify>,
+    /// Live subscribers, told when a topic or app stops being subscribable.
+    pub realtime: Arc<dyn picloud_shared::events::RealtimeBroadcaster>,
+    /// This node's id in cluster notifications.
+    pub node_id: String,
+}
+
+impl ManagerState {
+    /// Ends the live streams of `topic` of `app` (every topic when `None`) here, and on
+    /// PostgreSQL on every other node.
+    pub async fn close_streams(&self, app: &str, topic: Option<&picloud_shared::TopicName>) {
+        if let Ok(id) = picloud_shared::AppId::parse(app) {
+            match topic {
+                Some(topic) => self.realtime.close_topic(&id, topic),
+                None => self.realtime.close_app(&id),
+            }
+        }
+        crate::cluster_feed::announce_closed(
+            &self.db,
+            &self.node_id,
+            app,
+            topic.map(|t| t.as_str()),
+        )
+        .await;
+    }
 }
 
 /// Every manager-core route with its OpenAPI description.

@@ -113,6 +113,7 @@ pub async fn delete_topic(
     let topic = topic_from_path(&topic)?;
     state.db.get_app(&app).await?;
     state.db.delete_topic(&app, topic.as_str()).await?;
+    state.close_streams(&app, Some(&topic)).await;
     tracing::info!(app, %topic, "topic deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -134,6 +135,9 @@ pub async fn set_external(
         .db
         .set_topic_external(&app, topic.as_str(), body.external_subscribable)
         .await?;
+    if !body.external_subscribable {
+        state.close_streams(&app, Some(&topic)).await;
+    }
     tracing::info!(app, %topic, external = body.external_subscribable, "topic external flag changed");
     Ok(Json(updated))
 }

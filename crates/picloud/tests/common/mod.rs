@@ -225,6 +225,51 @@ impl Server {
             .map(str::to_owned)
     }
 
+    /// Sends `body` with `method` to `path` as `key`, asserts a 2xx and returns the
+    /// JSON answer (`Null` when empty).
+    pub async fn send(&self, method: Method, path: &str, key: &str, body: Value) -> Value {
+        let response = reqwest::Client::new()
+            .request(method, format!("http://{}{path}", self.addr))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert!(status.is_success(), "{path}: {status}");
+        let text = response.text().await.unwrap();
+        if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Resident memory now, in bytes (Linux).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb * 1024
+    }
+
+    /// The bootstrap key, once the server has printed it (a fresh database prints one).
+    pub async fn bootstrap_key(&self) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(key) = self.printed_key() {
+                return key;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no key printed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let pid = self.child.id().expect("running").to_string();
