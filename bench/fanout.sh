@@ -20,6 +20,11 @@
 #   SERVERS=nchan RECORD=0 bench/fanout.sh  # only one server, nothing recorded
 #   PROFILE=/tmp/prof bench/fanout.sh       # also perf-profile each server while publishing
 #
+# Other knobs: SERVER_CORE (0), LOADGEN_CORE (1), NICE (-15), QUIET_WAIT (60: seconds to wait
+# for other programs to leave the cores before each run), RETRIES (0) and DISTURBED (20: redo
+# a run where other programs took more than this share of a core), FANOUT_JSON (a file for
+# the raw JSON lines), PICLOUD_LOG (warn).
+#
 # Needs root for apt-get (nginx, libnginx-mod-nchan) and to raise limits; honours
 # CARGO_TARGET_DIR.
 set -euo pipefail
