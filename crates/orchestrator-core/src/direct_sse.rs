@@ -114,15 +114,12 @@ pub fn spawn(
         return;
     };
     let runtime = rt.streams.clone();
-    runtime.spawn(
-        async move {
-            let Ok(socket) = TcpStream::from_std(socket) else {
-                return;
-            };
-            serve(rt, socket, head, &request_id, on_status).await;
-        }
-        .instrument(span),
-    );
+    runtime.spawn(async move {
+        let Ok(socket) = TcpStream::from_std(socket) else {
+            return;
+        };
+        serve(rt, socket, head, &request_id, span, on_status).await;
+    });
 }
 
 /// Serves a recognised subscription on `socket` until the stream ends or the client
@@ -133,11 +130,17 @@ pub async fn serve(
     mut socket: TcpStream,
     head: SubscribeHead,
     request_id: &str,
+    span: tracing::Span,
     on_status: impl FnOnce(StatusCode),
 ) {
     let _ = socket.set_nodelay(true);
-    // Requests with a cookie (a dashboard session) never come here: no superuser.
-    let subscription = match start(&rt, &head.app, &head.query, &head.headers, false).await {
+    // Requests with a cookie (a dashboard session) never come here: no superuser. The span
+    // covers the checks; the stream itself is not instrumented (a span entered on every
+    // frame is a measurable share of a fan-out).
+    let started = start(&rt, &head.app, &head.query, &head.headers, false)
+        .instrument(span)
+        .await;
+    let subscription = match started {
         Ok(subscription) => subscription,
         Err(error) => {
             let error = ApiError::from(error);
@@ -166,7 +169,8 @@ pub async fn serve(
         // behind catches up with fewer system calls, so a busy server slows down less.
         batch.push(first);
         let mut bytes = batch[0].len();
-        while batch.len() < MAX_BATCH_CHUNKS && bytes < MAX_BATCH_BYTES {
+        while batch.len() < MAX_BATCH_CHUNKS && bytes < MAX_BATCH_BYTES && subscription.has_ready()
+        {
             match subscription.next_chunk().now_or_never() {
                 Some(Some(chunk)) => {
                     bytes += chunk.len();

@@ -79,7 +79,7 @@ struct TokenClock {
 pub struct Subscription {
     app: AppId,
     topics: Vec<TopicState>,
-    live: StreamMap<usize, LiveFeed>,
+    live: LiveInput,
     pending: VecDeque<Bytes>,
     store: Arc<dyn RealtimeStore>,
     heartbeat: Interval,
@@ -171,11 +171,7 @@ impl Subscription {
                 pos,
             });
         }
-        let live = receivers
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| (i, live_feed(r)))
-            .collect();
+        let live = LiveInput::new(receivers);
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + timing.heartbeat, timing.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -249,6 +245,14 @@ impl Subscription {
         })
     }
 
+    /// Whether [`Subscription::next_chunk`] has something to return without waiting
+    /// (it may say yes for a stream of several topics and then wait). Never yes while
+    /// catching up from the log, so callers gathering a batch do not start a read.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.pending.is_empty()
+            || (!self.done && !self.topics.iter().any(|t| t.catching_up) && self.live.has_waiting())
+    }
+
     /// The next bytes to send; `None` when the stream is over.
     pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
@@ -283,15 +287,15 @@ impl Subscription {
             biased;
             _ = self.stop.cancelled() => self.done = true,
             _ = sleep_until(token_deadline) => self.on_token_clock(),
-            item = self.live.next() => match item {
-                Some((i, Live::Frame(frame))) => self.on_frame(i, frame),
-                Some((i, Live::Lagged(missed))) => {
+            (i, item) = self.live.next() => match item {
+                Live::Frame(frame) => self.on_frame(i, frame),
+                Live::Lagged(missed) => {
                     metrics::lag(missed as i64);
                     self.topics[i].catching_up = true;
                     self.enter_catch_up();
                 }
                 // The topic was deleted or made internal: the client must ask again.
-                Some((_, Live::Closed)) | None => self.done = true,
+                Live::Closed => self.done = true,
             },
             _ = self.heartbeat.tick() => self.pending.push_back(HEARTBEAT),
         }
@@ -424,6 +428,51 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.leave_catch_up();
+    }
+}
+
+/// A stream's live channels: one receiver polled directly (the common case, and the
+/// cheapest), or several merged.
+enum LiveInput {
+    One(broadcast::Receiver<Frame>),
+    Many(StreamMap<usize, LiveFeed>),
+}
+
+impl LiveInput {
+    fn new(mut receivers: Vec<broadcast::Receiver<Frame>>) -> Self {
+        if receivers.len() == 1 {
+            return LiveInput::One(receivers.remove(0));
+        }
+        LiveInput::Many(
+            receivers
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| (i, live_feed(r)))
+                .collect(),
+        )
+    }
+
+    /// The next item of any topic, with the topic's index. Cancel-safe.
+    async fn next(&mut self) -> (usize, Live) {
+        match self {
+            LiveInput::One(receiver) => (
+                0,
+                match receiver.recv().await {
+                    Ok(frame) => Live::Frame(frame),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => Live::Lagged(missed),
+                    Err(broadcast::error::RecvError::Closed) => Live::Closed,
+                },
+            ),
+            LiveInput::Many(feeds) => feeds.next().await.unwrap_or((0, Live::Closed)),
+        }
+    }
+
+    /// Whether a frame is waiting; always yes for several topics (not known cheaply).
+    fn has_waiting(&self) -> bool {
+        match self {
+            LiveInput::One(receiver) => !receiver.is_empty(),
+            LiveInput::Many(_) => true,
+        }
     }
 }
 
