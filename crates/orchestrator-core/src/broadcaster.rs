@@ -23,6 +23,8 @@ type ChannelKey = (AppId, TopicName);
 pub struct Broadcaster {
     channels: RwLock<HashMap<ChannelKey, broadcast::Sender<Frame>>>,
     capacity: usize,
+    /// Set at shutdown: every channel is closed and new subscriptions end at once.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Broadcaster {
@@ -31,11 +33,16 @@ impl Broadcaster {
         Broadcaster {
             channels: RwLock::new(HashMap::new()),
             capacity: capacity.max(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// A receiver of the topic's frames from now on.
     pub fn subscribe(&self, app: &AppId, topic: &TopicName) -> broadcast::Receiver<Frame> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            // A receiver whose sender is gone: the stream ends at once.
+            return broadcast::channel(1).1;
+        }
         let key = (app.clone(), topic.clone());
         if let Some(sender) = self.read().get(&key) {
             return sender.subscribe();
@@ -76,6 +83,15 @@ impl Broadcaster {
                 channels.remove(&key);
             }
         }
+    }
+
+    /// Closes every channel, so every stream ends (at shutdown; streams wait on their
+    /// channels, so this is how they learn of it without a check per frame).
+    pub fn close_all(&self) {
+        let mut channels = self.channels.write().expect("channel map lock");
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        channels.clear();
     }
 
     /// Drops the channels nobody listens to; returns how many remain.
@@ -193,6 +209,22 @@ mod tests {
         assert_eq!(b.collect_idle(), 1);
         drop(kept);
         assert_eq!(b.collect_idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_all_ends_every_receiver_now_and_later() {
+        let b = Broadcaster::new(8);
+        let app = AppId::parse("shop").unwrap();
+        let topic = TopicName::parse("orders").unwrap();
+        let mut before = b.subscribe(&app, &topic);
+        b.close_all();
+        let mut after = b.subscribe(&app, &topic);
+        for receiver in [&mut before, &mut after] {
+            assert!(matches!(
+                receiver.recv().await,
+                Err(broadcast::error::RecvError::Closed)
+            ));
+        }
     }
 
     #[tokio::test]

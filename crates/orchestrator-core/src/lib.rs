@@ -99,16 +99,21 @@ impl Realtime {
         stop: CancellationToken,
     ) -> std::io::Result<Self> {
         metrics::describe();
+        let broadcaster = Arc::new(Broadcaster::new(config.broadcast_capacity));
+        let closing = broadcaster.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            closing.close_all();
+        });
         let streams = Arc::new(stream_runtime::StreamRuntime::new(config.stream_threads)?);
         Ok(Realtime {
             state: RealtimeState {
                 tokens: Arc::new(TokenAuthority::new(store.clone(), config.tokens)),
                 store,
-                broadcaster: Arc::new(Broadcaster::new(config.broadcast_capacity)),
+                broadcaster,
                 limits: ConnectionLimits::new(config.limits),
                 timing: config.timing,
                 max_topics: config.max_topics,
-                stop,
                 streams,
             },
             gc_interval: config.gc_interval,

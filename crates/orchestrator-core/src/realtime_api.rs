@@ -18,7 +18,6 @@ use picloud_shared::extract::{ApiJson, ApiPath, ApiQuery};
 use picloud_shared::realtime::{RealtimeStore, TopicAccess};
 use picloud_shared::{ApiError, AppId, TopicName};
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -52,8 +51,6 @@ pub struct RealtimeState {
     pub timing: StreamTiming,
     /// Most topics per stream.
     pub max_topics: usize,
-    /// Cancelled when the server shuts down: every stream ends.
-    pub stop: CancellationToken,
     /// The runtime direct streams run on (see [`crate::stream_runtime`]).
     pub streams: Arc<crate::stream_runtime::StreamRuntime>,
 }
@@ -191,7 +188,6 @@ async fn open_stream(
         },
         rt.store.clone(),
         &rt.timing,
-        rt.stop.clone(),
     )
     .await
 }

@@ -22,7 +22,6 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamMap;
-use tokio_util::sync::CancellationToken;
 
 use crate::connection_limits::StreamSlot;
 use crate::cursor::{write_cursor, Cursor};
@@ -84,7 +83,6 @@ pub struct Subscription {
     store: Arc<dyn RealtimeStore>,
     heartbeat: Interval,
     token: Option<TokenClock>,
-    stop: CancellationToken,
     in_catch_up: bool,
     done: bool,
     _slot: StreamSlot,
@@ -127,7 +125,6 @@ impl Subscription {
         request: StreamRequest,
         store: Arc<dyn RealtimeStore>,
         timing: &StreamTiming,
-        stop: CancellationToken,
     ) -> Result<Subscription> {
         let StreamRequest {
             app,
@@ -197,7 +194,6 @@ impl Subscription {
             store,
             heartbeat,
             token,
-            stop,
             in_catch_up: false,
             done: false,
             _slot: slot,
@@ -285,7 +281,6 @@ impl Subscription {
         });
         tokio::select! {
             biased;
-            _ = self.stop.cancelled() => self.done = true,
             _ = sleep_until(token_deadline) => self.on_token_clock(),
             (i, item) = self.live.next() => match item {
                 Live::Frame(frame) => self.on_frame(i, frame),
