@@ -19,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::RequestExt;
 use picloud_shared::access::{self, Principal};
+use picloud_shared::extract::bearer_token;
 use picloud_shared::time::now_ms;
 use picloud_shared::{ApiError, ErrorCode, ScopeSet};
 use subtle::ConstantTimeEq;
@@ -166,13 +167,6 @@ impl Authenticator {
     }
 }
 
-/// The bearer secret of a request, if it sent one.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 /// Middleware: authenticates the request's key and applies the route's access rule from
 /// the table in `picloud_shared::access`. Routes missing from the table are refused.
 /// On success the [`Principal`] is left in the request extensions for handlers.
@@ -285,21 +279,4 @@ fn insert_admin(request: &mut Request, signed_in: SignedIn) {
 /// Methods that change nothing, which need no CSRF token.
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_parsing() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(bearer_token(&headers), None);
-        headers.insert(AUTHORIZATION, "Bearer pk_abc".parse().unwrap());
-        assert_eq!(bearer_token(&headers), Some("pk_abc"));
-        headers.insert(AUTHORIZATION, "bearer  pk_abc ".parse().unwrap());
-        assert_eq!(bearer_token(&headers), Some("pk_abc"));
-        headers.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer_token(&headers), None);
-    }
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use picloud_shared::access::Principal;
 use picloud_shared::error::ErrorBody;
-use picloud_shared::extract::{ApiJson, ApiPath, ApiQuery};
+use picloud_shared::extract::{bearer_token, ApiJson, ApiPath, ApiQuery};
 use picloud_shared::realtime::{RealtimeStore, TopicAccess};
 use picloud_shared::{ApiError, AppId, TopicName};
 use serde::{Deserialize, Serialize};
@@ -145,14 +145,10 @@ async fn open_stream(
     headers: &HeaderMap,
     superuser: bool,
 ) -> Result<Subscription> {
-    let access = if superuser {
-        existing(rt.store.as_ref(), &app, &params.topics).await?
-    } else {
-        subscribable(rt.store.as_ref(), &app, &params.topics).await?
-    };
+    let access = subscribable(rt.store.as_ref(), &app, &params.topics, superuser).await?;
 
     let token_expires_at = if access.iter().any(|a| a.requires_token) {
-        let token = bearer(headers)
+        let token = bearer_token(headers)
             .or(params.token.as_deref())
             .ok_or(Error::Unauthorized)?;
         let claims = rt.tokens.verify(&app, token).await?;
@@ -238,48 +234,27 @@ impl SubscribeParams {
 }
 
 /// The access facts of each topic, or the one 404 if any does not exist or is not
-/// external.
+/// external. A superuser (a signed-in dashboard admin) may watch any existing topic,
+/// internal ones too, and needs no token.
 async fn subscribable(
     store: &dyn RealtimeStore,
     app: &AppId,
     topics: &[TopicName],
+    superuser: bool,
 ) -> Result<Vec<TopicAccess>> {
     store
         .topic_access(app, topics)
         .await?
         .into_iter()
-        .map(|a| {
-            a.filter(|a| a.external_subscribable)
-                .ok_or(Error::NotSubscribable)
-        })
-        .collect()
-}
-
-/// The access facts of each topic for a superuser: any existing topic, no token needed;
-/// the same 404 as [`subscribable`] if one does not exist.
-async fn existing(
-    store: &dyn RealtimeStore,
-    app: &AppId,
-    topics: &[TopicName],
-) -> Result<Vec<TopicAccess>> {
-    store
-        .topic_access(app, topics)
-        .await?
-        .into_iter()
-        .map(|a| {
-            a.map(|a| TopicAccess {
+        .map(|a| match a {
+            Some(a) if superuser => Ok(TopicAccess {
                 requires_token: false,
                 ..a
-            })
-            .ok_or(Error::NotSubscribable)
+            }),
+            Some(a) if a.external_subscribable => Ok(a),
+            _ => Err(Error::NotSubscribable),
         })
         .collect()
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Body of `POST /v1/apps/{app}/subscriber-tokens`.

@@ -3,8 +3,9 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ErrorCode};
@@ -48,6 +49,13 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// The bearer credential of a request (an API key or a subscriber token), if it sent one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Path parameters. A path that cannot be decoded (bad percent-encoding) is a 400.
 #[derive(Debug, Clone)]
 pub struct ApiPath<T>(pub T);
@@ -89,5 +97,22 @@ where
             }
             Err(other) => Err(ApiError::invalid(other.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(AUTHORIZATION, "Bearer pk_abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some("pk_abc"));
+        headers.insert(AUTHORIZATION, "bearer  pk_abc ".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some("pk_abc"));
+        headers.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers), None);
     }
 }
