@@ -198,6 +198,24 @@ struct Global {
 }
 
 impl Global {
+    /// Nothing counted yet.
+    fn new() -> Self {
+        Global {
+            subs: Vec::new(),
+            hist: Hist::new(),
+            deliveries: 0,
+            unique: 0,
+            last_delivery_us: 0,
+            ready: 0,
+            failed: 0,
+            closed: 0,
+            other_frames: 0,
+            errors: Vec::new(),
+        }
+    }
+}
+
+impl Global {
     fn note_error(&mut self, e: String) {
         if let Some(seen) = self.errors.iter_mut().find(|(m, _)| *m == e) {
             seen.1 += 1;
@@ -221,18 +239,7 @@ impl Global {
 }
 
 thread_local! {
-    static G: RefCell<Global> = RefCell::new(Global {
-        subs: Vec::new(),
-        hist: Hist::new(),
-        deliveries: 0,
-        unique: 0,
-        last_delivery_us: 0,
-        ready: 0,
-        failed: 0,
-        closed: 0,
-        other_frames: 0,
-        errors: Vec::new(),
-    });
+    static G: RefCell<Global> = RefCell::new(Global::new());
     /// The one read buffer every connection reads into (one task runs at a time).
     static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; 1 << 16]);
 }
@@ -811,23 +818,7 @@ async fn run(args: Args) {
     let loadgen_core_busy = busy_pct(loadgen_core_before, core_jiffies(args.loadgen_core));
     let wall_s = wall_before.elapsed().as_secs_f64();
 
-    let g = G.with(|g| {
-        std::mem::replace(
-            &mut *g.borrow_mut(),
-            Global {
-                subs: Vec::new(),
-                hist: Hist::new(),
-                deliveries: 0,
-                unique: 0,
-                last_delivery_us: 0,
-                ready: 0,
-                failed: 0,
-                closed: 0,
-                other_frames: 0,
-                errors: Vec::new(),
-            },
-        )
-    });
+    let g = G.with(|g| std::mem::replace(&mut *g.borrow_mut(), Global::new()));
     let (mut lost, mut unacked_delivered, mut duplicates, mut out_of_order, mut seq_gaps) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut subs_missing = 0u64;
