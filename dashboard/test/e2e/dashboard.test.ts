@@ -8,7 +8,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -38,6 +38,8 @@ let base = '';
 let context: BrowserContext;
 let page: Page;
 const consoleErrors: string[] = [];
+/** Run after the last test: servers a test started. */
+const cleanups: (() => Promise<void>)[] = [];
 
 /** Polls `check` until it returns a value (not undefined/false) or the time is up. */
 async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 30_000): Promise<T> {
@@ -50,16 +52,23 @@ async function waitFor<T>(what: string, check: () => Promise<T | undefined | fal
   }
 }
 
-async function closedPort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      probe.close(() => resolvePort(port));
-    });
+/** A webhook receiver that refuses every delivery with a 503 at once, counting the hits.
+ * (A closed port is not a reliable failure: where connects to it hang rather than being
+ * refused, each attempt waits out the webhook timeout.) */
+async function failingReceiver(): Promise<{ server: Server; url: string; hits: () => number }> {
+  let hits = 0;
+  const receiver = createServer((request, response) => {
+    hits += 1;
+    request.resume();
+    response.writeHead(503, { 'content-type': 'text/plain' }).end('unavailable on purpose');
   });
+  await new Promise<void>((resolveListen, reject) => {
+    receiver.once('error', reject);
+    receiver.listen(0, '127.0.0.1', () => resolveListen());
+  });
+  const address = receiver.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return { server: receiver, url: `http://127.0.0.1:${String(port)}/hook`, hits: () => hits };
 }
 
 async function shot(name: string): Promise<void> {
@@ -131,6 +140,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  for (const cleanup of cleanups) await cleanup();
   await context?.close();
   server?.kill('SIGTERM');
   if (profile) rmSync(profile, { recursive: true, force: true });
@@ -140,6 +150,8 @@ afterAll(async () => {
 afterEach(async (context) => {
   if (context.task.result?.state === 'fail' && page) {
     await shot(`failed-${context.task.name.replace(/\W+/g, '-')}`);
+    // What the server said is the first thing to read when a step times out.
+    console.error(`picloud output (last 60 lines):\n${output.split('\n').slice(-60).join('\n')}`);
   }
 });
 
@@ -237,11 +249,15 @@ describe('the dashboard in Chromium', () => {
   });
 
   it('makes a failing webhook trigger, sees the delivery fail and dead-letter, and replays it', async () => {
-    const port = await closedPort();
+    const receiver = await failingReceiver();
+    cleanups.push(() => new Promise((done) => {
+      receiver.server.closeAllConnections();
+      receiver.server.close(() => done());
+    }));
     await tab('Triggers').click();
     await page.getByText('No triggers yet').waitFor();
     await page.getByLabel('Topic pattern').fill('orders');
-    await page.getByLabel('Webhook URL').fill(`http://127.0.0.1:${String(port)}/hook`);
+    await page.getByLabel('Webhook URL').fill(receiver.url);
     await page.getByLabel('Max attempts').fill('2');
     await page.getByLabel('Retry delays (s)').fill('1');
     await page.getByRole('button', { name: 'Create trigger' }).click();
@@ -268,6 +284,8 @@ describe('the dashboard in Chromium', () => {
     const timeline = page.getByRole('dialog');
     await timeline.getByText('Attempt 2').waitFor();
     expect(await timeline.textContent()).toContain('Attempt 1');
+    expect(await timeline.textContent()).toContain('HTTP 503');
+    expect(receiver.hits()).toBe(2);
     await shot('09-delivery-attempts');
     await timeline.getByRole('button', { name: 'Close', exact: true }).click();
     await shot('10-deliveries');
