@@ -19,6 +19,8 @@
 #   SUBSCRIBERS=5000 bench/fanout.sh        # one scenario
 #   SERVERS=nchan RECORD=0 bench/fanout.sh  # only one server, nothing recorded
 #   PROFILE=/tmp/prof bench/fanout.sh       # also perf-profile each server while publishing
+#   ORIGIN=http://app.example bench/fanout.sh  # subscribers send Origin and cookies, as
+#                                           # browsers on another origin do (PiCloud allows it)
 #
 # Other knobs: SERVER_CORE (0), LOADGEN_CORE (1), NICE (-15), QUIET_WAIT (60: seconds to wait
 # for other programs to leave the cores before each run), RETRIES (0) and DISTURBED (20: redo
@@ -38,6 +40,7 @@ SERVERS="${SERVERS:-nchan picloud}"
 SERVER_CORE="${SERVER_CORE:-0}"
 LOADGEN_CORE="${LOADGEN_CORE:-1}"
 RECORD="${RECORD:-1}"
+ORIGIN="${ORIGIN:-}"
 # Other people's work on this machine fills any idle time; the servers and the load
 # generator run at this niceness so that it only gets what they leave (needs root).
 NICE="${NICE:--15}"
@@ -139,7 +142,7 @@ run_loadgen() {
     fi
     if nice -n "$NICE" taskset -c "$LOADGEN_CORE" "$BIN/fanout" --rate "$RATE" --payload "$PAYLOAD" \
         --duration "$DURATION" --clk-tck "$(getconf CLK_TCK)" \
-        --server-core "$SERVER_CORE" --loadgen-core "$LOADGEN_CORE" "$@" >"$WORK/$name.json" 2>"$WORK/$name.log"; then
+        --server-core "$SERVER_CORE" --loadgen-core "$LOADGEN_CORE" ${ORIGIN:+--origin "$ORIGIN"} "$@" >"$WORK/$name.json" 2>"$WORK/$name.log"; then
         sed 's/^/    /' "$WORK/$name.log" >&2
         tail -1 "$WORK/$name.json" >>"$WORK/results.jsonl"
     else
@@ -213,7 +216,7 @@ run_picloud() { # run_picloud SUBSCRIBERS
     step "picloud, $subs subscribers (SQLite, core $SERVER_CORE)"
     PICLOUD_BIND="127.0.0.1:$port" PICLOUD_DATA_DIR="$dir/data" PICLOUD_DATABASE_URL="sqlite://$dir/picloud.db" \
         PICLOUD_REALTIME_MAX_CONNECTIONS=200000 PICLOUD_REALTIME_MAX_CONNECTIONS_PER_APP=200000 \
-        nice -n "$NICE" taskset -c "$SERVER_CORE" "$BIN/picloud" serve >"$dir/stdout" 2>"$dir/stderr" &
+        PICLOUD_CORS_ORIGINS="$ORIGIN" nice -n "$NICE" taskset -c "$SERVER_CORE" "$BIN/picloud" serve >"$dir/stdout" 2>"$dir/stderr" &
     SERVER_PID=$!
     for _ in $(seq 100); do curl -fs "$base/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
     admin="$(grep -o 'pk_[A-Za-z0-9_-]\{43\}' "$dir/stdout" | head -1)"

@@ -96,6 +96,10 @@ struct Args {
     /// The core this load generator is pinned to (reported the same way).
     #[arg(long)]
     loadgen_core: Option<usize>,
+    /// Subscribe as a browser on another origin would: an `Origin` header with this value
+    /// and the embedding site's own cookies.
+    #[arg(long)]
+    origin: Option<String>,
     /// Kernel clock ticks per second (`getconf CLK_TCK`).
     #[arg(long, default_value_t = 100)]
     clk_tck: u64,
@@ -510,8 +514,13 @@ async fn open(args: &Args, id: usize) -> Result<(TcpStream, Conn), String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).ok();
+    let browser = args
+        .origin
+        .as_ref()
+        .map(|origin| format!("Origin: {origin}\r\nCookie: theme=dark; cart=3\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{browser}\r\n",
         args.sub_path, args.addr
     );
     stream

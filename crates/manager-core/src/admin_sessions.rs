@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use axum::http::header::COOKIE;
-use axum::http::HeaderMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use picloud_shared::ids::random_bytes;
@@ -21,14 +19,11 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::on_db;
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "picloud_session";
+pub use picloud_shared::extract::{session_cookie, SESSION_COOKIE};
 /// The header a cookie-authenticated state-changing request carries its CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// How long a session lasts when not configured: 12 hours.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Length of a session secret: 43 base64url characters (32 bytes).
-const SECRET_LEN: usize = 43;
 
 /// A signed-in admin, as the auth middleware leaves it in the request extensions.
 #[derive(Debug, Clone)]
@@ -64,24 +59,6 @@ pub struct NewSession {
 /// The session id (SHA-256) of a cookie secret.
 pub fn session_id(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
-}
-
-/// The session secret in a request's `Cookie` headers, if it has a well-formed one.
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim())
-        .filter(|value| {
-            value.len() == SECRET_LEN
-                && value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 /// The `Set-Cookie` value that stores `secret` for `ttl`: HttpOnly, SameSite=Strict,
@@ -185,29 +162,6 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_session_cookie_is_found_among_others() {
-        let secret = "A".repeat(SECRET_LEN);
-        let mut headers = HeaderMap::new();
-        assert_eq!(session_cookie(&headers), None);
-        headers.insert(
-            COOKIE,
-            format!("theme=dark; {SESSION_COOKIE}={secret}; x=y")
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(session_cookie(&headers), Some(secret.as_str()));
-        headers.insert(COOKIE, format!("{SESSION_COOKIE}=short").parse().unwrap());
-        assert_eq!(session_cookie(&headers), None);
-        headers.insert(
-            COOKIE,
-            format!("{SESSION_COOKIE}={}!", &secret[1..])
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(session_cookie(&headers), None);
-    }
 
     #[test]
     fn cookies_are_http_only_and_strict() {

@@ -1,22 +1,28 @@
 //! SSE streams written straight to the socket.
 //!
-//! A connection whose first request is a plain subscription (`GET
-//! /v1/apps/{app}/realtime`, HTTP/1.1, no cookie, no `Origin`) is answered here instead
-//! of through the HTTP stack: the same checks ([`crate::realtime_api`]'s `start`), then a
-//! response head and the frames written as they are, the body ending when the
-//! connection closes. A subscriber then costs a task, its [`Subscription`] and its
-//! socket: no HTTP buffers held for the life of the stream and no per-frame trip through
-//! the middleware. Everything else, including subscriptions that need CORS or a
-//! dashboard session, takes the routed path, which speaks the same protocol.
+//! A connection whose first request is a subscription (`GET /v1/apps/{app}/realtime`,
+//! HTTP/1.1, without a dashboard session cookie), possibly after CORS preflights, is
+//! answered here instead of through the HTTP stack: the same checks
+//! ([`crate::realtime_api`]'s `start`), then a response head and the frames written as
+//! they are, the body ending when the connection closes. A subscriber then costs a task,
+//! its [`Subscription`] and its socket: no HTTP buffers held for the life of the stream
+//! and no per-frame trip through the middleware. The front door answers the preflights
+//! and computes the CORS headers with the routed path's own CORS layer, so both paths
+//! answer browsers alike. Everything else, including dashboard subscriptions (a
+//! superuser session), takes the routed path, which speaks the same protocol.
 
 use std::fmt::Write as _;
 use std::io::IoSlice;
 use std::time::Duration;
 
+use axum::http::header::{
+    ACCESS_CONTROL_REQUEST_METHOD, CONTENT_LENGTH, ORIGIN, TRANSFER_ENCODING,
+};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
 use futures::FutureExt;
 use picloud_shared::error::{ErrorBody, ErrorDetail};
+use picloud_shared::extract::session_cookie;
 use picloud_shared::ApiError;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -51,22 +57,33 @@ pub enum Recognised {
     Partial,
     /// A subscription this module serves.
     Subscribe(SubscribeHead),
+    /// A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`, no
+    /// body) for the subscription route: the first `len` bytes.
+    Preflight {
+        /// The request headers.
+        headers: HeaderMap,
+        /// Length of the request head.
+        len: usize,
+    },
     /// Anything else: hand the connection to the HTTP stack.
     Other,
 }
 
-/// Decides from the first bytes of a connection whether it is a direct subscription.
+/// Decides from the next bytes of a connection whether they are a direct subscription
+/// or a preflight for one.
 pub fn recognise(bytes: &[u8]) -> Recognised {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    match request.parse(bytes) {
-        Ok(httparse::Status::Complete(_)) => {}
+    let len = match request.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => return Recognised::Partial,
         _ => return Recognised::Other,
-    }
-    if request.method != Some("GET") || request.version != Some(1) {
-        return Recognised::Other;
-    }
+    };
+    let preflight = match (request.method, request.version) {
+        (Some("GET"), Some(1)) => false,
+        (Some("OPTIONS"), Some(1)) => true,
+        _ => return Recognised::Other,
+    };
     let Some(target) = request.path else {
         return Recognised::Other;
     };
@@ -88,9 +105,22 @@ pub fn recognise(bytes: &[u8]) -> Recognised {
         };
         map.append(name, value);
     }
-    // Cookies (dashboard sessions) and cross-origin requests (CORS) need the middleware.
-    if map.contains_key("cookie") || map.contains_key("origin") {
+    // A dashboard session makes the subscriber a superuser: the auth middleware decides.
+    // The embedding site's own cookies do not matter here.
+    if session_cookie(&map).is_some() {
         return Recognised::Other;
+    }
+    if preflight {
+        let bodyless = map.get(CONTENT_LENGTH).is_none_or(|v| v == "0")
+            && !map.contains_key(TRANSFER_ENCODING);
+        return if bodyless
+            && map.contains_key(ORIGIN)
+            && map.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            Recognised::Preflight { headers: map, len }
+        } else {
+            Recognised::Other
+        };
     }
     Recognised::Subscribe(SubscribeHead {
         app: app.to_owned(),
@@ -105,6 +135,7 @@ pub fn spawn(
     rt: RealtimeState,
     socket: TcpStream,
     head: SubscribeHead,
+    response_headers: HeaderMap,
     request_id: String,
     span: tracing::Span,
     on_status: impl FnOnce(StatusCode) + Send + 'static,
@@ -118,17 +149,28 @@ pub fn spawn(
         let Ok(socket) = TcpStream::from_std(socket) else {
             return;
         };
-        serve(rt, socket, head, &request_id, span, on_status).await;
+        serve(
+            rt,
+            socket,
+            head,
+            &response_headers,
+            &request_id,
+            span,
+            on_status,
+        )
+        .await;
     });
 }
 
 /// Serves a recognised subscription on `socket` until the stream ends or the client
-/// goes away. `on_status` is told the response status once the head is written (for
-/// request metrics).
+/// goes away. `response_headers` (CORS) go on the response, whatever its status.
+/// `on_status` is told the response status once the head is written (for request
+/// metrics).
 pub async fn serve(
     rt: RealtimeState,
     mut socket: TcpStream,
     head: SubscribeHead,
+    response_headers: &HeaderMap,
     request_id: &str,
     span: tracing::Span,
     on_status: impl FnOnce(StatusCode),
@@ -146,7 +188,7 @@ pub async fn serve(
             let error = ApiError::from(error);
             let status = error.code.status();
             let _ = socket
-                .write_all(&error_response(status, error, request_id))
+                .write_all(&error_response(status, error, response_headers, request_id))
                 .await;
             let _ = socket.shutdown().await;
             on_status(status);
@@ -154,11 +196,15 @@ pub async fn serve(
         }
     };
     drop(head);
-    let response_head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
-         x-accel-buffering: no\r\nconnection: close\r\nx-request-id: {request_id}\r\n\r\n"
+    let mut response_head = response_head(StatusCode::OK, response_headers, None);
+    response_head.extend_from_slice(
+        format!(
+            "content-type: text/event-stream\r\ncache-control: no-cache\r\n\
+             x-accel-buffering: no\r\nconnection: close\r\nx-request-id: {request_id}\r\n\r\n"
+        )
+        .as_bytes(),
     );
-    if socket.write_all(response_head.as_bytes()).await.is_err() {
+    if socket.write_all(&response_head).await.is_err() {
         return;
     }
     on_status(StatusCode::OK);
@@ -224,7 +270,44 @@ async fn write_all_vectored(socket: &mut TcpStream, batch: &mut Vec<Bytes>) -> s
     Ok(())
 }
 
-fn error_response(status: StatusCode, error: ApiError, request_id: &str) -> Vec<u8> {
+/// The start of an HTTP/1.1 response head: the status line, `date`, `headers` and, when
+/// given, `content-length`. The caller adds its own headers and the blank line.
+pub fn response_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    content_length: Option<usize>,
+) -> Vec<u8> {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let _ = write!(
+        out,
+        "date: {}\r\n",
+        httpdate::fmt_http_date(std::time::SystemTime::now())
+    );
+    if let Some(length) = content_length {
+        let _ = write!(out, "content-length: {length}\r\n");
+    }
+    let mut out = out.into_bytes();
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn error_response(
+    status: StatusCode,
+    error: ApiError,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Vec<u8> {
     let body = serde_json::to_vec(&ErrorBody {
         error: ErrorDetail {
             code: error.code,
@@ -232,16 +315,13 @@ fn error_response(status: StatusCode, error: ApiError, request_id: &str) -> Vec<
         },
     })
     .expect("error bodies serialize");
-    let mut head = String::new();
-    let _ = write!(
-        head,
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         connection: close\r\nx-request-id: {request_id}\r\n\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
+    let mut out = response_head(status, headers, Some(body.len()));
+    out.extend_from_slice(
+        format!(
+            "content-type: application/json\r\nconnection: close\r\nx-request-id: {request_id}\r\n\r\n"
+        )
+        .as_bytes(),
     );
-    let mut out = head.into_bytes();
     out.extend_from_slice(&body);
     out
 }
@@ -254,6 +334,7 @@ mod tests {
         match recognise(head.as_bytes()) {
             Recognised::Partial => "partial",
             Recognised::Subscribe(_) => "subscribe",
+            Recognised::Preflight { .. } => "preflight",
             Recognised::Other => "other",
         }
     }
@@ -282,8 +363,10 @@ mod tests {
             "GET /v1/apps/shop/topics HTTP/1.1\r\n\r\n",
             "GET /v1/apps//realtime HTTP/1.1\r\n\r\n",
             "GET /v1/apps/%73hop/realtime HTTP/1.1\r\n\r\n",
-            "GET /v1/apps/shop/realtime HTTP/1.1\r\ncookie: s=1\r\n\r\n",
-            "GET /v1/apps/shop/realtime HTTP/1.1\r\norigin: http://x\r\n\r\n",
+            "GET /v1/apps/shop/realtime HTTP/1.1\r\ncookie: picloud_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n\r\n",
+            "OPTIONS /v1/apps/shop/realtime HTTP/1.1\r\norigin: http://x\r\n\r\n",
+            "OPTIONS /v1/apps/shop/realtime HTTP/1.1\r\norigin: http://x\r\naccess-control-request-method: GET\r\ncontent-length: 3\r\n\r\nabc",
+            "OPTIONS /v1/apps/shop/topics HTTP/1.1\r\norigin: http://x\r\naccess-control-request-method: GET\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "garbage\r\n\r\n",
         ] {
@@ -294,5 +377,25 @@ mod tests {
             "a".repeat(MAX_HEAD)
         );
         assert_eq!(kind(&huge), "other");
+    }
+
+    #[test]
+    fn cross_origin_subscriptions_and_their_preflights_are_taken() {
+        // The embedding site's cookies and Origin do not send a subscriber elsewhere.
+        assert_eq!(
+            kind("GET /v1/apps/shop/realtime HTTP/1.1\r\norigin: http://x\r\ncookie: theme=dark\r\n\r\n"),
+            "subscribe"
+        );
+        let preflight = "OPTIONS /v1/apps/shop/realtime?topic=a HTTP/1.1\r\norigin: http://x\r\n\
+                         access-control-request-method: GET\r\n\r\n";
+        let next = format!("{preflight}GET /v1/apps/shop/realtime HTTP/1.1\r\n");
+        let Recognised::Preflight { headers, len } = recognise(next.as_bytes()) else {
+            panic!("not a preflight")
+        };
+        assert_eq!(
+            (len, headers["origin"].to_str().unwrap()),
+            (preflight.len(), "http://x")
+        );
+        assert_eq!(kind(&next[len..]), "partial");
     }
 }

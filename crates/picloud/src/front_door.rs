@@ -1,26 +1,36 @@
 //! The front door: accepts TCP connections, reads the first request head, and either
-//! serves a plain SSE subscription straight on the socket
+//! serves an SSE subscription straight on the socket
 //! ([`picloud_orchestrator_core::direct_sse`]) or hands the connection, with the bytes
 //! already read replayed first, to the HTTP stack (axum) through its [`Listener`] trait.
+//! A browser subscribing from another origin sends a CORS preflight first, usually on
+//! the same connection: the front door answers it (with the routed path's own CORS
+//! layer, so the answer is the same) and looks at the next request.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::http::Method;
+use axum::http::header::ORIGIN;
+use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
 use axum::serve::Listener;
 use picloud_orchestrator_core::direct_sse::{self, Recognised, MAX_HEAD};
 use picloud_orchestrator_core::realtime_api::RealtimeState;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tower::{service_fn, Layer, ServiceExt};
+use tower_http::cors::CorsLayer;
 
 /// How long a new connection may take to send its first request head before it is
 /// handed to the HTTP stack as it is (which applies its own rules).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most CORS preflights answered on one connection before it goes to the HTTP stack.
+const MAX_PREFLIGHTS: usize = 4;
 
 /// The connections the HTTP stack serves, as an axum [`Listener`].
 pub struct FrontDoor {
@@ -29,13 +39,19 @@ pub struct FrontDoor {
 }
 
 impl FrontDoor {
-    /// Starts accepting on `listener` until `stop`.
-    pub fn open(listener: TcpListener, realtime: RealtimeState, stop: CancellationToken) -> Self {
+    /// Starts accepting on `listener` until `stop`. `cors` is the CORS layer of the
+    /// routed path, if origins are configured.
+    pub fn open(
+        listener: TcpListener,
+        realtime: RealtimeState,
+        cors: Option<CorsLayer>,
+        stop: CancellationToken,
+    ) -> Self {
         let local_addr = listener
             .local_addr()
             .expect("bound listener has an address");
         let (hand_over, handed_over) = mpsc::channel(1024);
-        tokio::spawn(accept_loop(listener, realtime, hand_over, stop));
+        tokio::spawn(accept_loop(listener, realtime, cors, hand_over, stop));
         FrontDoor {
             handed_over,
             local_addr,
@@ -63,6 +79,7 @@ impl Listener for FrontDoor {
 async fn accept_loop(
     listener: TcpListener,
     realtime: RealtimeState,
+    cors: Option<CorsLayer>,
     hand_over: mpsc::Sender<(Replayed, SocketAddr)>,
     stop: CancellationToken,
 ) {
@@ -73,7 +90,13 @@ async fn accept_loop(
         };
         match accepted {
             Ok((socket, peer)) => {
-                tokio::spawn(triage(socket, peer, realtime.clone(), hand_over.clone()));
+                tokio::spawn(triage(
+                    socket,
+                    peer,
+                    realtime.clone(),
+                    cors.clone(),
+                    hand_over.clone(),
+                ));
             }
             Err(error) => {
                 // Out of file descriptors and the like: back off briefly, as axum does.
@@ -89,15 +112,40 @@ async fn triage(
     mut socket: TcpStream,
     peer: SocketAddr,
     realtime: RealtimeState,
+    cors: Option<CorsLayer>,
     hand_over: mpsc::Sender<(Replayed, SocketAddr)>,
 ) {
     let mut read = Vec::with_capacity(1024);
-    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    let mut deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    let mut preflights = 0;
     let head = loop {
         match direct_sse::recognise(&read) {
             Recognised::Partial => {}
             Recognised::Subscribe(head) => break Some(head),
-            Recognised::Other => break None,
+            Recognised::Preflight { headers, len } if preflights < MAX_PREFLIGHTS => {
+                // Without CORS configured the HTTP stack gives the usual answer.
+                let Some(cors) = &cors else { break None };
+                let started = Instant::now();
+                let (status, headers) = cors_answer(cors, Method::OPTIONS, headers).await;
+                let mut response = direct_sse::response_head(status, &headers, Some(0));
+                response.extend_from_slice(
+                    format!("x-request-id: {}\r\n\r\n", uuid::Uuid::new_v4()).as_bytes(),
+                );
+                if socket.write_all(&response).await.is_err() {
+                    return;
+                }
+                crate::server::record_request(
+                    &Method::OPTIONS,
+                    direct_sse::ROUTE.to_owned(),
+                    status,
+                    started,
+                );
+                read.drain(..len);
+                preflights += 1;
+                deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+                continue;
+            }
+            Recognised::Preflight { .. } | Recognised::Other => break None,
         }
         if read.len() == read.capacity() {
             read.reserve(read.len().min(MAX_HEAD));
@@ -120,18 +168,52 @@ async fn triage(
             );
             let started = Instant::now();
             drop(read);
-            direct_sse::spawn(realtime, socket, head, request_id, span, move |status| {
-                crate::server::record_request(
-                    &Method::GET,
-                    direct_sse::ROUTE.to_owned(),
-                    status,
-                    started,
-                );
-            });
+            // A cross-origin subscriber gets the CORS headers the routed path would add.
+            let response_headers = match &cors {
+                Some(cors) if head.headers.contains_key(ORIGIN) => {
+                    cors_answer(cors, Method::GET, head.headers.clone()).await.1
+                }
+                _ => HeaderMap::new(),
+            };
+            direct_sse::spawn(
+                realtime,
+                socket,
+                head,
+                response_headers,
+                request_id,
+                span,
+                move |status| {
+                    crate::server::record_request(
+                        &Method::GET,
+                        direct_sse::ROUTE.to_owned(),
+                        status,
+                        started,
+                    );
+                },
+            );
         }
         None => {
             let _ = hand_over.send((Replayed::new(socket, read), peer)).await;
         }
+    }
+}
+
+/// What `cors` answers to a request with `method` and `headers`: for a preflight the
+/// whole response, otherwise the headers it adds to the response.
+async fn cors_answer(
+    cors: &CorsLayer,
+    method: Method,
+    headers: HeaderMap,
+) -> (StatusCode, HeaderMap) {
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.headers_mut() = headers;
+    let service = cors.layer(service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(()))
+    }));
+    match service.oneshot(request).await {
+        Ok(response) => (response.status(), response.headers().clone()),
+        Err(never) => match never {},
     }
 }
 

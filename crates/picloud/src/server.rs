@@ -89,6 +89,8 @@ pub struct Application {
     /// do not hold the graceful shutdown for its whole grace period.
     realtime_stop: CancellationToken,
     realtime: RealtimeState,
+    /// The CORS layer, also used by the front door for the subscriptions it serves.
+    cors: Option<CorsLayer>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -209,8 +211,8 @@ pub async fn build_app_with(
         stats,
         serve.max_body_bytes as usize,
     );
-    if let Some(cors) = cors {
-        router = router.layer(cors);
+    if let Some(cors) = &cors {
+        router = router.layer(cors.clone());
     }
     let listener = TcpListener::bind(serve.bind)
         .await
@@ -228,6 +230,7 @@ pub async fn build_app_with(
         background,
         realtime_stop,
         realtime: realtime.state(),
+        cors,
         tasks: vec![
             writer,
             retention,
@@ -446,7 +449,12 @@ impl Application {
             self.auth.clone().run_key_use_flusher(background.clone()),
         ));
 
-        let front_door = FrontDoor::open(self.listener, self.realtime.clone(), shutdown.clone());
+        let front_door = FrontDoor::open(
+            self.listener,
+            self.realtime.clone(),
+            self.cors,
+            shutdown.clone(),
+        );
         let server = axum::serve(front_door, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::sse::{Frame, Subscribe, Subscriber};
+use common::sse::{served_directly, Frame, Subscribe, Subscriber, UNKNOWN_SESSION};
 use common::{code, spawn_app_with, TestApp};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
@@ -598,25 +598,90 @@ backend_test! {
     }
 }
 
+/// The CORS headers of a response (and `vary`), sorted, for comparing two answers.
+fn cors_headers(response: &reqwest::Response) -> Vec<(String, String)> {
+    let mut headers: Vec<_> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("access-control-") || *name == "vary")
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+        .collect();
+    headers.sort();
+    headers
+}
+
 backend_test! {
-    async fn cors_preflight_is_answered_for_configured_origins(t) {
+    async fn cross_origin_subscribers_get_the_same_cors_answers_on_both_paths(t) {
         let mut args = ServeArgs::for_tests();
         args.cors_origins = "http://app.example".into();
         let f = fixture_with(t, args).await;
-        let preflight = |origin: &'static str| {
-            f.app.client.request(Method::OPTIONS, f.app.url("/v1/apps/shop/realtime?topic=x"))
+        f.topic("news", "token", true).await;
+        let token = f.token(&["news"]).await;
+        let url = f.app.url("/v1/apps/shop/realtime?topic=news");
+        // A browser's connection: the preflight, then the subscription on the same
+        // connection, the site's own cookies included. The front door answers both.
+        let browser = reqwest::Client::new();
+        // Requests with a dashboard session cookie go through the HTTP stack.
+        let through_stack = reqwest::Client::new();
+        let preflight = |routed: bool, origin: &'static str| {
+            let (client, cookie) = if routed { (&through_stack, UNKNOWN_SESSION) } else { (&browser, "theme=dark") };
+            client.request(Method::OPTIONS, &url)
+                .header("cookie", cookie)
                 .header("origin", origin)
                 .header("access-control-request-method", "GET")
                 .header("access-control-request-headers", "authorization, last-event-id")
                 .send()
         };
-        let allowed = preflight("http://app.example").await.unwrap();
+
+        for origin in ["http://app.example", "http://evil.example"] {
+            let direct_answer = preflight(false, origin).await.unwrap();
+            let routed_answer = preflight(true, origin).await.unwrap();
+            assert_eq!(direct_answer.status(), routed_answer.status(), "{origin}");
+            assert_eq!(cors_headers(&direct_answer), cors_headers(&routed_answer), "{origin}");
+            assert!(direct_answer.headers().contains_key("x-request-id"));
+            assert_eq!(direct_answer.bytes().await.unwrap().len(), 0);
+            routed_answer.bytes().await.unwrap();
+        }
+        let allowed = preflight(false, "http://app.example").await.unwrap();
         assert_eq!(allowed.headers()["access-control-allow-origin"], "http://app.example");
-        let headers = allowed.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
-        assert!(headers.contains("last-event-id") && headers.contains("authorization"), "{headers}");
-        let simple = f.app.client.get(f.app.url("/healthz")).header("origin", "http://app.example").send().await.unwrap();
-        assert_eq!(simple.headers()["access-control-expose-headers"], "x-request-id");
-        let other = preflight("http://evil.example").await.unwrap();
+        let allowed_headers = allowed.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
+        assert!(allowed_headers.contains("last-event-id") && allowed_headers.contains("authorization"), "{allowed_headers}");
+        allowed.bytes().await.unwrap();
+
+        let subscribe = |routed: bool| {
+            let (client, cookie) = if routed { (&through_stack, UNKNOWN_SESSION) } else { (&browser, "theme=dark; cart=3") };
+            client.get(&url)
+                .header("origin", "http://app.example")
+                .header("cookie", cookie)
+                .bearer_auth(&token)
+                .send()
+        };
+        let direct = subscribe(false).await.unwrap();
+        let routed = subscribe(true).await.unwrap();
+        assert!(served_directly(&direct) && !served_directly(&routed));
+        assert_eq!((direct.status().as_u16(), routed.status().as_u16()), (200, 200));
+        assert_eq!(cors_headers(&direct), cors_headers(&routed));
+        assert_eq!(direct.headers()["access-control-allow-origin"], "http://app.example");
+        assert_eq!(direct.headers()["access-control-expose-headers"], "x-request-id");
+        let mut direct = Subscriber::from_response(direct);
+        let mut routed = Subscriber::from_response(routed);
+        for subscriber in [&mut direct, &mut routed] {
+            assert_eq!(subscriber.next().await.unwrap().event, "hello");
+        }
+        let seq = f.publish("news", json!({"n": 1})).await;
+        for subscriber in [&mut direct, &mut routed] {
+            assert_eq!(subscriber.next().await.unwrap().position(), ("news".into(), seq));
+        }
+
+        // Refusals carry the CORS headers too, so the page can read the error.
+        let refused = reqwest::Client::new().get(f.app.url("/v1/apps/shop/realtime?topic=news"))
+            .header("origin", "http://app.example").send().await.unwrap();
+        assert!(served_directly(&refused));
+        assert_eq!(refused.status(), 401);
+        assert_eq!(refused.headers()["access-control-allow-origin"], "http://app.example");
+        // An origin not configured gets no CORS grant on either path.
+        let other = reqwest::Client::new().get(&url).header("origin", "http://evil.example")
+            .bearer_auth(&token).send().await.unwrap();
         assert!(other.headers().get("access-control-allow-origin").is_none());
         f.app.stop().await;
     }

@@ -3,7 +3,7 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
@@ -56,6 +56,31 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The name of the dashboard's session cookie.
+pub const SESSION_COOKIE: &str = "picloud_session";
+
+/// Length of a session secret: 43 base64url characters (32 bytes).
+const SESSION_SECRET_LEN: usize = 43;
+
+/// The dashboard session secret in a request's `Cookie` headers, if it has a
+/// well-formed one. Other cookies (the embedding site's own) are ignored.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|value| {
+            value.len() == SESSION_SECRET_LEN
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// Path parameters. A path that cannot be decoded (bad percent-encoding) is a 400.
 #[derive(Debug, Clone)]
 pub struct ApiPath<T>(pub T);
@@ -103,6 +128,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let secret = "A".repeat(SESSION_SECRET_LEN);
+        let mut headers = HeaderMap::new();
+        assert_eq!(session_cookie(&headers), None);
+        headers.insert(
+            COOKIE,
+            format!("theme=dark; {SESSION_COOKIE}={secret}; x=y")
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(session_cookie(&headers), Some(secret.as_str()));
+        headers.insert(COOKIE, format!("{SESSION_COOKIE}=short").parse().unwrap());
+        assert_eq!(session_cookie(&headers), None);
+        headers.insert(
+            COOKIE,
+            format!("{SESSION_COOKIE}={}!", &secret[1..])
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(session_cookie(&headers), None);
+    }
 
     #[test]
     fn bearer_parsing() {

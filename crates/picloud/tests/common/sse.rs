@@ -54,9 +54,12 @@ pub struct Subscribe<'a> {
     pub last_event_id: Option<&'a str>,
     /// A `Cookie` header (a signed-in dashboard admin's session).
     pub cookie: Option<&'a str>,
-    /// Send an `Origin` header, as browsers do cross-origin: the request then takes the
-    /// routed HTTP path instead of the direct one (both must behave the same).
+    /// Send [`UNKNOWN_SESSION`] along: the front door leaves dashboard sessions to the
+    /// HTTP stack, so the routed path serves the request instead of the direct one (both
+    /// must behave the same).
     pub routed: bool,
+    /// An `Origin` header, as browsers send cross-origin.
+    pub origin: Option<&'a str>,
 }
 
 impl TestApp {
@@ -72,11 +75,13 @@ impl TestApp {
         for topic in topics {
             url.query_pairs_mut().append_pair("topic", topic);
         }
-        let mut request = self.client.get(url.clone());
+        // A client of its own, so the subscription gets a connection of its own.
+        let client = reqwest::Client::new();
+        let mut request = client.get(url.clone());
         if let Some(token) = options.token {
             if options.token_in_query {
                 url.query_pairs_mut().append_pair("token", token);
-                request = self.client.get(url);
+                request = client.get(url);
             } else {
                 request = request.bearer_auth(token);
             }
@@ -88,14 +93,47 @@ impl TestApp {
             request = request.header("cookie", cookie);
         }
         if options.routed {
-            request = request.header("origin", "http://app.example");
+            request = request.header("cookie", UNKNOWN_SESSION);
+        }
+        if let Some(origin) = options.origin {
+            request = request.header("origin", origin);
         }
         let response = request.send().await.expect("request sent");
+        // A dashboard session is the HTTP stack's to check.
+        let session = options.routed
+            || options
+                .cookie
+                .is_some_and(|c| c.contains("picloud_session="));
+        assert_eq!(
+            served_directly(&response),
+            !session,
+            "served by the expected path"
+        );
         let status = response.status().as_u16();
         if status != 200 {
             let body = response.json().await.unwrap_or(Value::Null);
             return Err((status, body));
         }
+        Ok(Subscriber::from_response(response))
+    }
+}
+
+/// A well-formed dashboard session cookie that signs no one in: a request carrying it is
+/// anonymous, but only the HTTP stack can tell, so the front door routes it there.
+pub const UNKNOWN_SESSION: &str = "picloud_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// Whether the front door served `response` on the socket rather than the HTTP stack:
+/// the direct path closes the connection with the stream, the routed one keeps it.
+pub fn served_directly(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get("connection")
+        .is_some_and(|v| v == "close")
+}
+
+impl Subscriber {
+    /// The stream of a `200` subscription response, after checking its headers.
+    pub fn from_response(response: reqwest::Response) -> Subscriber {
         let headers = response.headers();
         assert_eq!(headers["content-type"], "text/event-stream");
         assert_eq!(headers["cache-control"], "no-cache");
@@ -104,14 +142,12 @@ impl TestApp {
             .bytes_stream()
             .eventsource()
             .map(|e| e.map_err(|e| e.to_string()));
-        Ok(Subscriber {
+        Subscriber {
             events: Box::pin(events),
             cursor: String::new(),
-        })
+        }
     }
-}
 
-impl Subscriber {
     /// The next frame; `None` when the stream ended. Fails the test after
     /// [`FRAME_TIMEOUT`].
     pub async fn next(&mut self) -> Option<Frame> {
