@@ -92,8 +92,12 @@ backend_test! {
         let stalled = server.rss_bytes();
         let backlog = (BATCHES * PER_BATCH * PAYLOAD) as u64;
         let grown = stalled.saturating_sub(before);
+        // A server holding the backlog for its reader would grow by more than the backlog.
+        // Half of it leaves room for what grows anyway: SQLite's page caches (up to 64 MiB
+        // per pooled connection) add 0.5-5 MB here, and ~12 MB was seen once when the
+        // writes went to a connection whose cache was still cold.
         assert!(
-            grown < backlog / 4,
+            grown < backlog / 2,
             "server memory grew {grown} bytes with a {backlog}-byte backlog"
         );
 
