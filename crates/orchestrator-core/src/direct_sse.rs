@@ -188,7 +188,12 @@ pub async fn serve(
             let error = ApiError::from(error);
             let status = error.code.status();
             let _ = socket
-                .write_all(&error_response(status, error, &response_headers, request_id))
+                .write_all(&error_response(
+                    status,
+                    error,
+                    &response_headers,
+                    request_id,
+                ))
                 .await;
             let _ = socket.shutdown().await;
             on_status(status);
