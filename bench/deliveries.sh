@@ -6,12 +6,14 @@
 #     event's published_at to its arrival at the sink.
 #
 #   bench/deliveries.sh          # EVENTS=20000 RATE=500 DURATION=10 by default
+#   PACING='{"max_in_flight":1}' bench/deliveries.sh   # the throughput trigger paced
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT="$(pwd)"
 EVENTS="${EVENTS:-20000}"
 RATE="${RATE:-500}"
 SECONDS_="${DURATION:-10}"
+PACING="${PACING:-}"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -59,10 +61,10 @@ run_backend() { # run_backend NAME URL -> one table row
     key="$(curl -fs -X POST "$base/v1/apps/bench/keys" -H "Authorization: Bearer $admin" -H 'content-type: application/json' \
         -d '{"name":"bench","scopes":["app:admin"]}' | json_field key)"
 
-    step "$name: $EVENTS deliveries to a sink answering 200"
+    step "$name: $EVENTS deliveries to a sink answering 200 (pacing: ${PACING:-none})"
     start_sink "$name-throughput" "$EVENTS"
     curl -fs -X POST "$base/v1/apps/bench/triggers" -H "Authorization: Bearer $key" -H 'content-type: application/json' \
-        -d "{\"source\":{\"kind\":\"topic\",\"topic\":\"load\"},\"handler\":{\"kind\":\"webhook\",\"url\":\"$SINK_URL\"}}" >/dev/null
+        -d "{\"source\":{\"kind\":\"topic\",\"topic\":\"load\"},\"handler\":{\"kind\":\"webhook\",\"url\":\"$SINK_URL\"}${PACING:+,\"pacing\":$PACING}}" >/dev/null
     python3 - "$base" "$key" "$EVENTS" <<'PY'
 import json, sys, urllib.request
 base, key, total = sys.argv[1], sys.argv[2], int(sys.argv[3])

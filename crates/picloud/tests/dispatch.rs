@@ -71,7 +71,15 @@ async fn setup(
     allow_private: bool,
     t: picloud_manager_core::testing::TestDb,
 ) -> (TestApp, String, Sink, String) {
-    let app = spawn_app_with(t, fast_args(allow_private)).await;
+    setup_with(fast_args(allow_private), t).await
+}
+
+/// An app "shop" with an app:admin key on a server started with `args`, and a sink.
+async fn setup_with(
+    args: ServeArgs,
+    t: picloud_manager_core::testing::TestDb,
+) -> (TestApp, String, Sink, String) {
+    let app = spawn_app_with(t, args).await;
     app.create_app("shop").await;
     let key = app.create_key("shop", &["app:admin"]).await;
     let (sink, base) = Sink::start().await;
@@ -325,10 +333,7 @@ backend_test! {
         // Retry delays x0.01 (first retry ~50 ms); circuit cool-down 30 s x0.01 = 300 ms.
         let mut args = fast_args(true);
         args.dispatch_backoff_scale = 0.01;
-        let app = spawn_app_with(t, args).await;
-        app.create_app("shop").await;
-        let key = app.create_key("shop", &["app:admin"]).await;
-        let (sink, base) = Sink::start().await;
+        let (app, key, sink, base) = setup_with(args, t).await;
         // The endpoint is down for 450 ms from its first request.
         sink.outage("hook", Duration::from_millis(450));
         let (id, _) = trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 10).await;
@@ -389,6 +394,51 @@ backend_test! {
             })))
             .await;
         assert_eq!((status, common::code(&body)), (400, "invalid_request"), "{body}");
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn a_paced_trigger_with_a_failing_endpoint_stops_at_its_circuit_breaker(t) {
+        // Real retry delays (the first is 5 s) and a 30 s cool-down: within this test a
+        // failed row is not tried again, so every request the sink sees is a first attempt.
+        let mut args = fast_args(true);
+        args.dispatch_backoff_scale = 1.0;
+        let (app, key, sink, base) = setup_with(args, t).await;
+        sink.outage("hook", Duration::from_secs(600));
+        let (status, body) = app
+            .call(Method::POST, "/v1/apps/shop/triggers", Some(&key), Some(json!({
+                "source": {"kind": "topic", "topic": "orders"},
+                "handler": {"kind": "webhook", "url": format!("{base}/hook")},
+                "pacing": {"max_in_flight": 1},
+            })))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let events: Vec<Value> = (0..40).map(|n| json!({"topic": "orders", "data": n})).collect();
+        app.call(Method::POST, "/v1/apps/shop/events", Some(&key), Some(json!({"events": events}))).await;
+        // Rows claimed beyond the window wait on the node; once the circuit is open and
+        // nothing is leased any more, none of them is still on its way to the endpoint.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, trigger) = app.call(Method::GET, &format!("/v1/apps/shop/triggers/{id}"), Some(&key), None).await;
+            let leased: i64 = picloud_manager_core::on_db!(&app.t.db, pool => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE lease_until IS NOT NULL").fetch_one(pool).await.unwrap()
+            });
+            if trigger["circuit_state"] == "open" && leased == 0 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "circuit {} with {leased} rows leased", trigger["circuit_state"]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Five failures open the circuit (one more may have been claimed while the fifth
+        // was being recorded); the rows waiting behind the window went back untried.
+        let requests = sink.received("hook").len();
+        assert!((5..=7).contains(&requests), "{requests} requests reached the failing endpoint");
+        let tried: i64 = picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE attempts > 0").fetch_one(pool).await.unwrap()
+        });
+        assert_eq!(tried as usize, requests, "attempts are counted only for rows that were tried");
         app.stop().await;
     }
 }

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::db::Db;
 use crate::error::Result;
-use crate::triggers::{Pacing, RetryPolicy};
+use crate::triggers::RetryPolicy;
 
 /// Most attempts recorded in one transaction.
 const RECORD_GROUP: usize = 512;
@@ -43,7 +43,7 @@ pub mod webhook;
 
 pub use outbox::CircuitPolicy;
 use outbox::{AttemptRecord, ClaimedRow, DeliveryPlan, Finished, Verdict};
-use pacing::Pacer;
+use pacing::{Pacer, Wait, Waiting};
 use ssrf::{check_url, webhook_client, AddressPolicy};
 use webhook::Outcome;
 
@@ -139,16 +139,40 @@ impl Dispatcher {
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.config.workers));
         let pacer = Arc::new(Pacer::default());
+        let mut waiting = Waiting::default();
+        // Rows to hand back to the database (outbox id, due time), written once per round.
+        let mut give_back: Vec<(i64, i64)> = Vec::new();
         let mut in_flight = JoinSet::new();
         tracing::info!(node = %this.config.node_id, workers = this.config.workers, "dispatcher started");
         let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
         gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // A waiting row goes back to the database well before its lease could run out.
+        let max_wait = this.config.lease / 2;
         while !shutdown.is_cancelled() {
-            while in_flight.try_join_next().is_some() {}
+            while let Some(done) = in_flight.try_join_next() {
+                this.finished_delivery(done, &mut waiting, &mut give_back, max_wait);
+            }
             if gauges.tick().now_or_never().is_some() {
                 this.report_queue().await;
             }
+            let now = now_ms();
+            give_back.extend(
+                waiting
+                    .give_back(None, max_wait)
+                    .into_iter()
+                    .map(|id| (id, now)),
+            );
+            // Waiting rows whose trigger has room again start before anything new.
+            let (ready, mut next_start) = waiting.ready(&pacer, permits.available_permits());
+            for (row, plan) in ready {
+                this.start(&mut in_flight, &permits, &pacer, row, plan)
+                    .await;
+            }
             let free = permits.available_permits().min(this.config.batch_size);
+            // Triggers at their limits, or with rows waiting, are left out of the claim; a
+            // finished delivery may give them room again.
+            let mut skip = pacer.blocked();
+            skip.extend(waiting.triggers().cloned());
             let claimed = if free == 0 {
                 Vec::new()
             } else {
@@ -161,12 +185,7 @@ impl Dispatcher {
                     .await;
                 let due = this
                     .db
-                    .claim_due(
-                        &this.config.node_id,
-                        free as i64,
-                        lease_until,
-                        &pacer.blocked(),
-                    )
+                    .claim_due(&this.config.node_id, free as i64, lease_until, &skip)
                     .await;
                 match (probes, due) {
                     (Ok(mut probes), Ok(due)) => {
@@ -188,46 +207,42 @@ impl Dispatcher {
                     HashMap::new()
                 }
             };
-            let mut held_back = Vec::new();
             for row in claimed {
                 // A row without a plan lost its trigger, and was deleted with it.
                 let Some(plan) = plans.remove(&row.id) else {
                     continue;
                 };
-                let limits = Pacing::from_stored(plan.max_in_flight, plan.max_per_second);
-                if let Err(wait) = pacer.admit(&row.trigger_id, limits) {
-                    held_back.push((row.id, now_ms() + wait.as_millis() as i64));
-                    continue;
+                match waiting.offer(&pacer, row, plan) {
+                    Ok((row, plan)) => {
+                        this.start(&mut in_flight, &permits, &pacer, row, plan)
+                            .await;
+                    }
+                    Err(Wait::For(wait)) => {
+                        next_start = Some(next_start.map_or(wait, |soonest| soonest.min(wait)));
+                    }
+                    Err(Wait::ForSlot) => {}
                 }
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore open");
-                let this = this.clone();
-                let pacer = pacer.clone();
-                in_flight.spawn(async move {
-                    let trigger = row.trigger_id.clone();
-                    this.deliver(row, plan).await;
-                    pacer.finished(&trigger);
-                    drop(permit);
-                });
             }
-            let paced_back = !held_back.is_empty();
-            if let Err(error) = this.db.defer(&held_back).await {
-                tracing::warn!(%error, "handing back paced rows failed; their leases expire");
+            if let Err(error) = this.db.defer(&give_back).await {
+                tracing::warn!(%error, "handing back waiting rows failed; their leases expire");
             }
+            give_back.clear();
             if full_batch {
                 continue;
             }
-            let sleep = this.time_to_next_due().await;
+            let mut sleep = this.time_to_next_due().await;
+            if let Some(next_start) = next_start {
+                sleep = sleep.min(next_start.max(Duration::from_millis(1)));
+            }
             tokio::select! {
                 _ = this.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
                 _ = shutdown.cancelled() => {}
-                // A finished delivery frees a worker, or a slot of a paced trigger whose
-                // rows were just handed back.
-                Some(_) = in_flight.join_next(), if free == 0 || paced_back => {}
+                // A finished delivery frees a worker, or a slot of a paced trigger.
+                Some(done) = in_flight.join_next(),
+                    if free == 0 || !skip.is_empty() || !waiting.is_empty() => {
+                    this.finished_delivery(done, &mut waiting, &mut give_back, max_wait);
+                }
             }
         }
         let drained = tokio::time::timeout(this.config.shutdown_grace, async {
@@ -250,6 +265,52 @@ impl Dispatcher {
             }
         }
         tracing::info!("dispatcher stopped");
+    }
+
+    /// Spawns the delivery of a row the pacer admitted.
+    async fn start(
+        self: &Arc<Self>,
+        in_flight: &mut JoinSet<(String, bool)>,
+        permits: &Arc<Semaphore>,
+        pacer: &Arc<Pacer>,
+        row: ClaimedRow,
+        plan: DeliveryPlan,
+    ) {
+        // Never more rows are started than permits are free: this does not wait.
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        let this = self.clone();
+        let pacer = pacer.clone();
+        in_flight.spawn(async move {
+            let trigger = row.trigger_id.clone();
+            let delivered = this.deliver(row, plan).await;
+            pacer.finished(&trigger);
+            drop(permit);
+            (trigger, delivered)
+        });
+    }
+
+    /// Notes a finished delivery task: when it failed, the rows waiting for its trigger go
+    /// back to the database, where the circuit breaker decides when they are tried.
+    fn finished_delivery(
+        &self,
+        done: std::result::Result<(String, bool), tokio::task::JoinError>,
+        waiting: &mut Waiting,
+        give_back: &mut Vec<(i64, i64)>,
+        max_wait: Duration,
+    ) {
+        if let Ok((trigger, false)) = done {
+            let now = now_ms();
+            give_back.extend(
+                waiting
+                    .give_back(Some(&trigger), max_wait)
+                    .into_iter()
+                    .map(|id| (id, now)),
+            );
+        }
     }
 
     /// Sets the queue gauges: pending rows and the age of the oldest (database-wide, so
@@ -280,23 +341,28 @@ impl Dispatcher {
         }
     }
 
-    /// Makes one attempt for a claimed row and records its outcome.
-    async fn deliver(&self, row: ClaimedRow, plan: DeliveryPlan) {
+    /// Makes one attempt for a claimed row and records its outcome; whether it was
+    /// delivered.
+    async fn deliver(&self, row: ClaimedRow, plan: DeliveryPlan) -> bool {
         let span = tracing::debug_span!("deliver", app = %row.app_id, trigger = %row.trigger_id,
             topic = %row.topic, seq = row.seq, attempt = row.attempts);
-        if let Err(error) = self.try_deliver(&row, &plan).instrument(span).await {
-            tracing::warn!(%error, outbox_id = row.id, "recording a delivery failed; the lease will expire and it is retried");
+        match self.try_deliver(&row, &plan).instrument(span).await {
+            Ok(delivered) => delivered,
+            Err(error) => {
+                tracing::warn!(%error, outbox_id = row.id, "recording a delivery failed; the lease will expire and it is retried");
+                false
+            }
         }
     }
 
-    async fn try_deliver(&self, row: &ClaimedRow, plan: &DeliveryPlan) -> Result<()> {
+    async fn try_deliver(&self, row: &ClaimedRow, plan: &DeliveryPlan) -> Result<bool> {
         let retry =
             RetryPolicy::from_stored(plan.retry_max_attempts, plan.retry_schedule_ms.as_deref())?;
 
         let prepared = match row.dead_letter_id {
             Some(id) => match self.db.dead_letter_info(id).await? {
                 Some(info) => webhook::dead_letter_body(row, plan, &info),
-                None => return Ok(()), // purged while pending
+                None => return Ok(true), // purged while pending: nothing to deliver
             },
             None => webhook::event_body(row, plan),
         }
@@ -347,6 +413,7 @@ impl Dispatcher {
                 }
             }
         };
+        let delivered = matches!(verdict, Verdict::Delivered);
         // The recorder commits outcomes in groups; until then the lease keeps the row ours,
         // and a crash before the commit only means the row is delivered again.
         let _ = self.finished.send(Finished {
@@ -354,7 +421,7 @@ impl Dispatcher {
             attempt: record,
             verdict,
         });
-        Ok(())
+        Ok(delivered)
     }
 }
 

@@ -1,15 +1,25 @@
 //! Per-trigger pacing on this node: at most `max_in_flight` deliveries at once and at most
 //! `max_per_second` started per second, so an endpoint coming back after an outage (or
 //! receiving a replay) gets its backlog at a pace it chose, not all at once.
+//!
+//! Rows claimed for a trigger at its limits wait in [`Waiting`], still leased, and start
+//! as slots free up, rather than going back to the database with one write each.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::dispatcher::outbox::{ClaimedRow, DeliveryPlan};
 use crate::triggers::Pacing;
 
-/// How long a row held back by a full in-flight window waits before it is due again.
-pub const IN_FLIGHT_RETRY: Duration = Duration::from_millis(10);
+/// Why a delivery may not start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The in-flight window is full: wait for a delivery to finish.
+    ForSlot,
+    /// The rate limit: the next start is this far away.
+    For(Duration),
+}
 
 /// The pacing state of every trigger this node delivers to.
 #[derive(Debug, Default)]
@@ -47,8 +57,8 @@ impl Pacer {
             .collect()
     }
 
-    /// Starts a delivery to `trigger` if its limits allow; otherwise says how long to wait.
-    pub fn admit(&self, trigger: &str, limits: Pacing) -> Result<(), Duration> {
+    /// Starts a delivery to `trigger` if its limits allow; otherwise says what to wait for.
+    pub fn admit(&self, trigger: &str, limits: Pacing) -> Result<(), Wait> {
         let now = Instant::now();
         let mut triggers = self.triggers.lock().expect("pacer lock");
         let pace = triggers.entry(trigger.to_owned()).or_insert(Pace {
@@ -57,14 +67,14 @@ impl Pacer {
             next_start: now,
         });
         pace.limits = limits;
-        if pace.next_start > now {
-            return Err(pace.next_start - now);
-        }
         if limits
             .max_in_flight
             .is_some_and(|max| pace.in_flight >= max)
         {
-            return Err(IN_FLIGHT_RETRY);
+            return Err(Wait::ForSlot);
+        }
+        if pace.next_start > now {
+            return Err(Wait::For(pace.next_start - now));
         }
         pace.in_flight += 1;
         if let Some(rate) = limits.max_per_second {
@@ -81,6 +91,114 @@ impl Pacer {
     }
 }
 
+/// A row claimed for a paced trigger, waiting for the pacer to let it start.
+#[derive(Debug)]
+struct Held {
+    row: ClaimedRow,
+    plan: DeliveryPlan,
+    since: Instant,
+}
+
+/// The rows this node holds for paced triggers, oldest first per trigger. A trigger with
+/// waiting rows is left out of claims until they have started, so at most one claim's
+/// worth waits per trigger.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    triggers: HashMap<String, VecDeque<Held>>,
+}
+
+impl Waiting {
+    /// Whether no row waits.
+    pub fn is_empty(&self) -> bool {
+        self.triggers.is_empty()
+    }
+
+    /// The triggers with waiting rows.
+    pub fn triggers(&self) -> impl Iterator<Item = &String> {
+        self.triggers.keys()
+    }
+
+    /// Starts `row` through `pacer` if its trigger has room and no older row waits;
+    /// otherwise keeps it. Returns the row to deliver now, or what it waits for.
+    pub fn offer(
+        &mut self,
+        pacer: &Pacer,
+        row: ClaimedRow,
+        plan: DeliveryPlan,
+    ) -> Result<(ClaimedRow, DeliveryPlan), Wait> {
+        let wait = match self.triggers.get(&row.trigger_id) {
+            Some(_) => Wait::ForSlot,
+            None => match pacer.admit(&row.trigger_id, limits(&plan)) {
+                Ok(()) => return Ok((row, plan)),
+                Err(wait) => wait,
+            },
+        };
+        self.triggers
+            .entry(row.trigger_id.clone())
+            .or_default()
+            .push_back(Held {
+                row,
+                plan,
+                since: Instant::now(),
+            });
+        Err(wait)
+    }
+
+    /// The waiting rows `pacer` lets start now, at most `max`, oldest first per trigger;
+    /// and the soonest a rate-limited trigger may start another.
+    pub fn ready(
+        &mut self,
+        pacer: &Pacer,
+        mut max: usize,
+    ) -> (Vec<(ClaimedRow, DeliveryPlan)>, Option<Duration>) {
+        let mut ready = Vec::new();
+        let mut soonest: Option<Duration> = None;
+        for (trigger, queue) in self.triggers.iter_mut() {
+            while max > 0 {
+                let Some(front) = queue.front() else { break };
+                match pacer.admit(trigger, limits(&front.plan)) {
+                    Ok(()) => {
+                        let held = queue.pop_front().expect("front exists");
+                        ready.push((held.row, held.plan));
+                        max -= 1;
+                    }
+                    Err(Wait::For(wait)) => {
+                        soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+                        break;
+                    }
+                    Err(Wait::ForSlot) => break,
+                }
+            }
+        }
+        self.triggers.retain(|_, queue| !queue.is_empty());
+        (ready, soonest)
+    }
+
+    /// Takes out every row of `trigger` (its delivery just failed: the circuit breaker
+    /// decides about the rest, from the database) and every row that waited longer than
+    /// `max_wait` (its lease must not run out here). Returns their outbox ids.
+    pub fn give_back(&mut self, failed: Option<&str>, max_wait: Duration) -> Vec<i64> {
+        let mut ids = Vec::new();
+        if let Some(queue) = failed.and_then(|trigger| self.triggers.remove(trigger)) {
+            ids.extend(queue.into_iter().map(|held| held.row.id));
+        }
+        for queue in self.triggers.values_mut() {
+            while queue
+                .front()
+                .is_some_and(|held| held.since.elapsed() > max_wait)
+            {
+                ids.push(queue.pop_front().expect("front exists").row.id);
+            }
+        }
+        self.triggers.retain(|_, queue| !queue.is_empty());
+        ids
+    }
+}
+
+fn limits(plan: &DeliveryPlan) -> Pacing {
+    Pacing::from_stored(plan.max_in_flight, plan.max_per_second)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,7 +212,7 @@ mod tests {
         };
         assert!(pacer.admit("t", limits).is_ok());
         assert!(pacer.admit("t", limits).is_ok());
-        assert_eq!(pacer.admit("t", limits), Err(IN_FLIGHT_RETRY));
+        assert_eq!(pacer.admit("t", limits), Err(Wait::ForSlot));
         assert_eq!(pacer.blocked(), ["t"]);
         assert!(
             pacer.admit("other", limits).is_ok(),
@@ -112,7 +230,9 @@ mod tests {
             max_per_second: Some(10),
         };
         assert!(pacer.admit("t", limits).is_ok());
-        let wait = pacer.admit("t", limits).unwrap_err();
+        let Err(Wait::For(wait)) = pacer.admit("t", limits) else {
+            panic!("not rate limited")
+        };
         assert!(
             wait > Duration::from_millis(50) && wait <= Duration::from_millis(100),
             "{wait:?}"
