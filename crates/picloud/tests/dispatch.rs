@@ -431,10 +431,11 @@ backend_test! {
             assert!(tokio::time::Instant::now() < deadline, "circuit {} with {leased} rows leased", trigger["circuit_state"]);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Five failures open the circuit (one more may have been claimed while the fifth
-        // was being recorded); the rows waiting behind the window went back untried.
+        // Five failures open the circuit (a few more may be claimed while the failures are
+        // still being recorded); the rows waiting behind the window went back untried.
+        // Without that hand-back, held rows keep going out: 16 requests here.
         let requests = sink.received("hook").len();
-        assert!((5..=7).contains(&requests), "{requests} requests reached the failing endpoint");
+        assert!((5..=10).contains(&requests), "{requests} requests reached the failing endpoint");
         let tried: i64 = picloud_manager_core::on_db!(&app.t.db, pool => {
             sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE attempts > 0").fetch_one(pool).await.unwrap()
         });
