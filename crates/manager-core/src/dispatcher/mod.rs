@@ -163,11 +163,9 @@ impl Dispatcher {
                     .map(|id| (id, now)),
             );
             // Waiting rows whose trigger has room again start before anything new.
-            let (ready, mut next_start) = waiting.ready(&pacer, permits.available_permits());
-            for (row, plan) in ready {
-                this.start(&mut in_flight, &permits, &pacer, row, plan)
-                    .await;
-            }
+            let mut next_start = this
+                .start_ready(&mut waiting, &mut in_flight, &permits, &pacer)
+                .await;
             let free = permits.available_permits().min(this.config.batch_size);
             // Triggers at their limits, or with rows waiting, are left out of the claim; a
             // finished delivery may give them room again.
@@ -230,18 +228,42 @@ impl Dispatcher {
             if full_batch {
                 continue;
             }
+            // The next claim round: when a row falls due, or a trigger skipped for its
+            // rate may start again.
             let mut sleep = this.time_to_next_due().await;
-            if let Some(next_start) = next_start {
-                sleep = sleep.min(next_start.max(Duration::from_millis(1)));
+            if let Some(soonest) = pacer.soonest_start() {
+                sleep = sleep.min(soonest.max(Duration::from_millis(1)));
             }
-            tokio::select! {
-                _ = this.wake.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
-                _ = shutdown.cancelled() => {}
-                // A finished delivery frees a worker, or a slot of a paced trigger.
-                Some(done) = in_flight.join_next(),
-                    if free == 0 || !skip.is_empty() || !waiting.is_empty() => {
-                    this.finished_delivery(done, &mut waiting, &mut give_back, max_wait);
+            let claim_at = tokio::time::Instant::now() + sleep;
+            // Until then, waiting rows start as the pacer lets them, with no claim round.
+            loop {
+                let start_in = next_start.map(|wait| wait.max(Duration::from_millis(1)));
+                tokio::select! {
+                    _ = this.wake.notified() => break,
+                    _ = tokio::time::sleep_until(claim_at) => break,
+                    _ = shutdown.cancelled() => break,
+                    // A finished delivery frees a worker, or a slot of a paced trigger.
+                    Some(done) = in_flight.join_next(),
+                        if free == 0 || !skip.is_empty() || !waiting.is_empty() => {
+                        let trigger = done.as_ref().ok().map(|(trigger, _)| trigger.clone());
+                        this.finished_delivery(done, &mut waiting, &mut give_back, max_wait);
+                        // Claim again for freed workers, for rows to hand back, and for a
+                        // trigger with nothing waiting here (its rows are in the database).
+                        if free == 0
+                            || !give_back.is_empty()
+                            || trigger.is_none_or(|trigger| !waiting.has(&trigger))
+                        {
+                            break;
+                        }
+                        next_start = this
+                            .start_ready(&mut waiting, &mut in_flight, &permits, &pacer)
+                            .await;
+                    }
+                    _ = tokio::time::sleep(start_in.unwrap_or_default()), if start_in.is_some() => {
+                        next_start = this
+                            .start_ready(&mut waiting, &mut in_flight, &permits, &pacer)
+                            .await;
+                    }
                 }
             }
         }
@@ -265,6 +287,22 @@ impl Dispatcher {
             }
         }
         tracing::info!("dispatcher stopped");
+    }
+
+    /// Starts the waiting rows the pacer lets start now (as many as workers are free);
+    /// returns how soon a rate-limited one may start.
+    async fn start_ready(
+        self: &Arc<Self>,
+        waiting: &mut Waiting,
+        in_flight: &mut JoinSet<(String, bool)>,
+        permits: &Arc<Semaphore>,
+        pacer: &Arc<Pacer>,
+    ) -> Option<Duration> {
+        let (ready, soonest) = waiting.ready(pacer, permits.available_permits());
+        for (row, plan) in ready {
+            self.start(in_flight, permits, pacer, row, plan).await;
+        }
+        soonest
     }
 
     /// Spawns the delivery of a row the pacer admitted.

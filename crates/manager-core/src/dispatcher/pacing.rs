@@ -83,6 +83,17 @@ impl Pacer {
         Ok(())
     }
 
+    /// How soon the soonest trigger held back by its rate may start again.
+    pub fn soonest_start(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let triggers = self.triggers.lock().expect("pacer lock");
+        triggers
+            .values()
+            .filter(|pace| pace.next_start > now)
+            .map(|pace| pace.next_start - now)
+            .min()
+    }
+
     /// A delivery to `trigger` finished.
     pub fn finished(&self, trigger: &str) {
         if let Some(pace) = self.triggers.lock().expect("pacer lock").get_mut(trigger) {
@@ -111,6 +122,11 @@ impl Waiting {
     /// Whether no row waits.
     pub fn is_empty(&self) -> bool {
         self.triggers.is_empty()
+    }
+
+    /// Whether rows of `trigger` wait.
+    pub fn has(&self, trigger: &str) -> bool {
+        self.triggers.contains_key(trigger)
     }
 
     /// The triggers with waiting rows.
