@@ -150,18 +150,13 @@ impl Dispatcher {
         let max_wait = this.config.lease / 2;
         while !shutdown.is_cancelled() {
             while let Some(done) = in_flight.try_join_next() {
-                this.finished_delivery(done, &mut waiting, &mut give_back, max_wait);
+                note_finished(done, &mut waiting, &mut give_back);
             }
             if gauges.tick().now_or_never().is_some() {
                 this.report_queue().await;
             }
             let now = now_ms();
-            give_back.extend(
-                waiting
-                    .give_back(None, max_wait)
-                    .into_iter()
-                    .map(|id| (id, now)),
-            );
+            give_back.extend(waiting.expired(max_wait).into_iter().map(|id| (id, now)));
             // Waiting rows whose trigger has room again start before anything new.
             let mut next_start = this
                 .start_ready(&mut waiting, &mut in_flight, &permits, &pacer)
@@ -245,8 +240,7 @@ impl Dispatcher {
                     // A finished delivery frees a worker, or a slot of a paced trigger.
                     Some(done) = in_flight.join_next(),
                         if free == 0 || !skip.is_empty() || !waiting.is_empty() => {
-                        let trigger = done.as_ref().ok().map(|(trigger, _)| trigger.clone());
-                        this.finished_delivery(done, &mut waiting, &mut give_back, max_wait);
+                        let trigger = note_finished(done, &mut waiting, &mut give_back);
                         // Claim again for freed workers, for rows to hand back, and for a
                         // trigger with nothing waiting here (its rows are in the database).
                         if free == 0
@@ -329,26 +323,6 @@ impl Dispatcher {
             drop(permit);
             (trigger, delivered)
         });
-    }
-
-    /// Notes a finished delivery task: when it failed, the rows waiting for its trigger go
-    /// back to the database, where the circuit breaker decides when they are tried.
-    fn finished_delivery(
-        &self,
-        done: std::result::Result<(String, bool), tokio::task::JoinError>,
-        waiting: &mut Waiting,
-        give_back: &mut Vec<(i64, i64)>,
-        max_wait: Duration,
-    ) {
-        if let Ok((trigger, false)) = done {
-            let now = now_ms();
-            give_back.extend(
-                waiting
-                    .give_back(Some(&trigger), max_wait)
-                    .into_iter()
-                    .map(|id| (id, now)),
-            );
-        }
     }
 
     /// Sets the queue gauges: pending rows and the age of the oldest (database-wide, so
@@ -489,6 +463,22 @@ async fn record_finished(
                 "recording delivery outcomes failed; the leases expire and the rows are retried"),
         }
     }
+}
+
+/// Notes a finished delivery task and returns its trigger: when the delivery failed, the
+/// rows waiting for that trigger go back to the database, where the circuit breaker
+/// decides when they are tried.
+fn note_finished(
+    done: std::result::Result<(String, bool), tokio::task::JoinError>,
+    waiting: &mut Waiting,
+    give_back: &mut Vec<(i64, i64)>,
+) -> Option<String> {
+    let (trigger, delivered) = done.ok()?;
+    if !delivered {
+        let now = now_ms();
+        give_back.extend(waiting.take(&trigger).into_iter().map(|id| (id, now)));
+    }
+    Some(trigger)
 }
 
 /// Counts one recorded attempt: each logical delivery once, at its end.

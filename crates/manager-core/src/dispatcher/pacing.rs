@@ -142,12 +142,13 @@ impl Waiting {
         row: ClaimedRow,
         plan: DeliveryPlan,
     ) -> Result<(ClaimedRow, DeliveryPlan), Wait> {
-        let wait = match self.triggers.get(&row.trigger_id) {
-            Some(_) => Wait::ForSlot,
-            None => match pacer.admit(&row.trigger_id, limits(&plan)) {
+        let wait = if self.has(&row.trigger_id) {
+            Wait::ForSlot
+        } else {
+            match pacer.admit(&row.trigger_id, limits(&plan)) {
                 Ok(()) => return Ok((row, plan)),
                 Err(wait) => wait,
-            },
+            }
         };
         self.triggers
             .entry(row.trigger_id.clone())
@@ -191,13 +192,18 @@ impl Waiting {
     }
 
     /// Takes out every row of `trigger` (its delivery just failed: the circuit breaker
-    /// decides about the rest, from the database) and every row that waited longer than
-    /// `max_wait` (its lease must not run out here). Returns their outbox ids.
-    pub fn give_back(&mut self, failed: Option<&str>, max_wait: Duration) -> Vec<i64> {
+    /// decides about the rest, from the database). Returns their outbox ids.
+    pub fn take(&mut self, trigger: &str) -> Vec<i64> {
+        self.triggers
+            .remove(trigger)
+            .map(|queue| queue.into_iter().map(|held| held.row.id).collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes out every row that waited longer than `max_wait` (its lease must not run
+    /// out here). Returns their outbox ids.
+    pub fn expired(&mut self, max_wait: Duration) -> Vec<i64> {
         let mut ids = Vec::new();
-        if let Some(queue) = failed.and_then(|trigger| self.triggers.remove(trigger)) {
-            ids.extend(queue.into_iter().map(|held| held.row.id));
-        }
         for queue in self.triggers.values_mut() {
             while queue
                 .front()
