@@ -112,8 +112,7 @@ async fn accept_loop(
 }
 
 /// Answers `error` (with `connection: close`) and closes, without reading anything: the
-/// answer is one small write into an empty send buffer, tried once, so a refusal never
-/// waits on the client.
+/// answer is one small write, tried once, so a refusal never waits on the client.
 fn refuse(socket: TcpStream, error: ApiError) {
     let status = error.code.status();
     let response = direct_sse::error_response(
@@ -122,7 +121,11 @@ fn refuse(socket: TcpStream, error: ApiError) {
         &HeaderMap::new(),
         &uuid::Uuid::new_v4().to_string(),
     );
-    let _ = socket.try_write(&response);
+    // Straight to the descriptor (non-blocking): a fresh socket's send buffer is empty,
+    // and the reactor may not have seen it writable yet.
+    if let Ok(mut socket) = socket.into_std() {
+        let _ = io::Write::write(&mut socket, &response);
+    }
 }
 
 /// Whether `bytes` hold a whole request head (they reach its empty line).
