@@ -227,3 +227,65 @@ backend_test! {
         app.stop().await;
     }
 }
+
+/// `GET /healthz` on `stream`, kept alive: whether it was served (200) rather than
+/// refused (429).
+async fn kept_alive_healthz(stream: &mut TcpStream) -> bool {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = one_response(stream).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 429"),
+        "{answer}"
+    );
+    answer.starts_with("HTTP/1.1 200")
+}
+
+backend_test! {
+    async fn an_sse_stream_holds_its_slot_until_it_ends(t) {
+        let app = spawn_app_with(t, args(|a| {
+            a.connections.max_connections_per_ip = 4;
+            // The stream notices its subscriber left at its next write.
+            a.realtime.realtime_heartbeat_sec = 1;
+        }))
+        .await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["app:admin"]).await;
+        let (status, body) = app
+            .call(reqwest::Method::POST, "/v1/apps/shop/topics", Some(&key),
+                  Some(serde_json::json!({"name": "news", "auth_mode": "public"})))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = app
+            .call(reqwest::Method::PATCH, "/v1/apps/shop/topics/news/external", Some(&key),
+                  Some(serde_json::json!({"external_subscribable": true})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+
+        let mut sse = TcpStream::connect(app.addr).await.unwrap();
+        sse.write_all(b"GET /v1/apps/shop/realtime?topic=news HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        timeout(PATIENCE, sse.read_exact(&mut head)).await.unwrap().unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        // Fill every slot left (the test client's pooled connection may hold one).
+        let mut held = Vec::new();
+        loop {
+            let mut connection = TcpStream::connect(app.addr).await.unwrap();
+            if !kept_alive_healthz(&mut connection).await {
+                break;
+            }
+            held.push(connection);
+            assert!(held.len() < 4, "the per-IP cap never refused");
+        }
+        // Only the stream ends: its slot is what a new connection gets.
+        drop(sse);
+        let served = served_again(app.addr).await;
+        assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+        drop(held);
+        app.stop().await;
+    }
+}
