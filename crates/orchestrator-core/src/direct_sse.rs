@@ -130,7 +130,8 @@ pub fn recognise(bytes: &[u8]) -> Recognised {
 }
 
 /// Serves a recognised subscription on the stream runtime (see
-/// [`crate::stream_runtime`]); see [`serve`].
+/// [`crate::stream_runtime`]); see [`serve`]. `held` is dropped when the stream ends.
+#[allow(clippy::too_many_arguments)] // each is one thing the stream needs or holds
 pub fn spawn(
     rt: RealtimeState,
     socket: TcpStream,
@@ -139,6 +140,7 @@ pub fn spawn(
     request_id: String,
     span: tracing::Span,
     on_status: impl FnOnce(StatusCode) + Send + 'static,
+    held: impl Send + 'static,
 ) {
     // A socket belongs to the runtime that registered it: move it over.
     let Ok(socket) = socket.into_std() else {
@@ -146,6 +148,8 @@ pub fn spawn(
     };
     let runtime = rt.streams.clone();
     runtime.spawn(async move {
+        // Whatever the caller holds for the stream's life (its connection slot).
+        let _held = held;
         let Ok(socket) = TcpStream::from_std(socket) else {
             return;
         };
@@ -310,7 +314,9 @@ pub fn response_head(
     out
 }
 
-fn error_response(
+/// A complete JSON error response that closes the connection: `error` with `status`,
+/// `headers` (CORS) and the request id.
+pub fn error_response(
     status: StatusCode,
     error: ApiError,
     headers: &HeaderMap,

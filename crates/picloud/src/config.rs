@@ -61,6 +61,7 @@ impl DatabaseArgs {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
@@ -155,6 +156,9 @@ pub struct ServeArgs {
     /// Realtime (SSE) settings.
     #[command(flatten)]
     pub realtime: RealtimeArgs,
+    /// Connection limits and timeouts.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 /// Realtime (SSE and subscriber token) settings of `picloud serve`.
@@ -287,6 +291,58 @@ impl ServeArgs {
             secure_cookies: false,
             stats_interval_sec: 10,
             realtime: RealtimeArgs::defaults(),
+            connections: ConnectionArgs::defaults(),
+        }
+    }
+}
+
+/// Connection limits and timeouts of `picloud serve`: what a slow, idle or greedy client
+/// may hold.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Seconds a new connection has to send its first request head; then it is closed.
+    #[arg(long, env = "PICLOUD_HEADER_TIMEOUT_SEC", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_sec: u64,
+    /// Seconds a request body has to arrive in full, from its head; then 408 and the
+    /// connection closes.
+    #[arg(long, env = "PICLOUD_BODY_TIMEOUT_SEC", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_sec: u64,
+    /// Seconds a keep-alive connection may wait for (the whole head of) its next
+    /// request; then it is closed.
+    #[arg(long, env = "PICLOUD_IDLE_TIMEOUT_SEC", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_sec: u64,
+    /// Largest request head (request line and headers) in bytes; larger ones get 431.
+    #[arg(long, env = "PICLOUD_MAX_HEADER_BYTES", default_value_t = 32 * 1024,
+          value_parser = clap::value_parser!(u64).range(16 * 1024..=1024 * 1024))]
+    pub max_header_bytes: u64,
+    /// Most open connections (SSE streams included); more get 503 and are closed.
+    /// 0: three quarters of the open-file limit, the rest left for the database,
+    /// webhooks and refusing.
+    #[arg(long, env = "PICLOUD_MAX_CONNECTIONS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub max_connections: u64,
+    /// Most open connections from one IP address; more get 429 and are closed. 0: nine
+    /// tenths of --max-connections, so one client (a load test, a reverse proxy) may use
+    /// nearly all of them yet never lock everyone else out. Behind a proxy every client
+    /// shares its address: set it accordingly.
+    #[arg(long, env = "PICLOUD_MAX_CONNECTIONS_PER_IP", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub max_connections_per_ip: u64,
+}
+
+impl ConnectionArgs {
+    /// The defaults, as `picloud serve` with no flags has them.
+    pub fn defaults() -> Self {
+        ConnectionArgs {
+            header_timeout_sec: 10,
+            body_timeout_sec: 60,
+            idle_timeout_sec: 30,
+            max_header_bytes: 32 * 1024,
+            max_connections: 0,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -462,6 +518,10 @@ mod tests {
         assert_eq!(
             format!("{:?}", serve.realtime),
             format!("{:?}", RealtimeArgs::defaults())
+        );
+        assert_eq!(
+            format!("{:?}", serve.connections),
+            format!("{:?}", ConnectionArgs::defaults())
         );
         let bad = RealtimeArgs {
             subscriber_token_ttl_default_sec: 5,

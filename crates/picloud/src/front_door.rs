@@ -1,10 +1,15 @@
 //! The front door: accepts TCP connections, reads the first request head, and either
 //! serves an SSE subscription straight on the socket
 //! ([`picloud_orchestrator_core::direct_sse`]) or hands the connection, with the bytes
-//! already read replayed first, to the HTTP stack (axum) through its [`Listener`] trait.
+//! already read replayed first, to the HTTP stack ([`crate::http_connection`]).
 //! A browser subscribing from another origin sends a CORS preflight first, usually on
 //! the same connection: the front door answers it (with the routed path's own CORS
 //! layer, so the answer is the same) and looks at the next request.
+//!
+//! It also guards the door: every connection takes a slot of the
+//! [`ConnectionLimits`] before anything is read (over a cap: a short 503 or 429 and the
+//! connection closes), a first head must arrive within the header timeout (else the
+//! connection closes) and be no larger than the header limit (else 431).
 
 use std::convert::Infallible;
 use std::io;
@@ -15,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
-use axum::serve::Listener;
 use picloud_orchestrator_core::direct_sse::{self, Recognised, MAX_HEAD};
 use picloud_orchestrator_core::realtime_api::RealtimeState;
+use picloud_shared::{ApiError, ErrorCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -25,17 +30,25 @@ use tokio_util::sync::CancellationToken;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_http::cors::CorsLayer;
 
-/// How long a new connection may take to send its first request head before it is
-/// handed to the HTTP stack as it is (which applies its own rules).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::connection_limits::{count_refused, ConnectionLimits, ConnectionSlot};
 
 /// Most CORS preflights answered on one connection before it goes to the HTTP stack.
 const MAX_PREFLIGHTS: usize = 4;
 
-/// The connections the HTTP stack serves, as an axum [`Listener`].
+/// What the front door enforces before a connection reaches a handler.
+#[derive(Clone)]
+pub struct DoorRules {
+    /// The caps on open connections.
+    pub limits: ConnectionLimits,
+    /// How long a new connection may take to send its first request head.
+    pub header_timeout: Duration,
+    /// Largest first request head, in bytes.
+    pub max_header_bytes: usize,
+}
+
+/// The connections the HTTP stack serves.
 pub struct FrontDoor {
     handed_over: mpsc::Receiver<(Replayed, SocketAddr)>,
-    local_addr: SocketAddr,
 }
 
 impl FrontDoor {
@@ -45,34 +58,19 @@ impl FrontDoor {
         listener: TcpListener,
         realtime: RealtimeState,
         cors: Option<CorsLayer>,
+        rules: DoorRules,
         stop: CancellationToken,
     ) -> Self {
-        let local_addr = listener
-            .local_addr()
-            .expect("bound listener has an address");
         let (hand_over, handed_over) = mpsc::channel(1024);
-        tokio::spawn(accept_loop(listener, realtime, cors, hand_over, stop));
-        FrontDoor {
-            handed_over,
-            local_addr,
-        }
-    }
-}
-
-impl Listener for FrontDoor {
-    type Io = Replayed;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.handed_over.recv().await {
-            Some(connection) => connection,
-            // The accept loop stopped (shutdown): accept nothing more.
-            None => std::future::pending().await,
-        }
+        tokio::spawn(accept_loop(
+            listener, realtime, cors, rules, hand_over, stop,
+        ));
+        FrontDoor { handed_over }
     }
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local_addr)
+    /// The next connection for the HTTP stack; `None` once the accept loop stopped.
+    pub async fn accept(&mut self) -> Option<(Replayed, SocketAddr)> {
+        self.handed_over.recv().await
     }
 }
 
@@ -80,6 +78,7 @@ async fn accept_loop(
     listener: TcpListener,
     realtime: RealtimeState,
     cors: Option<CorsLayer>,
+    rules: DoorRules,
     hand_over: mpsc::Sender<(Replayed, SocketAddr)>,
     stop: CancellationToken,
 ) {
@@ -89,15 +88,20 @@ async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((socket, peer)) => {
-                tokio::spawn(triage(
-                    socket,
-                    peer,
-                    realtime.clone(),
-                    cors.clone(),
-                    hand_over.clone(),
-                ));
-            }
+            Ok((socket, peer)) => match rules.limits.acquire(peer.ip()) {
+                Ok(slot) => {
+                    tokio::spawn(triage(
+                        socket,
+                        slot,
+                        peer,
+                        realtime.clone(),
+                        cors.clone(),
+                        rules.clone(),
+                        hand_over.clone(),
+                    ));
+                }
+                Err(refusal) => refuse(socket, refusal.into()),
+            },
             Err(error) => {
                 // Out of file descriptors and the like: back off briefly, as axum does.
                 tracing::warn!(%error, "accept failed");
@@ -107,16 +111,40 @@ async fn accept_loop(
     }
 }
 
+/// Answers `error` (with `connection: close`) and closes, without reading anything: the
+/// answer is one small write, tried once, so a refusal never waits on the client.
+fn refuse(socket: TcpStream, error: ApiError) {
+    let status = error.code.status();
+    let response = direct_sse::error_response(
+        status,
+        error,
+        &HeaderMap::new(),
+        &uuid::Uuid::new_v4().to_string(),
+    );
+    // Straight to the descriptor (non-blocking): a fresh socket's send buffer is empty,
+    // and the reactor may not have seen it writable yet.
+    if let Ok(mut socket) = socket.into_std() {
+        let _ = io::Write::write(&mut socket, &response);
+    }
+}
+
+/// Whether `bytes` hold a whole request head (they reach its empty line).
+fn head_ends(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
+}
+
 /// Reads the first request head and sends the connection where it belongs.
 async fn triage(
     mut socket: TcpStream,
+    slot: ConnectionSlot,
     peer: SocketAddr,
     realtime: RealtimeState,
     cors: Option<CorsLayer>,
+    rules: DoorRules,
     hand_over: mpsc::Sender<(Replayed, SocketAddr)>,
 ) {
     let mut read = Vec::with_capacity(1024);
-    let mut deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    let mut deadline = tokio::time::Instant::now() + rules.header_timeout;
     let mut preflights = 0;
     let head = loop {
         match direct_sse::recognise(&read) {
@@ -142,10 +170,25 @@ async fn triage(
                 );
                 read.drain(..len);
                 preflights += 1;
-                deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+                deadline = tokio::time::Instant::now() + rules.header_timeout;
                 continue;
             }
-            Recognised::Preflight { .. } | Recognised::Other => break None,
+            Recognised::Preflight { .. } => break None,
+            Recognised::Other if read.len() < MAX_HEAD || head_ends(&read) => break None,
+            // A head longer than direct subscriptions may have: read on, up to the limit.
+            Recognised::Other => {}
+        }
+        if read.len() >= rules.max_header_bytes {
+            count_refused("header_too_large");
+            let limit = rules.max_header_bytes;
+            refuse(
+                socket,
+                ApiError::new(
+                    ErrorCode::HeadersTooLarge,
+                    format!("the request head is larger than {limit} bytes"),
+                ),
+            );
+            return;
         }
         if read.len() == read.capacity() {
             read.reserve(read.len().min(MAX_HEAD));
@@ -153,7 +196,10 @@ async fn triage(
         match tokio::time::timeout_at(deadline, socket.read_buf(&mut read)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return, // closed before a full head
             Ok(Ok(_)) => {}
-            Err(_) => break None,
+            Err(_) => {
+                count_refused("header_timeout");
+                return;
+            }
         }
     };
     match head {
@@ -190,10 +236,13 @@ async fn triage(
                         started,
                     );
                 },
+                slot,
             );
         }
         None => {
-            let _ = hand_over.send((Replayed::new(socket, read), peer)).await;
+            let _ = hand_over
+                .send((Replayed::new(socket, read, slot), peer))
+                .await;
         }
     }
 }
@@ -217,19 +266,22 @@ async fn cors_answer(
     }
 }
 
-/// A connection whose first bytes were already read: they are read again first.
+/// A connection whose first bytes were already read: they are read again first. It
+/// holds its connection slot until dropped.
 pub struct Replayed {
     prefix: Vec<u8>,
     position: usize,
     socket: TcpStream,
+    _slot: ConnectionSlot,
 }
 
 impl Replayed {
-    fn new(socket: TcpStream, prefix: Vec<u8>) -> Self {
+    fn new(socket: TcpStream, prefix: Vec<u8>, slot: ConnectionSlot) -> Self {
         Replayed {
             prefix,
             position: 0,
             socket,
+            _slot: slot,
         }
     }
 }

@@ -5,15 +5,22 @@
 //!   one axum application, and runs it with graceful shutdown.
 //! - [`front_door`]: the accept loop; plain SSE subscriptions are served straight on the
 //!   socket, every other connection goes to the axum application.
+//! - [`connection_limits`], [`http_connection`], [`body_timeout`], [`fd_limit`]: caps
+//!   on open connections, the HTTP/1.1 serving with its timeouts, the request body
+//!   deadline and the open-file limit.
 //! - [`system_api`]: health, readiness, metrics and the OpenAPI document.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
 //! - [`commands`]: the administrative CLI commands (`apps`, `keys`, `admins`, `migrate`).
 //! - [`dashboard`]: the embedded admin UI at `/_/`; [`stats`]: its overview series.
 
+pub mod body_timeout;
 pub mod commands;
 pub mod config;
+pub mod connection_limits;
 pub mod dashboard;
+pub mod fd_limit;
 pub mod front_door;
+pub mod http_connection;
 pub mod server;
 pub mod stats;
 pub mod system_api;

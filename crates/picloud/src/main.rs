@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use picloud::config::{Cli, Command, LogFormat};
 use picloud::server::{self, build_app, open_database};
-use picloud::{commands, telemetry};
+use picloud::{commands, fd_limit, telemetry};
 use picloud_manager_core::db::redact_url;
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +71,16 @@ async fn serve(
     url: &str,
     args: picloud::config::ServeArgs,
 ) -> anyhow::Result<()> {
+    // Every connection is a file descriptor: use all the process may have.
+    match fd_limit::raise_to_hard() {
+        Ok((before, after)) => tracing::info!(
+            soft_before = before.soft,
+            soft = after.soft,
+            hard = after.hard,
+            "open-file limit"
+        ),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
     let app = build_app(db, &args).await?;
     let addr = app.local_addr();
     if let Some(created) = app.bootstrap_key() {

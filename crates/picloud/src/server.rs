@@ -1,7 +1,6 @@
 //! `build_app`: wires storage, authentication and every crate's routes into one axum
 //! application, and runs it until shutdown.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +10,7 @@ use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper_util::server::graceful::GracefulShutdown;
 use picloud_manager_core::api_keys::CreatedKey;
 use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACHE_TTL};
 use picloud_manager_core::cluster_feed::run_cluster_feed;
@@ -35,9 +35,12 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 
-use crate::config::{DatabaseArgs, ServeArgs};
+use crate::config::{ConnectionArgs, DatabaseArgs, ServeArgs};
+use crate::connection_limits::{Caps, ConnectionLimits};
 use crate::dashboard;
-use crate::front_door::FrontDoor;
+use crate::fd_limit;
+use crate::front_door::{DoorRules, FrontDoor};
+use crate::http_connection::{HttpConnections, HttpLimits};
 use crate::stats::{self, Stats};
 use crate::system_api::{self, SystemState};
 use crate::telemetry::metrics_handle;
@@ -92,6 +95,10 @@ pub struct Application {
     /// The CORS layer, also used by the front door for the subscriptions it serves.
     cors: Option<CorsLayer>,
     tasks: Vec<JoinHandle<()>>,
+    /// What the front door enforces (connection caps, first-head timeout and size).
+    door_rules: DoorRules,
+    /// The HTTP stack's timeouts and head limit.
+    http_limits: HttpLimits,
 }
 
 /// The swappable parts of an application; tests replace them to observe or break things.
@@ -239,7 +246,33 @@ pub async fn build_app_with(
             cluster_feed,
             sampling,
         ],
+        door_rules: door_rules(&serve.connections),
+        http_limits: HttpLimits {
+            idle_timeout: Duration::from_secs(serve.connections.idle_timeout_sec),
+            body_timeout: Duration::from_secs(serve.connections.body_timeout_sec),
+            max_header_bytes: serve.connections.max_header_bytes as usize,
+        },
     })
+}
+
+/// The front door's rules for `args`; automatic caps follow the open-file limit now in
+/// force (which `serve` raised to the hard limit first).
+fn door_rules(args: &ConnectionArgs) -> DoorRules {
+    let caps = Caps::resolve(
+        args.max_connections,
+        args.max_connections_per_ip,
+        fd_limit::soft_or_default(),
+    );
+    tracing::info!(
+        max_connections = caps.total,
+        max_connections_per_ip = caps.per_ip,
+        "connection limits"
+    );
+    DoorRules {
+        limits: ConnectionLimits::new(caps),
+        header_timeout: Duration::from_secs(args.header_timeout_sec),
+        max_header_bytes: args.max_header_bytes as usize,
+    }
 }
 
 /// CORS for the browser-facing routes when origins are configured: `*` or a
@@ -437,7 +470,6 @@ impl Application {
     /// requests finish (bounded by the grace period), stops background tasks and closes
     /// the database.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let addr = self.local_addr();
         let background = self.background.clone();
         let mut tasks = self.tasks;
         let (stop_streams, realtime_stop) = (shutdown.clone(), self.realtime_stop.clone());
@@ -449,24 +481,41 @@ impl Application {
             self.auth.clone().run_key_use_flusher(background.clone()),
         ));
 
-        let front_door = FrontDoor::open(
+        let mut front_door = FrontDoor::open(
             self.listener,
             self.realtime.clone(),
             self.cors,
+            self.door_rules,
             shutdown.clone(),
         );
-        // `into_make_service` hands each connection a clone of the built router; serving
-        // the `Router` itself rebuilds its route table per connection (~70 KB each).
-        let server = axum::serve(front_door, self.router.into_make_service())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
+        // The router is built once; every request is served by a clone of it (shared
+        // route table). Each connection is watched so shutdown lets in-flight requests
+        // finish.
+        let http = HttpConnections::new(self.router, self.http_limits);
+        let graceful = GracefulShutdown::new();
+        let stop_accepting = shutdown.clone();
+        let server = async move {
+            loop {
+                tokio::select! {
+                    _ = stop_accepting.cancelled() => break,
+                    next = front_door.accept() => match next {
+                        Some((connection, _peer)) => {
+                            tokio::spawn(http.serve(connection, graceful.watcher()));
+                        }
+                        None => break,
+                    },
+                }
+            }
+            drop(front_door);
+            graceful.shutdown().await;
+        };
         let grace = self.shutdown_grace;
         let grace_expired = async {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            result = server => result.map_err(|source| Error::Listen { addr, source })?,
+            _ = server => {}
             _ = grace_expired => {
                 tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; closing remaining connections");
             }

@@ -121,4 +121,13 @@ fn describe_metrics() {
         metrics::Unit::Seconds,
         "Time to produce an HTTP response, by method and route template"
     );
+    metrics::describe_gauge!(
+        "picloud_connections_open",
+        "Open client connections on this node (SSE streams included)"
+    );
+    metrics::describe_counter!(
+        "picloud_connections_refused_total",
+        "Connections refused or closed before their first request, by reason \
+         (max_connections, max_connections_per_ip, header_too_large, header_timeout)"
+    );
 }

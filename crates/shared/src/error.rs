@@ -50,6 +50,10 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or an unexpected failure; details are in the server log, never here.
     Internal,
+    /// The request (its body) did not arrive in time; the connection is closed.
+    RequestTimeout,
+    /// The request line and headers are larger than the configured limit.
+    HeadersTooLarge,
 }
 
 impl ErrorCode {
@@ -73,6 +77,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 }
