@@ -65,6 +65,11 @@ pub enum Recognised {
         /// Length of the request head.
         len: usize,
     },
+    /// A subscription or preflight whose body framing is not plainly "no body": any
+    /// `Transfer-Encoding`, more than one `Content-Length`, or one that is not zero.
+    /// Answered with a 400 and the connection closed ([`reject_framing`]): its body bytes
+    /// must never be read as the next request.
+    BadFraming,
     /// Anything else: hand the connection to the HTTP stack.
     Other,
 }
@@ -110,13 +115,11 @@ pub fn recognise(bytes: &[u8]) -> Recognised {
     if session_cookie(&map).is_some() {
         return Recognised::Other;
     }
+    if !bodyless(&map) {
+        return Recognised::BadFraming;
+    }
     if preflight {
-        let bodyless = map.get(CONTENT_LENGTH).is_none_or(|v| v == "0")
-            && !map.contains_key(TRANSFER_ENCODING);
-        return if bodyless
-            && map.contains_key(ORIGIN)
-            && map.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
-        {
+        return if map.contains_key(ORIGIN) && map.contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
             Recognised::Preflight { headers: map, len }
         } else {
             Recognised::Other
@@ -127,6 +130,41 @@ pub fn recognise(bytes: &[u8]) -> Recognised {
         query: query.to_owned(),
         headers: map,
     })
+}
+
+/// Whether a request's headers say plainly that it has no body: no `Transfer-Encoding`
+/// and at most one `Content-Length` field, whose value is digits only and zero. Anything
+/// else (`0, 5`, `+0`, a second field) could be read differently by another parser, so
+/// the direct path refuses it instead of guessing where the request ends.
+fn bodyless(headers: &HeaderMap) -> bool {
+    if headers.contains_key(TRANSFER_ENCODING) {
+        return false;
+    }
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (None, _) => true,
+        (Some(only), None) => {
+            let digits = only.as_bytes();
+            !digits.is_empty() && digits.iter().all(|&b| b == b'0')
+        }
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// Answers a [`Recognised::BadFraming`] request: a 400 JSON error, then the connection
+/// is closed without reading further (as the HTTP stack does for malformed framing).
+/// Returns the status, for request metrics.
+pub async fn reject_framing(socket: &mut TcpStream, request_id: &str) -> StatusCode {
+    let error = ApiError::invalid(
+        "this request's body framing is not accepted here: no Transfer-Encoding, \
+         and at most one Content-Length, of 0",
+    );
+    let status = error.code.status();
+    let response = error_response(status, error, &HeaderMap::new(), request_id);
+    if socket.write_all(&response).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
+    }
+    status
 }
 
 /// Serves a recognised subscription on the stream runtime (see
@@ -343,6 +381,7 @@ mod tests {
             Recognised::Partial => "partial",
             Recognised::Subscribe(_) => "subscribe",
             Recognised::Preflight { .. } => "preflight",
+            Recognised::BadFraming => "bad framing",
             Recognised::Other => "other",
         }
     }
@@ -373,7 +412,6 @@ mod tests {
             "GET /v1/apps/%73hop/realtime HTTP/1.1\r\n\r\n",
             "GET /v1/apps/shop/realtime HTTP/1.1\r\ncookie: picloud_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n\r\n",
             "OPTIONS /v1/apps/shop/realtime HTTP/1.1\r\norigin: http://x\r\n\r\n",
-            "OPTIONS /v1/apps/shop/realtime HTTP/1.1\r\norigin: http://x\r\naccess-control-request-method: GET\r\ncontent-length: 3\r\n\r\nabc",
             "OPTIONS /v1/apps/shop/topics HTTP/1.1\r\norigin: http://x\r\naccess-control-request-method: GET\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "garbage\r\n\r\n",
@@ -405,5 +443,34 @@ mod tests {
             (preflight.len(), "http://x")
         );
         assert_eq!(kind(&next[len..]), "partial");
+    }
+
+    #[test]
+    fn requests_on_the_direct_path_with_a_body_are_refused() {
+        let preflight = "OPTIONS /v1/apps/shop/realtime HTTP/1.1\r\norigin: http://x\r\n\
+                         access-control-request-method: GET\r\n";
+        let get = "GET /v1/apps/shop/realtime?topic=a HTTP/1.1\r\n";
+        for start in [preflight, get] {
+            for framing in [
+                "content-length: 3\r\n",
+                "content-length: 0\r\ncontent-length: 3\r\n",
+                "content-length: 0\r\ncontent-length: 0\r\n",
+                "content-length: 0, 3\r\n",
+                "content-length: +0\r\n",
+                "content-length: -0\r\n",
+                "content-length: \r\n",
+                "transfer-encoding: chunked\r\n",
+                "content-length: 0\r\ntransfer-encoding: chunked\r\n",
+                "transfer-encoding: identity\r\n",
+            ] {
+                let head = format!("{start}{framing}\r\n");
+                assert_eq!(kind(&head), "bad framing", "{head:?}");
+            }
+            for framing in ["", "content-length: 0\r\n", "content-length: 00\r\n"] {
+                let head = format!("{start}{framing}\r\n");
+                assert_ne!(kind(&head), "bad framing", "{head:?}");
+                assert_ne!(kind(&head), "other", "{head:?}");
+            }
+        }
     }
 }

@@ -145,6 +145,14 @@ async fn triage(
                 deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
                 continue;
             }
+            Recognised::BadFraming => {
+                let started = Instant::now();
+                let request_id = uuid::Uuid::new_v4().to_string();
+                let status = direct_sse::reject_framing(&mut socket, &request_id).await;
+                let route = direct_sse::ROUTE.to_owned();
+                crate::server::record_request(&Method::GET, route, status, started);
+                return;
+            }
             Recognised::Preflight { .. } | Recognised::Other => break None,
         }
         if read.len() == read.capacity() {
