@@ -24,7 +24,7 @@ use futures::FutureExt;
 use picloud_shared::error::{ErrorBody, ErrorDetail};
 use picloud_shared::extract::session_cookie;
 use picloud_shared::ApiError;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -256,7 +256,27 @@ pub async fn serve(
     on_status(StatusCode::OK);
     let mut subscription = subscription;
     let mut batch: Vec<Bytes> = Vec::new();
-    while let Some(first) = subscription.next_chunk().await {
+    let (mut reader, mut socket) = socket.split();
+    let mut unread = [0u8; 512];
+    let mut discarded = 0;
+    loop {
+        // The read half is watched so a client that goes away frees its stream (and
+        // its slot) at once, not at the next heartbeat's failed write. A subscriber has
+        // nothing more to say: what it sends anyway is dropped, up to a bound.
+        let first = tokio::select! {
+            biased;
+            read = reader.read(&mut unread) => match read {
+                Ok(n) if n > 0 && discarded + n <= MAX_DISCARDED => {
+                    discarded += n;
+                    continue;
+                }
+                _ => return, // closed, reset, or too chatty
+            },
+            chunk = subscription.next_chunk() => match chunk {
+                Some(chunk) => chunk,
+                None => break,
+            },
+        };
         // Whatever else is ready now goes out in the same write: a subscriber that fell
         // behind catches up with fewer system calls, so a busy server slows down less.
         batch.push(first);
@@ -278,6 +298,9 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
 }
 
+/// Most bytes a subscriber may send while its stream runs before it is closed.
+const MAX_DISCARDED: usize = 16 * 1024;
+
 /// Most chunks gathered into one write.
 const MAX_BATCH_CHUNKS: usize = 64;
 
@@ -286,7 +309,10 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// Writes every chunk of `batch` (emptying it) with as few system calls as the socket
 /// takes.
-async fn write_all_vectored(socket: &mut TcpStream, batch: &mut Vec<Bytes>) -> std::io::Result<()> {
+async fn write_all_vectored(
+    socket: &mut (impl AsyncWrite + Unpin),
+    batch: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
     if let [only] = batch.as_slice() {
         socket.write_all(only).await?;
         batch.clear();

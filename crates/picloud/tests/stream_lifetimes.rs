@@ -1,0 +1,87 @@
+//! How long a stream lives: a subscriber that goes away frees its stream slot at once,
+//! not at the next heartbeat.
+
+mod common;
+
+use std::time::Duration;
+
+use common::raw::RawConnection;
+use common::sse::UNKNOWN_SESSION;
+use common::{spawn_app_with, TestApp};
+use picloud::config::ServeArgs;
+use picloud_manager_core::backend_test;
+use reqwest::Method;
+use serde_json::json;
+
+/// Registers topic `name` of app `shop`, public and external.
+async fn public_topic(app: &TestApp, key: &str, name: &str) {
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics",
+            Some(key),
+            Some(json!({"name": name, "auth_mode": "public"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/apps/shop/topics/{name}/external"),
+            Some(key),
+            Some(json!({"external_subscribable": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The open streams of `shop` once they settle to zero, or what they were after `within`.
+async fn open_streams_settle(app: &TestApp, key: &str, within: Duration) -> i64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (status, live) = app
+            .call(
+                Method::GET,
+                "/v1/apps/shop/realtime/subscribers",
+                Some(key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{live}");
+        let streams = live["streams"].as_i64().expect("streams");
+        if streams == 0 || tokio::time::Instant::now() >= deadline {
+            return streams;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+backend_test! {
+    async fn subscribers_that_hang_up_free_their_slots_at_once(t) {
+        let mut args = ServeArgs::for_tests();
+        // No heartbeat write can notice a closed client within the test.
+        args.realtime.realtime_heartbeat_sec = 3600;
+        let app = spawn_app_with(t, args).await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["app:admin"]).await;
+        public_topic(&app, &key, "news").await;
+
+        for routed in [false, true] {
+            let cycles = if routed { 50 } else { 1000 };
+            let cookie = if routed { format!("cookie: {UNKNOWN_SESSION}\r\n") } else { String::new() };
+            for _ in 0..cycles {
+                let mut connection = RawConnection::open(app.addr).await;
+                connection
+                    .send(format!("GET /v1/apps/shop/realtime?topic=news HTTP/1.1\r\nhost: x\r\n{cookie}\r\n").as_bytes())
+                    .await;
+                let answer = connection.response().await.expect("an answer");
+                assert_eq!(answer.status, 200, "{answer:?}");
+                assert_eq!(answer.header("connection") == Some("close"), !routed, "served by the expected path");
+                drop(connection);
+            }
+            let held = open_streams_settle(&app, &key, Duration::from_secs(10)).await;
+            assert_eq!(held, 0, "slots held after {cycles} connect-and-close cycles (routed: {routed})");
+        }
+        app.stop().await;
+    }
+}
