@@ -69,6 +69,7 @@ impl Default for RealtimeConfig {
             timing: StreamTiming {
                 heartbeat: Duration::from_secs(30),
                 token_notice: Duration::from_secs(60),
+                session_check: Duration::from_secs(10),
             },
             limits: Limits {
                 total: 50_000,

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use picloud_shared::access::Principal;
 use picloud_shared::error::ErrorBody;
-use picloud_shared::extract::{bearer_token, ApiJson, ApiPath, ApiQuery};
+use picloud_shared::extract::{bearer_token, session_cookie, ApiJson, ApiPath, ApiQuery};
 use picloud_shared::realtime::{RealtimeStore, TopicAccess};
 use picloud_shared::{ApiError, AppId, TopicName};
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,7 @@ pub async fn subscribe(
     // A signed-in dashboard admin (the auth layer's superuser) watches any existing
     // topic, external or not, without a subscriber token.
     let superuser = principal.is_some_and(|Extension(p)| p.superuser);
-    let subscription = start(
+    let mut subscription = start(
         &rt,
         &app,
         query.as_deref().unwrap_or(""),
@@ -99,6 +99,11 @@ pub async fn subscribe(
         superuser,
     )
     .await?;
+    // A superuser here is a dashboard session (API keys are not taken on this route):
+    // the stream ends when the session does.
+    if let Some(secret) = session_cookie(&headers).filter(|_| superuser) {
+        subscription.end_with_session(secret.to_owned(), rt.timing.session_check);
+    }
     let mut response = Body::from_stream(subscription.into_stream()).into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -204,6 +204,11 @@ pub struct RealtimeArgs {
     #[arg(long, env = "PICLOUD_REALTIME_THREADS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=1024))]
     pub realtime_threads: u64,
+    /// Seconds between checks that a dashboard session watching a stream is still
+    /// signed in; its streams end within this long of a sign-out or expiry.
+    #[arg(long, env = "PICLOUD_REALTIME_SESSION_CHECK_SEC", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub realtime_session_check_sec: u64,
 }
 
 impl RealtimeArgs {
@@ -231,6 +236,7 @@ impl RealtimeArgs {
             timing: StreamTiming {
                 heartbeat: Duration::from_secs(self.realtime_heartbeat_sec),
                 token_notice: Duration::from_secs(self.realtime_token_notice_sec),
+                session_check: Duration::from_secs(self.realtime_session_check_sec),
             },
             limits: Limits {
                 total: self.realtime_max_connections as usize,
@@ -260,6 +266,7 @@ impl RealtimeArgs {
             realtime_max_connections_per_app: 10_000,
             realtime_broadcast_capacity: 64,
             realtime_threads: 0,
+            realtime_session_check_sec: 10,
         }
     }
 }

@@ -1,12 +1,12 @@
 //! How long a stream lives: a subscriber that goes away frees its stream slot at once,
-//! not at the next heartbeat.
+//! not at the next heartbeat; a dashboard stream ends with its session.
 
 mod common;
 
 use std::time::Duration;
 
 use common::raw::RawConnection;
-use common::sse::UNKNOWN_SESSION;
+use common::sse::{Subscribe, UNKNOWN_SESSION};
 use common::{spawn_app_with, TestApp};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
@@ -82,6 +82,46 @@ backend_test! {
             let held = open_streams_settle(&app, &key, Duration::from_secs(10)).await;
             assert_eq!(held, 0, "slots held after {cycles} connect-and-close cycles (routed: {routed})");
         }
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn dashboard_streams_end_when_their_session_does(t) {
+        let mut args = ServeArgs::for_tests();
+        args.realtime.realtime_heartbeat_sec = 3600;
+        args.realtime.realtime_session_check_sec = 1;
+        args.admin_session_ttl_sec = 4;
+        let app = spawn_app_with(t, args).await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["app:admin"]).await;
+        let (status, body) = app.call(Method::POST, "/v1/apps/shop/topics", Some(&key), Some(json!({"name": "internal"}))).await;
+        assert_eq!(status, 201, "{body}");
+        let session = app.admin_session().await;
+        let watch = |cookie: String| {
+            let app = &app;
+            async move {
+                let mut stream = app
+                    .subscribe("shop", &["internal"], Subscribe { cookie: Some(&cookie), ..Default::default() })
+                    .await
+                    .expect("the admin may watch an internal topic");
+                stream.expect("hello").await;
+                stream
+            }
+        };
+
+        // Signing out ends the stream within a check interval or so.
+        let mut stream = watch(session.cookie.clone()).await;
+        let (status, _, _) = app.exchange(app.as_admin(Method::DELETE, "/v1/admin/session", &session, true)).await;
+        assert_eq!(status, 204);
+        let ended = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+        assert!(matches!(ended, Ok(None)), "the stream ends after sign-out: {ended:?}");
+
+        // So does a session's expiry.
+        let session = app.sign_in("root@example.com", common::ADMIN_PASSWORD).await;
+        let mut stream = watch(session.cookie.clone()).await;
+        let ended = tokio::time::timeout(Duration::from_secs(15), stream.next()).await;
+        assert!(matches!(ended, Ok(None)), "the stream ends when the session expires: {ended:?}");
         app.stop().await;
     }
 }
