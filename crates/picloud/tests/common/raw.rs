@@ -55,8 +55,15 @@ impl RawConnection {
 
     /// Writes `bytes` in one write.
     pub async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
-        self.stream.flush().await.expect("flush");
+        assert!(
+            self.try_send(bytes).await,
+            "the server closed the connection"
+        );
+    }
+
+    /// Writes `bytes` in one write; false if the connection is closed.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok() && self.stream.flush().await.is_ok()
     }
 
     /// Reads more bytes; false at the end of the connection (or on a reset).
