@@ -74,6 +74,7 @@ impl Default for RealtimeConfig {
             limits: Limits {
                 total: 50_000,
                 per_app: 10_000,
+                per_subject: 0,
             },
             max_topics: 32,
             broadcast_capacity: 64,

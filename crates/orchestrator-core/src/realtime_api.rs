@@ -79,7 +79,7 @@ pub fn router(state: RealtimeState) -> OpenApiRouter {
         (status = 200, description = "the event stream", content_type = "text/event-stream", body = String),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "a topic does not exist or is not external", body = ErrorBody),
-        (status = 429, description = "the app's stream limit", body = ErrorBody),
+        (status = 429, description = "the app's or the token subject's stream limit", body = ErrorBody),
         (status = 503, description = "the server's stream limit", body = ErrorBody)))]
 pub async fn subscribe(
     State(rt): State<RealtimeState>,
@@ -152,7 +152,7 @@ async fn open_stream(
 ) -> Result<Subscription> {
     let access = subscribable(rt.store.as_ref(), &app, &params.topics, superuser).await?;
 
-    let token_expires_at = if access.iter().any(|a| a.requires_token) {
+    let (token_expires_at, subject) = if access.iter().any(|a| a.requires_token) {
         let token = bearer_token(headers)
             .or(params.token.as_deref())
             .ok_or(Error::Unauthorized)?;
@@ -167,12 +167,12 @@ async fn open_stream(
             tracing::debug!(app = %app, "subscriber token does not cover the topics");
             return Err(Error::Unauthorized);
         }
-        Some(claims.exp * 1000)
+        (Some(claims.exp * 1000), claims.sub)
     } else {
-        None
+        (None, None)
     };
 
-    let slot = rt.limits.acquire(&app)?;
+    let slot = rt.limits.acquire(&app, subject.as_deref())?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

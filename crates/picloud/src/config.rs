@@ -209,6 +209,11 @@ pub struct RealtimeArgs {
     #[arg(long, env = "PICLOUD_REALTIME_SESSION_CHECK_SEC", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub realtime_session_check_sec: u64,
+    /// Most open streams per subscriber-token subject (`sub`) of an app on this server;
+    /// more get 429. 0 = no limit.
+    #[arg(long, env = "PICLOUD_REALTIME_MAX_CONNECTIONS_PER_SUB", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub realtime_max_connections_per_sub: u64,
 }
 
 impl RealtimeArgs {
@@ -241,6 +246,7 @@ impl RealtimeArgs {
             limits: Limits {
                 total: self.realtime_max_connections as usize,
                 per_app: self.realtime_max_connections_per_app as usize,
+                per_subject: self.realtime_max_connections_per_sub as usize,
             },
             max_topics: self.realtime_max_topics as usize,
             broadcast_capacity: self.realtime_broadcast_capacity as usize,
@@ -267,6 +273,7 @@ impl RealtimeArgs {
             realtime_broadcast_capacity: 64,
             realtime_threads: 0,
             realtime_session_check_sec: 10,
+            realtime_max_connections_per_sub: 0,
         }
     }
 }

@@ -125,3 +125,46 @@ backend_test! {
         app.stop().await;
     }
 }
+
+backend_test! {
+    async fn streams_per_token_subject_are_capped_when_configured(t) {
+        let mut args = ServeArgs::for_tests();
+        args.realtime.realtime_heartbeat_sec = 3600;
+        args.realtime.realtime_max_connections_per_sub = 1;
+        let app = spawn_app_with(t, args).await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["app:admin"]).await;
+        let (status, body) = app.call(Method::POST, "/v1/apps/shop/topics", Some(&key), Some(json!({"name": "news", "auth_mode": "token"}))).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = app.call(Method::PATCH, "/v1/apps/shop/topics/news/external", Some(&key), Some(json!({"external_subscribable": true}))).await;
+        assert_eq!(status, 200, "{body}");
+        let token = |sub: &'static str| {
+            let (app, key) = (&app, &key);
+            async move {
+                let (status, body) = app.call(Method::POST, "/v1/apps/shop/subscriber-tokens", Some(key), Some(json!({"topics": ["news"], "sub": sub}))).await;
+                assert_eq!(status, 201, "{body}");
+                body["token"].as_str().unwrap().to_owned()
+            }
+        };
+        let (first, second, other) = (token("user-1").await, token("user-1").await, token("user-2").await);
+        let open = |token: String| {
+            let app = &app;
+            async move { app.subscribe("shop", &["news"], Subscribe { token: Some(&token), ..Default::default() }).await }
+        };
+        let held = open(first).await.expect("the subject's first stream");
+        let (status, body) = open(second.clone()).await.err().expect("a second stream of the subject is refused");
+        assert_eq!((status, common::code(&body)), (429, "rate_limited"), "{body}");
+        let _other = open(other).await.expect("another subject is apart");
+        // Closing the stream frees the subject's slot.
+        drop(held);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match open(second.clone()).await {
+                Ok(_) => break,
+                Err((429, _)) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(refused) => panic!("the subject's slot was not freed: {refused:?}"),
+            }
+        }
+        app.stop().await;
+    }
+}
