@@ -209,4 +209,8 @@ impl RealtimeStore for Db {
         });
         Ok(())
     }
+
+    async fn session_active(&self, secret: &str) -> StoreResult<bool> {
+        Ok(self.find_admin_session(secret).await?.is_some())
+    }
 }

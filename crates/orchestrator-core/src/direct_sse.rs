@@ -24,7 +24,7 @@ use futures::FutureExt;
 use picloud_shared::error::{ErrorBody, ErrorDetail};
 use picloud_shared::extract::session_cookie;
 use picloud_shared::ApiError;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -65,6 +65,11 @@ pub enum Recognised {
         /// Length of the request head.
         len: usize,
     },
+    /// A subscription or preflight whose body framing is not plainly "no body": any
+    /// `Transfer-Encoding`, more than one `Content-Length`, or one that is not zero.
+    /// Answered with a 400 and the connection closed ([`reject_framing`]): its body bytes
+    /// must never be read as the next request.
+    BadFraming,
     /// Anything else: hand the connection to the HTTP stack.
     Other,
 }
@@ -110,13 +115,11 @@ pub fn recognise(bytes: &[u8]) -> Recognised {
     if session_cookie(&map).is_some() {
         return Recognised::Other;
     }
+    if !bodyless(&map) {
+        return Recognised::BadFraming;
+    }
     if preflight {
-        let bodyless = map.get(CONTENT_LENGTH).is_none_or(|v| v == "0")
-            && !map.contains_key(TRANSFER_ENCODING);
-        return if bodyless
-            && map.contains_key(ORIGIN)
-            && map.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
-        {
+        return if map.contains_key(ORIGIN) && map.contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
             Recognised::Preflight { headers: map, len }
         } else {
             Recognised::Other
@@ -127,6 +130,41 @@ pub fn recognise(bytes: &[u8]) -> Recognised {
         query: query.to_owned(),
         headers: map,
     })
+}
+
+/// Whether a request's headers say plainly that it has no body: no `Transfer-Encoding`
+/// and at most one `Content-Length` field, whose value is digits only and zero. Anything
+/// else (`0, 5`, `+0`, a second field) could be read differently by another parser, so
+/// the direct path refuses it instead of guessing where the request ends.
+fn bodyless(headers: &HeaderMap) -> bool {
+    if headers.contains_key(TRANSFER_ENCODING) {
+        return false;
+    }
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (None, _) => true,
+        (Some(only), None) => {
+            let digits = only.as_bytes();
+            !digits.is_empty() && digits.iter().all(|&b| b == b'0')
+        }
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// Answers a [`Recognised::BadFraming`] request: a 400 JSON error, then the connection
+/// is closed without reading further (as the HTTP stack does for malformed framing).
+/// Returns the status, for request metrics.
+pub async fn reject_framing(socket: &mut TcpStream, request_id: &str) -> StatusCode {
+    let error = ApiError::invalid(
+        "this request's body framing is not accepted here: no Transfer-Encoding, \
+         and at most one Content-Length, of 0",
+    );
+    let status = error.code.status();
+    let response = error_response(status, error, &HeaderMap::new(), request_id);
+    if socket.write_all(&response).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
+    }
+    status
 }
 
 /// Serves a recognised subscription on the stream runtime (see
@@ -222,7 +260,27 @@ pub async fn serve(
     on_status(StatusCode::OK);
     let mut subscription = subscription;
     let mut batch: Vec<Bytes> = Vec::new();
-    while let Some(first) = subscription.next_chunk().await {
+    let (mut reader, mut socket) = socket.split();
+    let mut unread = [0u8; 512];
+    let mut discarded = 0;
+    loop {
+        // The read half is watched so a client that goes away frees its stream (and
+        // its slot) at once, not at the next heartbeat's failed write. A subscriber has
+        // nothing more to say: what it sends anyway is dropped, up to a bound.
+        let first = tokio::select! {
+            biased;
+            read = reader.read(&mut unread) => match read {
+                Ok(n) if n > 0 && discarded + n <= MAX_DISCARDED => {
+                    discarded += n;
+                    continue;
+                }
+                _ => return, // closed, reset, or too chatty
+            },
+            chunk = subscription.next_chunk() => match chunk {
+                Some(chunk) => chunk,
+                None => break,
+            },
+        };
         // Whatever else is ready now goes out in the same write: a subscriber that fell
         // behind catches up with fewer system calls, so a busy server slows down less.
         batch.push(first);
@@ -244,6 +302,9 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
 }
 
+/// Most bytes a subscriber may send while its stream runs before it is closed.
+const MAX_DISCARDED: usize = 16 * 1024;
+
 /// Most chunks gathered into one write.
 const MAX_BATCH_CHUNKS: usize = 64;
 
@@ -252,7 +313,10 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// Writes every chunk of `batch` (emptying it) with as few system calls as the socket
 /// takes.
-async fn write_all_vectored(socket: &mut TcpStream, batch: &mut Vec<Bytes>) -> std::io::Result<()> {
+async fn write_all_vectored(
+    socket: &mut (impl AsyncWrite + Unpin),
+    batch: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
     if let [only] = batch.as_slice() {
         socket.write_all(only).await?;
         batch.clear();
@@ -349,6 +413,7 @@ mod tests {
             Recognised::Partial => "partial",
             Recognised::Subscribe(_) => "subscribe",
             Recognised::Preflight { .. } => "preflight",
+            Recognised::BadFraming => "bad framing",
             Recognised::Other => "other",
         }
     }
@@ -379,7 +444,6 @@ mod tests {
             "GET /v1/apps/%73hop/realtime HTTP/1.1\r\n\r\n",
             "GET /v1/apps/shop/realtime HTTP/1.1\r\ncookie: picloud_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n\r\n",
             "OPTIONS /v1/apps/shop/realtime HTTP/1.1\r\norigin: http://x\r\n\r\n",
-            "OPTIONS /v1/apps/shop/realtime HTTP/1.1\r\norigin: http://x\r\naccess-control-request-method: GET\r\ncontent-length: 3\r\n\r\nabc",
             "OPTIONS /v1/apps/shop/topics HTTP/1.1\r\norigin: http://x\r\naccess-control-request-method: GET\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "garbage\r\n\r\n",
@@ -411,5 +475,34 @@ mod tests {
             (preflight.len(), "http://x")
         );
         assert_eq!(kind(&next[len..]), "partial");
+    }
+
+    #[test]
+    fn requests_on_the_direct_path_with_a_body_are_refused() {
+        let preflight = "OPTIONS /v1/apps/shop/realtime HTTP/1.1\r\norigin: http://x\r\n\
+                         access-control-request-method: GET\r\n";
+        let get = "GET /v1/apps/shop/realtime?topic=a HTTP/1.1\r\n";
+        for start in [preflight, get] {
+            for framing in [
+                "content-length: 3\r\n",
+                "content-length: 0\r\ncontent-length: 3\r\n",
+                "content-length: 0\r\ncontent-length: 0\r\n",
+                "content-length: 0, 3\r\n",
+                "content-length: +0\r\n",
+                "content-length: -0\r\n",
+                "content-length: \r\n",
+                "transfer-encoding: chunked\r\n",
+                "content-length: 0\r\ntransfer-encoding: chunked\r\n",
+                "transfer-encoding: identity\r\n",
+            ] {
+                let head = format!("{start}{framing}\r\n");
+                assert_eq!(kind(&head), "bad framing", "{head:?}");
+            }
+            for framing in ["", "content-length: 0\r\n", "content-length: 00\r\n"] {
+                let head = format!("{start}{framing}\r\n");
+                assert_ne!(kind(&head), "bad framing", "{head:?}");
+                assert_ne!(kind(&head), "other", "{head:?}");
+            }
+        }
     }
 }

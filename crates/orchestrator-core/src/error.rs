@@ -22,6 +22,9 @@ pub enum Error {
     /// The app has as many open streams as it may.
     #[error("this app has {0} open realtime streams, its limit; retry later")]
     AppStreamLimit(usize),
+    /// The token's subject (`sub`) has as many open streams of the app as it may.
+    #[error("this token's subject has {0} open realtime streams, its limit; retry later")]
+    SubjectStreamLimit(usize),
     /// The server has as many open streams as it may.
     #[error("the server is at its limit of {0} realtime streams; retry later")]
     ServerStreamLimit(usize),
@@ -37,7 +40,9 @@ impl From<Error> for ApiError {
             Error::Invalid(message) => ApiError::invalid(message),
             Error::NotSubscribable => ApiError::new(ErrorCode::NotFound, error.to_string()),
             Error::Unauthorized => ApiError::unauthorized(),
-            Error::AppStreamLimit(_) => ApiError::new(ErrorCode::RateLimited, error.to_string()),
+            Error::AppStreamLimit(_) | Error::SubjectStreamLimit(_) => {
+                ApiError::new(ErrorCode::RateLimited, error.to_string())
+            }
             Error::ServerStreamLimit(_) => ApiError::new(ErrorCode::Unavailable, error.to_string()),
         }
     }

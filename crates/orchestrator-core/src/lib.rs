@@ -69,10 +69,12 @@ impl Default for RealtimeConfig {
             timing: StreamTiming {
                 heartbeat: Duration::from_secs(30),
                 token_notice: Duration::from_secs(60),
+                session_check: Duration::from_secs(10),
             },
             limits: Limits {
                 total: 50_000,
                 per_app: 10_000,
+                per_subject: 0,
             },
             max_topics: 32,
             broadcast_capacity: 64,

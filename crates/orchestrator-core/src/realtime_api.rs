@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use picloud_shared::access::Principal;
 use picloud_shared::error::ErrorBody;
-use picloud_shared::extract::{bearer_token, ApiJson, ApiPath, ApiQuery};
+use picloud_shared::extract::{bearer_token, session_cookie, ApiJson, ApiPath, ApiQuery};
 use picloud_shared::realtime::{RealtimeStore, TopicAccess};
 use picloud_shared::{ApiError, AppId, TopicName};
 use serde::{Deserialize, Serialize};
@@ -79,7 +79,7 @@ pub fn router(state: RealtimeState) -> OpenApiRouter {
         (status = 200, description = "the event stream", content_type = "text/event-stream", body = String),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "a topic does not exist or is not external", body = ErrorBody),
-        (status = 429, description = "the app's stream limit", body = ErrorBody),
+        (status = 429, description = "the app's or the token subject's stream limit", body = ErrorBody),
         (status = 503, description = "the server's stream limit", body = ErrorBody)))]
 pub async fn subscribe(
     State(rt): State<RealtimeState>,
@@ -91,7 +91,7 @@ pub async fn subscribe(
     // A signed-in dashboard admin (the auth layer's superuser) watches any existing
     // topic, external or not, without a subscriber token.
     let superuser = principal.is_some_and(|Extension(p)| p.superuser);
-    let subscription = start(
+    let mut subscription = start(
         &rt,
         &app,
         query.as_deref().unwrap_or(""),
@@ -99,6 +99,11 @@ pub async fn subscribe(
         superuser,
     )
     .await?;
+    // A superuser here is a dashboard session (API keys are not taken on this route):
+    // the stream ends when the session does.
+    if let Some(secret) = session_cookie(&headers).filter(|_| superuser) {
+        subscription.end_with_session(secret.to_owned(), rt.timing.session_check);
+    }
     let mut response = Body::from_stream(subscription.into_stream()).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -147,7 +152,7 @@ async fn open_stream(
 ) -> Result<Subscription> {
     let access = subscribable(rt.store.as_ref(), &app, &params.topics, superuser).await?;
 
-    let token_expires_at = if access.iter().any(|a| a.requires_token) {
+    let (token_expires_at, subject) = if access.iter().any(|a| a.requires_token) {
         let token = bearer_token(headers)
             .or(params.token.as_deref())
             .ok_or(Error::Unauthorized)?;
@@ -162,12 +167,12 @@ async fn open_stream(
             tracing::debug!(app = %app, "subscriber token does not cover the topics");
             return Err(Error::Unauthorized);
         }
-        Some(claims.exp * 1000)
+        (Some(claims.exp * 1000), claims.sub)
     } else {
-        None
+        (None, None)
     };
 
-    let slot = rt.limits.acquire(&app)?;
+    let slot = rt.limits.acquire(&app, subject.as_deref())?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

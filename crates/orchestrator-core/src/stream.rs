@@ -55,6 +55,16 @@ pub struct StreamTiming {
     pub heartbeat: Duration,
     /// How long before a token's expiry the `token_expiring` frame goes out.
     pub token_notice: Duration,
+    /// How often a stream opened with a dashboard session checks that the session is
+    /// still signed in (see [`Subscription::end_with_session`]).
+    pub session_check: Duration,
+}
+
+/// The dashboard session a stream lives no longer than.
+struct SessionWatch {
+    /// The session cookie's secret. Never logged.
+    secret: String,
+    every: Interval,
 }
 
 struct TopicState {
@@ -85,6 +95,7 @@ pub struct Subscription {
     token: Option<TokenClock>,
     in_catch_up: bool,
     done: bool,
+    session: Option<SessionWatch>,
     _slot: StreamSlot,
 }
 
@@ -196,6 +207,7 @@ impl Subscription {
             token,
             in_catch_up: false,
             done: false,
+            session: None,
             _slot: slot,
         };
 
@@ -229,6 +241,16 @@ impl Subscription {
             subscription.enter_catch_up();
         }
         Ok(subscription)
+    }
+
+    /// Ends the stream once the dashboard session with cookie secret `secret` is no
+    /// longer signed in (signed out or expired), checked every `every`; a check that
+    /// fails ends it too. For streams a session opened (a superuser's), which would
+    /// otherwise outlive the sign-out.
+    pub fn end_with_session(&mut self, secret: String, every: Duration) {
+        let mut every = tokio::time::interval_at(Instant::now() + every, every);
+        every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        self.session = Some(SessionWatch { secret, every });
     }
 
     /// The stream of SSE chunks; it ends on token expiry, server shutdown or a storage
@@ -293,6 +315,21 @@ impl Subscription {
                 Live::Closed => self.done = true,
             },
             _ = self.heartbeat.tick() => self.pending.push_back(HEARTBEAT),
+            () = session_tick(&mut self.session) => self.check_session().await,
+        }
+    }
+
+    async fn check_session(&mut self) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        match self.store.session_active(&session.secret).await {
+            Ok(true) => {}
+            Ok(false) => self.done = true,
+            Err(error) => {
+                tracing::warn!(app = %self.app, %error, "session check failed; ending the stream");
+                self.done = true;
+            }
         }
     }
 
@@ -512,6 +549,16 @@ fn lost_range(topic: &TopicName, from_seq: i64, to_seq: i64) -> Lost {
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next session check of a stream that has a session to watch; never otherwise.
+async fn session_tick(session: &mut Option<SessionWatch>) {
+    match session {
+        Some(session) => {
+            session.every.tick().await;
+        }
         None => std::future::pending().await,
     }
 }

@@ -208,6 +208,16 @@ pub struct RealtimeArgs {
     #[arg(long, env = "PICLOUD_REALTIME_THREADS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=1024))]
     pub realtime_threads: u64,
+    /// Seconds between checks that a dashboard session watching a stream is still
+    /// signed in; its streams end within this long of a sign-out or expiry.
+    #[arg(long, env = "PICLOUD_REALTIME_SESSION_CHECK_SEC", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub realtime_session_check_sec: u64,
+    /// Most open streams per subscriber-token subject (`sub`) of an app on this server;
+    /// more get 429. 0 = no limit.
+    #[arg(long, env = "PICLOUD_REALTIME_MAX_CONNECTIONS_PER_SUB", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub realtime_max_connections_per_sub: u64,
 }
 
 impl RealtimeArgs {
@@ -235,10 +245,12 @@ impl RealtimeArgs {
             timing: StreamTiming {
                 heartbeat: Duration::from_secs(self.realtime_heartbeat_sec),
                 token_notice: Duration::from_secs(self.realtime_token_notice_sec),
+                session_check: Duration::from_secs(self.realtime_session_check_sec),
             },
             limits: Limits {
                 total: self.realtime_max_connections as usize,
                 per_app: self.realtime_max_connections_per_app as usize,
+                per_subject: self.realtime_max_connections_per_sub as usize,
             },
             max_topics: self.realtime_max_topics as usize,
             broadcast_capacity: self.realtime_broadcast_capacity as usize,
@@ -264,6 +276,8 @@ impl RealtimeArgs {
             realtime_max_connections_per_app: 10_000,
             realtime_broadcast_capacity: 64,
             realtime_threads: 0,
+            realtime_session_check_sec: 10,
+            realtime_max_connections_per_sub: 0,
         }
     }
 }

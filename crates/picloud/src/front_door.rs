@@ -173,6 +173,14 @@ async fn triage(
                 deadline = tokio::time::Instant::now() + rules.header_timeout;
                 continue;
             }
+            Recognised::BadFraming => {
+                let started = Instant::now();
+                let request_id = uuid::Uuid::new_v4().to_string();
+                let status = direct_sse::reject_framing(&mut socket, &request_id).await;
+                let route = direct_sse::ROUTE.to_owned();
+                crate::server::record_request(&Method::GET, route, status, started);
+                return;
+            }
             Recognised::Preflight { .. } => break None,
             Recognised::Other if read.len() < MAX_HEAD || head_ends(&read) => break None,
             // A head longer than direct subscriptions may have: read on, up to the limit.

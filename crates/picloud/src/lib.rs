@@ -12,8 +12,11 @@
 //! - [`telemetry`]: tracing and the Prometheus recorder.
 //! - [`commands`]: the administrative CLI commands (`apps`, `keys`, `admins`, `migrate`).
 //! - [`dashboard`]: the embedded admin UI at `/_/`; [`stats`]: its overview series.
+//! - [`body_drain`]: reads what early rejections leave of a request body, so the
+//!   connection stays usable.
 
 pub mod body_timeout;
+pub mod body_drain;
 pub mod commands;
 pub mod config;
 pub mod connection_limits;

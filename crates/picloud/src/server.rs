@@ -394,6 +394,7 @@ fn routes(
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::from_fn(crate::body_drain::drain_unread_body))
 }
 
 /// Counts every answered request by method, route template and status, and times it.

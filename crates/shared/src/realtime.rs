@@ -94,4 +94,9 @@ pub trait RealtimeStore: Send + Sync + 'static {
         key: &SigningKey,
         retire_at: i64,
     ) -> StoreResult<()>;
+
+    /// Whether the dashboard session whose cookie secret is `secret` is still signed in
+    /// (neither signed out nor expired). A stream opened with a session re-checks it, so
+    /// it ends with the session, on every node.
+    async fn session_active(&self, secret: &str) -> StoreResult<bool>;
 }
