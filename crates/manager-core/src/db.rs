@@ -200,18 +200,43 @@ pub async fn begin_write<P: WritePool>(
     pool.begin_write().await
 }
 
-/// `url` with any password replaced, safe to print.
+/// Query parameters whose values are secrets (libpq's `password`, `sslpassword`).
+const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
+
+/// `url` with its password and any secret query parameter replaced by `***`, safe to
+/// print. Input that does not parse as a URL is replaced whole: it cannot be told
+/// apart from a secret.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    const UNPARSABLE: &str = "<unparsable database URL>";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return UNPARSABLE.to_owned();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    if !parsed.has_host() && parsed.path().contains('@') {
+        // `user:secret@host` without `//`: parsed as a path, the secret would show.
+        return UNPARSABLE.to_owned();
     }
+    if parsed.password().is_some() {
+        // Setting a password fails only on URLs that cannot have one.
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed
+        .query_pairs()
+        .any(|(name, _)| SECRET_PARAMS.contains(&name.as_ref()))
+    {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if SECRET_PARAMS.contains(&name.as_ref()) {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 /// Whether `error` is a unique-constraint violation (a duplicate key).
@@ -246,5 +271,36 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn passwords_in_query_parameters_are_redacted() {
+        let redacted = redact_url("postgres://u@h/db?sslmode=require&password=hunter2");
+        assert!(!redacted.contains("hunter2"), "{redacted}");
+        assert!(redacted.contains("sslmode=require"), "{redacted}");
+        let redacted = redact_url("postgresql://h/db?sslpassword=s3cr3t&user=u");
+        assert!(!redacted.contains("s3cr3t"), "{redacted}");
+        assert!(redacted.contains("user=u"), "{redacted}");
+    }
+
+    #[test]
+    fn an_at_sign_inside_a_password_is_redacted() {
+        // Unencoded, as people type it: the last `@` ends the user info.
+        let redacted = redact_url("postgres://u:p@ss@h:5432/db");
+        assert!(
+            !redacted.contains("p@ss") && !redacted.contains("ss@"),
+            "{redacted}"
+        );
+        let redacted = redact_url("postgres://u:p%40ss@h/db");
+        assert!(!redacted.contains("p%40ss"), "{redacted}");
+        assert!(redacted.starts_with("postgres://u:***@h"), "{redacted}");
+    }
+
+    #[test]
+    fn unparsable_input_is_not_echoed() {
+        for input in ["://u:secret@h/db", "u:secret@h/db", "not a url: secret"] {
+            assert!(!redact_url(input).contains("secret"), "{input}");
+        }
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
     }
 }
