@@ -90,7 +90,7 @@ impl KeyRow {
             .as_deref()
             .map(AppId::parse)
             .transpose()
-            .map_err(|e| Error::Invalid(e.0))?;
+            .map_err(|e| Error::Corrupt(format!("key {}: app id: {}", self.id, e.0)))?;
         Ok(ApiKey {
             id: self.id,
             app,

@@ -30,7 +30,7 @@ impl TryFrom<AppRow> for App {
     type Error = Error;
     fn try_from(row: AppRow) -> Result<App> {
         Ok(App {
-            id: AppId::parse(&row.id).map_err(|e| Error::Invalid(e.0))?,
+            id: AppId::parse(&row.id).map_err(|e| Error::Corrupt(format!("app id: {}", e.0)))?,
             name: row.name,
             created_at: row.created_at,
         })

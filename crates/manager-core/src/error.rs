@@ -54,6 +54,11 @@ pub enum Error {
     /// The server is shutting down and takes no new work.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Something PiCloud stored cannot be read back (an id that no longer parses, an
+    /// event payload that is not JSON): our fault, never the client's, so it is logged
+    /// and answered as a 500.
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
 }
 
 /// Shorthand for results in this crate.
@@ -88,7 +93,10 @@ impl From<Error> for ApiError {
                     "the database is unavailable; retry later",
                 )
             }
-            Error::Database(_) | Error::Migrate(_) | Error::UnsupportedDatabaseUrl(_) => {
+            Error::Database(_)
+            | Error::Migrate(_)
+            | Error::UnsupportedDatabaseUrl(_)
+            | Error::Corrupt(_) => {
                 tracing::error!(error = %error, "internal error");
                 ApiError::internal()
             }

@@ -544,7 +544,7 @@ impl Writer {
 
 fn decode_stored_answer(stored: &[u8]) -> Result<Publication> {
     let events: Vec<PublishedEvent> = serde_json::from_slice(stored)
-        .map_err(|e| Error::Invalid(format!("stored idempotent answer is unreadable: {e}")))?;
+        .map_err(|e| Error::Corrupt(format!("stored idempotent answer: {e}")))?;
     Ok(Publication {
         events,
         replayed: true,

@@ -130,7 +130,8 @@ struct TopicRow {
 impl TopicRow {
     fn into_topic(self) -> Result<Topic> {
         Ok(Topic {
-            name: TopicName::parse(&self.name).map_err(|e| Error::Invalid(e.0))?,
+            name: TopicName::parse(&self.name)
+                .map_err(|e| Error::Corrupt(format!("topic name: {}", e.0)))?,
             external_subscribable: self.external_subscribable,
             auth_mode: AuthMode::from_db(&self.auth_mode),
             retention: Retention {
