@@ -104,9 +104,27 @@ impl From<Error> for ApiError {
     }
 }
 
+/// Whether `error` means the database cannot serve now (unreachable, overloaded, out
+/// of space), so a retry later may succeed: answered 503 with `Retry-After`.
 fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| is_unavailable_code(&code)),
+        _ => false,
+    }
+}
+
+/// SQLite's numeric codes (the primary code is the low byte): BUSY (5), IOERR (10),
+/// FULL (13). PostgreSQL's SQLSTATE classes: 08 connection exception, 53 insufficient
+/// resources (disk full, too many connections), 57 operator intervention (shutdown).
+fn is_unavailable_code(code: &str) -> bool {
+    match code.parse::<i64>() {
+        Ok(sqlite) => matches!(sqlite & 0xff, 5 | 10 | 13),
+        Err(_) => ["08", "53", "57"]
+            .iter()
+            .any(|class| code.starts_with(class)),
+    }
 }

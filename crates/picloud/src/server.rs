@@ -70,7 +70,12 @@ pub async fn open_database(args: &DatabaseArgs) -> Result<Db, Error> {
     if Backend::of_url(&url).is_none() {
         return Err(Error::DatabaseUrl(redact_url(&url)));
     }
-    let db = Db::connect(&url, PoolSize(args.database_max_connections)).await?;
+    let db = Db::connect_with(
+        &url,
+        PoolSize(args.database_max_connections),
+        Duration::from_secs(args.database_acquire_timeout_sec),
+    )
+    .await?;
     db.migrate().await?;
     Ok(db)
 }
