@@ -143,6 +143,7 @@ pub async fn build_app_with(
         db.clone(),
         node_id.clone(),
         realtime.broadcaster(),
+        auth.clone(),
         background.clone(),
     ));
     let (publisher, writer) = Publisher::spawn(
