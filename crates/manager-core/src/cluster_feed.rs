@@ -4,8 +4,10 @@
 //! log and hands them to its own broadcaster. SQLite serves one node and needs none of
 //! this.
 //!
-//! A notification lost to a dropped listener connection costs no event: a subscriber
-//! that sees the next seq after a gap reads the gap from the log.
+//! A notification lost to a dropped listener connection costs no event: once listening
+//! again, the feed re-reads the head of every topic this node has subscribers for and
+//! broadcasts it, and a subscriber that sees a seq after a gap reads the gap from the
+//! log.
 //!
 //! Changes that end access go the same way, sent inside the transaction that makes
 //! them ([`FeedNotify`]): a topic closed to subscribers, a revoked key, a deleted app.
@@ -183,6 +185,7 @@ pub async fn run_cluster_feed(
     let Db::Postgres(pool, _) = &db else {
         return;
     };
+    let mut reconnecting = false;
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
             Ok(listener) => listener,
@@ -201,16 +204,59 @@ pub async fn run_cluster_feed(
             }
             continue;
         }
+        if reconnecting {
+            // Listening again: what was committed meanwhile was announced to no one here.
+            catch_up(&db, broadcaster.as_ref()).await;
+        }
+        reconnecting = true;
         loop {
+            // `try_recv`, not `recv`: `recv` reconnects by itself and would hide the loss.
             let notification = tokio::select! {
                 _ = stop.cancelled() => return,
-                n = listener.recv() => n,
+                n = listener.try_recv() => n,
             };
             match notification {
-                Ok(n) => relay(&db, &node, n.payload(), broadcaster.as_ref(), &auth).await,
+                Ok(Some(n)) => relay(&db, &node, n.payload(), broadcaster.as_ref(), &auth).await,
+                Ok(None) => {
+                    tracing::warn!("cluster feed: connection lost; reconnecting");
+                    break;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cluster feed: connection lost; reconnecting");
                     break;
+                }
+            }
+        }
+    }
+}
+
+/// Broadcasts the latest event of every topic this node has subscribers for. A
+/// subscriber that has it skips it; one behind sees the gap and reads it from the log.
+async fn catch_up(db: &Db, broadcaster: &dyn RealtimeBroadcaster) {
+    let mut by_app: std::collections::HashMap<AppId, Vec<TopicName>> = Default::default();
+    for (app, topic) in broadcaster.live_topics() {
+        by_app.entry(app).or_default().push(topic);
+    }
+    for (app, topics) in by_app {
+        let heads = match db.topic_access(&app, &topics).await {
+            Ok(heads) => heads,
+            Err(error) => {
+                tracing::warn!(error = %error.message, "cluster feed: catch-up read failed");
+                continue;
+            }
+        };
+        for (topic, head) in topics.iter().zip(heads) {
+            let Some(head) = head.filter(|h| h.last_seq > 0) else {
+                continue;
+            };
+            match db.read_log(&app, topic, head.last_seq - 1, 1).await {
+                Ok(events) => {
+                    if let Err(error) = broadcaster.broadcast(&events) {
+                        tracing::warn!(%error, "cluster feed: broadcast failed");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error.message, "cluster feed: catch-up read failed")
                 }
             }
         }

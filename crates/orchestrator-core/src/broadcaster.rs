@@ -165,6 +165,14 @@ impl RealtimeBroadcaster for Broadcaster {
         self.subscriber_count(app, topic) > 0
     }
 
+    fn live_topics(&self) -> Vec<(AppId, TopicName)> {
+        self.read()
+            .iter()
+            .filter(|(_, sender)| sender.receiver_count() > 0)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     fn close_topic(&self, app: &AppId, topic: &TopicName) {
         // Dropping the sender ends every receiver once it has read what was sent.
         let key = (app.clone(), topic.clone());

@@ -882,3 +882,78 @@ async fn key_revocations_and_app_deletions_reach_every_node_at_once() {
     node_b.stop().await;
     f.app.stop().await;
 }
+
+/// PostgreSQL only: a notification lost while a node's cluster feed was disconnected is
+/// filled in when it listens again, without waiting for a later event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_fills_in_events_committed_while_its_feed_was_down() {
+    let Some(t) = TestDb::new(picloud_manager_core::db::Backend::Postgres).await else {
+        eprintln!("skipped: set PICLOUD_TEST_DATABASE_URL to run PostgreSQL tests");
+        return;
+    };
+    let f = fixture(t).await;
+    f.topic("news", "public", true).await;
+    // Node B on a pool of its own, whose connections can be told apart.
+    let url_b = format!("{}?application_name=picloud_node_b", f.app.t.url);
+    let t_b = TestDb {
+        db: f.app.t.db.clone(),
+        url: url_b,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let node_b = common::spawn_existing(t_b, ServeArgs::for_tests()).await;
+    let name = database_name(&f.app.t).await;
+    wait_for_listeners(&f.app.t, &name, 2).await;
+    let mut on_b = node_b
+        .subscribe("shop", &["news"], Subscribe::default())
+        .await
+        .unwrap();
+    on_b.expect("hello").await;
+
+    // Cut node B off the database (its listener and its pool) and keep it off while
+    // node A publishes.
+    let admin = TestDb::new(picloud_manager_core::db::Backend::Postgres)
+        .await
+        .unwrap();
+    let admin_pool = pg_pool(&admin);
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(admin_pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND application_name = 'picloud_node_b'",
+    )
+    .bind(&name)
+    .execute(admin_pool)
+    .await
+    .unwrap();
+    wait_for_listeners(&admin, &name, 1).await;
+    let (status, body) = f
+        .app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics/news/events",
+            Some(&f.key),
+            Some(json!({"data": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(admin_pool)
+        .await
+        .unwrap();
+
+    let got: Vec<i64> = on_b
+        .events(1)
+        .await
+        .iter()
+        .map(|f| f.position().1)
+        .collect();
+    assert_eq!(
+        got,
+        [1],
+        "node b's subscriber gets the event with nothing published after it"
+    );
+    node_b.stop().await;
+    f.app.stop().await;
+}
