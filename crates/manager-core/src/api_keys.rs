@@ -12,7 +12,8 @@ use picloud_shared::{AppId, Scope, ScopeSet};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::db::Db;
+use crate::cluster_feed::{key_revoked_payload, FeedNotify};
+use crate::db::{begin_write, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
 use crate::settings::BOOTSTRAP_MARKER;
@@ -90,7 +91,7 @@ impl KeyRow {
             .as_deref()
             .map(AppId::parse)
             .transpose()
-            .map_err(|e| Error::Invalid(e.0))?;
+            .map_err(|e| Error::Corrupt(format!("key {}: app id: {}", self.id, e.0)))?;
         Ok(ApiKey {
             id: self.id,
             app,
@@ -242,10 +243,12 @@ impl Db {
 
     /// Revokes key `id` of `app` (an instance key for `None`). Revoking twice keeps the
     /// first revocation time. [`Error::KeyNotFound`] if the key is not in that scope.
+    /// The same transaction tells every node (cluster feed) to forget the key.
     pub async fn revoke_key(&self, app: Option<&str>, id: &str) -> Result<ApiKey> {
         let now = now_ms();
         let row: Option<KeyRow> = on_db!(self, pool => {
-            sqlx::query_as(&format!(
+            let mut tx = begin_write(pool).await?;
+            let row: Option<KeyRow> = sqlx::query_as(&format!(
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1)
                  WHERE id = $2 AND ((app_id IS NULL AND $3 IS NULL) OR app_id = $3)
                  RETURNING {KEY_COLUMNS}"
@@ -253,31 +256,43 @@ impl Db {
             .bind(now)
             .bind(id)
             .bind(app)
-            .fetch_optional(pool)
-            .await?
+            .fetch_optional(&mut *tx)
+            .await?;
+            if row.is_some() {
+                tx.notify_feed(key_revoked_payload(id)).await?;
+            }
+            tx.commit().await?;
+            row
         });
         row.ok_or_else(|| Error::KeyNotFound(id.to_owned()))?
             .into_key()
     }
 
-    /// The unrevoked key whose secret hashes to `hash`, if any.
-    pub async fn find_active_key(&self, hash: &[u8; 32]) -> Result<Option<(ApiKey, Vec<u8>)>> {
+    /// The unrevoked key whose secret hashes to `hash`, if any, with its stored digest
+    /// and its app's creation time (which tells an app from a later one with its id).
+    pub async fn find_active_key(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<(ApiKey, Vec<u8>, Option<i64>)>> {
         #[derive(sqlx::FromRow)]
         struct Found {
             #[sqlx(flatten)]
             key: KeyRow,
             secret_hash: Vec<u8>,
+            app_created_at: Option<i64>,
         }
         let row: Option<Found> = on_db!(self, pool => {
             sqlx::query_as(&format!(
-                "SELECT {KEY_COLUMNS}, secret_hash FROM api_keys
+                "SELECT {KEY_COLUMNS}, secret_hash,
+                    (SELECT created_at FROM apps WHERE apps.id = api_keys.app_id) AS app_created_at
+                 FROM api_keys
                  WHERE secret_hash = $1 AND revoked_at IS NULL"
             ))
             .bind(&hash[..])
             .fetch_optional(pool)
             .await?
         });
-        row.map(|r| Ok((r.key.into_key()?, r.secret_hash)))
+        row.map(|r| Ok((r.key.into_key()?, r.secret_hash, r.app_created_at)))
             .transpose()
     }
 

@@ -4,7 +4,8 @@ use picloud_shared::time::now_ms;
 use picloud_shared::AppId;
 use serde::Serialize;
 
-use crate::db::{is_unique_violation, Db};
+use crate::cluster_feed::{app_deleted_payload, FeedNotify};
+use crate::db::{begin_write, is_unique_violation, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
 
@@ -30,7 +31,7 @@ impl TryFrom<AppRow> for App {
     type Error = Error;
     fn try_from(row: AppRow) -> Result<App> {
         Ok(App {
-            id: AppId::parse(&row.id).map_err(|e| Error::Invalid(e.0))?,
+            id: AppId::parse(&row.id).map_err(|e| Error::Corrupt(format!("app id: {}", e.0)))?,
             name: row.name,
             created_at: row.created_at,
         })
@@ -93,14 +94,22 @@ impl Db {
     }
 
     /// Deletes an app and, through foreign-key cascades, everything it owns: keys,
-    /// topics, events, triggers, outbox rows, dead letters and secrets.
+    /// topics, events, triggers, outbox rows, dead letters and secrets. The same
+    /// transaction tells every node (cluster feed) to forget the app's keys and end its
+    /// streams.
     pub async fn delete_app(&self, id: &str) -> Result<()> {
         let deleted = on_db!(self, pool => {
-            sqlx::query("DELETE FROM apps WHERE id = $1")
+            let mut tx = begin_write(pool).await?;
+            let deleted = sqlx::query("DELETE FROM apps WHERE id = $1")
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if deleted > 0 {
+                tx.notify_feed(app_deleted_payload(id)).await?;
+            }
+            tx.commit().await?;
+            deleted
         });
         if deleted == 0 {
             return Err(Error::AppNotFound(id.to_owned()));

@@ -30,8 +30,9 @@ use crate::api_keys::{hash_secret, looks_like_key};
 use crate::db::Db;
 use crate::error::Result;
 
-/// How long a looked-up key is trusted before it is read again. Revocation through this
-/// node takes effect at once; through another node, within this time.
+/// How long a looked-up key is trusted before it is read again. Revocations and app
+/// deletions reach every node's cache at once through the cluster feed; this bounds a
+/// notice lost while a node's feed reconnects.
 pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 /// How often gathered `last_used_at` times are written.
 pub const KEY_USE_FLUSH_INTERVAL: Duration = Duration::from_secs(15);
@@ -43,6 +44,9 @@ pub struct Authenticator {
     db: Db,
     ttl: Duration,
     cache: RwLock<HashMap<[u8; 32], Cached>>,
+    /// Per app id, the creation time of the app last seen in a lookup: a cached key of an
+    /// earlier app with the same id (deleted, then created again) is not trusted.
+    incarnations: RwLock<HashMap<String, i64>>,
     used: Mutex<HashMap<String, i64>>,
 }
 
@@ -50,6 +54,8 @@ pub struct Authenticator {
 struct Cached {
     principal: Principal,
     fetched: Instant,
+    /// The creation time of the key's app when it was looked up.
+    app_created_at: Option<i64>,
 }
 
 impl Authenticator {
@@ -59,6 +65,7 @@ impl Authenticator {
             db,
             ttl,
             cache: RwLock::default(),
+            incarnations: RwLock::default(),
             used: Mutex::default(),
         }
     }
@@ -75,12 +82,14 @@ impl Authenticator {
             .read()
             .expect("key cache lock")
             .get(&hash)
-            .filter(|c| c.fetched.elapsed() < self.ttl)
+            .filter(|c| c.fetched.elapsed() < self.ttl && self.is_current(c))
             .map(|c| c.principal.clone());
         let principal = match cached {
             Some(principal) => principal,
             None => {
-                let Some((key, stored_hash)) = self.db.find_active_key(&hash).await? else {
+                let Some((key, stored_hash, app_created_at)) =
+                    self.db.find_active_key(&hash).await?
+                else {
                     self.cache.write().expect("key cache lock").remove(&hash);
                     return Ok(None);
                 };
@@ -94,6 +103,13 @@ impl Authenticator {
                     scopes: key.scopes.into_iter().collect::<ScopeSet>(),
                     superuser: false,
                 };
+                if let (Some(app), Some(created_at)) = (&principal.app, app_created_at) {
+                    let mut incarnations = self.incarnations.write().expect("incarnation lock");
+                    if incarnations.len() >= MAX_CACHED_KEYS {
+                        incarnations.clear();
+                    }
+                    incarnations.insert(app.as_str().to_owned(), created_at);
+                }
                 let mut cache = self.cache.write().expect("key cache lock");
                 if cache.len() >= MAX_CACHED_KEYS {
                     cache.clear();
@@ -103,6 +119,7 @@ impl Authenticator {
                     Cached {
                         principal: principal.clone(),
                         fetched: Instant::now(),
+                        app_created_at,
                     },
                 );
                 principal
@@ -115,13 +132,23 @@ impl Authenticator {
         Ok(Some(principal))
     }
 
+    /// Whether a cached key still belongs to the app now known under its app id.
+    fn is_current(&self, cached: &Cached) -> bool {
+        let Some(app) = &cached.principal.app else {
+            return true; // an instance key
+        };
+        let incarnations = self.incarnations.read().expect("incarnation lock");
+        incarnations.get(app.as_str()).copied() == cached.app_created_at
+    }
+
     /// The signed-in admin a session cookie secret stands for; `None` if it is unknown,
     /// expired or signed out. Never cached: signing out takes effect at once everywhere.
     pub async fn authenticate_session(&self, secret: &str) -> Result<Option<SignedIn>> {
         self.db.find_admin_session(secret).await
     }
 
-    /// Drops cached lookups of key `key_id`, after it was revoked here.
+    /// Drops cached lookups of key `key_id`, after it was revoked (here, or on another
+    /// node: the cluster feed tells).
     pub fn forget_key(&self, key_id: &str) {
         self.cache
             .write()
@@ -129,8 +156,13 @@ impl Authenticator {
             .retain(|_, c| c.principal.key_id != key_id);
     }
 
-    /// Drops cached lookups of every key of `app`, after the app was deleted.
+    /// Drops cached lookups of every key of `app`, after the app was deleted (here, or
+    /// on another node: the cluster feed tells).
     pub fn forget_app(&self, app: &str) {
+        self.incarnations
+            .write()
+            .expect("incarnation lock")
+            .remove(app);
         self.cache
             .write()
             .expect("key cache lock")

@@ -4,8 +4,14 @@
 //! log and hands them to its own broadcaster. SQLite serves one node and needs none of
 //! this.
 //!
-//! A notification lost to a dropped listener connection costs no event: a subscriber
-//! that sees the next seq after a gap reads the gap from the log.
+//! A notification lost to a dropped listener connection costs no event: once listening
+//! again, the feed re-reads the head of every topic this node has subscribers for and
+//! broadcasts it, and a subscriber that sees a seq after a gap reads the gap from the
+//! log.
+//!
+//! Changes that end access go the same way, sent inside the transaction that makes
+//! them ([`FeedNotify`]): a topic closed to subscribers, a revoked key, a deleted app.
+//! Every node, the sender included, acts on them; acting twice is harmless.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +21,7 @@ use picloud_shared::realtime::RealtimeStore;
 use picloud_shared::{AppId, TopicName};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::db::Db;
 
 /// The PostgreSQL channel publish transactions notify on.
@@ -62,23 +69,41 @@ pub fn payloads(node: &str, ranges: &[SeqRange]) -> Vec<String> {
 pub enum Announcement {
     /// Events committed.
     Committed(Vec<SeqRange>),
-    /// A topic (or, with no topic, a whole app) stopped being subscribable: end its
-    /// streams.
+    /// A topic stopped being subscribable (made internal or deleted): end its streams.
     Closed {
         /// The app.
         app: String,
-        /// The topic; `None` for every topic of the app.
-        topic: Option<String>,
+        /// The topic.
+        topic: String,
+    },
+    /// An API key was revoked: forget it.
+    KeyRevoked {
+        /// The key's id.
+        key_id: String,
+    },
+    /// An app was deleted: end its streams and forget its keys.
+    AppDeleted {
+        /// The app.
+        app: String,
     },
 }
 
-/// The payload announcing that `topic` of `app` (every topic when `None`) is no
-/// longer subscribable: `node`, then `!close app [topic]`.
-pub fn closed_payload(node: &str, app: &str, topic: Option<&str>) -> String {
-    match topic {
-        Some(topic) => format!("{node}\n!close {app} {topic}"),
-        None => format!("{node}\n!close {app}"),
-    }
+/// What announcements made by database changes give as their sender: no node skips them.
+const DATABASE_SENDER: &str = "db";
+
+/// The payload announcing that `topic` of `app` is no longer subscribable.
+pub fn closed_payload(app: &str, topic: &str) -> String {
+    format!("{DATABASE_SENDER}\n!close {app} {topic}")
+}
+
+/// The payload announcing that key `key_id` was revoked.
+pub fn key_revoked_payload(key_id: &str) -> String {
+    format!("{DATABASE_SENDER}\n!key-revoked {key_id}")
+}
+
+/// The payload announcing that `app` was deleted.
+pub fn app_deleted_payload(app: &str) -> String {
+    format!("{DATABASE_SENDER}\n!app-deleted {app}")
 }
 
 /// Reads a payload back: the sending node and what it announces; `None` if malformed.
@@ -86,15 +111,23 @@ pub fn parse(payload: &str) -> Option<(&str, Announcement)> {
     let mut lines = payload.split('\n');
     let node = lines.next()?;
     let rest: Vec<&str> = lines.collect();
-    if let [close] = rest.as_slice() {
-        if let Some(target) = close.strip_prefix("!close ") {
-            let mut f = target.split(' ');
-            let app = f.next()?.to_owned();
-            let topic = f.next().map(str::to_owned);
-            return f
-                .next()
-                .is_none()
-                .then_some((node, Announcement::Closed { app, topic }));
+    if let [notice] = rest.as_slice() {
+        if let Some(notice) = notice.strip_prefix('!') {
+            let fields: Vec<&str> = notice.split(' ').collect();
+            let announcement = match fields.as_slice() {
+                ["close", app, topic] => Announcement::Closed {
+                    app: (*app).to_owned(),
+                    topic: (*topic).to_owned(),
+                },
+                ["key-revoked", key_id] => Announcement::KeyRevoked {
+                    key_id: (*key_id).to_owned(),
+                },
+                ["app-deleted", app] => Announcement::AppDeleted {
+                    app: (*app).to_owned(),
+                },
+                _ => return None,
+            };
+            return Some((node, announcement));
         }
     }
     let ranges = rest
@@ -113,19 +146,30 @@ pub fn parse(payload: &str) -> Option<(&str, Announcement)> {
     Some((node, Announcement::Committed(ranges)))
 }
 
-/// On PostgreSQL, tells the other nodes that `topic` of `app` (every topic when `None`)
-/// is no longer subscribable, so they end its streams too. Nothing to do on SQLite.
-pub async fn announce_closed(db: &Db, node: &str, app: &str, topic: Option<&str>) {
-    let Db::Postgres(pool) = db else {
-        return;
-    };
-    let sent = sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(closed_payload(node, app, topic))
-        .execute(pool)
-        .await;
-    if let Err(error) = sent {
-        tracing::warn!(%error, app, "could not tell other nodes to end the streams");
+/// Sends a cluster-feed payload inside a transaction, so other nodes get it only if,
+/// and when, the transaction commits. A no-op on SQLite, which serves one node.
+pub(crate) trait FeedNotify {
+    /// Queues `payload` on [`CHANNEL`].
+    fn notify_feed(
+        &mut self,
+        payload: String,
+    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+impl FeedNotify for sqlx::SqliteConnection {
+    async fn notify_feed(&mut self, _payload: String) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+}
+
+impl FeedNotify for sqlx::PgConnection {
+    async fn notify_feed(&mut self, payload: String) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(self)
+            .await
+            .map(drop)
     }
 }
 
@@ -135,11 +179,13 @@ pub async fn run_cluster_feed(
     db: Db,
     node: String,
     broadcaster: Arc<dyn RealtimeBroadcaster>,
+    auth: Arc<Authenticator>,
     stop: CancellationToken,
 ) {
-    let Db::Postgres(pool) = &db else {
+    let Db::Postgres(pool, _) = &db else {
         return;
     };
+    let mut reconnecting = false;
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
             Ok(listener) => listener,
@@ -158,16 +204,59 @@ pub async fn run_cluster_feed(
             }
             continue;
         }
+        if reconnecting {
+            // Listening again: what was committed meanwhile was announced to no one here.
+            catch_up(&db, broadcaster.as_ref()).await;
+        }
+        reconnecting = true;
         loop {
+            // `try_recv`, not `recv`: `recv` reconnects by itself and would hide the loss.
             let notification = tokio::select! {
                 _ = stop.cancelled() => return,
-                n = listener.recv() => n,
+                n = listener.try_recv() => n,
             };
             match notification {
-                Ok(n) => relay(&db, &node, n.payload(), broadcaster.as_ref()).await,
+                Ok(Some(n)) => relay(&db, &node, n.payload(), broadcaster.as_ref(), &auth).await,
+                Ok(None) => {
+                    tracing::warn!("cluster feed: connection lost; reconnecting");
+                    break;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cluster feed: connection lost; reconnecting");
                     break;
+                }
+            }
+        }
+    }
+}
+
+/// Broadcasts the latest event of every topic this node has subscribers for. A
+/// subscriber that has it skips it; one behind sees the gap and reads it from the log.
+async fn catch_up(db: &Db, broadcaster: &dyn RealtimeBroadcaster) {
+    let mut by_app: std::collections::HashMap<AppId, Vec<TopicName>> = Default::default();
+    for (app, topic) in broadcaster.live_topics() {
+        by_app.entry(app).or_default().push(topic);
+    }
+    for (app, topics) in by_app {
+        let heads = match db.topic_access(&app, &topics).await {
+            Ok(heads) => heads,
+            Err(error) => {
+                tracing::warn!(error = %error.message, "cluster feed: catch-up read failed");
+                continue;
+            }
+        };
+        for (topic, head) in topics.iter().zip(heads) {
+            let Some(head) = head.filter(|h| h.last_seq > 0) else {
+                continue;
+            };
+            match db.read_log(&app, topic, head.last_seq - 1, 1).await {
+                Ok(events) => {
+                    if let Err(error) = broadcaster.broadcast(&events) {
+                        tracing::warn!(%error, "cluster feed: broadcast failed");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error.message, "cluster feed: catch-up read failed")
                 }
             }
         }
@@ -182,22 +271,35 @@ async fn pause(stop: &CancellationToken) -> bool {
     }
 }
 
-async fn relay(db: &Db, node: &str, payload: &str, broadcaster: &dyn RealtimeBroadcaster) {
+async fn relay(
+    db: &Db,
+    node: &str,
+    payload: &str,
+    broadcaster: &dyn RealtimeBroadcaster,
+    auth: &Authenticator,
+) {
     let Some((from, announcement)) = parse(payload) else {
         tracing::warn!("cluster feed: malformed notification ignored");
         return;
     };
-    if from == node {
-        return; // this node acted on its own changes already
-    }
     let ranges = match announcement {
+        // This node broadcast its own commits already.
+        Announcement::Committed(_) if from == node => return,
         Announcement::Committed(ranges) => ranges,
         Announcement::Closed { app, topic } => {
-            let Ok(app) = AppId::parse(&app) else { return };
-            match topic.map(|t| TopicName::parse(&t)) {
-                Some(Ok(topic)) => broadcaster.close_topic(&app, &topic),
-                Some(Err(_)) => {}
-                None => broadcaster.close_app(&app),
+            if let (Ok(app), Ok(topic)) = (AppId::parse(&app), TopicName::parse(&topic)) {
+                broadcaster.close_topic(&app, &topic);
+            }
+            return;
+        }
+        Announcement::KeyRevoked { key_id } => {
+            auth.forget_key(&key_id);
+            return;
+        }
+        Announcement::AppDeleted { app } => {
+            auth.forget_app(&app);
+            if let Ok(app) = AppId::parse(&app) {
+                broadcaster.close_app(&app);
             }
             return;
         }
@@ -258,18 +360,27 @@ mod tests {
             assert_eq!(node, "node_1");
             back.extend(r);
         }
-        let closed = |topic: Option<&str>| Announcement::Closed {
+        let closed = Announcement::Closed {
             app: "shop".into(),
-            topic: topic.map(str::to_owned),
+            topic: "a:b".into(),
         };
         assert_eq!(
-            parse(&closed_payload("n", "shop", Some("a:b"))),
-            Some(("n", closed(Some("a:b"))))
+            parse(&closed_payload("shop", "a:b")),
+            Some((DATABASE_SENDER, closed))
         );
+        let revoked = Announcement::KeyRevoked {
+            key_id: "key_1".into(),
+        };
         assert_eq!(
-            parse(&closed_payload("n", "shop", None)),
-            Some(("n", closed(None)))
+            parse(&key_revoked_payload("key_1")),
+            Some((DATABASE_SENDER, revoked))
         );
+        let deleted = Announcement::AppDeleted { app: "shop".into() };
+        assert_eq!(
+            parse(&app_deleted_payload("shop")),
+            Some((DATABASE_SENDER, deleted))
+        );
+        assert_eq!(parse("n\n!close shop"), None);
         assert_eq!(back, ranges);
         assert_eq!(parse("node\nshop orders 1"), None);
         assert!(payloads("n", &[]).is_empty());

@@ -7,8 +7,8 @@
 //! dialects genuinely differ, a query matches on [`Db`] and spells out both.
 
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -45,9 +45,9 @@ impl Backend {
 pub enum Db {
     /// SQLite in WAL mode with `synchronous=FULL`: a commit is on disk when it returns.
     /// The gate queues this process's busy writers (see [`Db::write_gate`]).
-    Sqlite(SqlitePool, WriteGate),
+    Sqlite(SqlitePool, WriteGate, WriteHealth),
     /// PostgreSQL.
-    Postgres(PgPool),
+    Postgres(PgPool, WriteHealth),
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db`. The body is compiled
@@ -56,8 +56,8 @@ pub enum Db {
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($pool, _) => $body,
-            $crate::db::Db::Postgres($pool) => $body,
+            $crate::db::Db::Sqlite($pool, ..) => $body,
+            $crate::db::Db::Postgres($pool, ..) => $body,
         }
     };
 }
@@ -68,6 +68,40 @@ macro_rules! on_db {
 /// recorder) take this gate first, so they wait for each other in FIFO order instead.
 #[derive(Debug, Clone, Default)]
 pub struct WriteGate(Arc<tokio::sync::Mutex<()>>);
+
+/// Whether this process's writes are failing, for readiness. A write that fails in the
+/// database (disk full, I/O error, no connection) marks it; the next write that commits
+/// clears it. A mark also fades after [`WRITE_FAILURE_HOLD`], so a node that readiness
+/// took out of rotation (and that so gets no writes to prove itself) is tried again.
+#[derive(Debug, Clone, Default)]
+pub struct WriteHealth(Arc<Mutex<Option<Instant>>>);
+
+/// How long one failed write keeps readiness down unless a later write commits.
+pub const WRITE_FAILURE_HOLD: Duration = Duration::from_secs(10);
+
+impl WriteHealth {
+    /// Records a write that failed in the database.
+    pub fn failed(&self) {
+        *self.0.lock().expect("write health lock") = Some(Instant::now());
+    }
+
+    /// Records a write that committed.
+    pub fn succeeded(&self) {
+        *self.0.lock().expect("write health lock") = None;
+    }
+
+    /// Whether a write failed recently and none has committed since.
+    pub fn is_failing(&self) -> bool {
+        self.0
+            .lock()
+            .expect("write health lock")
+            .is_some_and(|at| at.elapsed() < WRITE_FAILURE_HOLD)
+    }
+}
+
+/// How long a request waits for a pooled connection (or for the database to accept a
+/// new one) before it is answered `503 unavailable`.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How many connections a pool may open.
 #[derive(Debug, Clone, Copy)]
@@ -80,10 +114,17 @@ impl Default for PoolSize {
 }
 
 impl Db {
-    /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file and its
-    /// parent folder are created if missing.
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`) with the default acquire
+    /// timeout; see [`Db::connect_with`].
     pub async fn connect(url: &str, size: PoolSize) -> Result<Db> {
-        let acquire_timeout = Duration::from_secs(10);
+        Db::connect_with(url, size, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`); waiting for a connection
+    /// longer than `acquire_timeout` fails with `PoolTimedOut` (answered 503). A SQLite
+    /// file and its parent folder are created if missing. A connection left inside a
+    /// transaction (its COMMIT or ROLLBACK failed) is closed, never reused.
+    pub async fn connect_with(url: &str, size: PoolSize, acquire_timeout: Duration) -> Result<Db> {
         match Backend::of_url(url) {
             Some(Backend::Sqlite) => {
                 let options = SqliteConnectOptions::from_str(url)?
@@ -105,9 +146,21 @@ impl Db {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(size.0.max(1))
                     .acquire_timeout(acquire_timeout)
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            // The ping runs after the rollback a dropped transaction
+                            // queued, so the depth read next is the settled one.
+                            sqlx::Connection::ping(conn).await?;
+                            Ok(keep_after_release(conn))
+                        })
+                    })
                     .connect_with(options)
                     .await?;
-                Ok(Db::Sqlite(pool, WriteGate::default()))
+                Ok(Db::Sqlite(
+                    pool,
+                    WriteGate::default(),
+                    WriteHealth::default(),
+                ))
             }
             Some(Backend::Postgres) => {
                 let options = sqlx::postgres::PgConnectOptions::from_str(url)?
@@ -115,9 +168,12 @@ impl Db {
                 let pool = PgPoolOptions::new()
                     .max_connections(size.0.max(1))
                     .acquire_timeout(acquire_timeout)
+                    // A dropped transaction's rollback is queued with its depth already
+                    // lowered, so no round trip is needed to read the settled depth.
+                    .after_release(|conn, _| Box::pin(async move { Ok(keep_after_release(conn)) }))
                     .connect_with(options)
                     .await?;
-                Ok(Db::Postgres(pool))
+                Ok(Db::Postgres(pool, WriteHealth::default()))
             }
             None => Err(Error::UnsupportedDatabaseUrl(redact_url(url))),
         }
@@ -127,8 +183,8 @@ impl Db {
     /// on PostgreSQL, which has row locks, returns at once with no guard.
     pub async fn write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match self {
-            Db::Sqlite(_, gate) => Some(gate.0.clone().lock_owned().await),
-            Db::Postgres(_) => None,
+            Db::Sqlite(_, gate, _) => Some(gate.0.clone().lock_owned().await),
+            Db::Postgres(..) => None,
         }
     }
 
@@ -136,15 +192,22 @@ impl Db {
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite(..) => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
+            Db::Postgres(..) => Backend::Postgres,
+        }
+    }
+
+    /// Whether this process's writes are failing; see [`WriteHealth`].
+    pub fn write_health(&self) -> &WriteHealth {
+        match self {
+            Db::Sqlite(_, _, health) | Db::Postgres(_, health) => health,
         }
     }
 
     /// Brings the schema up to date with the migrations embedded in the binary.
     pub async fn migrate(&self) -> Result<()> {
         match self {
-            Db::Sqlite(pool, _) => sqlx::migrate!("../../migrations/sqlite").run(pool).await?,
-            Db::Postgres(pool) => {
+            Db::Sqlite(pool, ..) => sqlx::migrate!("../../migrations/sqlite").run(pool).await?,
+            Db::Postgres(pool, _) => {
                 sqlx::migrate!("../../migrations/postgres")
                     .run(pool)
                     .await?
@@ -163,6 +226,18 @@ impl Db {
     pub async fn close(&self) {
         on_db!(self, pool => pool.close().await)
     }
+}
+
+/// Whether a connection given back to the pool may be reused: not if it still believes
+/// it is inside a transaction. That is what a failed COMMIT or ROLLBACK leaves behind
+/// (SQLite rolls back by itself on a full disk, so the ROLLBACK sqlx then sends fails
+/// too), and every `BEGIN` on such a connection would fail until a restart.
+fn keep_after_release<C: sqlx::Connection>(conn: &C) -> bool {
+    let in_transaction = conn.is_in_transaction();
+    if in_transaction {
+        tracing::warn!("closing a database connection left inside a failed transaction");
+    }
+    !in_transaction
 }
 
 /// Pools that can open a write transaction.
@@ -200,18 +275,43 @@ pub async fn begin_write<P: WritePool>(
     pool.begin_write().await
 }
 
-/// `url` with any password replaced, safe to print.
+/// Query parameters whose values are secrets (libpq's `password`, `sslpassword`).
+const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
+
+/// `url` with its password and any secret query parameter replaced by `***`, safe to
+/// print. Input that does not parse as a URL is replaced whole: it cannot be told
+/// apart from a secret.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    const UNPARSABLE: &str = "<unparsable database URL>";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return UNPARSABLE.to_owned();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    if !parsed.has_host() && parsed.path().contains('@') {
+        // `user:secret@host` without `//`: parsed as a path, the secret would show.
+        return UNPARSABLE.to_owned();
     }
+    if parsed.password().is_some() {
+        // Setting a password fails only on URLs that cannot have one.
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed
+        .query_pairs()
+        .any(|(name, _)| SECRET_PARAMS.contains(&name.as_ref()))
+    {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if SECRET_PARAMS.contains(&name.as_ref()) {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 /// Whether `error` is a unique-constraint violation (a duplicate key).
@@ -246,5 +346,36 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn passwords_in_query_parameters_are_redacted() {
+        let redacted = redact_url("postgres://u@h/db?sslmode=require&password=hunter2");
+        assert!(!redacted.contains("hunter2"), "{redacted}");
+        assert!(redacted.contains("sslmode=require"), "{redacted}");
+        let redacted = redact_url("postgresql://h/db?sslpassword=s3cr3t&user=u");
+        assert!(!redacted.contains("s3cr3t"), "{redacted}");
+        assert!(redacted.contains("user=u"), "{redacted}");
+    }
+
+    #[test]
+    fn an_at_sign_inside_a_password_is_redacted() {
+        // Unencoded, as people type it: the last `@` ends the user info.
+        let redacted = redact_url("postgres://u:p@ss@h:5432/db");
+        assert!(
+            !redacted.contains("p@ss") && !redacted.contains("ss@"),
+            "{redacted}"
+        );
+        let redacted = redact_url("postgres://u:p%40ss@h/db");
+        assert!(!redacted.contains("p%40ss"), "{redacted}");
+        assert!(redacted.starts_with("postgres://u:***@h"), "{redacted}");
+    }
+
+    #[test]
+    fn unparsable_input_is_not_echoed() {
+        for input in ["://u:secret@h/db", "u:secret@h/db", "not a url: secret"] {
+            assert!(!redact_url(input).contains("secret"), "{input}");
+        }
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
     }
 }

@@ -54,6 +54,11 @@ pub enum Error {
     /// The server is shutting down and takes no new work.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Something PiCloud stored cannot be read back (an id that no longer parses, an
+    /// event payload that is not JSON): our fault, never the client's, so it is logged
+    /// and answered as a 500.
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
 }
 
 /// Shorthand for results in this crate.
@@ -88,7 +93,10 @@ impl From<Error> for ApiError {
                     "the database is unavailable; retry later",
                 )
             }
-            Error::Database(_) | Error::Migrate(_) | Error::UnsupportedDatabaseUrl(_) => {
+            Error::Database(_)
+            | Error::Migrate(_)
+            | Error::UnsupportedDatabaseUrl(_)
+            | Error::Corrupt(_) => {
                 tracing::error!(error = %error, "internal error");
                 ApiError::internal()
             }
@@ -96,9 +104,27 @@ impl From<Error> for ApiError {
     }
 }
 
+/// Whether `error` means the database cannot serve now (unreachable, overloaded, out
+/// of space), so a retry later may succeed: answered 503 with `Retry-After`.
 fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| is_unavailable_code(&code)),
+        _ => false,
+    }
+}
+
+/// SQLite's numeric codes (the primary code is the low byte): BUSY (5), IOERR (10),
+/// FULL (13). PostgreSQL's SQLSTATE classes: 08 connection exception, 53 insufficient
+/// resources (disk full, too many connections), 57 operator intervention (shutdown).
+fn is_unavailable_code(code: &str) -> bool {
+    match code.parse::<i64>() {
+        Ok(sqlite) => matches!(sqlite & 0xff, 5 | 10 | 13),
+        Err(_) => ["08", "53", "57"]
+            .iter()
+            .any(|class| code.starts_with(class)),
+    }
 }

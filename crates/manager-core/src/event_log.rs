@@ -42,9 +42,9 @@ struct EventRow {
 impl EventRow {
     fn into_event(self) -> Result<LoggedEvent> {
         let text = String::from_utf8(self.payload)
-            .map_err(|_| Error::Invalid(format!("event {} is not UTF-8", self.id)))?;
+            .map_err(|_| Error::Corrupt(format!("event {} is not UTF-8", self.id)))?;
         let data = RawValue::from_string(text)
-            .map_err(|_| Error::Invalid(format!("event {} is not JSON", self.id)))?;
+            .map_err(|_| Error::Corrupt(format!("event {} is not JSON", self.id)))?;
         Ok(LoggedEvent {
             topic: self.topic,
             seq: self.seq,

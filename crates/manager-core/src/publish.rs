@@ -293,10 +293,22 @@ impl Writer {
         }
     }
 
+    /// Writes the group (see [`Writer::write_group`]) and tells the database's
+    /// [`WriteHealth`](crate::db::WriteHealth) whether the write path works.
+    async fn write(&mut self, requests: &[&PublishRequest]) -> Result<GroupOutcome> {
+        let result = self.write_group(requests).await;
+        match &result {
+            Ok(_) => self.db.write_health().succeeded(),
+            Err(Error::Database(_)) => self.db.write_health().failed(),
+            Err(_) => {}
+        }
+        result
+    }
+
     /// Writes every request of the group in one transaction and commits it. Work is
     /// merged across the group: one seq-taking UPDATE per topic and multi-row INSERTs for
     /// all events and outbox rows, whatever the number of requests.
-    async fn write(&mut self, requests: &[&PublishRequest]) -> Result<GroupOutcome> {
+    async fn write_group(&mut self, requests: &[&PublishRequest]) -> Result<GroupOutcome> {
         let now = now_ms();
         let retention = Retention::default();
         // Per request: what it will answer, once known.
@@ -544,7 +556,7 @@ impl Writer {
 
 fn decode_stored_answer(stored: &[u8]) -> Result<Publication> {
     let events: Vec<PublishedEvent> = serde_json::from_slice(stored)
-        .map_err(|e| Error::Invalid(format!("stored idempotent answer is unreadable: {e}")))?;
+        .map_err(|e| Error::Corrupt(format!("stored idempotent answer: {e}")))?;
     Ok(Publication {
         events,
         replayed: true,

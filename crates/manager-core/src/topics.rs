@@ -6,7 +6,8 @@ use picloud_shared::time::now_ms;
 use picloud_shared::TopicName;
 use serde::{Deserialize, Serialize};
 
-use crate::db::{is_unique_violation, Db};
+use crate::cluster_feed::{closed_payload, FeedNotify};
+use crate::db::{begin_write, is_unique_violation, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
 
@@ -130,7 +131,8 @@ struct TopicRow {
 impl TopicRow {
     fn into_topic(self) -> Result<Topic> {
         Ok(Topic {
-            name: TopicName::parse(&self.name).map_err(|e| Error::Invalid(e.0))?,
+            name: TopicName::parse(&self.name)
+                .map_err(|e| Error::Corrupt(format!("topic name: {}", e.0)))?,
             external_subscribable: self.external_subscribable,
             auth_mode: AuthMode::from_db(&self.auth_mode),
             retention: Retention {
@@ -212,10 +214,12 @@ impl Db {
             .into_topic()
     }
 
-    /// Flips whether outsiders may subscribe to the topic.
+    /// Flips whether outsiders may subscribe to the topic. Making it internal tells
+    /// every node (cluster feed, in the same transaction) to end its streams.
     pub async fn set_topic_external(&self, app: &str, name: &str, external: bool) -> Result<Topic> {
         let updated = on_db!(self, pool => {
-            sqlx::query(
+            let mut tx = begin_write(pool).await?;
+            let updated = sqlx::query(
                 "UPDATE topics SET external_subscribable = $3, updated_at = $4
                  WHERE app_id = $1 AND name = $2",
             )
@@ -223,9 +227,14 @@ impl Db {
             .bind(name)
             .bind(external)
             .bind(now_ms())
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            if updated > 0 && !external {
+                tx.notify_feed(closed_payload(app, name)).await?;
+            }
+            tx.commit().await?;
+            updated
         });
         if updated == 0 {
             return Err(Error::TopicNotFound(name.to_owned()));
@@ -234,10 +243,11 @@ impl Db {
     }
 
     /// Deletes a topic with its whole log, and the outbox rows and dead letters that
-    /// point into it, in one transaction.
+    /// point into it, in one transaction, which also tells every node (cluster feed) to
+    /// end the topic's streams.
     pub async fn delete_topic(&self, app: &str, name: &str) -> Result<()> {
         let deleted = on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             for sql in [
                 "DELETE FROM outbox WHERE app_id = $1 AND topic = $2",
                 "DELETE FROM dead_letters WHERE app_id = $1 AND topic = $2",
@@ -251,6 +261,9 @@ impl Db {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            if deleted > 0 {
+                tx.notify_feed(closed_payload(app, name)).await?;
+            }
             tx.commit().await?;
             deleted
         });

@@ -46,7 +46,7 @@ backend_test! {
             .unwrap();
         assert!(created.secret.starts_with(&created.key.prefix));
         let hash = picloud_manager_core::api_keys::hash_secret(&created.secret);
-        let (found, stored_hash) = db.find_active_key(&hash).await.unwrap().unwrap();
+        let (found, stored_hash, _) = db.find_active_key(&hash).await.unwrap().unwrap();
         assert_eq!(found, created.key);
         assert_eq!(stored_hash, hash.to_vec());
         assert_eq!(found.scopes, [Scope::AppRead, Scope::PubsubPublish]);

@@ -38,20 +38,34 @@ impl Broadcaster {
     }
 
     /// A receiver of the topic's frames from now on.
+    ///
+    /// `closed` is read while the channel map's lock is held: [`Broadcaster::close_all`]
+    /// sets it under the write lock, so a subscription either sees it set or lands in the
+    /// map before `close_all` clears it, and no late subscription escapes the close.
     pub fn subscribe(&self, app: &AppId, topic: &TopicName) -> broadcast::Receiver<Frame> {
-        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            // A receiver whose sender is gone: the stream ends at once.
-            return broadcast::channel(1).1;
-        }
         let key = (app.clone(), topic.clone());
-        if let Some(sender) = self.read().get(&key) {
-            return sender.subscribe();
+        {
+            let channels = self.read();
+            if self.is_closed() {
+                return ended_receiver();
+            }
+            if let Some(sender) = channels.get(&key) {
+                return sender.subscribe();
+            }
         }
         let mut channels = self.channels.write().expect("channel map lock");
+        if self.is_closed() {
+            return ended_receiver();
+        }
         channels
             .entry(key)
             .or_insert_with(|| broadcast::channel(self.capacity).0)
             .subscribe()
+    }
+
+    /// Whether [`Broadcaster::close_all`] ran; read it with the channel map locked.
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// How many streams of this process listen to the topic now.
@@ -123,6 +137,11 @@ impl Broadcaster {
     }
 }
 
+/// A receiver whose sender is gone: the stream ends at once.
+fn ended_receiver() -> broadcast::Receiver<Frame> {
+    broadcast::channel(1).1
+}
+
 impl RealtimeBroadcaster for Broadcaster {
     fn broadcast(&self, events: &[CommittedEvent]) -> Result<(), BroadcastError> {
         let channels = self.read();
@@ -144,6 +163,14 @@ impl RealtimeBroadcaster for Broadcaster {
 
     fn wants(&self, app: &AppId, topic: &TopicName) -> bool {
         self.subscriber_count(app, topic) > 0
+    }
+
+    fn live_topics(&self) -> Vec<(AppId, TopicName)> {
+        self.read()
+            .iter()
+            .filter(|(_, sender)| sender.receiver_count() > 0)
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     fn close_topic(&self, app: &AppId, topic: &TopicName) {
@@ -224,6 +251,33 @@ mod tests {
                 receiver.recv().await,
                 Err(broadcast::error::RecvError::Closed)
             ));
+        }
+    }
+
+    #[test]
+    fn a_subscription_racing_close_all_never_stays_open() {
+        let app = AppId::parse("shop").unwrap();
+        let topic = TopicName::parse("orders").unwrap();
+        for _ in 0..20_000 {
+            let b = Arc::new(Broadcaster::new(8));
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let closer = {
+                let (b, barrier) = (b.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    b.close_all();
+                })
+            };
+            barrier.wait();
+            let mut receiver = b.subscribe(&app, &topic);
+            closer.join().unwrap();
+            assert!(
+                matches!(
+                    receiver.try_recv(),
+                    Err(broadcast::error::TryRecvError::Closed)
+                ),
+                "a subscription made around close_all is still open"
+            );
         }
     }
 

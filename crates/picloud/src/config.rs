@@ -47,6 +47,11 @@ pub struct DatabaseArgs {
     #[arg(long, env = "PICLOUD_DATABASE_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
     pub database_max_connections: u32,
+    /// Seconds a request waits for a database connection before it is answered 503
+    /// `unavailable` (with `Retry-After`); background tasks retry after it.
+    #[arg(long, env = "PICLOUD_DATABASE_ACQUIRE_TIMEOUT_SEC", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=600), global = true)]
+    pub database_acquire_timeout_sec: u64,
 }
 
 impl DatabaseArgs {

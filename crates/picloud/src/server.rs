@@ -73,7 +73,12 @@ pub async fn open_database(args: &DatabaseArgs) -> Result<Db, Error> {
     if Backend::of_url(&url).is_none() {
         return Err(Error::DatabaseUrl(redact_url(&url)));
     }
-    let db = Db::connect(&url, PoolSize(args.database_max_connections)).await?;
+    let db = Db::connect_with(
+        &url,
+        PoolSize(args.database_max_connections),
+        Duration::from_secs(args.database_acquire_timeout_sec),
+    )
+    .await?;
     db.migrate().await?;
     Ok(db)
 }
@@ -145,6 +150,7 @@ pub async fn build_app_with(
         db.clone(),
         node_id.clone(),
         realtime.broadcaster(),
+        auth.clone(),
         background.clone(),
     ));
     let (publisher, writer) = Publisher::spawn(

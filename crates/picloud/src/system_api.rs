@@ -47,20 +47,26 @@ pub async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// The process can serve: its database answers.
+/// The process can serve: its database answers, and its writes are not failing (a
+/// publish that failed in the database, say on a full disk, keeps this 503 until a write
+/// commits again or the failure is a few seconds old).
 #[utoipa::path(get, path = "/readyz", tag = "system",
     responses((status = 200, body = Status), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(state): State<SystemState>) -> Result<Json<Status>, ApiError> {
-    match state.db.ping().await {
-        Ok(()) => Ok(Json(Status { status: "ready" })),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "the database is unreachable",
-            ))
-        }
+    if let Err(e) = state.db.ping().await {
+        tracing::warn!(error = %e, "readiness check failed");
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the database is unreachable",
+        ));
     }
+    if state.db.write_health().is_failing() {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "writes to the database are failing",
+        ));
+    }
+    Ok(Json(Status { status: "ready" }))
 }
 
 /// Prometheus metrics in the text exposition format.

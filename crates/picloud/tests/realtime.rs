@@ -770,3 +770,190 @@ backend_test! {
         f.app.stop().await;
     }
 }
+
+/// The PostgreSQL pool of a test database.
+fn pg_pool(t: &TestDb) -> &sqlx::PgPool {
+    match &t.db {
+        picloud_manager_core::Db::Postgres(pool, _) => pool,
+        _ => unreachable!("a PostgreSQL test"),
+    }
+}
+
+/// Waits until `count` cluster-feed listeners are connected to database `name`; asks
+/// through `t`, which may be another database of the same server.
+async fn wait_for_listeners(t: &TestDb, name: &str, count: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE datname = $1 AND query LIKE 'LISTEN%'",
+        )
+        .bind(name)
+        .fetch_one(pg_pool(t))
+        .await
+        .unwrap();
+        if listening == count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{listening} listeners, not {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The name of the test database `t`.
+async fn database_name(t: &TestDb) -> String {
+    sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pg_pool(t))
+        .await
+        .unwrap()
+}
+
+/// Polls `node` with `key` until the key is refused; fails after a deadline far below
+/// the key cache's 10 s TTL.
+async fn refused_soon(node: &TestApp, key: &str, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, _) = node
+            .call(Method::GET, "/v1/apps/shop/topics", Some(key), None)
+            .await;
+        if status != 200 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still accepted on node b"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// PostgreSQL only: revoking a key or deleting an app on one node (over the API, or
+/// straight in the database as `picloud apps delete` does) reaches every node's key
+/// cache at once, not after its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_revocations_and_app_deletions_reach_every_node_at_once() {
+    let Some(t) = TestDb::new(picloud_manager_core::db::Backend::Postgres).await else {
+        eprintln!("skipped: set PICLOUD_TEST_DATABASE_URL to run PostgreSQL tests");
+        return;
+    };
+    let f = fixture(t).await;
+    let node_b = f.app.second_node().await;
+    let name = database_name(&f.app.t).await;
+    wait_for_listeners(&f.app.t, &name, 2).await;
+    let (status, created) = f
+        .app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/keys",
+            Some(&f.app.admin_key),
+            Some(json!({"name": "reader", "scopes": ["app:read"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let reader = created["key"].as_str().unwrap().to_owned();
+    let (status, _) = node_b
+        .call(Method::GET, "/v1/apps/shop/topics", Some(&reader), None)
+        .await;
+    assert_eq!(status, 200, "node b caches the key");
+    let (status, _) = f
+        .app
+        .call(
+            Method::DELETE,
+            &format!("/v1/apps/shop/keys/{}", created["id"].as_str().unwrap()),
+            Some(&f.app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    refused_soon(&node_b, &reader, "revoked on node a").await;
+
+    let other = f.app.create_key("shop", &["app:read"]).await;
+    let (status, _) = node_b
+        .call(Method::GET, "/v1/apps/shop/topics", Some(&other), None)
+        .await;
+    assert_eq!(status, 200, "node b caches the key");
+    // As `picloud apps delete` does: straight in the database, then the id is reused.
+    f.app.t.db.delete_app("shop").await.unwrap();
+    f.app.create_app("shop").await;
+    refused_soon(&node_b, &other, "the deleted app's key").await;
+    node_b.stop().await;
+    f.app.stop().await;
+}
+
+/// PostgreSQL only: a notification lost while a node's cluster feed was disconnected is
+/// filled in when it listens again, without waiting for a later event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_fills_in_events_committed_while_its_feed_was_down() {
+    let Some(t) = TestDb::new(picloud_manager_core::db::Backend::Postgres).await else {
+        eprintln!("skipped: set PICLOUD_TEST_DATABASE_URL to run PostgreSQL tests");
+        return;
+    };
+    let f = fixture(t).await;
+    f.topic("news", "public", true).await;
+    // Node B on a pool of its own, whose connections can be told apart.
+    let url_b = format!("{}?application_name=picloud_node_b", f.app.t.url);
+    let t_b = TestDb {
+        db: f.app.t.db.clone(),
+        url: url_b,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let node_b = common::spawn_existing(t_b, ServeArgs::for_tests()).await;
+    let name = database_name(&f.app.t).await;
+    wait_for_listeners(&f.app.t, &name, 2).await;
+    let mut on_b = node_b
+        .subscribe("shop", &["news"], Subscribe::default())
+        .await
+        .unwrap();
+    on_b.expect("hello").await;
+
+    // Cut node B off the database (its listener and its pool) and keep it off while
+    // node A publishes.
+    let admin = TestDb::new(picloud_manager_core::db::Backend::Postgres)
+        .await
+        .unwrap();
+    let admin_pool = pg_pool(&admin);
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(admin_pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND application_name = 'picloud_node_b'",
+    )
+    .bind(&name)
+    .execute(admin_pool)
+    .await
+    .unwrap();
+    wait_for_listeners(&admin, &name, 1).await;
+    let (status, body) = f
+        .app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics/news/events",
+            Some(&f.key),
+            Some(json!({"data": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(admin_pool)
+        .await
+        .unwrap();
+
+    let got: Vec<i64> = on_b
+        .events(1)
+        .await
+        .iter()
+        .map(|f| f.position().1)
+        .collect();
+    assert_eq!(
+        got,
+        [1],
+        "node b's subscriber gets the event with nothing published after it"
+    );
+    node_b.stop().await;
+    f.app.stop().await;
+}

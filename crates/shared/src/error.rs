@@ -144,9 +144,20 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if self.code == ErrorCode::Unavailable {
+            // A dependency is down: tell clients when a retry makes sense.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
+
+/// The `Retry-After` (seconds) sent with every `unavailable` answer.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: &str = "2";
 
 #[cfg(test)]
 mod tests {

@@ -45,6 +45,12 @@ pub trait RealtimeBroadcaster: Send + Sync + 'static {
         true
     }
 
+    /// The topics someone here listens to now, so the cluster feed can re-read their
+    /// heads after it lost notifications.
+    fn live_topics(&self) -> Vec<(AppId, TopicName)> {
+        Vec::new()
+    }
+
     /// Ends every live stream of the topic: it was deleted or is no longer external, so
     /// its subscribers must reconnect and be judged again.
     fn close_topic(&self, _app: &AppId, _topic: &TopicName) {}

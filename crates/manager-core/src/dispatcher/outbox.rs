@@ -199,7 +199,7 @@ impl Db {
         let _gate = self.write_gate().await;
         let lock = match self {
             Db::Sqlite(..) => "",
-            Db::Postgres(_) => " FOR UPDATE OF o SKIP LOCKED",
+            Db::Postgres(..) => " FOR UPDATE OF o SKIP LOCKED",
         };
         let sql = claim(lock);
         let rows = on_db!(self, pool => {

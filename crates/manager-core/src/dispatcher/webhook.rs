@@ -41,7 +41,7 @@ pub fn event_body(row: &ClaimedRow, plan: &DeliveryPlan) -> Result<Vec<u8>> {
         )));
     };
     let data: &RawValue = serde_json::from_slice(payload)
-        .map_err(|e| Error::Invalid(format!("stored event data is not JSON: {e}")))?;
+        .map_err(|e| Error::Corrupt(format!("stored event data is not JSON: {e}")))?;
     let body = serde_json::json!({
         "id": id,
         "app": row.app_id,

@@ -77,7 +77,7 @@ pub async fn delete_app(
 ) -> Result<StatusCode, ApiError> {
     state.db.delete_app(&app).await?;
     state.auth.forget_app(&app);
-    state.close_streams(&app, None).await;
+    state.close_streams(&app, None);
     tracing::info!(app, "app deleted");
     Ok(StatusCode::NO_CONTENT)
 }

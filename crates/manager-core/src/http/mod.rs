@@ -41,22 +41,15 @@ pub struct ManagerState {
 }
 
 impl ManagerState {
-    /// Ends the live streams of `topic` of `app` (every topic when `None`) here, and on
-    /// PostgreSQL on every other node.
-    pub async fn close_streams(&self, app: &str, topic: Option<&picloud_shared::TopicName>) {
+    /// Ends the live streams of `topic` of `app` (every topic when `None`) on this node.
+    /// Other nodes hear of it from the cluster feed notice the change's transaction sent.
+    pub fn close_streams(&self, app: &str, topic: Option<&picloud_shared::TopicName>) {
         if let Ok(id) = picloud_shared::AppId::parse(app) {
             match topic {
                 Some(topic) => self.realtime.close_topic(&id, topic),
                 None => self.realtime.close_app(&id),
             }
         }
-        crate::cluster_feed::announce_closed(
-            &self.db,
-            &self.node_id,
-            app,
-            topic.map(|t| t.as_str()),
-        )
-        .await;
     }
 }
 

@@ -113,7 +113,7 @@ pub async fn delete_topic(
     let topic = topic_from_path(&topic)?;
     state.db.get_app(&app).await?;
     state.db.delete_topic(&app, topic.as_str()).await?;
-    state.close_streams(&app, Some(&topic)).await;
+    state.close_streams(&app, Some(&topic));
     tracing::info!(app, %topic, "topic deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -136,7 +136,7 @@ pub async fn set_external(
         .set_topic_external(&app, topic.as_str(), body.external_subscribable)
         .await?;
     if !body.external_subscribable {
-        state.close_streams(&app, Some(&topic)).await;
+        state.close_streams(&app, Some(&topic));
     }
     tracing::info!(app, %topic, external = body.external_subscribable, "topic external flag changed");
     Ok(Json(updated))
