@@ -116,7 +116,7 @@ pub fn parse(payload: &str) -> Option<(&str, Announcement)> {
 /// On PostgreSQL, tells the other nodes that `topic` of `app` (every topic when `None`)
 /// is no longer subscribable, so they end its streams too. Nothing to do on SQLite.
 pub async fn announce_closed(db: &Db, node: &str, app: &str, topic: Option<&str>) {
-    let Db::Postgres(pool) = db else {
+    let Db::Postgres(pool, _) = db else {
         return;
     };
     let sent = sqlx::query("SELECT pg_notify($1, $2)")
@@ -137,7 +137,7 @@ pub async fn run_cluster_feed(
     broadcaster: Arc<dyn RealtimeBroadcaster>,
     stop: CancellationToken,
 ) {
-    let Db::Postgres(pool) = &db else {
+    let Db::Postgres(pool, _) = &db else {
         return;
     };
     loop {

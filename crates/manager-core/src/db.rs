@@ -17,6 +17,8 @@ use sqlx::sqlite::{
 use sqlx::ConnectOptions;
 
 use crate::error::{Error, Result};
+use crate::private_files::{create_private_dir, prepare_sqlite_file};
+use crate::secrets_at_rest::Vault;
 
 /// Which database engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +47,10 @@ impl Backend {
 pub enum Db {
     /// SQLite in WAL mode with `synchronous=FULL`: a commit is on disk when it returns.
     /// The gate queues this process's busy writers (see [`Db::write_gate`]).
-    Sqlite(SqlitePool, WriteGate),
+    /// The vault holds the master key secrets are sealed under.
+    Sqlite(SqlitePool, WriteGate, Vault),
     /// PostgreSQL.
-    Postgres(PgPool),
+    Postgres(PgPool, Vault),
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db`. The body is compiled
@@ -56,8 +59,8 @@ pub enum Db {
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($pool, _) => $body,
-            $crate::db::Db::Postgres($pool) => $body,
+            $crate::db::Db::Sqlite($pool, ..) => $body,
+            $crate::db::Db::Postgres($pool, ..) => $body,
         }
     };
 }
@@ -80,8 +83,8 @@ impl Default for PoolSize {
 }
 
 impl Db {
-    /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file and its
-    /// parent folder are created if missing.
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file (0600) and
+    /// its parent folder (0700) are created if missing; see [`prepare_sqlite_file`].
     pub async fn connect(url: &str, size: PoolSize) -> Result<Db> {
         let acquire_timeout = Duration::from_secs(10);
         match Backend::of_url(url) {
@@ -97,17 +100,20 @@ impl Db {
                     .pragma("cache_size", "-65536")
                     .pragma("mmap_size", "268435456")
                     .log_statements(log::LevelFilter::Trace);
-                if let Some(parent) = options.get_filename().parent() {
-                    if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+                let file = options.get_filename();
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                if !in_memory {
+                    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        create_private_dir(parent).map_err(sqlx::Error::Io)?;
                     }
+                    prepare_sqlite_file(file).map_err(sqlx::Error::Io)?;
                 }
                 let pool = SqlitePoolOptions::new()
                     .max_connections(size.0.max(1))
                     .acquire_timeout(acquire_timeout)
                     .connect_with(options)
                     .await?;
-                Ok(Db::Sqlite(pool, WriteGate::default()))
+                Ok(Db::Sqlite(pool, WriteGate::default(), Vault::default()))
             }
             Some(Backend::Postgres) => {
                 let options = sqlx::postgres::PgConnectOptions::from_str(url)?
@@ -117,7 +123,7 @@ impl Db {
                     .acquire_timeout(acquire_timeout)
                     .connect_with(options)
                     .await?;
-                Ok(Db::Postgres(pool))
+                Ok(Db::Postgres(pool, Vault::default()))
             }
             None => Err(Error::UnsupportedDatabaseUrl(redact_url(url))),
         }
@@ -127,8 +133,8 @@ impl Db {
     /// on PostgreSQL, which has row locks, returns at once with no guard.
     pub async fn write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match self {
-            Db::Sqlite(_, gate) => Some(gate.0.clone().lock_owned().await),
-            Db::Postgres(_) => None,
+            Db::Sqlite(_, gate, _) => Some(gate.0.clone().lock_owned().await),
+            Db::Postgres(..) => None,
         }
     }
 
@@ -136,15 +142,15 @@ impl Db {
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite(..) => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
+            Db::Postgres(..) => Backend::Postgres,
         }
     }
 
     /// Brings the schema up to date with the migrations embedded in the binary.
     pub async fn migrate(&self) -> Result<()> {
         match self {
-            Db::Sqlite(pool, _) => sqlx::migrate!("../../migrations/sqlite").run(pool).await?,
-            Db::Postgres(pool) => {
+            Db::Sqlite(pool, ..) => sqlx::migrate!("../../migrations/sqlite").run(pool).await?,
+            Db::Postgres(pool, _) => {
                 sqlx::migrate!("../../migrations/postgres")
                     .run(pool)
                     .await?

@@ -54,6 +54,24 @@ pub enum Error {
     /// The server is shutting down and takes no new work.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A stored secret could not be sealed or opened, or the key file not read.
+    #[error("secrets at rest: {0}")]
+    Secrets(String),
+    /// A secret was needed before the database was unlocked with the master key.
+    #[error("secrets at rest: the database was not unlocked with the master key")]
+    SecretsLocked,
+    /// The master key given is not the one this database's secrets are sealed under.
+    #[error(
+        "the master key {given} cannot open this database's secrets, which are sealed under \
+         master key {stored}: start every node with the key in use (PICLOUD_MASTER_KEY, or \
+         master.key in the data dir); see docs/operations.md"
+    )]
+    MasterKeyMismatch {
+        /// The id of the key the database's check value was sealed under.
+        stored: String,
+        /// The id of the key given.
+        given: String,
+    },
 }
 
 /// Shorthand for results in this crate.
@@ -88,7 +106,12 @@ impl From<Error> for ApiError {
                     "the database is unavailable; retry later",
                 )
             }
-            Error::Database(_) | Error::Migrate(_) | Error::UnsupportedDatabaseUrl(_) => {
+            Error::Database(_)
+            | Error::Migrate(_)
+            | Error::UnsupportedDatabaseUrl(_)
+            | Error::Secrets(_)
+            | Error::SecretsLocked
+            | Error::MasterKeyMismatch { .. } => {
                 tracing::error!(error = %error, "internal error");
                 ApiError::internal()
             }

@@ -8,12 +8,14 @@
 //! - [`system_api`]: health, readiness, metrics and the OpenAPI document.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
 //! - [`commands`]: the administrative CLI commands (`apps`, `keys`, `admins`, `migrate`).
+//! - [`master_key`]: where the master key sealing stored secrets comes from.
 //! - [`dashboard`]: the embedded admin UI at `/_/`; [`stats`]: its overview series.
 
 pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod front_door;
+pub mod master_key;
 pub mod server;
 pub mod stats;
 pub mod system_api;

@@ -122,7 +122,8 @@ backend_test! {
         assert!(!list.to_string().contains("argon2"));
 
         // The server signs the created admin in with that password.
-        let server = Server::start(&["--database-url", &url]).await;
+        let data_dir = t.data_dir();
+        let server = Server::start(&["--database-url", &url, "--data-dir", data_dir.to_str().unwrap()]).await;
         let client = reqwest::Client::new();
         let sign_in = |password: &'static str| client
             .post(format!("http://{}/v1/admin/session", server.addr))
