@@ -1,6 +1,7 @@
 //! Files only PiCloud's own user may read: the data dir is created 0700, the SQLite
 //! database (with its `-wal` and `-shm` files) and the master key file 0600. They hold
 //! every event and the sealed secrets; other local users have no business reading them.
+//! Such files found readable by others are tightened at start.
 
 use std::path::{Path, PathBuf};
 
@@ -41,9 +42,10 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Clears the group and other permission bits of `file`, if it exists and has any.
+/// Clears the group and other permission bits of `file`, if it exists and has any, and
+/// logs that it did.
 #[cfg(unix)]
-fn restrict_to_owner(file: &Path) -> std::io::Result<()> {
+pub fn restrict_to_owner(file: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = match std::fs::metadata(file) {
         Ok(metadata) => metadata.permissions().mode() & 0o777,
@@ -56,13 +58,14 @@ fn restrict_to_owner(file: &Path) -> std::io::Result<()> {
             file = %file.display(),
             was = %format!("{mode:04o}"),
             now = %format!("{:04o}", mode & 0o700),
-            "tightened the permissions of a database file other users could read"
+            "tightened the permissions of a file other users could read"
         );
     }
     Ok(())
 }
 
+/// Nothing to do where there are no Unix permission bits.
 #[cfg(not(unix))]
-fn restrict_to_owner(_file: &Path) -> std::io::Result<()> {
+pub fn restrict_to_owner(_file: &Path) -> std::io::Result<()> {
     Ok(())
 }

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::private_files::create_private_dir;
+use crate::private_files::{create_private_dir, restrict_to_owner};
 
 /// The prefix of every sealed value; plaintext secrets never start with it.
 pub const SEALED_PREFIX: &str = "v1:";
@@ -82,6 +82,12 @@ impl MasterKey {
 
     /// Reads the key file at `path`.
     pub fn read_file(path: &Path) -> Result<MasterKey> {
+        restrict_to_owner(path).map_err(|e| {
+            Error::Secrets(format!(
+                "cannot restrict the key file {}: {e}",
+                path.display()
+            ))
+        })?;
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
             Error::Secrets(format!("cannot read the key file {}: {e}", path.display()))
         })?);
@@ -149,11 +155,12 @@ impl MasterKey {
     /// sealed, was sealed under another key, for another row, or was altered.
     pub fn open(&self, aad: &Aad, stored: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let (key_id, body) = parse_sealed(stored)
-            .ok_or_else(|| Error::Secrets(format!("the stored {} is not sealed", aad.0)))?;
+            .ok_or_else(|| Error::Secrets(format!("the stored {} is not sealed", aad.label())))?;
         if key_id != self.id {
             return Err(Error::Secrets(format!(
                 "the stored {} was sealed under master key {key_id}, not {}",
-                aad.0, self.id
+                aad.label(),
+                self.id
             )));
         }
         let opened = (body.len() > NONCE_LEN)
@@ -172,14 +179,14 @@ impl MasterKey {
             .flatten();
         opened
             .map(Zeroizing::new)
-            .ok_or_else(|| Error::Secrets(format!("the stored {} does not open", aad.0)))
+            .ok_or_else(|| Error::Secrets(format!("the stored {} does not open", aad.label())))
     }
 
     /// [`MasterKey::open`] for a secret stored as text.
     pub fn open_text(&self, aad: &Aad, stored: &str) -> Result<String> {
         let opened = self.open(aad, stored.as_bytes())?;
         String::from_utf8(opened.to_vec())
-            .map_err(|_| Error::Secrets(format!("the stored {} is not text", aad.0)))
+            .map_err(|_| Error::Secrets(format!("the stored {} is not text", aad.label())))
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
@@ -228,6 +235,11 @@ impl Aad {
     /// The check value proving which key this database's secrets are sealed under.
     pub fn key_check() -> Aad {
         Aad("master key check".to_owned())
+    }
+
+    /// What the value is, for error messages.
+    fn label(&self) -> String {
+        self.0.replace('\0', " ")
     }
 }
 
@@ -283,7 +295,7 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn key_files_are_created_0600_in_a_0700_folder_and_read_back() {
+    fn key_files_are_created_0600_in_a_0700_folder_and_kept_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data").join(KEY_FILE_NAME);
@@ -292,8 +304,14 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let (loaded, fresh) = MasterKey::load_or_create(&path).unwrap();
         assert!(!fresh);
         assert_eq!(loaded.id(), created.id());
+        assert_eq!(
+            mode(&path),
+            0o600,
+            "a key file readable by others is tightened"
+        );
     }
 }
