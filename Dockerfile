@@ -30,11 +30,14 @@ RUN set -eux; \
     groupadd --system --gid 10001 picloud; \
     useradd --system --uid 10001 --gid picloud --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin picloud; \
-    mkdir -p /data; \
-    chown picloud:picloud /data
+    install -d -m 0700 -o picloud -g picloud /data
 
 COPY --from=builder /usr/local/bin/picloud /usr/local/bin/picloud
 
+# 0.0.0.0 inside the container only: publish the port on the host's loopback (or a
+# private network) and terminate TLS in a reverse proxy in front (docs/operations.md).
+# /data holds the SQLite database and master.key (created 0600 on first start) unless
+# PICLOUD_DATABASE_URL and PICLOUD_MASTER_KEY point elsewhere.
 ENV PICLOUD_BIND=0.0.0.0:8080 \
     PICLOUD_DATA_DIR=/data
 VOLUME /data

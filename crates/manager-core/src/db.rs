@@ -17,6 +17,8 @@ use sqlx::sqlite::{
 use sqlx::ConnectOptions;
 
 use crate::error::{Error, Result};
+use crate::private_files::{create_private_dir, prepare_sqlite_file};
+use crate::secrets_at_rest::Vault;
 
 /// Which database engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +47,17 @@ impl Backend {
 pub enum Db {
     /// SQLite in WAL mode with `synchronous=FULL`: a commit is on disk when it returns.
     /// The gate queues this process's busy writers (see [`Db::write_gate`]).
-    Sqlite(SqlitePool, WriteGate, WriteHealth),
+    Sqlite(SqlitePool, WriteGate, PoolState),
     /// PostgreSQL.
-    Postgres(PgPool, WriteHealth),
+    Postgres(PgPool, PoolState),
+}
+
+/// What this process keeps beside its pool, shared by every clone of the [`Db`]: whether
+/// writes are failing (for readiness) and the vault holding the master key.
+#[derive(Debug, Clone, Default)]
+pub struct PoolState {
+    health: WriteHealth,
+    pub(crate) vault: Vault,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db`. The body is compiled
@@ -138,10 +148,13 @@ impl Db {
                     .pragma("cache_size", "-65536")
                     .pragma("mmap_size", "268435456")
                     .log_statements(log::LevelFilter::Trace);
-                if let Some(parent) = options.get_filename().parent() {
-                    if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+                let file = options.get_filename();
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                if !in_memory {
+                    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        create_private_dir(parent).map_err(sqlx::Error::Io)?;
                     }
+                    prepare_sqlite_file(file).map_err(sqlx::Error::Io)?;
                 }
                 let pool = SqlitePoolOptions::new()
                     .max_connections(size.0.max(1))
@@ -156,11 +169,7 @@ impl Db {
                     })
                     .connect_with(options)
                     .await?;
-                Ok(Db::Sqlite(
-                    pool,
-                    WriteGate::default(),
-                    WriteHealth::default(),
-                ))
+                Ok(Db::Sqlite(pool, WriteGate::default(), PoolState::default()))
             }
             Some(Backend::Postgres) => {
                 let options = sqlx::postgres::PgConnectOptions::from_str(url)?
@@ -173,7 +182,7 @@ impl Db {
                     .after_release(|conn, _| Box::pin(async move { Ok(keep_after_release(conn)) }))
                     .connect_with(options)
                     .await?;
-                Ok(Db::Postgres(pool, WriteHealth::default()))
+                Ok(Db::Postgres(pool, PoolState::default()))
             }
             None => Err(Error::UnsupportedDatabaseUrl(redact_url(url))),
         }
@@ -198,8 +207,13 @@ impl Db {
 
     /// Whether this process's writes are failing; see [`WriteHealth`].
     pub fn write_health(&self) -> &WriteHealth {
+        &self.state().health
+    }
+
+    /// What this process keeps beside the pool.
+    pub(crate) fn state(&self) -> &PoolState {
         match self {
-            Db::Sqlite(_, _, health) | Db::Postgres(_, health) => health,
+            Db::Sqlite(_, _, state) | Db::Postgres(_, state) => state,
         }
     }
 

@@ -59,6 +59,24 @@ pub enum Error {
     /// and answered as a 500.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// A stored secret could not be sealed or opened, or the key file not read.
+    #[error("secrets at rest: {0}")]
+    Secrets(String),
+    /// A secret was needed before the database was unlocked with the master key.
+    #[error("secrets at rest: the database was not unlocked with the master key")]
+    SecretsLocked,
+    /// The master key given is not the one this database's secrets are sealed under.
+    #[error(
+        "the master key {given} cannot open this database's secrets, which are sealed under \
+         master key {stored}: start every node with the key in use (PICLOUD_MASTER_KEY, or \
+         master.key in the data dir); see docs/operations.md"
+    )]
+    MasterKeyMismatch {
+        /// The id of the key the database's check value was sealed under.
+        stored: String,
+        /// The id of the key given.
+        given: String,
+    },
 }
 
 /// Shorthand for results in this crate.
@@ -96,7 +114,10 @@ impl From<Error> for ApiError {
             Error::Database(_)
             | Error::Migrate(_)
             | Error::UnsupportedDatabaseUrl(_)
-            | Error::Corrupt(_) => {
+            | Error::Corrupt(_)
+            | Error::Secrets(_)
+            | Error::SecretsLocked
+            | Error::MasterKeyMismatch { .. } => {
                 tracing::error!(error = %error, "internal error");
                 ApiError::internal()
             }

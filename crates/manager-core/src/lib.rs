@@ -19,6 +19,9 @@
 //! - [`auth`]: turning an `Authorization` header into a [`picloud_shared::access::Principal`]
 //!   and enforcing the route access table.
 //! - [`http`]: the admin and app routes this crate serves.
+//! - [`secret_box`]: the master key and the sealed format of secrets at rest;
+//!   [`secrets_at_rest`]: unlocking a database with the key, sealing plaintext rows and
+//!   rotating the key; [`private_files`]: the data dir and database files kept 0700/0600.
 //!
 //! This crate never depends on `orchestrator-core`; the two meet through traits in
 //! `picloud-shared`.
@@ -35,9 +38,12 @@ pub mod dispatcher;
 pub mod error;
 pub mod event_log;
 pub mod http;
+pub mod private_files;
 pub mod publish;
 pub mod realtime_store;
 pub mod retention;
+pub mod secret_box;
+pub mod secrets_at_rest;
 pub mod settings;
 pub mod stats;
 #[cfg(feature = "testing")]

@@ -11,6 +11,7 @@ use crate::db::{begin_write, Db};
 use crate::error::Error;
 use crate::event_log::MAX_READ_LIMIT;
 use crate::on_db;
+use crate::secret_box::Aad;
 
 #[derive(sqlx::FromRow)]
 struct AccessRow {
@@ -38,6 +39,23 @@ struct KeyRow {
 
 fn api(error: sqlx::Error) -> ApiError {
     Error::from(error).into()
+}
+
+impl Db {
+    /// `key`'s secret sealed for its `app_secrets` row.
+    fn sealed_signing_key(
+        &self,
+        app: &AppId,
+        purpose: &str,
+        key: &SigningKey,
+    ) -> StoreResult<Vec<u8>> {
+        let aad = Aad::app_secret(app.as_str(), purpose, &key.kid);
+        Ok(self
+            .master_key()
+            .map_err(ApiError::from)?
+            .seal(&aad, &key.secret)
+            .into_bytes())
+    }
 }
 
 #[async_trait]
@@ -130,15 +148,18 @@ impl RealtimeStore for Db {
             .await
             .map_err(api)?
         });
-        Ok(rows
-            .into_iter()
-            .map(|r| SigningKey {
-                kid: r.kid,
-                secret: r.secret,
-                created_at: r.created_at,
-                retired_at: r.retired_at,
+        let key = self.master_key().map_err(ApiError::from)?;
+        rows.into_iter()
+            .map(|r| {
+                let aad = Aad::app_secret(app.as_str(), purpose, &r.kid);
+                Ok(SigningKey {
+                    secret: key.open(&aad, &r.secret).map_err(ApiError::from)?.to_vec(),
+                    kid: r.kid,
+                    created_at: r.created_at,
+                    retired_at: r.retired_at,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn insert_signing_key(
@@ -147,6 +168,7 @@ impl RealtimeStore for Db {
         purpose: &str,
         key: &SigningKey,
     ) -> StoreResult<()> {
+        let sealed = self.sealed_signing_key(app, purpose, key)?;
         let _gate = self.write_gate().await;
         let result = on_db!(self, pool => {
             sqlx::query(
@@ -157,7 +179,7 @@ impl RealtimeStore for Db {
             .bind(app.as_str())
             .bind(purpose)
             .bind(&key.kid)
-            .bind(&key.secret)
+            .bind(&sealed)
             .bind(key.created_at)
             .bind(key.retired_at)
             .execute(pool)
@@ -180,6 +202,7 @@ impl RealtimeStore for Db {
         key: &SigningKey,
         retire_at: i64,
     ) -> StoreResult<()> {
+        let sealed = self.sealed_signing_key(app, purpose, key)?;
         let _gate = self.write_gate().await;
         on_db!(self, pool => {
             let mut tx = begin_write(pool).await.map_err(api)?;
@@ -200,7 +223,7 @@ impl RealtimeStore for Db {
             .bind(app.as_str())
             .bind(purpose)
             .bind(&key.kid)
-            .bind(&key.secret)
+            .bind(&sealed)
             .bind(key.created_at)
             .execute(&mut *tx)
             .await

@@ -8,6 +8,7 @@
 use picloud_shared::ids::random_id;
 
 use crate::db::{Backend, Db, PoolSize};
+use crate::secret_box::{MasterKey, KEY_FILE_NAME};
 
 /// The variable naming a PostgreSQL server tests may create databases on.
 pub const TEST_DATABASE_URL_ENV: &str = "PICLOUD_TEST_DATABASE_URL";
@@ -35,7 +36,36 @@ impl TestDb {
             .await
             .expect("connect test database");
         db.migrate().await.expect("migrate test database");
-        Some(TestDb { db, url, dir })
+        let t = TestDb { db, url, dir };
+        t.db.unlock_secrets(t.master_key())
+            .await
+            .expect("unlock test database");
+        Some(t)
+    }
+
+    /// The data dir a server started on this database uses (`--data-dir`): it holds the
+    /// master key file the database is unlocked with.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The database's master key, from (or created in) [`TestDb::data_dir`].
+    pub fn master_key(&self) -> MasterKey {
+        MasterKey::load_or_create(&self.data_dir().join(KEY_FILE_NAME))
+            .expect("test master key")
+            .0
+    }
+
+    /// A new pool to this database, unlocked with its master key, as a restarted
+    /// server would open it.
+    pub async fn reconnect(&self) -> Db {
+        let db = Db::connect(&self.url, PoolSize(8))
+            .await
+            .expect("reconnect test database");
+        db.unlock_secrets(self.master_key())
+            .await
+            .expect("unlock test database");
+        db
     }
 }
 

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::on_db;
+use crate::secret_box::Aad;
 
 // ---------------------------------------------------------------------------------------
 // Topic patterns
@@ -739,6 +740,9 @@ impl Db {
             updated_at: now,
         };
         let secret = new_secret();
+        let sealed = self
+            .master_key()?
+            .seal(&Aad::trigger_secret(&trigger.id), secret.as_bytes());
         let c = ConfigColumns::of(&trigger);
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -757,7 +761,7 @@ impl Db {
             .bind(c.source_topic)
             .bind(c.handler_kind)
             .bind(c.handler_url)
-            .bind(&secret)
+            .bind(&sealed)
             .bind(c.retry_max_attempts)
             .bind(&c.retry_schedule_ms)
             .bind(trigger.ordered)
@@ -895,7 +899,9 @@ impl Db {
                 .await?
         });
         match secret {
-            Some(secret) => Ok(secret),
+            Some(secret) => self
+                .master_key()?
+                .open_text(&Aad::trigger_secret(id), &secret),
             None => Err(self.trigger_not_found(app, id).await),
         }
     }
@@ -905,6 +911,9 @@ impl Db {
     /// can switch without dropping deliveries.
     pub async fn rotate_trigger_secret(&self, app: &str, id: &str) -> Result<RotatedSecret> {
         let secret = new_secret();
+        let sealed = self
+            .master_key()?
+            .seal(&Aad::trigger_secret(id), secret.as_bytes());
         let now = now_ms();
         let previous_until = now + PREVIOUS_SECRET_GRACE_MS;
         on_db!(self, pool => {
@@ -918,7 +927,7 @@ impl Db {
                  WHERE app_id = $4 AND id = $5",
             )
             .bind(previous_until)
-            .bind(&secret)
+            .bind(&sealed)
             .bind(now)
             .bind(app)
             .bind(id)

@@ -1,6 +1,7 @@
 //! Trigger storage on both backends: CRUD, generation bumps, isolation between apps,
 //! secret rotation and the publish-path query.
 
+use picloud_manager_core::secret_box::Aad;
 use picloud_manager_core::triggers::{
     Handler, NewTrigger, Pacing, RetryPolicy, TopicPattern, TriggerPatch, TriggerSource,
     WebhookUrl, PREVIOUS_SECRET_GRACE_MS,
@@ -33,9 +34,10 @@ async fn generation(db: &Db, app: &str) -> i64 {
     db.trigger_generation(app).await.unwrap()
 }
 
-/// `(secret, previous_secret, previous_secret_until)` as stored.
+/// `(secret, previous_secret, previous_secret_until)` as stored, the secrets opened with
+/// the database's master key.
 async fn stored_secrets(db: &Db, id: &str) -> (String, Option<String>, Option<i64>) {
-    on_db!(db, pool => {
+    let (secret, previous, until): (String, Option<String>, Option<i64>) = on_db!(db, pool => {
         sqlx::query_as(
             "SELECT secret, previous_secret, previous_secret_until FROM triggers WHERE id = $1",
         )
@@ -43,7 +45,11 @@ async fn stored_secrets(db: &Db, id: &str) -> (String, Option<String>, Option<i6
         .fetch_one(pool)
         .await
         .unwrap()
-    })
+    });
+    let key = db.master_key().unwrap();
+    let aad = Aad::trigger_secret(id);
+    let open = |sealed: &str| key.open_text(&aad, sealed).unwrap();
+    (open(&secret), previous.as_deref().map(open), until)
 }
 
 backend_test! {

@@ -4,11 +4,15 @@
 
 use picloud_manager_core::admins::{hash_password, normalize_email, validate_password};
 use picloud_manager_core::api_keys::{ApiKey, CreatedKey};
+use picloud_manager_core::secret_box::MasterKey;
 use picloud_manager_core::Db;
 use picloud_shared::{AppId, Scope, ScopeSet};
 use serde_json::json;
 
-use crate::config::{AdminsCommand, AppsCommand, KeyOwner, KeysCommand};
+use crate::config::{
+    AdminsCommand, AppsCommand, DatabaseArgs, KeyOwner, KeysCommand, SecretsCommand,
+};
+use crate::master_key::{self, KeySource};
 
 /// Runs `picloud apps …`.
 pub async fn apps(db: &Db, command: AppsCommand) -> anyhow::Result<()> {
@@ -144,6 +148,84 @@ pub async fn admins(db: &Db, command: AdminsCommand) -> anyhow::Result<()> {
 }
 
 /// The first line of stdin, without its line ending.
+/// Runs `picloud secrets …`.
+pub async fn secrets(
+    db: &Db,
+    database: &DatabaseArgs,
+    command: SecretsCommand,
+) -> anyhow::Result<()> {
+    match command {
+        SecretsCommand::RotateMasterKey { new_key_file, json } => {
+            let (current, source) = master_key::resolve(database, false)?;
+            db.unlock_secrets(current.clone()).await?;
+            let new = match &new_key_file {
+                Some(path) => MasterKey::read_file(path)?,
+                None => MasterKey::generate(),
+            };
+            anyhow::ensure!(
+                new.id() != current.id(),
+                "the new key is the key in use ({})",
+                current.id()
+            );
+            // A generated key, or a key file in use, is replaced by the new key. It is
+            // written before the database depends on it, so a failure leaves no
+            // database sealed under a key that exists nowhere.
+            let key_file = master_key::key_file(database);
+            let write_file = new_key_file.is_none() || matches!(source, KeySource::File(_));
+            let staged = key_file.with_extension("key.new");
+            if write_file {
+                let _ = std::fs::remove_file(&staged);
+                new.write_new_file(&staged)?;
+            }
+            let resealed = match db.rotate_master_key(new.clone()).await {
+                Ok(resealed) => resealed,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&staged);
+                    return Err(e.into());
+                }
+            };
+            if write_file {
+                std::fs::rename(&staged, &key_file).map_err(|e| {
+                    anyhow::anyhow!(
+                        "the database is now sealed under the new key, which is in {}; \
+                         moving it to {} failed: {e}",
+                        staged.display(),
+                        key_file.display()
+                    )
+                })?;
+            }
+            let count = resealed.rekeyed + resealed.plaintext;
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "old_key_id": current.id(),
+                        "new_key_id": new.id(),
+                        "resealed": count,
+                        "key_file": write_file.then(|| key_file.display().to_string()),
+                    })
+                );
+            } else {
+                println!(
+                    "rotated the master key {} -> {}: {count} secrets sealed under the new key",
+                    current.id(),
+                    new.id()
+                );
+                if write_file {
+                    println!("the new key is in {}", key_file.display());
+                }
+            }
+            if source == KeySource::Setting {
+                eprintln!(
+                    "PICLOUD_MASTER_KEY still holds the old key: set it to the new key on every \
+                     node before starting them"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn read_password_line() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use picloud_manager_core::secret_box::MasterKey;
 use picloud_orchestrator_core::connection_limits::Limits;
 use picloud_orchestrator_core::stream::StreamTiming;
 use picloud_orchestrator_core::token_authority::TokenConfig;
@@ -52,6 +53,13 @@ pub struct DatabaseArgs {
     #[arg(long, env = "PICLOUD_DATABASE_ACQUIRE_TIMEOUT_SEC", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(1..=600), global = true)]
     pub database_acquire_timeout_sec: u64,
+    /// The master key stored secrets are sealed under: the base64 of 32 bytes (e.g.
+    /// `openssl rand -base64 32`). Unset: the `master.key` file in the data dir, created
+    /// 0600 on first start. Every node of one database needs the same key; prefer the
+    /// variable to the flag, which other local users can see in the process list.
+    #[arg(long, env = "PICLOUD_MASTER_KEY", global = true, hide_env_values = true,
+          value_parser = parse_master_key)]
+    pub master_key: Option<MasterKey>,
 }
 
 impl DatabaseArgs {
@@ -81,6 +89,9 @@ pub enum Command {
     /// Manage dashboard admins (superusers who sign in at /_/).
     #[command(subcommand)]
     Admins(AdminsCommand),
+    /// Manage the master key that stored secrets are sealed under.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
 }
 
 /// `picloud serve` settings.
@@ -510,6 +521,26 @@ fn parse_scope(value: &str) -> Result<Scope, String> {
             known.join(", ")
         )
     })
+}
+
+/// `picloud secrets …`
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Seal every stored secret under a new master key, in one transaction. Stop every
+    /// node first; afterwards, start them all with the new key.
+    RotateMasterKey {
+        /// Read the new key (base64 of 32 bytes) from this file; without it, a new key
+        /// is generated and written to the data dir's key file.
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_master_key(value: &str) -> Result<MasterKey, String> {
+    MasterKey::from_base64(value).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

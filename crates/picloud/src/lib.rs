@@ -11,12 +11,13 @@
 //! - [`system_api`]: health, readiness, metrics and the OpenAPI document.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
 //! - [`commands`]: the administrative CLI commands (`apps`, `keys`, `admins`, `migrate`).
+//! - [`master_key`]: where the master key sealing stored secrets comes from.
 //! - [`dashboard`]: the embedded admin UI at `/_/`; [`stats`]: its overview series.
 //! - [`body_drain`]: reads what early rejections leave of a request body, so the
 //!   connection stays usable.
 
-pub mod body_timeout;
 pub mod body_drain;
+pub mod body_timeout;
 pub mod commands;
 pub mod config;
 pub mod connection_limits;
@@ -24,6 +25,7 @@ pub mod dashboard;
 pub mod fd_limit;
 pub mod front_door;
 pub mod http_connection;
+pub mod master_key;
 pub mod server;
 pub mod stats;
 pub mod system_api;

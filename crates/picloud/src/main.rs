@@ -47,7 +47,7 @@ async fn run(cli: Cli) -> ExitCode {
     };
 
     let result = match cli.command {
-        Command::Serve(args) => serve(db.clone(), &cli.database.url(), args).await,
+        Command::Serve(args) => serve(db.clone(), &cli.database, args).await,
         Command::Migrate => {
             println!("database is up to date");
             Ok(())
@@ -55,6 +55,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Apps(command) => commands::apps(&db, command).await,
         Command::Keys(command) => commands::keys(&db, command).await,
         Command::Admins(command) => commands::admins(&db, command).await,
+        Command::Secrets(command) => commands::secrets(&db, &cli.database, command).await,
     };
     db.close().await;
     match result {
@@ -68,7 +69,7 @@ async fn run(cli: Cli) -> ExitCode {
 
 async fn serve(
     db: picloud_manager_core::Db,
-    url: &str,
+    database: &picloud::config::DatabaseArgs,
     args: picloud::config::ServeArgs,
 ) -> anyhow::Result<()> {
     // Every connection is a file descriptor: use all the process may have.
@@ -81,6 +82,8 @@ async fn serve(
         ),
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
+    let url = &database.url();
+    picloud::master_key::unlock(&db, database).await?;
     let app = build_app(db, &args).await?;
     let addr = app.local_addr();
     if let Some(created) = app.bootstrap_key() {

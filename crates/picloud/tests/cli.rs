@@ -122,7 +122,8 @@ backend_test! {
         assert!(!list.to_string().contains("argon2"));
 
         // The server signs the created admin in with that password.
-        let server = Server::start(&["--database-url", &url]).await;
+        let data_dir = t.data_dir();
+        let server = Server::start(&["--database-url", &url, "--data-dir", data_dir.to_str().unwrap()]).await;
         let client = reqwest::Client::new();
         let sign_in = |password: &'static str| client
             .post(format!("http://{}/v1/admin/session", server.addr))
@@ -162,6 +163,7 @@ async fn bad_configuration_exits_with_code_2_and_says_why() {
             "--webhook-allow-cidrs",
         ),
         (vec!["serve", "--dispatch-backoff-scale=-1"], "not a factor"),
+        (vec!["serve", "--master-key", "too-short"], "32 bytes"),
     ];
     for (args, expected) in cases {
         let mut all = vec!["--data-dir", data_dir];
@@ -254,4 +256,62 @@ async fn first_start_prints_a_working_key_once_and_sigterm_drains_requests() {
         "the key is printed only once: {}",
         server.stdout()
     );
+}
+
+backend_test! {
+    async fn rotate_master_key_reseals_and_only_the_new_key_starts_after(t) {
+        use picloud_manager_core::secret_box::MasterKey;
+        use picloud_manager_core::triggers::{Handler, NewTrigger, TopicPattern, TriggerSource, WebhookUrl};
+        let shop = picloud_shared::AppId::parse("shop").unwrap();
+        t.db.create_app(&shop, "Shop").await.unwrap();
+        let created = t.db.create_trigger(&shop, NewTrigger::new(
+            TriggerSource::Topic { topic: TopicPattern::parse("orders").unwrap() },
+            Handler::Webhook { url: WebhookUrl::parse("https://example.com/hook").unwrap() },
+        )).await.unwrap();
+        let old = t.master_key();
+        let data_dir = t.data_dir();
+        let data_dir = data_dir.to_str().unwrap();
+
+        // A generated key replaces the key file.
+        let rotated = picloud_json(&t.url, &["--data-dir", data_dir, "secrets", "rotate-master-key"]).await;
+        assert_eq!(rotated["old_key_id"], old.id());
+        let new = t.master_key();
+        assert_ne!(new.id(), old.id());
+        assert_eq!(rotated["new_key_id"], new.id());
+        assert_eq!(rotated["resealed"], 1);
+        let with_old = picloud_manager_core::Db::connect(&t.url, picloud_manager_core::db::PoolSize(1)).await.unwrap();
+        let error = with_old.unlock_secrets(old.clone()).await.unwrap_err();
+        assert!(error.to_string().contains("cannot open this database's secrets"), "{error}");
+        let db = t.reconnect().await;
+        assert_eq!(db.trigger_secret("shop", &created.trigger.id).await.unwrap(), created.secret);
+
+        // A key from --new-key-file is used as given.
+        let given = MasterKey::generate();
+        let given_file = t.dir.path().join("given.key");
+        given.write_new_file(&given_file).unwrap();
+        let rotated = picloud_json(&t.url, &["--data-dir", data_dir, "secrets", "rotate-master-key", "--new-key-file", given_file.to_str().unwrap()]).await;
+        assert_eq!(rotated["new_key_id"], given.id());
+        assert_eq!(t.master_key().id(), given.id(), "the key file in use follows");
+        let db = t.reconnect().await;
+        assert_eq!(db.trigger_secret("shop", &created.trigger.id).await.unwrap(), created.secret);
+    }
+}
+
+backend_test! {
+    async fn serve_with_a_master_key_the_database_does_not_know_fails_and_says_why(t) {
+        let data_dir = t.data_dir();
+        let other = picloud_manager_core::secret_box::MasterKey::generate();
+        let output = Command::new(BIN)
+            .args(["--database-url", t.url.as_str(), "--data-dir", data_dir.to_str().unwrap(), "serve", "--bind", "127.0.0.1:0"])
+            .env_remove("PICLOUD_DATABASE_URL")
+            .env("PICLOUD_MASTER_KEY", other.to_base64().as_str())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("cannot open this database's secrets"), "{stderr}");
+        assert!(stderr.contains(other.id()) && stderr.contains(t.master_key().id()), "{stderr}");
+        assert!(!stderr.contains(other.to_base64().as_str()), "the key is never printed");
+    }
 }

@@ -8,6 +8,7 @@ use picloud_shared::time::now_ms;
 use crate::db::{begin_write, Db};
 use crate::error::Result;
 use crate::on_db;
+use crate::secret_box::Aad;
 
 /// An outbox row claimed by this node. `attempts` already counts the attempt about to be
 /// made (it is incremented at claim time, so a crash mid-delivery still uses one up).
@@ -351,10 +352,24 @@ impl Db {
             query.push(")");
             query.build_query_as().fetch_all(pool).await?
         });
-        Ok(plans
+        // Secrets are stored sealed for their trigger: open them for this delivery.
+        let key = self.master_key()?;
+        let triggers: HashMap<i64, &str> = rows
+            .iter()
+            .map(|row| (row.id, row.trigger_id.as_str()))
+            .collect();
+        plans
             .into_iter()
-            .map(|plan| (plan.outbox_id, plan))
-            .collect())
+            .map(|mut plan| {
+                let trigger = triggers.get(&plan.outbox_id).copied().unwrap_or_default();
+                let aad = Aad::trigger_secret(trigger);
+                plan.secret = key.open_text(&aad, &plan.secret)?;
+                if let Some(previous) = &plan.previous_secret {
+                    plan.previous_secret = Some(key.open_text(&aad, previous)?);
+                }
+                Ok((plan.outbox_id, plan))
+            })
+            .collect()
     }
 
     /// The dead letter a `dead_letter` delivery carries.

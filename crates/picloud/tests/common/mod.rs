@@ -50,9 +50,7 @@ pub async fn spawn_app_with(t: TestDb, args: ServeArgs) -> TestApp {
 /// Starts the application again on a database a stopped one used (its pool is closed:
 /// this reconnects). The instance key is not shown again, so `admin_key` is empty.
 pub async fn spawn_existing(t: TestDb, args: ServeArgs) -> TestApp {
-    let db = picloud_manager_core::Db::connect(&t.url, picloud_manager_core::db::PoolSize(8))
-        .await
-        .expect("reconnect");
+    let db = t.reconnect().await;
     let t = TestDb {
         db,
         url: t.url,
