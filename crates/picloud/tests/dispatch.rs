@@ -190,8 +190,20 @@ backend_test! {
 backend_test! {
     async fn loopback_webhooks_are_refused_by_default(t) {
         let (app, key, sink, base) = setup(false, t).await;
-        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 2).await;
-        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), "http://localhost:9/hook", 2).await;
+        // Refused when saved; a URL stored before (or a name whose addresses changed since)
+        // is refused again at delivery.
+        let (status, body) = app.call(Method::POST, "/v1/apps/shop/triggers", Some(&key), Some(json!({
+            "source": {"kind": "topic", "topic": "orders"},
+            "handler": {"kind": "webhook", "url": format!("{base}/hook")},
+        }))).await;
+        assert_eq!(status, 400, "{body}");
+        let (first, _) = trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), "http://203.0.114.7/hook", 2).await;
+        let (second, _) = trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), "http://203.0.114.8/hook", 2).await;
+        for (id, url) in [(first, format!("{base}/hook")), (second, "http://localhost:9/hook".to_owned())] {
+            picloud_manager_core::on_db!(&app.t.db, pool => {
+                sqlx::query("UPDATE triggers SET handler_url = $1 WHERE id = $2").bind(&url).bind(&id).execute(pool).await.unwrap().rows_affected()
+            });
+        }
         publish(&app, &key).await;
         let rows = settle(&app).await;
         assert!(rows.iter().all(|(_, state, _)| state == "dead"), "{rows:?}");
