@@ -388,8 +388,29 @@ impl Db {
         // Triggers whose failure streak this group already reset: further successes in a
         // row change nothing, so they cost no statement.
         let mut reset: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        // A 410 disables its trigger and bumps its app's trigger generation. API changes
+        // to triggers lock the app row, then the trigger row; so the app rows are taken
+        // here first too, before any trigger row below: on PostgreSQL the two never wait
+        // for each other in a cycle (a deadlock).
+        let mut disabling_apps: Vec<&str> = finished
+            .iter()
+            .filter(|f| {
+                matches!(
+                    &f.verdict,
+                    Verdict::Exhausted {
+                        disable_reason: Some(_)
+                    }
+                )
+            })
+            .map(|f| f.row.app_id.as_str())
+            .collect();
+        disabling_apps.sort_unstable();
+        disabling_apps.dedup();
         on_db!(self, pool => {
             let mut tx = begin_write(pool).await?;
+            for app in &disabling_apps {
+                let _app_exists = crate::triggers::bump_generation!(tx, app);
+            }
             for Finished { row, attempt, verdict } in finished {
                 insert_attempt!(row, attempt).execute(&mut *tx).await?;
                 let (state, next_attempt_at, finished_at) = match verdict {
@@ -485,7 +506,7 @@ impl Db {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                        let _app_exists = crate::triggers::bump_generation!(tx, &row.app_id);
+                        // The app's generation was bumped at the start of the transaction.
                     }
                     if row.dead_letter_id.is_none() {
                         let id: i64 = sqlx::query_scalar(
