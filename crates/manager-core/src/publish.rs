@@ -158,8 +158,16 @@ impl AppTriggers {
         let mut exact: HashMap<String, Vec<String>> = HashMap::new();
         let mut patterns = Vec::new();
         for (id, source) in rows {
-            let Ok(pattern) = TopicPattern::parse(&source) else {
-                continue;
+            let pattern = match TopicPattern::parse(&source) {
+                Ok(pattern) => pattern,
+                Err(error) => {
+                    // Only a damaged database holds one; events still commit, but this
+                    // trigger misses them until its pattern is fixed, so say so loudly.
+                    tracing::error!(trigger = %id, pattern = %source, %error,
+                        "stored trigger pattern is invalid; the trigger matches no event");
+                    metrics::counter!("picloud_trigger_patterns_invalid_total").increment(1);
+                    continue;
+                }
             };
             if pattern.as_str().ends_with('*') {
                 patterns.push((pattern, id));

@@ -318,3 +318,22 @@ backend_test! {
         app.stop().await;
     }
 }
+
+backend_test! {
+    async fn an_unparsable_stored_pattern_is_counted_not_silently_skipped(t) {
+        let app = spawn_local(t).await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["app:admin"]).await;
+        let id = create(&app, "shop", &key, topic_trigger("orders")).await["id"].as_str().unwrap().to_owned();
+        // Damage the stored pattern (and move the generation, as any change does).
+        picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query("UPDATE triggers SET source_topic = 'or*ders' WHERE id = $1").bind(&id).execute(pool).await.unwrap();
+            sqlx::query("UPDATE apps SET trigger_generation = trigger_generation + 1 WHERE id = 'shop'").execute(pool).await.unwrap().rows_affected()
+        });
+        let (status, event) = app.call(Method::POST, "/v1/apps/shop/topics/orders/events", Some(&key), Some(json!({"data": 1}))).await;
+        assert_eq!((status, event["deliveries"].as_i64()), (201, Some(0)), "{event}");
+        let text = app.send(Method::GET, "/metrics", None, None).await.text().await.unwrap();
+        assert!(text.lines().any(|l| l.starts_with("picloud_trigger_patterns_invalid_total ")), "{text}");
+        app.stop().await;
+    }
+}
