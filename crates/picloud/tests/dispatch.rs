@@ -486,3 +486,43 @@ backend_test! {
         assert_eq!(rows, [("pending".to_owned(), 0, None)], "released for the next start, attempt given back");
     }
 }
+
+backend_test! {
+    async fn deeply_nested_stored_data_is_retried_then_dead_lettered_without_stalling_an_ordered_trigger(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.script("hook", &[500, 500, 200]);
+        // Two events stored before any trigger; the first holds data nested deeper than
+        // publishing now accepts (as stored by an older version).
+        publish(&app, &key).await;
+        publish(&app, &key).await;
+        let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+        picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query("UPDATE topic_events SET payload = $1 WHERE seq = 1").bind(deep.as_bytes().to_vec())
+                .execute(pool).await.unwrap().rows_affected()
+        });
+        let (status, body) = app.call(Method::POST, "/v1/apps/shop/triggers", Some(&key), Some(json!({
+            "source": {"kind": "topic", "topic": "orders"},
+            "handler": {"kind": "webhook", "url": format!("{base}/hook")},
+            "retry": {"max_attempts": 2},
+            "ordered": true,
+        }))).await;
+        assert_eq!(status, 201, "{body}");
+        let trigger_id = body["id"].as_str().unwrap().to_owned();
+        picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query("INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts, next_attempt_at, created_at, updated_at)
+                         VALUES ('shop', $1, 'orders', 1, 'pending', 0, 0, 0, 0), ('shop', $1, 'orders', 2, 'pending', 0, 0, 0, 0)")
+                .bind(&trigger_id).execute(pool).await.unwrap().rows_affected()
+        });
+        // The deep row is sent (its data spliced in as stored), fails twice and is
+        // dead-lettered; the next event of the ordered trigger follows.
+        let rows = settle(&app).await;
+        assert_eq!(rows.iter().map(|(_, state, attempts)| (state.as_str(), *attempts)).collect::<Vec<_>>(),
+            [("dead", 2), ("delivered", 1)], "{rows:?}");
+        let got = sink.received("hook");
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[2].body["seq"], 2);
+        let (_, dead) = app.call(Method::GET, "/v1/apps/shop/dead-letters", Some(&key), None).await;
+        assert_eq!(dead["dead_letters"].as_array().map(Vec::len), Some(1), "{dead}");
+        app.stop().await;
+    }
+}

@@ -6,7 +6,7 @@
 //! as slots free up, rather than going back to the database with one write each.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::dispatcher::outbox::{ClaimedRow, DeliveryPlan};
@@ -94,11 +94,38 @@ impl Pacer {
             .min()
     }
 
-    /// A delivery to `trigger` finished.
-    pub fn finished(&self, trigger: &str) {
-        if let Some(pace) = self.triggers.lock().expect("pacer lock").get_mut(trigger) {
+    /// A delivery to `trigger` finished. Runs in [`Slot`]'s `drop`, possibly while a
+    /// panic unwinds, so a poisoned lock is used rather than panicked on.
+    fn finished(&self, trigger: &str) {
+        let mut triggers = self
+            .triggers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(pace) = triggers.get_mut(trigger) {
             pace.in_flight = pace.in_flight.saturating_sub(1);
         }
+    }
+}
+
+/// The in-flight slot of a delivery the pacer admitted, given back when this drops: when
+/// the delivery finishes, panics or is aborted, so a trigger's window never shrinks for
+/// good.
+#[derive(Debug)]
+pub struct Slot {
+    pacer: Arc<Pacer>,
+    trigger: String,
+}
+
+impl Slot {
+    /// Takes over the slot [`Pacer::admit`] gave a delivery to `trigger`.
+    pub fn held(pacer: Arc<Pacer>, trigger: String) -> Slot {
+        Slot { pacer, trigger }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.pacer.finished(&self.trigger);
     }
 }
 
@@ -240,8 +267,26 @@ mod tests {
             pacer.admit("other", limits).is_ok(),
             "triggers are paced separately"
         );
-        pacer.finished("t");
+        let pacer = Arc::new(pacer);
+        drop(Slot::held(pacer.clone(), "t".into()));
         assert!(pacer.admit("t", limits).is_ok());
+    }
+
+    #[test]
+    fn a_panicking_delivery_gives_its_slot_back() {
+        let pacer = Arc::new(Pacer::default());
+        let limits = Pacing {
+            max_in_flight: Some(1),
+            max_per_second: None,
+        };
+        assert!(pacer.admit("t", limits).is_ok());
+        let slot = Slot::held(pacer.clone(), "t".into());
+        let delivery = std::thread::spawn(move || {
+            let _slot = slot;
+            panic!("delivery bug");
+        });
+        assert!(delivery.join().is_err());
+        assert!(pacer.admit("t", limits).is_ok(), "the slot came back");
     }
 
     #[test]
