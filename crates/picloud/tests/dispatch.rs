@@ -526,3 +526,53 @@ backend_test! {
         app.stop().await;
     }
 }
+
+backend_test! {
+    async fn a_tarpit_in_one_app_does_not_hold_up_another_apps_deliveries(t) {
+        let mut args = fast_args(true);
+        args.dispatch_workers = 8;
+        args.webhook_timeout_sec = 20;
+        let (app, key, sink, base) = setup_with(args, t).await;
+        // A loopback endpoint that accepts connections and never answers.
+        let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tarpit_url = format!("http://{}/slow", tarpit.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Ok((socket, _)) = tarpit.accept().await {
+                connections.push(socket);
+            }
+        });
+        // App "shop": 20 triggers on the tarpit, and a backlog for each.
+        for _ in 0..20 {
+            trigger(&app, &key, json!({"kind": "topic", "topic": "slow"}), &tarpit_url, 3).await;
+        }
+        for _ in 0..5 {
+            let (status, _) = app.call(Method::POST, "/v1/apps/shop/topics/slow/events", Some(&key), Some(json!({"data": 1}))).await;
+            assert_eq!(status, 201);
+        }
+        // App "blog": one trigger on a fast endpoint; each event's delivery is timed.
+        app.create_app("blog").await;
+        let blog = app.create_key("blog", &["app:admin"]).await;
+        let (status, body) = app.call(Method::POST, "/v1/apps/blog/triggers", Some(&blog), Some(json!({
+            "source": {"kind": "topic", "topic": "news"},
+            "handler": {"kind": "webhook", "url": format!("{base}/fast")},
+        }))).await;
+        assert_eq!(status, 201, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await; // the tarpit's backlog is in flight
+        let mut latencies = Vec::new();
+        for n in 1..=20 {
+            let started = tokio::time::Instant::now();
+            let (status, _) = app.call(Method::POST, "/v1/apps/blog/topics/news/events", Some(&blog), Some(json!({"data": n}))).await;
+            assert_eq!(status, 201);
+            while sink.received("fast").len() < n && started.elapsed() < Duration::from_secs(15) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            latencies.push(started.elapsed());
+        }
+        latencies.sort();
+        let p99 = latencies[latencies.len() * 99 / 100];
+        assert!(p99 < Duration::from_secs(1), "p99 {p99:?}, all {latencies:?}");
+        held.abort();
+        app.stop().await;
+    }
+}

@@ -169,7 +169,7 @@ impl Dispatcher {
         ));
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.config.workers));
-        let pacer = Arc::new(Pacer::default());
+        let pacer = Arc::new(Pacer::new(this.config.workers));
         let mut waiting = Waiting::default();
         // Rows to hand back to the database (outbox id, due time), written once per round.
         let mut give_back: Vec<(i64, i64)> = Vec::new();
@@ -197,6 +197,9 @@ impl Dispatcher {
             // finished delivery may give them room again.
             let mut skip = pacer.blocked();
             skip.extend(waiting.triggers().cloned());
+            // Apps at their share of the workers are left out too, so the claim takes the
+            // due rows of the others.
+            let skip_apps = pacer.blocked_apps();
             let claimed = if free == 0 {
                 Vec::new()
             } else {
@@ -207,7 +210,7 @@ impl Dispatcher {
                     .db
                     .claim_probes(&this.config.node_id, lease_until, this.config.lease)
                     .await;
-                let due = this.claim_due(free, lease_until, &skip).await;
+                let due = this.claim_due(free, lease_until, &skip, &skip_apps).await;
                 // Rows one query leased are delivered even when the other query failed:
                 // dropping them would leave them idle until their lease ran out, with an
                 // attempt spent.
@@ -334,6 +337,7 @@ impl Dispatcher {
         free: usize,
         lease_until: i64,
         skip: &[String],
+        skip_apps: &[String],
     ) -> Result<Vec<ClaimedRow>> {
         #[cfg(feature = "testing")]
         {
@@ -349,7 +353,13 @@ impl Dispatcher {
             }
         }
         self.db
-            .claim_due(&self.config.node_id, free as i64, lease_until, skip)
+            .claim_due(
+                &self.config.node_id,
+                free as i64,
+                lease_until,
+                skip,
+                skip_apps,
+            )
             .await
     }
 
@@ -371,7 +381,7 @@ impl Dispatcher {
         let this = self.clone();
         let trigger = row.trigger_id.clone();
         // The trigger's in-flight slot is given back when the task ends, however it ends.
-        let slot = pacing::Slot::held(pacer.clone(), trigger.clone());
+        let slot = pacing::Slot::held(pacer.clone(), trigger.clone(), row.app_id.clone());
         in_flight.spawn(async move {
             let delivered = this.deliver(row, plan).await;
             drop((slot, permit));

@@ -165,17 +165,25 @@ impl Db {
         limit: i64,
         lease_until: i64,
         skip_triggers: &[String],
+        skip_apps: &[String],
     ) -> Result<Vec<ClaimedRow>> {
         let now = now_ms();
-        // Triggers at their pacing limits on this node are left for later.
-        let skip = if skip_triggers.is_empty() {
-            String::new()
-        } else {
-            let params: Vec<String> = (0..skip_triggers.len())
-                .map(|i| format!("${}", i + 7))
+        // Triggers at their pacing limits and apps at their share of the workers on this
+        // node are left for later.
+        let not_in = |column: &str, first: usize, values: &[String]| {
+            if values.is_empty() {
+                return String::new();
+            }
+            let params: Vec<String> = (0..values.len())
+                .map(|i| format!("${}", first + i))
                 .collect();
-            format!("AND o.trigger_id NOT IN ({})", params.join(", "))
+            format!("AND {column} NOT IN ({})", params.join(", "))
         };
+        let skip = format!(
+            "{} {}",
+            not_in("o.trigger_id", 7, skip_triggers),
+            not_in("o.app_id", 7 + skip_triggers.len(), skip_apps)
+        );
         // For an `ordered` trigger only the head of each topic is due: a row waits while an
         // earlier event of its topic is still pending (in flight or failing) for the trigger.
         let due = format!(
@@ -210,8 +218,8 @@ impl Db {
                 .bind(limit)
                 .bind(true)
                 .bind(false);
-            for trigger in skip_triggers {
-                query = query.bind(trigger);
+            for value in skip_triggers.iter().chain(skip_apps) {
+                query = query.bind(value);
             }
             query.fetch_all(pool).await?
         });
