@@ -576,3 +576,46 @@ backend_test! {
         app.stop().await;
     }
 }
+
+backend_test! {
+    async fn delivery_errors_are_only_classes_without_deliveries_manage(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.script("hook", &[500]);
+        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 1).await;
+        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), "http://127.0.0.1:9/closed", 1).await;
+        publish(&app, &key).await;
+        settle(&app).await;
+        let reader = app.create_key("shop", &["app:read"]).await;
+        let manager = app.create_key("shop", &["app:read", "deliveries:manage"]).await;
+        let errors = |key: String| {
+            let app = &app;
+            async move {
+                let (status, list) = app.call(Method::GET, "/v1/apps/shop/deliveries", Some(&key), None).await;
+                assert_eq!(status, 200, "{list}");
+                let mut seen = Vec::new();
+                for delivery in list["deliveries"].as_array().unwrap() {
+                    let id = delivery["id"].as_i64().unwrap();
+                    let (_, detail) = app.call(Method::GET, &format!("/v1/apps/shop/deliveries/{id}"), Some(&key), None).await;
+                    let attempt = &detail["attempts"][0];
+                    seen.push((delivery["last_error"].as_str().unwrap().to_owned(), attempt["error"].as_str().unwrap().to_owned(),
+                        attempt["status_code"].as_i64()));
+                }
+                let (_, dead) = app.call(Method::GET, "/v1/apps/shop/dead-letters", Some(&key), None).await;
+                let mut dead: Vec<String> = dead["dead_letters"].as_array().unwrap().iter().map(|d| d["last_error"].as_str().unwrap().to_owned()).collect();
+                seen.sort();
+                dead.sort();
+                (seen, dead)
+            }
+        };
+        let (seen, dead) = errors(reader).await;
+        assert_eq!(seen, [
+            ("connect_failed".to_owned(), "connect_failed".to_owned(), None),
+            ("http_status".to_owned(), "http_status".to_owned(), Some(500)),
+        ]);
+        assert_eq!(dead, ["connect_failed", "http_status"]);
+        let (seen, dead) = errors(manager).await;
+        assert!(seen[0].1.starts_with("HTTP 500") && seen[1].1.starts_with("connection failed"), "{seen:?}");
+        assert!(dead.iter().all(|e| e.contains(' ')), "{dead:?}");
+        app.stop().await;
+    }
+}

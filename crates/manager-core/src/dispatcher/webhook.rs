@@ -165,13 +165,24 @@ pub async fn attempt(
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let text = read_prefix(response).await;
+    // An excerpt only of answers meant to be read as text: anything else (an HTML page,
+    // a binary file) could be content of an internal service the URL points at.
+    let textual = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_textual);
+    let text = if textual {
+        Some(read_prefix(response).await)
+    } else {
+        None
+    };
     let record = AttemptRecord {
         started_at,
         duration_ms: clock.elapsed().as_millis() as i64,
         status: Some(i64::from(status.as_u16())),
         error: (!status.is_success()).then(|| format!("HTTP {status}")),
-        response_body: Some(text),
+        response_body: text,
     };
     let outcome = if status.is_success() {
         Outcome::Delivered
@@ -222,6 +233,18 @@ fn describe(error: &reqwest::Error) -> String {
     } else {
         format!("{kind}: {cause}")
     }
+}
+
+/// Whether a response's content type is one whose excerpt is kept: JSON (also `+json`)
+/// or plain text.
+fn is_textual(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence == "text/plain" || essence.ends_with("+json")
 }
 
 async fn read_prefix(mut response: reqwest::Response) -> String {
@@ -322,6 +345,27 @@ mod tests {
         );
         assert_eq!(body["type"], "dead_letter");
         assert_eq!(body["dead_letter"]["last_status"], 500);
+    }
+
+    #[test]
+    fn excerpts_are_kept_for_json_and_plain_text_only() {
+        for kept in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "text/plain",
+            "application/problem+json",
+        ] {
+            assert!(is_textual(kept), "{kept}");
+        }
+        for dropped in [
+            "text/html",
+            "application/octet-stream",
+            "image/png",
+            "application/xml",
+            "",
+        ] {
+            assert!(!is_textual(dropped), "{dropped}");
+        }
     }
 
     #[test]
