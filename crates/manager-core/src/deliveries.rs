@@ -52,9 +52,12 @@ pub struct Attempt {
     pub duration_ms: i64,
     /// HTTP status, if a response came.
     pub status_code: Option<i64>,
-    /// What went wrong.
+    /// What went wrong; without `deliveries:manage` only its class (`http_status`,
+    /// `timeout`, `connect_failed`, `refused_address`, `request_failed`,
+    /// `delivery_failed`).
     pub error: Option<String>,
-    /// The first KiB of the response body.
+    /// The first KiB of the response body, kept only for JSON and plain-text answers;
+    /// shown only with `deliveries:manage`.
     pub response_body: Option<String>,
 }
 
@@ -81,6 +84,55 @@ pub struct DeadLetter {
     pub created_at: i64,
     /// Last replayed at, ms.
     pub replayed_at: Option<i64>,
+}
+
+/// The coarse class of a stored delivery error: what callers without
+/// `deliveries:manage` see instead of the error text. The full text (a receiver's answer,
+/// why a connection failed) would let anyone who can read an app use its webhooks as a
+/// read or port-scan oracle on whatever the URLs point at.
+pub fn error_class(error: &str) -> &'static str {
+    if error.starts_with("HTTP ") {
+        "http_status"
+    } else if error.starts_with("timed out") {
+        "timeout"
+    } else if error.starts_with("connection failed") {
+        "connect_failed"
+    } else if error.contains("refused address") || error.contains("only to refused") {
+        "refused_address"
+    } else if error.starts_with("request failed") {
+        "request_failed"
+    } else {
+        "delivery_failed"
+    }
+}
+
+fn classify(error: &mut Option<String>) {
+    if let Some(text) = error {
+        *text = error_class(text).to_owned();
+    }
+}
+
+impl Delivery {
+    /// Keeps only the class of the last error (for callers without `deliveries:manage`).
+    pub fn redact(&mut self) {
+        classify(&mut self.last_error);
+    }
+}
+
+impl Attempt {
+    /// Keeps only the class of the error and drops the response excerpt (for callers
+    /// without `deliveries:manage`).
+    pub fn redact(&mut self) {
+        classify(&mut self.error);
+        self.response_body = None;
+    }
+}
+
+impl DeadLetter {
+    /// Keeps only the class of the last error (for callers without `deliveries:manage`).
+    pub fn redact(&mut self) {
+        classify(&mut self.last_error);
+    }
 }
 
 /// Filters for listing deliveries.

@@ -158,8 +158,16 @@ impl AppTriggers {
         let mut exact: HashMap<String, Vec<String>> = HashMap::new();
         let mut patterns = Vec::new();
         for (id, source) in rows {
-            let Ok(pattern) = TopicPattern::parse(&source) else {
-                continue;
+            let pattern = match TopicPattern::parse(&source) {
+                Ok(pattern) => pattern,
+                Err(error) => {
+                    // Only a damaged database holds one; events still commit, but this
+                    // trigger misses them until its pattern is fixed, so say so loudly.
+                    tracing::error!(trigger = %id, pattern = %source, %error,
+                        "stored trigger pattern is invalid; the trigger matches no event");
+                    metrics::counter!("picloud_trigger_patterns_invalid_total").increment(1);
+                    continue;
+                }
             };
             if pattern.as_str().ends_with('*') {
                 patterns.push((pattern, id));
@@ -554,6 +562,34 @@ impl Writer {
     }
 }
 
+/// The deepest nesting of arrays and objects in `json` (valid JSON text): one pass over
+/// the bytes counting brackets outside strings, without building anything.
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 fn decode_stored_answer(stored: &[u8]) -> Result<Publication> {
     let events: Vec<PublishedEvent> = serde_json::from_slice(stored)
         .map_err(|e| Error::Corrupt(format!("stored idempotent answer: {e}")))?;
@@ -585,6 +621,12 @@ impl Default for PublishLimits {
 /// The event type when the publisher names none.
 pub const DEFAULT_EVENT_TYPE: &str = "message";
 const MAX_EVENT_TYPE_LEN: usize = 64;
+
+/// Deepest nesting of arrays and objects accepted in event data (`[[1]]` is 2 deep).
+/// Far beyond what real payloads use, and well inside the recursion limits of common
+/// JSON parsers (serde_json's is 128), so every webhook receiver and SDK can read what
+/// was published.
+pub const MAX_DATA_DEPTH: usize = 64;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 impl PublishLimits {
@@ -611,6 +653,11 @@ impl PublishLimits {
                 "event data is {} bytes; the limit is {}",
                 data.len(),
                 self.max_event_bytes
+            )));
+        }
+        if nesting_depth(data.as_bytes()) > MAX_DATA_DEPTH {
+            return Err(Error::Invalid(format!(
+                "event data is nested more than {MAX_DATA_DEPTH} levels deep"
             )));
         }
         Ok(NewEvent {
@@ -657,6 +704,16 @@ pub fn validate_idempotency_key(value: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nesting_depth_counts_brackets_outside_strings() {
+        use super::nesting_depth;
+        assert_eq!(nesting_depth(b"1"), 0);
+        assert_eq!(nesting_depth(b"[[1], {\"a\": {}}]"), 3);
+        assert_eq!(nesting_depth(br#""[[[{{""#), 0);
+        assert_eq!(nesting_depth(br#"{"a\"[[": [1]}"#), 2);
+        assert_eq!(nesting_depth(br#"["\\", [[]]]"#), 3);
+    }
+
     use super::*;
 
     fn raw(json: &str) -> Box<serde_json::value::RawValue> {

@@ -160,10 +160,10 @@ pub async fn build_app_with(
         wiring.publisher,
         background.clone(),
     );
-    let address_policy = AddressPolicy::new(
+    let address_policy = Arc::new(AddressPolicy::new(
         serve.webhook_allow_private,
         parse_cidrs(&serve.webhook_allow_cidrs).map_err(Error::Config)?,
-    );
+    ));
     let dispatcher = Dispatcher::new(
         db.clone(),
         DispatcherConfig {
@@ -173,7 +173,7 @@ pub async fn build_app_with(
             lease: Duration::from_secs(serve.dispatch_lease_sec.max(serve.webhook_timeout_sec + 1)),
             backoff_scale: serve.dispatch_backoff_scale,
             shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
-            address_policy: Arc::new(address_policy),
+            address_policy: address_policy.clone(),
             // Scaled like the retry delays, so tests see circuits close in milliseconds.
             circuit: CircuitPolicy {
                 failures: 5,
@@ -215,6 +215,7 @@ pub async fn build_app_with(
         },
         realtime: realtime.broadcaster(),
         node_id,
+        webhook_policy: address_policy,
     };
     let realtime_gc = realtime.spawn_background(background.clone());
     let mut router = routes(

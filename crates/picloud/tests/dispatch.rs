@@ -190,8 +190,20 @@ backend_test! {
 backend_test! {
     async fn loopback_webhooks_are_refused_by_default(t) {
         let (app, key, sink, base) = setup(false, t).await;
-        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 2).await;
-        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), "http://localhost:9/hook", 2).await;
+        // Refused when saved; a URL stored before (or a name whose addresses changed since)
+        // is refused again at delivery.
+        let (status, body) = app.call(Method::POST, "/v1/apps/shop/triggers", Some(&key), Some(json!({
+            "source": {"kind": "topic", "topic": "orders"},
+            "handler": {"kind": "webhook", "url": format!("{base}/hook")},
+        }))).await;
+        assert_eq!(status, 400, "{body}");
+        let (first, _) = trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), "http://203.0.114.7/hook", 2).await;
+        let (second, _) = trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), "http://203.0.114.8/hook", 2).await;
+        for (id, url) in [(first, format!("{base}/hook")), (second, "http://localhost:9/hook".to_owned())] {
+            picloud_manager_core::on_db!(&app.t.db, pool => {
+                sqlx::query("UPDATE triggers SET handler_url = $1 WHERE id = $2").bind(&url).bind(&id).execute(pool).await.unwrap().rows_affected()
+            });
+        }
         publish(&app, &key).await;
         let rows = settle(&app).await;
         assert!(rows.iter().all(|(_, state, _)| state == "dead"), "{rows:?}");
@@ -472,5 +484,138 @@ backend_test! {
             sqlx::query_as("SELECT state, attempts, lease_until FROM outbox").fetch_all(pool).await.unwrap()
         });
         assert_eq!(rows, [("pending".to_owned(), 0, None)], "released for the next start, attempt given back");
+    }
+}
+
+backend_test! {
+    async fn deeply_nested_stored_data_is_retried_then_dead_lettered_without_stalling_an_ordered_trigger(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.script("hook", &[500, 500, 200]);
+        // Two events stored before any trigger; the first holds data nested deeper than
+        // publishing now accepts (as stored by an older version).
+        publish(&app, &key).await;
+        publish(&app, &key).await;
+        let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+        picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query("UPDATE topic_events SET payload = $1 WHERE seq = 1").bind(deep.as_bytes().to_vec())
+                .execute(pool).await.unwrap().rows_affected()
+        });
+        let (status, body) = app.call(Method::POST, "/v1/apps/shop/triggers", Some(&key), Some(json!({
+            "source": {"kind": "topic", "topic": "orders"},
+            "handler": {"kind": "webhook", "url": format!("{base}/hook")},
+            "retry": {"max_attempts": 2},
+            "ordered": true,
+        }))).await;
+        assert_eq!(status, 201, "{body}");
+        let trigger_id = body["id"].as_str().unwrap().to_owned();
+        picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query("INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts, next_attempt_at, created_at, updated_at)
+                         VALUES ('shop', $1, 'orders', 1, 'pending', 0, 0, 0, 0), ('shop', $1, 'orders', 2, 'pending', 0, 0, 0, 0)")
+                .bind(&trigger_id).execute(pool).await.unwrap().rows_affected()
+        });
+        // The deep row is sent (its data spliced in as stored), fails twice and is
+        // dead-lettered; the next event of the ordered trigger follows.
+        let rows = settle(&app).await;
+        assert_eq!(rows.iter().map(|(_, state, attempts)| (state.as_str(), *attempts)).collect::<Vec<_>>(),
+            [("dead", 2), ("delivered", 1)], "{rows:?}");
+        let got = sink.received("hook");
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[2].body["seq"], 2);
+        let (_, dead) = app.call(Method::GET, "/v1/apps/shop/dead-letters", Some(&key), None).await;
+        assert_eq!(dead["dead_letters"].as_array().map(Vec::len), Some(1), "{dead}");
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn a_tarpit_in_one_app_does_not_hold_up_another_apps_deliveries(t) {
+        let mut args = fast_args(true);
+        args.dispatch_workers = 8;
+        args.webhook_timeout_sec = 20;
+        let (app, key, sink, base) = setup_with(args, t).await;
+        // A loopback endpoint that accepts connections and never answers.
+        let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tarpit_url = format!("http://{}/slow", tarpit.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Ok((socket, _)) = tarpit.accept().await {
+                connections.push(socket);
+            }
+        });
+        // App "shop": 20 triggers on the tarpit, and a backlog for each.
+        for _ in 0..20 {
+            trigger(&app, &key, json!({"kind": "topic", "topic": "slow"}), &tarpit_url, 3).await;
+        }
+        for _ in 0..5 {
+            let (status, _) = app.call(Method::POST, "/v1/apps/shop/topics/slow/events", Some(&key), Some(json!({"data": 1}))).await;
+            assert_eq!(status, 201);
+        }
+        // App "blog": one trigger on a fast endpoint; each event's delivery is timed.
+        app.create_app("blog").await;
+        let blog = app.create_key("blog", &["app:admin"]).await;
+        let (status, body) = app.call(Method::POST, "/v1/apps/blog/triggers", Some(&blog), Some(json!({
+            "source": {"kind": "topic", "topic": "news"},
+            "handler": {"kind": "webhook", "url": format!("{base}/fast")},
+        }))).await;
+        assert_eq!(status, 201, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await; // the tarpit's backlog is in flight
+        let mut latencies = Vec::new();
+        for n in 1..=20 {
+            let started = tokio::time::Instant::now();
+            let (status, _) = app.call(Method::POST, "/v1/apps/blog/topics/news/events", Some(&blog), Some(json!({"data": n}))).await;
+            assert_eq!(status, 201);
+            while sink.received("fast").len() < n && started.elapsed() < Duration::from_secs(15) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            latencies.push(started.elapsed());
+        }
+        latencies.sort();
+        let p99 = latencies[latencies.len() * 99 / 100];
+        assert!(p99 < Duration::from_secs(1), "p99 {p99:?}, all {latencies:?}");
+        held.abort();
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn delivery_errors_are_only_classes_without_deliveries_manage(t) {
+        let (app, key, sink, base) = setup(true, t).await;
+        sink.script("hook", &[500]);
+        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), &format!("{base}/hook"), 1).await;
+        trigger(&app, &key, json!({"kind": "topic", "topic": "orders"}), "http://127.0.0.1:9/closed", 1).await;
+        publish(&app, &key).await;
+        settle(&app).await;
+        let reader = app.create_key("shop", &["app:read"]).await;
+        let manager = app.create_key("shop", &["app:read", "deliveries:manage"]).await;
+        let errors = |key: String| {
+            let app = &app;
+            async move {
+                let (status, list) = app.call(Method::GET, "/v1/apps/shop/deliveries", Some(&key), None).await;
+                assert_eq!(status, 200, "{list}");
+                let mut seen = Vec::new();
+                for delivery in list["deliveries"].as_array().unwrap() {
+                    let id = delivery["id"].as_i64().unwrap();
+                    let (_, detail) = app.call(Method::GET, &format!("/v1/apps/shop/deliveries/{id}"), Some(&key), None).await;
+                    let attempt = &detail["attempts"][0];
+                    seen.push((delivery["last_error"].as_str().unwrap().to_owned(), attempt["error"].as_str().unwrap().to_owned(),
+                        attempt["status_code"].as_i64()));
+                }
+                let (_, dead) = app.call(Method::GET, "/v1/apps/shop/dead-letters", Some(&key), None).await;
+                let mut dead: Vec<String> = dead["dead_letters"].as_array().unwrap().iter().map(|d| d["last_error"].as_str().unwrap().to_owned()).collect();
+                seen.sort();
+                dead.sort();
+                (seen, dead)
+            }
+        };
+        let (seen, dead) = errors(reader).await;
+        assert_eq!(seen, [
+            ("connect_failed".to_owned(), "connect_failed".to_owned(), None),
+            ("http_status".to_owned(), "http_status".to_owned(), Some(500)),
+        ]);
+        assert_eq!(dead, ["connect_failed", "http_status"]);
+        let (seen, dead) = errors(manager).await;
+        assert!(seen[0].1.starts_with("HTTP 500") && seen[1].1.starts_with("connection failed"), "{seen:?}");
+        assert!(dead.iter().all(|e| e.contains(' ')), "{dead:?}");
+        app.stop().await;
     }
 }

@@ -194,7 +194,9 @@ backend_test! {
 
 backend_test! {
     async fn publishing_fans_out_to_triggers_created_over_http(t) {
-        let app = spawn_app(t).await;
+        let mut args = ServeArgs::for_tests();
+        args.webhook_allow_private = true; // the triggers point at loopback
+        let app = spawn_app_with(t, args).await;
         app.create_app("shop").await;
         let key = app.create_key("shop", &["app:admin"]).await;
         let key = Some(key.as_str());
@@ -202,7 +204,7 @@ backend_test! {
             let (status, body) = app
                 .call(Method::POST, "/v1/apps/shop/triggers", key, Some(json!({
                     "source": {"kind": "topic", "topic": pattern},
-                    "handler": {"kind": "webhook", "url": "https://example.com/hook"},
+                    "handler": {"kind": "webhook", "url": "http://127.0.0.1:9/hook"},
                 })))
                 .await;
             assert_eq!(status, 201, "{body}");
@@ -213,6 +215,39 @@ backend_test! {
         assert_eq!((status, event["deliveries"].as_i64()), (201, Some(3)), "{event}");
         let (_, event) = app.call(Method::POST, "/v1/apps/shop/topics/users/events", key, Some(json!({"data": {}}))).await;
         assert_eq!(event["deliveries"], 2);
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn data_nested_deeper_than_the_limit_is_a_400_naming_it(t) {
+        let app = spawn_app(t).await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["pubsub:publish"]).await;
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        let send = |path: &'static str, body: String| {
+            app.client.post(app.url(path)).bearer_auth(&key)
+                .header("content-type", "application/json").body(body).send()
+        };
+        for body in [format!(r#"{{"data": {}}}"#, nested(200)), format!(r#"{{"data": {}}}"#, nested(65))] {
+            let response = send("/v1/apps/shop/topics/orders/events", body).await.unwrap();
+            let status = response.status().as_u16();
+            let error: Value = response.json().await.unwrap();
+            assert_eq!((status, code(&error)), (400, "invalid_request"), "{error}");
+            assert!(error["error"]["message"].as_str().unwrap().contains("64 levels"), "{error}");
+        }
+        let batch = format!(r#"{{"events": [{{"topic": "a", "data": 1}}, {{"topic": "b", "data": {}}}]}}"#, nested(200));
+        let response = send("/v1/apps/shop/events", batch).await.unwrap();
+        assert_eq!(response.status().as_u16(), 400);
+
+        // At the limit it is accepted; brackets inside strings do not count.
+        for body in [
+            format!(r#"{{"data": {}}}"#, nested(64)),
+            format!(r#"{{"data": {{"s": "[[[[{{", "v": {}}}}}"#, nested(63)),
+        ] {
+            let response = send("/v1/apps/shop/topics/orders/events", body).await.unwrap();
+            assert_eq!(response.status().as_u16(), 201);
+        }
         app.stop().await;
     }
 }

@@ -3,12 +3,21 @@
 
 mod common;
 
-use common::{code, spawn_app, TestApp};
+use common::{code, spawn_app, spawn_app_with, TestApp};
+use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-const URL: &str = "https://example.com/hooks/orders";
+/// A loopback URL nothing listens on (deliveries fail at once, and stay on this machine).
+const URL: &str = "http://127.0.0.1:9/hooks/orders";
+
+/// A server whose webhooks may reach loopback, so triggers can point at [`URL`].
+async fn spawn_local(t: picloud_manager_core::testing::TestDb) -> TestApp {
+    let mut args = ServeArgs::for_tests();
+    args.webhook_allow_private = true;
+    spawn_app_with(t, args).await
+}
 
 fn topic_trigger(pattern: &str) -> Value {
     json!({
@@ -27,7 +36,7 @@ async fn create(app: &TestApp, app_id: &str, key: &str, body: Value) -> Value {
 
 backend_test! {
     async fn trigger_lifecycle_over_http(t) {
-        let app = spawn_app(t).await;
+        let app = spawn_local(t).await;
         app.create_app("shop").await;
         let manager = app.create_key("shop", &["triggers:manage", "app:read"]).await;
         let reader = app.create_key("shop", &["app:read"]).await;
@@ -109,14 +118,14 @@ backend_test! {
         assert_eq!(one["enabled"], false);
         let (status, patched) = app.call(Method::PATCH, &path, manage, Some(json!({
             "enabled": true,
-            "handler": {"kind": "webhook", "url": "https://example.com/v2"},
+            "handler": {"kind": "webhook", "url": "http://127.0.0.1:9/v2"},
             "source": {"kind": "topic", "topic": "*"},
             "retry": {"max_attempts": 4, "schedule_secs": [60]},
             "ordered": false,
         }))).await;
         assert_eq!(status, 200, "{patched}");
         assert_eq!(patched["enabled"], true);
-        assert_eq!(patched["handler"]["url"], "https://example.com/v2");
+        assert_eq!(patched["handler"]["url"], "http://127.0.0.1:9/v2");
         assert_eq!(patched["source"]["topic"], "*");
         assert_eq!(patched["retry"], json!({"max_attempts": 4, "schedule_secs": [60, 60, 60]}));
         assert_eq!(patched["ordered"], false);
@@ -138,7 +147,7 @@ backend_test! {
 
 backend_test! {
     async fn another_apps_trigger_is_not_found(t) {
-        let app = spawn_app(t).await;
+        let app = spawn_local(t).await;
         app.create_app("shop").await;
         app.create_app("blog").await;
         let shop_key = app.create_key("shop", &["triggers:manage", "app:read"]).await;
@@ -177,7 +186,7 @@ backend_test! {
 
 backend_test! {
     async fn bad_trigger_input_is_a_400_naming_the_field(t) {
-        let app = spawn_app(t).await;
+        let app = spawn_local(t).await;
         app.create_app("shop").await;
         let key = app.create_key("shop", &["triggers:manage", "app:read"]).await;
         let with_url = |url: &str| json!({
@@ -267,6 +276,64 @@ backend_test! {
             let name = &reference[..reference.find('"').unwrap()];
             assert!(doc["components"]["schemas"][name].is_object(), "dangling $ref {name}");
         }
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn trigger_urls_to_refused_addresses_are_a_400_when_saved(t) {
+        // The default policy: webhooks may not reach loopback, private or reserved hosts.
+        let app = spawn_app(t).await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["triggers:manage", "app:read"]).await;
+        let with_url = |url: &str| json!({
+            "source": {"kind": "topic", "topic": "orders"},
+            "handler": {"kind": "webhook", "url": url},
+        });
+        for (url, names) in [
+            ("http://127.0.0.1:9/hook", "127.0.0.1"),
+            ("http://[::1]:9/hook", "::1"),
+            ("http://169.254.169.254/latest/meta-data", "169.254.169.254"),
+            ("http://10.1.2.3/hook", "10.1.2.3"),
+            ("http://localhost:9/hook", "'localhost' resolves to"),
+        ] {
+            let (status, error) = app.call(Method::POST, "/v1/apps/shop/triggers", Some(&key), Some(with_url(url))).await;
+            assert_eq!((status, code(&error)), (400, "invalid_request"), "{url}: {error}");
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(message.contains(names) && message.contains("refused"), "{url}: {message}");
+        }
+        let (_, list) = app.call(Method::GET, "/v1/apps/shop/triggers", Some(&key), None).await;
+        assert_eq!(list["triggers"], json!([]), "nothing was created");
+
+        // A public literal address is checked without any lookup; moving it to a refused
+        // one is refused the same way, and the trigger keeps its URL.
+        let id = create(&app, "shop", &key, with_url("http://203.0.114.7/hook")).await["id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/apps/shop/triggers/{id}");
+        let (status, error) = app.call(Method::PATCH, &path, Some(&key), Some(json!({
+            "handler": {"kind": "webhook", "url": "http://localhost:8080/hook"},
+        }))).await;
+        assert_eq!((status, code(&error)), (400, "invalid_request"), "{error}");
+        let (_, one) = app.call(Method::GET, &path, Some(&key), None).await;
+        assert_eq!(one["handler"]["url"], "http://203.0.114.7/hook");
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn an_unparsable_stored_pattern_is_counted_not_silently_skipped(t) {
+        let app = spawn_local(t).await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["app:admin"]).await;
+        let id = create(&app, "shop", &key, topic_trigger("orders")).await["id"].as_str().unwrap().to_owned();
+        // Damage the stored pattern (and move the generation, as any change does).
+        picloud_manager_core::on_db!(&app.t.db, pool => {
+            sqlx::query("UPDATE triggers SET source_topic = 'or*ders' WHERE id = $1").bind(&id).execute(pool).await.unwrap();
+            sqlx::query("UPDATE apps SET trigger_generation = trigger_generation + 1 WHERE id = 'shop'").execute(pool).await.unwrap().rows_affected()
+        });
+        let (status, event) = app.call(Method::POST, "/v1/apps/shop/topics/orders/events", Some(&key), Some(json!({"data": 1}))).await;
+        assert_eq!((status, event["deliveries"].as_i64()), (201, Some(0)), "{event}");
+        let text = app.send(Method::GET, "/metrics", None, None).await.text().await.unwrap();
+        assert!(text.lines().any(|l| l.starts_with("picloud_trigger_patterns_invalid_total ")), "{text}");
         app.stop().await;
     }
 }

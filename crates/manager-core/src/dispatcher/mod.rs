@@ -14,6 +14,7 @@
 //! - [`ssrf`]: which addresses webhooks may reach.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +73,34 @@ pub struct DispatcherConfig {
     pub address_policy: Arc<AddressPolicy>,
     /// When a trigger's circuit opens and how long it stays open before a probe.
     pub circuit: CircuitPolicy,
+    /// Faults tests inject (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub faults: Faults,
+}
+
+/// A test's choice of rows (feature `testing`).
+#[cfg(feature = "testing")]
+pub type RowPredicate = Arc<dyn Fn(&ClaimedRow) -> bool + Send + Sync>;
+
+/// Faults a test can inject into the dispatcher, to show what it does when code that
+/// should not fail does (feature `testing` only).
+#[cfg(feature = "testing")]
+#[derive(Clone, Default)]
+pub struct Faults {
+    /// A delivery attempt of a row this returns `true` for panics.
+    pub panic_if: Option<RowPredicate>,
+    /// This many of the next due-row claims fail (after the probe claim ran).
+    pub failing_due_claims: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[cfg(feature = "testing")]
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faults")
+            .field("panic_if", &self.panic_if.is_some())
+            .field("failing_due_claims", &self.failing_due_claims)
+            .finish()
+    }
 }
 
 impl Default for DispatcherConfig {
@@ -92,6 +121,8 @@ impl Default for DispatcherConfig {
                 cooldown: Duration::from_secs(30),
                 resume_per_second: 50,
             },
+            #[cfg(feature = "testing")]
+            faults: Faults::default(),
         }
     }
 }
@@ -138,7 +169,7 @@ impl Dispatcher {
         ));
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.config.workers));
-        let pacer = Arc::new(Pacer::default());
+        let pacer = Arc::new(Pacer::new(this.config.workers));
         let mut waiting = Waiting::default();
         // Rows to hand back to the database (outbox id, due time), written once per round.
         let mut give_back: Vec<(i64, i64)> = Vec::new();
@@ -166,6 +197,9 @@ impl Dispatcher {
             // finished delivery may give them room again.
             let mut skip = pacer.blocked();
             skip.extend(waiting.triggers().cloned());
+            // Apps at their share of the workers are left out too, so the claim takes the
+            // due rows of the others.
+            let skip_apps = pacer.blocked_apps();
             let claimed = if free == 0 {
                 Vec::new()
             } else {
@@ -176,20 +210,18 @@ impl Dispatcher {
                     .db
                     .claim_probes(&this.config.node_id, lease_until, this.config.lease)
                     .await;
-                let due = this
-                    .db
-                    .claim_due(&this.config.node_id, free as i64, lease_until, &skip)
-                    .await;
-                match (probes, due) {
-                    (Ok(mut probes), Ok(due)) => {
-                        probes.extend(due);
-                        probes
-                    }
-                    (Err(error), _) | (_, Err(error)) => {
-                        tracing::warn!(%error, "claiming outbox rows failed");
-                        Vec::new()
+                let due = this.claim_due(free, lease_until, &skip, &skip_apps).await;
+                // Rows one query leased are delivered even when the other query failed:
+                // dropping them would leave them idle until their lease ran out, with an
+                // attempt spent.
+                let mut claimed = Vec::new();
+                for rows in [probes, due] {
+                    match rows {
+                        Ok(rows) => claimed.extend(rows),
+                        Err(error) => tracing::warn!(%error, "claiming outbox rows failed"),
                     }
                 }
+                claimed
             };
             let full_batch = free > 0 && claimed.len() == free;
             let mut plans = match this.db.delivery_plans(&claimed).await {
@@ -299,6 +331,38 @@ impl Dispatcher {
         soonest
     }
 
+    /// Claims up to `free` due rows of closed circuits, leaving out `skip`.
+    async fn claim_due(
+        &self,
+        free: usize,
+        lease_until: i64,
+        skip: &[String],
+        skip_apps: &[String],
+    ) -> Result<Vec<ClaimedRow>> {
+        #[cfg(feature = "testing")]
+        {
+            use std::sync::atomic::Ordering;
+            let failing = &self.config.faults.failing_due_claims;
+            if failing
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(crate::error::Error::Invalid(
+                    "injected claim failure".into(),
+                ));
+            }
+        }
+        self.db
+            .claim_due(
+                &self.config.node_id,
+                free as i64,
+                lease_until,
+                skip,
+                skip_apps,
+            )
+            .await
+    }
+
     /// Spawns the delivery of a row the pacer admitted.
     async fn start(
         self: &Arc<Self>,
@@ -315,12 +379,12 @@ impl Dispatcher {
             .await
             .expect("semaphore open");
         let this = self.clone();
-        let pacer = pacer.clone();
+        let trigger = row.trigger_id.clone();
+        // The trigger's in-flight slot is given back when the task ends, however it ends.
+        let slot = pacing::Slot::held(pacer.clone(), trigger.clone(), row.app_id.clone());
         in_flight.spawn(async move {
-            let trigger = row.trigger_id.clone();
             let delivered = this.deliver(row, plan).await;
-            pacer.finished(&trigger);
-            drop(permit);
+            drop((slot, permit));
             (trigger, delivered)
         });
     }
@@ -369,37 +433,29 @@ impl Dispatcher {
 
     async fn try_deliver(&self, row: &ClaimedRow, plan: &DeliveryPlan) -> Result<bool> {
         let retry =
-            RetryPolicy::from_stored(plan.retry_max_attempts, plan.retry_schedule_ms.as_deref())?;
-
-        let prepared = match row.dead_letter_id {
-            Some(id) => match self.db.dead_letter_info(id).await? {
-                Some(info) => webhook::dead_letter_body(row, plan, &info),
-                None => return Ok(true), // purged while pending: nothing to deliver
-            },
-            None => webhook::event_body(row, plan),
-        }
-        .and_then(|body| {
-            Ok((
-                check_url(&self.config.address_policy, &plan.handler_url)?,
-                body,
-            ))
-        });
-
-        let (outcome, record) = match prepared {
-            Ok((url, body)) => {
-                let secrets = webhook::signing_secrets(plan, now_ms());
-                webhook::attempt(&self.client, &url, row, &secrets, body).await
-            }
-            Err(error) => (
-                Outcome::Failed { retry_after: None },
-                AttemptRecord {
-                    started_at: now_ms(),
-                    duration_ms: 0,
-                    status: None,
-                    error: Some(error.to_string()),
-                    response_body: None,
-                },
-            ),
+            RetryPolicy::from_stored(plan.retry_max_attempts, plan.retry_schedule_ms.as_deref())
+                .unwrap_or_else(|error| {
+                    // Without a policy the row would be retried forever; the default one ends.
+                    tracing::error!(%error, trigger = %row.trigger_id,
+                "stored retry policy is unreadable; using the default");
+                    RetryPolicy::default()
+                });
+        // A panic while making the attempt (a bug) is a failed attempt like any other:
+        // the row is retried and dead-lettered in the end, never stuck.
+        let made = AssertUnwindSafe(self.make_attempt(row, plan))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let what = panic_message(panic.as_ref());
+                tracing::error!(outbox_id = row.id, trigger = %row.trigger_id, panic = %what,
+                    "a delivery attempt panicked; recording it as failed");
+                metrics::counter!("picloud_delivery_panics_total").increment(1);
+                Ok(Some(failed_attempt(
+                    "internal error while delivering".into(),
+                )))
+            });
+        let Some((outcome, record)) = made? else {
+            return Ok(true); // purged while pending: nothing to deliver
         };
         metrics::histogram!("picloud_delivery_attempt_seconds")
             .record(record.duration_ms as f64 / 1000.0);
@@ -435,6 +491,70 @@ impl Dispatcher {
         });
         Ok(delivered)
     }
+}
+
+impl Dispatcher {
+    /// Builds, signs and sends one attempt; `None` when there is nothing to deliver (the
+    /// dead letter was purged while its delivery was pending).
+    async fn make_attempt(
+        &self,
+        row: &ClaimedRow,
+        plan: &DeliveryPlan,
+    ) -> Result<Option<(Outcome, AttemptRecord)>> {
+        #[cfg(feature = "testing")]
+        if self
+            .config
+            .faults
+            .panic_if
+            .as_ref()
+            .is_some_and(|hook| hook(row))
+        {
+            panic!("injected delivery panic");
+        }
+        let prepared = match row.dead_letter_id {
+            Some(id) => match self.db.dead_letter_info(id).await? {
+                Some(info) => webhook::dead_letter_body(row, plan, &info),
+                None => return Ok(None),
+            },
+            None => webhook::event_body(row, plan),
+        }
+        .and_then(|body| {
+            Ok((
+                check_url(&self.config.address_policy, &plan.handler_url)?,
+                body,
+            ))
+        });
+        Ok(Some(match prepared {
+            Ok((url, body)) => {
+                let secrets = webhook::signing_secrets(plan, now_ms());
+                webhook::attempt(&self.client, &url, row, &secrets, body).await
+            }
+            Err(error) => failed_attempt(error.to_string()),
+        }))
+    }
+}
+
+/// A failed attempt that never reached the network.
+fn failed_attempt(error: String) -> (Outcome, AttemptRecord) {
+    (
+        Outcome::Failed { retry_after: None },
+        AttemptRecord {
+            started_at: now_ms(),
+            duration_ms: 0,
+            status: None,
+            error: Some(error),
+            response_body: None,
+        },
+    )
+}
+
+/// The text of a caught panic, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Commits finished attempts in groups until `stop`, then the rest, and counts them.

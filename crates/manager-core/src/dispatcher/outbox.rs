@@ -166,17 +166,25 @@ impl Db {
         limit: i64,
         lease_until: i64,
         skip_triggers: &[String],
+        skip_apps: &[String],
     ) -> Result<Vec<ClaimedRow>> {
         let now = now_ms();
-        // Triggers at their pacing limits on this node are left for later.
-        let skip = if skip_triggers.is_empty() {
-            String::new()
-        } else {
-            let params: Vec<String> = (0..skip_triggers.len())
-                .map(|i| format!("${}", i + 7))
+        // Triggers at their pacing limits and apps at their share of the workers on this
+        // node are left for later.
+        let not_in = |column: &str, first: usize, values: &[String]| {
+            if values.is_empty() {
+                return String::new();
+            }
+            let params: Vec<String> = (0..values.len())
+                .map(|i| format!("${}", first + i))
                 .collect();
-            format!("AND o.trigger_id NOT IN ({})", params.join(", "))
+            format!("AND {column} NOT IN ({})", params.join(", "))
         };
+        let skip = format!(
+            "{} {}",
+            not_in("o.trigger_id", 7, skip_triggers),
+            not_in("o.app_id", 7 + skip_triggers.len(), skip_apps)
+        );
         // For an `ordered` trigger only the head of each topic is due: a row waits while an
         // earlier event of its topic is still pending (in flight or failing) for the trigger.
         let due = format!(
@@ -211,8 +219,8 @@ impl Db {
                 .bind(limit)
                 .bind(true)
                 .bind(false);
-            for trigger in skip_triggers {
-                query = query.bind(trigger);
+            for value in skip_triggers.iter().chain(skip_apps) {
+                query = query.bind(value);
             }
             query.fetch_all(pool).await?
         });
@@ -403,8 +411,29 @@ impl Db {
         // Triggers whose failure streak this group already reset: further successes in a
         // row change nothing, so they cost no statement.
         let mut reset: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        // A 410 disables its trigger and bumps its app's trigger generation. API changes
+        // to triggers lock the app row, then the trigger row; so the app rows are taken
+        // here first too, before any trigger row below: on PostgreSQL the two never wait
+        // for each other in a cycle (a deadlock).
+        let mut disabling_apps: Vec<&str> = finished
+            .iter()
+            .filter(|f| {
+                matches!(
+                    &f.verdict,
+                    Verdict::Exhausted {
+                        disable_reason: Some(_)
+                    }
+                )
+            })
+            .map(|f| f.row.app_id.as_str())
+            .collect();
+        disabling_apps.sort_unstable();
+        disabling_apps.dedup();
         on_db!(self, pool => {
             let mut tx = begin_write(pool).await?;
+            for app in &disabling_apps {
+                let _app_exists = crate::triggers::bump_generation!(tx, app);
+            }
             for Finished { row, attempt, verdict } in finished {
                 insert_attempt!(row, attempt).execute(&mut *tx).await?;
                 let (state, next_attempt_at, finished_at) = match verdict {
@@ -500,7 +529,7 @@ impl Db {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                        let _app_exists = crate::triggers::bump_generation!(tx, &row.app_id);
+                        // The app's generation was bumped at the start of the transaction.
                     }
                     if row.dead_letter_id.is_none() {
                         let id: i64 = sqlx::query_scalar(

@@ -200,6 +200,41 @@ pub fn check_url(policy: &AddressPolicy, url: &str) -> Result<reqwest::Url> {
     Ok(url)
 }
 
+/// How long [`check_webhook_host`] waits for DNS before refusing the name.
+pub const SAVE_TIME_RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Checks a webhook URL when a trigger is saved, so a URL no delivery could use is refused
+/// at once (400) instead of failing every delivery: an IP-literal host must be allowed by
+/// `policy` ([`check_url`]); a host name must resolve within
+/// [`SAVE_TIME_RESOLVE_TIMEOUT`], and to allowed addresses only. Deliveries check again
+/// ([`GuardedResolver`]), since what a name resolves to can change.
+pub async fn check_webhook_host(policy: &AddressPolicy, url: &str) -> Result<()> {
+    let url = check_url(policy, url)?;
+    let Some(url::Host::Domain(host)) = url.host() else {
+        return Ok(());
+    };
+    let lookup = tokio::net::lookup_host((host, url.port_or_known_default().unwrap_or(443)));
+    let resolved: Vec<SocketAddr> =
+        match tokio::time::timeout(SAVE_TIME_RESOLVE_TIMEOUT, lookup).await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(_)) | Err(_) => Vec::new(),
+        };
+    if resolved.is_empty() {
+        return Err(Error::Invalid(format!(
+            "url host '{host}' does not resolve (within {} s)",
+            SAVE_TIME_RESOLVE_TIMEOUT.as_secs()
+        )));
+    }
+    if let Some(refused) = resolved.iter().find(|addr| !policy.allows(addr.ip())) {
+        return Err(Error::Invalid(format!(
+            "url host '{host}' resolves to {}, a refused address (loopback, private, \
+             link-local or reserved)",
+            refused.ip()
+        )));
+    }
+    Ok(())
+}
+
 /// A DNS resolver for [`reqwest`] that drops the addresses its [`AddressPolicy`] refuses,
 /// and fails if none remain, so a webhook host is checked on every connection.
 #[derive(Debug, Clone)]

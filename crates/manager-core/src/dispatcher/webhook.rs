@@ -27,8 +27,41 @@ pub enum Outcome {
     },
 }
 
-/// The webhook body for an event delivery: the event as JSON.
-pub fn event_body(row: &ClaimedRow, plan: &DeliveryPlan) -> Result<Vec<u8>> {
+/// An event as webhook receivers get it. `data` is the stored JSON, spliced in as it
+/// was published: it is never parsed into a `serde_json::Value`, whose recursion limit a
+/// deeply nested (or any future) payload could hit.
+#[derive(Debug, serde::Serialize)]
+struct EventBody<'a> {
+    id: &'a str,
+    app: &'a str,
+    topic: &'a str,
+    seq: i64,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    data: &'a RawValue,
+    published_at: i64,
+}
+
+/// The event a dead letter points at, or just its place when it left the log.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum DeadEvent<'a> {
+    Logged(EventBody<'a>),
+    Gone { topic: &'a str, seq: i64 },
+}
+
+/// The webhook body for a dead-letter delivery.
+#[derive(Debug, serde::Serialize)]
+struct DeadLetterBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    app: &'a str,
+    dead_letter: &'a DeadLetterInfo,
+    event: DeadEvent<'a>,
+}
+
+/// The event a row delivers, borrowed from its plan.
+fn logged_event<'a>(row: &'a ClaimedRow, plan: &'a DeliveryPlan) -> Result<EventBody<'a>> {
     let (Some(id), Some(event_type), Some(payload), Some(published_at)) = (
         plan.event_id.as_deref(),
         plan.event_type.as_deref(),
@@ -40,18 +73,29 @@ pub fn event_body(row: &ClaimedRow, plan: &DeliveryPlan) -> Result<Vec<u8>> {
             row.topic, row.seq
         )));
     };
+    // Parsing into a `RawValue` only checks the syntax (without a depth limit), so the
+    // body is valid JSON even if the stored bytes were damaged.
     let data: &RawValue = serde_json::from_slice(payload)
         .map_err(|e| Error::Corrupt(format!("stored event data is not JSON: {e}")))?;
-    let body = serde_json::json!({
-        "id": id,
-        "app": row.app_id,
-        "topic": row.topic,
-        "seq": row.seq,
-        "type": event_type,
-        "data": data,
-        "published_at": published_at,
-    });
-    Ok(serde_json::to_vec(&body).expect("JSON values serialize"))
+    Ok(EventBody {
+        id,
+        app: &row.app_id,
+        topic: &row.topic,
+        seq: row.seq,
+        event_type,
+        data,
+        published_at,
+    })
+}
+
+fn to_json(body: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(body)
+        .map_err(|e| Error::Invalid(format!("cannot write the webhook body: {e}")))
+}
+
+/// The webhook body for an event delivery: the event as JSON.
+pub fn event_body(row: &ClaimedRow, plan: &DeliveryPlan) -> Result<Vec<u8>> {
+    to_json(&logged_event(row, plan)?)
 }
 
 /// The webhook body for a dead-letter delivery: the dead letter and its event.
@@ -60,17 +104,19 @@ pub fn dead_letter_body(
     plan: &DeliveryPlan,
     dead_letter: &DeadLetterInfo,
 ) -> Result<Vec<u8>> {
-    let event: serde_json::Value = match event_body(row, plan) {
-        Ok(bytes) => serde_json::from_slice(&bytes).expect("our own JSON parses"),
-        Err(_) => serde_json::json!({ "topic": row.topic, "seq": row.seq }),
+    let event = match logged_event(row, plan) {
+        Ok(event) => DeadEvent::Logged(event),
+        Err(_) => DeadEvent::Gone {
+            topic: &row.topic,
+            seq: row.seq,
+        },
     };
-    let body = serde_json::json!({
-        "type": "dead_letter",
-        "app": row.app_id,
-        "dead_letter": dead_letter,
-        "event": event,
-    });
-    Ok(serde_json::to_vec(&body).expect("JSON values serialize"))
+    to_json(&DeadLetterBody {
+        kind: "dead_letter",
+        app: &row.app_id,
+        dead_letter,
+        event,
+    })
 }
 
 /// The secrets to sign with: the current one, and the previous one while it is honoured.
@@ -119,13 +165,24 @@ pub async fn attempt(
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let text = read_prefix(response).await;
+    // An excerpt only of answers meant to be read as text: anything else (an HTML page,
+    // a binary file) could be content of an internal service the URL points at.
+    let textual = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_textual);
+    let text = if textual {
+        Some(read_prefix(response).await)
+    } else {
+        None
+    };
     let record = AttemptRecord {
         started_at,
         duration_ms: clock.elapsed().as_millis() as i64,
         status: Some(i64::from(status.as_u16())),
         error: (!status.is_success()).then(|| format!("HTTP {status}")),
-        response_body: Some(text),
+        response_body: text,
     };
     let outcome = if status.is_success() {
         Outcome::Delivered
@@ -178,6 +235,18 @@ fn describe(error: &reqwest::Error) -> String {
     }
 }
 
+/// Whether a response's content type is one whose excerpt is kept: JSON (also `+json`)
+/// or plain text.
+fn is_textual(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence == "text/plain" || essence.ends_with("+json")
+}
+
 async fn read_prefix(mut response: reqwest::Response) -> String {
     let mut kept = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
@@ -206,6 +275,98 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row() -> ClaimedRow {
+        ClaimedRow {
+            id: 7,
+            app_id: "shop".into(),
+            trigger_id: "trg_1".into(),
+            topic: "orders".into(),
+            seq: 3,
+            dead_letter_id: None,
+            attempts: 1,
+        }
+    }
+
+    fn plan(payload: &str) -> DeliveryPlan {
+        DeliveryPlan {
+            outbox_id: 7,
+            max_in_flight: None,
+            max_per_second: None,
+            handler_url: "http://127.0.0.1:1/hook".into(),
+            secret: "whsec_x".into(),
+            previous_secret: None,
+            previous_secret_until: None,
+            retry_max_attempts: 3,
+            retry_schedule_ms: None,
+            event_id: Some("evt_1".into()),
+            event_type: Some("a\"b".into()),
+            payload: Some(payload.as_bytes().to_vec()),
+            published_at: Some(42),
+        }
+    }
+
+    #[test]
+    fn bodies_carry_the_stored_data_verbatim_however_deep() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let body = String::from_utf8(event_body(&row(), &plan(&deep)).unwrap()).unwrap();
+        assert!(
+            body.contains(&format!(r#""data":{deep}"#)),
+            "{}",
+            &body[..80]
+        );
+
+        let shallow = r#"{"n": 1,  "s":"x"}"#;
+        let body: serde_json::Value =
+            serde_json::from_slice(&event_body(&row(), &plan(shallow)).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"id": "evt_1", "app": "shop", "topic": "orders", "seq": 3,
+                "type": "a\"b", "data": {"n": 1, "s": "x"}, "published_at": 42})
+        );
+
+        let info = DeadLetterInfo {
+            id: 1,
+            trigger_id: "trg_0".into(),
+            attempts: 3,
+            last_error: None,
+            last_status: Some(500),
+            created_at: 5,
+        };
+        let body = dead_letter_body(&row(), &plan(&deep), &info).unwrap();
+        assert!(String::from_utf8(body).unwrap().contains(&deep));
+        let mut gone = plan(shallow);
+        gone.payload = None;
+        let body: serde_json::Value =
+            serde_json::from_slice(&dead_letter_body(&row(), &gone, &info).unwrap()).unwrap();
+        assert_eq!(
+            body["event"],
+            serde_json::json!({"topic": "orders", "seq": 3})
+        );
+        assert_eq!(body["type"], "dead_letter");
+        assert_eq!(body["dead_letter"]["last_status"], 500);
+    }
+
+    #[test]
+    fn excerpts_are_kept_for_json_and_plain_text_only() {
+        for kept in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "text/plain",
+            "application/problem+json",
+        ] {
+            assert!(is_textual(kept), "{kept}");
+        }
+        for dropped in [
+            "text/html",
+            "application/octet-stream",
+            "image/png",
+            "application/xml",
+            "",
+        ] {
+            assert!(!is_textual(dropped), "{dropped}");
+        }
+    }
 
     #[test]
     fn retry_after_seconds() {

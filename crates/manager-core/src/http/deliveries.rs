@@ -3,10 +3,11 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
+use picloud_shared::access::Principal;
 use picloud_shared::error::ErrorBody;
 use picloud_shared::extract::{ApiJson, ApiPath, ApiQuery};
-use picloud_shared::ApiError;
+use picloud_shared::{ApiError, Scope};
 use serde::{Deserialize, Serialize};
 
 use super::ManagerState;
@@ -93,6 +94,12 @@ pub struct Count {
     pub count: u64,
 }
 
+/// Whether the caller sees delivery details (error texts, response excerpts): only with
+/// `deliveries:manage`; `app:read` sees statuses and error classes.
+fn sees_details(principal: Option<&Principal>) -> bool {
+    principal.is_some_and(|p| p.superuser || p.scopes.grants(Scope::DeliveriesManage))
+}
+
 /// Most dead letters one bulk replay takes.
 pub const MAX_REPLAY: usize = 10_000;
 
@@ -103,6 +110,7 @@ pub const MAX_REPLAY: usize = 10_000;
     responses((status = 200, body = DeliveryList), (status = 400, body = ErrorBody)))]
 pub async fn list_deliveries(
     State(state): State<ManagerState>,
+    principal: Option<Extension<Principal>>,
     ApiPath(app): ApiPath<String>,
     ApiQuery(query): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<DeliveryList>, ApiError> {
@@ -113,9 +121,11 @@ pub async fn list_deliveries(
         before: query.before,
         limit: query.limit.unwrap_or(50),
     };
-    Ok(Json(DeliveryList {
-        deliveries: state.db.list_deliveries(&app, &filter).await?,
-    }))
+    let mut deliveries = state.db.list_deliveries(&app, &filter).await?;
+    if !sees_details(principal.as_deref()) {
+        deliveries.iter_mut().for_each(Delivery::redact);
+    }
+    Ok(Json(DeliveryList { deliveries }))
 }
 
 /// One delivery with its attempts.
@@ -125,10 +135,15 @@ pub async fn list_deliveries(
     responses((status = 200, body = DeliveryDetail), (status = 404, body = ErrorBody)))]
 pub async fn get_delivery(
     State(state): State<ManagerState>,
+    principal: Option<Extension<Principal>>,
     ApiPath((app, id)): ApiPath<(String, i64)>,
 ) -> Result<Json<DeliveryDetail>, ApiError> {
     state.db.get_app(&app).await?;
-    let (delivery, attempts) = state.db.get_delivery(&app, id).await?;
+    let (mut delivery, mut attempts) = state.db.get_delivery(&app, id).await?;
+    if !sees_details(principal.as_deref()) {
+        delivery.redact();
+        attempts.iter_mut().for_each(Attempt::redact);
+    }
     Ok(Json(DeliveryDetail { delivery, attempts }))
 }
 
@@ -154,11 +169,12 @@ pub async fn retry_delivery(
     responses((status = 200, body = DeadLetterList)))]
 pub async fn list_dead_letters(
     State(state): State<ManagerState>,
+    principal: Option<Extension<Principal>>,
     ApiPath(app): ApiPath<String>,
     ApiQuery(query): ApiQuery<DeadLetterQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     state.db.get_app(&app).await?;
-    let dead_letters = state
+    let mut dead_letters = state
         .db
         .list_dead_letters(
             &app,
@@ -167,6 +183,9 @@ pub async fn list_dead_letters(
             query.limit.unwrap_or(50),
         )
         .await?;
+    if !sees_details(principal.as_deref()) {
+        dead_letters.iter_mut().for_each(DeadLetter::redact);
+    }
     Ok(Json(DeadLetterList { dead_letters }))
 }
 
@@ -177,10 +196,14 @@ pub async fn list_dead_letters(
     responses((status = 200, body = DeadLetterDetail), (status = 404, body = ErrorBody)))]
 pub async fn get_dead_letter(
     State(state): State<ManagerState>,
+    principal: Option<Extension<Principal>>,
     ApiPath((app, id)): ApiPath<(String, i64)>,
 ) -> Result<Json<DeadLetterDetail>, ApiError> {
     state.db.get_app(&app).await?;
-    let (dead_letter, event) = state.db.get_dead_letter(&app, id).await?;
+    let (mut dead_letter, event) = state.db.get_dead_letter(&app, id).await?;
+    if !sees_details(principal.as_deref()) {
+        dead_letter.redact();
+    }
     Ok(Json(DeadLetterDetail { dead_letter, event }))
 }
 

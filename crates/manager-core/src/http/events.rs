@@ -24,7 +24,8 @@ pub struct PublishBody {
     /// Event type; `message` if absent.
     #[serde(rename = "type")]
     pub event_type: Option<String>,
-    /// Any JSON value; stored and delivered exactly as sent.
+    /// Any JSON value, nested at most 64 arrays/objects deep; stored and delivered
+    /// exactly as sent.
     #[schema(value_type = Object)]
     pub data: Box<RawValue>,
 }
@@ -38,7 +39,7 @@ pub struct BatchEvent {
     /// Event type; `message` if absent.
     #[serde(rename = "type")]
     pub event_type: Option<String>,
-    /// Any JSON value.
+    /// Any JSON value, nested at most 64 arrays/objects deep.
     #[schema(value_type = Object)]
     pub data: Box<RawValue>,
 }

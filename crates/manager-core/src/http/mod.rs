@@ -38,6 +38,8 @@ pub struct ManagerState {
     pub realtime: Arc<dyn picloud_shared::events::RealtimeBroadcaster>,
     /// This node's id in cluster notifications.
     pub node_id: String,
+    /// Which addresses webhooks may reach: trigger URLs are checked against it when saved.
+    pub webhook_policy: Arc<crate::dispatcher::ssrf::AddressPolicy>,
 }
 
 impl ManagerState {

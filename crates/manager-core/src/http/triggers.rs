@@ -11,7 +11,8 @@ use picloud_shared::ApiError;
 use serde::Serialize;
 
 use super::ManagerState;
-use crate::triggers::{CreatedTrigger, NewTrigger, RotatedSecret, Trigger, TriggerPatch};
+use crate::dispatcher::ssrf::check_webhook_host;
+use crate::triggers::{CreatedTrigger, Handler, NewTrigger, RotatedSecret, Trigger, TriggerPatch};
 
 /// A list of triggers.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -42,7 +43,16 @@ pub async fn list_triggers(
     }))
 }
 
-/// Creates a trigger. The response holds its signing secret.
+/// Refuses a webhook URL no delivery could reach: a refused or unresolvable host.
+async fn check_handler(state: &ManagerState, handler: &Handler) -> Result<(), ApiError> {
+    let Handler::Webhook { url } = handler;
+    check_webhook_host(&state.webhook_policy, url.as_str()).await?;
+    Ok(())
+}
+
+/// Creates a trigger. The response holds its signing secret. A webhook URL whose host is
+/// a refused address (loopback, private, link-local, reserved: the delivery-time SSRF
+/// policy), resolves to one, or does not resolve within 2 s is refused with 400.
 #[utoipa::path(post, path = "/v1/apps/{app}/triggers", tag = "triggers", request_body = NewTrigger,
     params(("app" = String, Path, description = "app id")),
     security(("api_key" = ["triggers:manage"])),
@@ -54,6 +64,7 @@ pub async fn create_trigger(
     ApiJson(body): ApiJson<NewTrigger>,
 ) -> Result<(StatusCode, Json<CreatedTrigger>), ApiError> {
     let app = state.db.get_app(&app).await?.id;
+    check_handler(&state, &body.handler).await?;
     let created = state.db.create_trigger(&app, body).await?;
     tracing::info!(app = %app, trigger_id = %created.trigger.id, "trigger created");
     Ok((StatusCode::CREATED, Json(created)))
@@ -73,7 +84,8 @@ pub async fn get_trigger(
     Ok(Json(state.db.get_trigger(&app, &trigger).await?))
 }
 
-/// Changes a trigger: only the fields given change. Enabling clears `disabled_reason`.
+/// Changes a trigger: only the fields given change. Enabling clears `disabled_reason`. A
+/// new webhook URL is checked as at creation.
 #[utoipa::path(patch, path = "/v1/apps/{app}/triggers/{trigger}", tag = "triggers",
     request_body = TriggerPatch,
     params(("app" = String, Path, description = "app id"),
@@ -87,6 +99,9 @@ pub async fn update_trigger(
     ApiJson(patch): ApiJson<TriggerPatch>,
 ) -> Result<Json<Trigger>, ApiError> {
     state.db.get_app(&app).await?;
+    if let Some(handler) = &patch.handler {
+        check_handler(&state, handler).await?;
+    }
     let updated = state.db.update_trigger(&app, &trigger, patch).await?;
     tracing::info!(app, trigger_id = %updated.id, "trigger updated");
     Ok(Json(updated))
