@@ -162,7 +162,7 @@ async fn open_stream(
             tracing::debug!(app = %app, "subscriber token does not cover the topics");
             return Err(Error::Unauthorized);
         }
-        Some(claims.exp * 1000)
+        Some(claims.exp.saturating_mul(1000))
     } else {
         None
     };
