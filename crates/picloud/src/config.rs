@@ -155,6 +155,12 @@ pub struct ServeArgs {
     /// Realtime (SSE) settings.
     #[command(flatten)]
     pub realtime: RealtimeArgs,
+    /// Dashboard sign-in attempts allowed per client address per minute (IPv6: per
+    /// /64), as a burst that refills evenly. The address is the TCP peer's;
+    /// `X-Forwarded-For` is not trusted.
+    #[arg(long, env = "PICLOUD_ADMIN_SIGN_INS_PER_ADDRESS_PER_MINUTE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub admin_sign_ins_per_address_per_minute: u32,
 }
 
 /// Realtime (SSE and subscriber token) settings of `picloud serve`.
@@ -287,6 +293,7 @@ impl ServeArgs {
             secure_cookies: false,
             stats_interval_sec: 10,
             realtime: RealtimeArgs::defaults(),
+            admin_sign_ins_per_address_per_minute: 10,
         }
     }
 }
@@ -405,6 +412,15 @@ pub enum AdminsCommand {
     },
     /// Delete an admin and sign them out everywhere.
     Delete {
+        /// The admin's email.
+        #[arg(long)]
+        email: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear an admin's failed sign-ins and lockout.
+    Unlock {
         /// The admin's email.
         #[arg(long)]
         email: String,
