@@ -4,17 +4,23 @@
 //! lower-cased. Passwords are hashed with argon2id (a PHC string with its own salt and
 //! parameters) and checked in constant time by the `argon2` crate. After
 //! [`LOCKOUT_AFTER`] consecutive failures an account is locked for [`lockout_for`]: 30 s,
-//! doubling with every further failure, at most an hour. A success resets the count.
+//! doubling with every further failure, at most 15 minutes. Each attempt is counted as a
+//! failure before its password is checked ([`Db::claim_sign_in`]), so parallel attempts
+//! cannot check more passwords than the allowance; a success resets the count, and
+//! `picloud admins unlock` ([`Db::unlock_admin`]) clears it.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use picloud_shared::ids::random_id;
+use picloud_shared::names::check_printable;
 use picloud_shared::time::now_ms;
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 
 use crate::db::{is_unique_violation, Db};
 use crate::error::{Error, Result};
@@ -29,7 +35,7 @@ pub const MAX_EMAIL_LEN: usize = 254;
 /// Consecutive failed sign-ins after which an account is locked.
 pub const LOCKOUT_AFTER: i64 = 5;
 const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
-const MAX_LOCKOUT: Duration = Duration::from_secs(3600);
+const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 
 /// An admin account as listed: never its password hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -61,13 +67,28 @@ pub struct Credentials {
     pub admin: Admin,
     /// Its argon2id PHC string.
     pub password_hash: String,
-    /// Sign-ins are refused until then, ms since the epoch.
+    /// Sign-ins are refused until then, ms since the epoch (for a claimed attempt: the
+    /// lock it set, if it reached the threshold).
     pub locked_until: Option<i64>,
 }
 
+/// What a sign-in attempt may do, decided (and counted) before any password is checked.
+#[derive(Debug, Clone)]
+pub enum SignInClaim {
+    /// The attempt is already counted as a failure (and locks the account if it reached
+    /// the threshold); check the password against this account, and reset on success.
+    Check(Credentials),
+    /// The account is locked until then, ms since the epoch; check nothing.
+    Locked(i64),
+    /// No admin has this email.
+    Unknown,
+}
+
 /// Normalises and checks an email address: trimmed, lower-cased, one `@` with text on
-/// both sides, no whitespace, at most [`MAX_EMAIL_LEN`] characters.
+/// both sides, no whitespace or control characters, at most [`MAX_EMAIL_LEN`]
+/// characters.
 pub fn normalize_email(email: &str) -> Result<String> {
+    check_printable("email", email).map_err(|e| Error::Invalid(e.0))?;
     let email = email.trim().to_lowercase();
     let valid = email.len() <= MAX_EMAIL_LEN
         && !email.chars().any(char::is_whitespace)
@@ -109,16 +130,55 @@ pub fn hash_password(password: &str) -> Result<String> {
 }
 
 /// Whether `password` matches the PHC string `hash` (constant-time comparison; CPU-heavy
-/// like [`hash_password`]). A malformed hash matches nothing.
+/// like [`hash_password`]). A malformed hash matches nothing. The hash's own algorithm,
+/// version and parameters are used, so hashes made with other parameters still verify.
+///
+/// The argon2 memory (~19 MiB with the default parameters) is this thread's, allocated
+/// once and reused by every later check here: freed and allocated anew each time, the
+/// allocator would keep a block per thread and per arena that ever ran a check.
 pub fn verify_password(hash: &str, password: &str) -> bool {
     if password.len() > MAX_PASSWORD_BYTES {
         return false;
     }
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(version), Ok(params)) = (
+        Algorithm::try_from(parsed.algorithm),
+        parsed
+            .version
+            .map_or(Ok(Version::default()), Version::try_from),
+        Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params);
+    let mut computed = vec![0u8; expected.len()];
+    let hashed = ARGON2_MEMORY.with_borrow_mut(|blocks| {
+        let needed = argon2.params().block_count();
+        if blocks.len() < needed {
+            blocks.resize(needed, Block::default());
+        }
+        argon2.hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut computed,
+            &mut blocks[..needed],
+        )
+    });
+    hashed.is_ok() && bool::from(computed.as_slice().ct_eq(expected.as_bytes()))
+}
+
+thread_local! {
+    /// The argon2 working memory of [`verify_password`] on this thread.
+    static ARGON2_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A hash of a random password, checked against when the email is unknown, so that an
@@ -132,7 +192,7 @@ pub fn dummy_hash() -> &'static str {
 }
 
 /// How long an account is locked after its `failures`-th consecutive failure: nothing
-/// before [`LOCKOUT_AFTER`], then 30 s doubling with each failure, at most an hour.
+/// before [`LOCKOUT_AFTER`], then 30 s doubling with each failure, at most 15 minutes.
 pub fn lockout_for(failures: i64) -> Option<Duration> {
     if failures < LOCKOUT_AFTER {
         return None;
@@ -247,34 +307,76 @@ impl Db {
         }))
     }
 
-    /// Counts a failed sign-in of admin `id` at `now` and, from the
-    /// [`LOCKOUT_AFTER`]th consecutive failure on, locks the account ([`lockout_for`]).
-    /// Returns the lock's end, if it is now locked.
-    pub async fn record_failed_sign_in(&self, id: &str, now: i64) -> Result<Option<i64>> {
-        let failures: Option<i64> = on_db!(self, pool => {
-            sqlx::query_scalar(
-                "UPDATE admins SET failed_attempts = failed_attempts + 1 WHERE id = $1
-                 RETURNING failed_attempts",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await?
+    /// Counts a sign-in attempt at `email` (compared lower-cased) at `now` as a failure
+    /// before its password is checked, atomically with the lock check: the count goes up
+    /// only while the account is not locked, and the attempt that reaches
+    /// [`LOCKOUT_AFTER`] locks it ([`lockout_for`]) in the same transaction. Parallel
+    /// attempts thus check at most the allowance of passwords; a success resets the count
+    /// ([`Db::reset_failed_sign_ins`]).
+    pub async fn claim_sign_in(&self, email: &str, now: i64) -> Result<SignInClaim> {
+        let email = email.trim().to_lowercase();
+        let claim = on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row: Option<AdminRow> = sqlx::query_as(&format!(
+                "UPDATE admins SET failed_attempts = failed_attempts + 1
+                 WHERE email = $1 AND (locked_until IS NULL OR locked_until <= $2)
+                 RETURNING {ADMIN_COLUMNS}"
+            ))
+            .bind(&email)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let claim = match row {
+                Some(row) => {
+                    let locked_until = lockout_for(row.failed_attempts)
+                        .map(|lock| now.saturating_add(lock.as_millis() as i64));
+                    if let Some(until) = locked_until {
+                        sqlx::query("UPDATE admins SET locked_until = $2 WHERE id = $1")
+                            .bind(&row.id)
+                            .bind(until)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    SignInClaim::Check(Credentials {
+                        admin: row.admin(),
+                        password_hash: row.password_hash,
+                        locked_until,
+                    })
+                }
+                None => {
+                    let locked: Option<Option<i64>> =
+                        sqlx::query_scalar("SELECT locked_until FROM admins WHERE email = $1")
+                            .bind(&email)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    match locked {
+                        Some(until) => SignInClaim::Locked(until.unwrap_or(now)),
+                        None => SignInClaim::Unknown,
+                    }
+                }
+            };
+            tx.commit().await?;
+            claim
         });
-        let Some(until) = failures
-            .and_then(lockout_for)
-            .map(|d| now + d.as_millis() as i64)
-        else {
-            return Ok(None);
-        };
-        on_db!(self, pool => {
-            sqlx::query("UPDATE admins SET locked_until = $2 WHERE id = $1")
-                .bind(id)
-                .bind(until)
-                .execute(pool)
-                .await
-                .map(drop)?
+        Ok(claim)
+    }
+
+    /// Clears the failure count and lock of the admin with `email`
+    /// (`picloud admins unlock`); returns the account as it was before.
+    /// [`Error::AdminNotFound`] if there is none.
+    pub async fn unlock_admin(&self, email: &str) -> Result<AdminRecord> {
+        let email = normalize_email(email)?;
+        let row: Option<AdminRow> = on_db!(self, pool => {
+            sqlx::query_as(&format!("SELECT {ADMIN_COLUMNS} FROM admins WHERE email = $1"))
+                .bind(&email)
+                .fetch_optional(pool)
+                .await?
         });
-        Ok(Some(until))
+        let before = row
+            .map(AdminRow::record)
+            .ok_or(Error::AdminNotFound(email))?;
+        self.reset_failed_sign_ins(&before.admin.id).await?;
+        Ok(before)
     }
 
     /// Clears admin `id`'s failure count and lock after a successful sign-in.
@@ -336,12 +438,32 @@ mod tests {
     }
 
     #[test]
-    fn lockout_starts_at_the_fifth_failure_and_doubles_to_an_hour() {
+    fn hashes_with_other_parameters_still_verify() {
+        let salt = SaltString::generate(&mut OsRng);
+        let params = Params::new(4096, 3, 2, Some(24)).unwrap();
+        let other = Argon2::new(Algorithm::Argon2i, Version::V0x10, params);
+        let hash = other
+            .hash_password(b"an older password", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password(&hash, "an older password"));
+        assert!(!verify_password(&hash, "an older passwore"));
+        // The thread's memory, grown for the default parameters, serves smaller ones.
+        assert!(verify_password(
+            &hash_password("a newer password").unwrap(),
+            "a newer password"
+        ));
+        assert!(verify_password(&hash, "an older password"));
+    }
+
+    #[test]
+    fn lockout_starts_at_the_fifth_failure_and_doubles_to_15_minutes() {
         assert_eq!(lockout_for(4), None);
         assert_eq!(lockout_for(5), Some(Duration::from_secs(30)));
         assert_eq!(lockout_for(6), Some(Duration::from_secs(60)));
         assert_eq!(lockout_for(7), Some(Duration::from_secs(120)));
-        assert_eq!(lockout_for(12), Some(Duration::from_secs(3600)));
-        assert_eq!(lockout_for(1000), Some(Duration::from_secs(3600)));
+        assert_eq!(lockout_for(9), Some(Duration::from_secs(480)));
+        assert_eq!(lockout_for(10), Some(Duration::from_secs(900)));
+        assert_eq!(lockout_for(1000), Some(Duration::from_secs(900)));
     }
 }

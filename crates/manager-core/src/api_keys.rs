@@ -7,6 +7,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use picloud_shared::ids::{random_bytes, random_id};
+use picloud_shared::names::check_printable;
 use picloud_shared::time::now_ms;
 use picloud_shared::{AppId, Scope, ScopeSet};
 use serde::Serialize;
@@ -115,6 +116,7 @@ fn validate_new_key(app: Option<&AppId>, name: &str, scopes: ScopeSet) -> Result
             "key name must be 1 to {MAX_KEY_NAME_LEN} characters"
         )));
     }
+    check_printable("key name", name).map_err(|e| Error::Invalid(e.0))?;
     match app {
         None if scopes != [Scope::InstanceAdmin].into_iter().collect() => Err(Error::Invalid(
             "instance keys have exactly the scope 'instance:admin'".into(),

@@ -1,5 +1,6 @@
 //! Apps: the tenants of a PiCloud instance. Everything else belongs to one.
 
+use picloud_shared::names::check_printable;
 use picloud_shared::time::now_ms;
 use picloud_shared::AppId;
 use serde::Serialize;
@@ -50,6 +51,7 @@ impl Db {
                 "app name must be 1 to {MAX_APP_NAME_LEN} characters"
             )));
         }
+        check_printable("app name", name).map_err(|e| Error::Invalid(e.0))?;
         let created_at = now_ms();
         let result = on_db!(self, pool => {
             sqlx::query("INSERT INTO apps (id, name, created_at) VALUES ($1, $2, $3)")

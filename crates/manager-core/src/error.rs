@@ -77,6 +77,9 @@ pub enum Error {
         /// The id of the key given.
         given: String,
     },
+    /// Too much password hashing is running or queued; retry in a second.
+    #[error("the server is busy checking passwords; retry in a second")]
+    Busy,
 }
 
 /// Shorthand for results in this crate.
@@ -103,7 +106,9 @@ impl From<Error> for ApiError {
             Error::AdminNotFound(_) => ApiError::new(ErrorCode::NotFound, error.to_string()),
             Error::TooLarge(message) => ApiError::new(ErrorCode::PayloadTooLarge, message),
             Error::Invalid(message) => ApiError::invalid(message),
-            Error::ShuttingDown => ApiError::new(ErrorCode::Unavailable, error.to_string()),
+            Error::ShuttingDown | Error::Busy => {
+                ApiError::new(ErrorCode::Unavailable, error.to_string())
+            }
             Error::Database(ref e) if is_unavailable(e) => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::new(

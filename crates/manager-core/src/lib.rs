@@ -38,6 +38,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod event_log;
 pub mod http;
+pub mod password_gate;
 pub mod private_files;
 pub mod publish;
 pub mod realtime_store;
@@ -45,11 +46,13 @@ pub mod retention;
 pub mod secret_box;
 pub mod secrets_at_rest;
 pub mod settings;
+pub mod sign_in_throttle;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;
 pub mod triggers;
+pub mod unknown_admins;
 
 pub use db::Db;
 pub use error::Error;

@@ -167,7 +167,7 @@ async fn open_stream(
             tracing::debug!(app = %app, "subscriber token does not cover the topics");
             return Err(Error::Unauthorized);
         }
-        (Some(claims.exp * 1000), claims.sub)
+        (Some(claims.exp.saturating_mul(1000)), claims.sub)
     } else {
         (None, None)
     };

@@ -68,6 +68,10 @@ pub enum Rejected {
     /// Before `nbf` or `iat`.
     #[error("not yet valid")]
     NotYetValid,
+    /// Lives longer than the longest lifetime this server mints (plus leeway), or has
+    /// times whose arithmetic would overflow.
+    #[error("lifetime too long")]
+    Lifetime,
     /// Lists no topics.
     #[error("no topics")]
     NoTopics,
@@ -130,8 +134,17 @@ pub fn parse(token: &str) -> Result<Unverified<'_>, Rejected> {
 
 impl Unverified<'_> {
     /// Checks the MAC in constant time against `secret`, then the claims: the app must
-    /// be `app`, `now_secs` within `[nbf/iat, exp)`, and at least one topic listed.
-    pub fn verify(self, secret: &[u8], app: &str, now_secs: i64) -> Result<TokenClaims, Rejected> {
+    /// be `app`, `now_secs` within `[nbf/iat, exp)`, the lifetime (`exp - iat`, and
+    /// what is left of it, `exp - now_secs`) at most `max_lifetime_secs` plus the
+    /// leeway, and at least one topic listed. All time arithmetic is checked: absurd
+    /// values are refused, never overflowed.
+    pub fn verify(
+        self,
+        secret: &[u8],
+        app: &str,
+        now_secs: i64,
+        max_lifetime_secs: i64,
+    ) -> Result<TokenClaims, Rejected> {
         mac(secret, self.signing_input.as_bytes())
             .verify_slice(&self.signature)
             .map_err(|_| Rejected::Signature)?;
@@ -142,10 +155,14 @@ impl Unverified<'_> {
         if now_secs >= claims.exp {
             return Err(Rejected::Expired);
         }
-        if claims.nbf.unwrap_or(claims.iat) > now_secs + LEEWAY_SECS
-            || claims.iat > now_secs + LEEWAY_SECS
-        {
+        let latest_start = now_secs.saturating_add(LEEWAY_SECS);
+        if claims.nbf.unwrap_or(claims.iat) > latest_start || claims.iat > latest_start {
             return Err(Rejected::NotYetValid);
+        }
+        let longest = max_lifetime_secs.saturating_add(LEEWAY_SECS);
+        let too_long = |from: i64| claims.exp.checked_sub(from).is_none_or(|l| l > longest);
+        if too_long(claims.iat) || too_long(now_secs) {
+            return Err(Rejected::Lifetime);
         }
         if claims.topics.is_empty() {
             return Err(Rejected::NoTopics);
@@ -189,8 +206,10 @@ mod tests {
         }
     }
 
+    const MAX_LIFETIME: i64 = 3600;
+
     fn check(token: &str) -> Result<TokenClaims, Rejected> {
-        parse(token)?.verify(KEY, "shop", NOW)
+        parse(token)?.verify(KEY, "shop", NOW, MAX_LIFETIME)
     }
 
     fn part(value: serde_json::Value) -> String {
@@ -238,7 +257,7 @@ mod tests {
         assert_eq!(
             parse(&sign(&claims(), "k1", b"another key"))
                 .unwrap()
-                .verify(KEY, "shop", NOW),
+                .verify(KEY, "shop", NOW, MAX_LIFETIME),
             Err(Rejected::Signature)
         );
         // Claims swapped under the same signature.
@@ -283,6 +302,57 @@ mod tests {
         let input = format!("{header}.{bad_claims}");
         let sig = URL_SAFE_NO_PAD.encode(mac(KEY, input.as_bytes()).finalize().into_bytes());
         assert_eq!(check(&format!("{input}.{sig}")), Err(Rejected::Malformed));
+    }
+
+    #[test]
+    fn lifetimes_beyond_the_maximum_are_refused() {
+        let with = |iat: i64, nbf: Option<i64>, exp: i64| {
+            check(&sign(
+                &TokenClaims {
+                    iat,
+                    nbf,
+                    exp,
+                    ..claims()
+                },
+                "k1",
+                KEY,
+            ))
+        };
+        // Up to the maximum plus the leeway is fine; a second more is not.
+        assert!(with(NOW, None, NOW + MAX_LIFETIME + LEEWAY_SECS).is_ok());
+        assert_eq!(
+            with(NOW, None, NOW + MAX_LIFETIME + LEEWAY_SECS + 1),
+            Err(Rejected::Lifetime)
+        );
+        // Issued long ago but expiring within the maximum: too long a lifetime.
+        assert_eq!(with(NOW - 86_400, None, NOW + 60), Err(Rejected::Lifetime));
+        // Absurd times are refused, never overflowed.
+        let cases = [
+            (NOW, None, i64::MAX),
+            (i64::MIN, None, NOW + 60),
+            (-1, None, NOW + 60),
+            (i64::MIN, Some(i64::MIN), i64::MAX),
+            (NOW, Some(i64::MAX), i64::MAX),
+            (i64::MAX, None, i64::MAX),
+        ];
+        for (iat, nbf, exp) in cases {
+            assert!(
+                with(iat, nbf, exp).is_err(),
+                "({iat}, {nbf:?}, {exp}) was accepted"
+            );
+        }
+        // A clock at the end of time does not overflow either.
+        let token = sign(&claims(), "k1", KEY);
+        assert_eq!(
+            parse(&token)
+                .unwrap()
+                .verify(KEY, "shop", i64::MAX, i64::MAX),
+            Err(Rejected::Expired)
+        );
+        assert!(parse(&token)
+            .unwrap()
+            .verify(KEY, "shop", i64::MIN, i64::MAX)
+            .is_err());
     }
 
     #[test]

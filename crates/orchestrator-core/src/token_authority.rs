@@ -114,7 +114,7 @@ impl TokenAuthority {
             .clamp(self.config.ttl_min, self.config.ttl_max);
         let key = self.signing_key(app).await?;
         let now = now_ms() / 1000;
-        let exp = now + ttl.as_secs() as i64;
+        let exp = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         let claims = TokenClaims {
             app: app.to_string(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
@@ -125,7 +125,7 @@ impl TokenAuthority {
         };
         Ok(MintedToken {
             token: subscriber_token::sign(&claims, &key.kid, &key.secret),
-            expires_at: exp * 1000,
+            expires_at: exp.saturating_mul(1000),
         })
     }
 
@@ -150,7 +150,8 @@ impl TokenAuthority {
             keys = self.reload_after_miss(app).await?;
         }
         let key = usable(&keys, &unverified.kid, now).ok_or(Rejected::UnknownKey)?;
-        Ok(unverified.verify(&key.secret, app.as_str(), now / 1000)?)
+        let max_lifetime = i64::try_from(self.config.ttl_max.as_secs()).unwrap_or(i64::MAX);
+        Ok(unverified.verify(&key.secret, app.as_str(), now / 1000, max_lifetime)?)
     }
 
     /// Adds a new signing key for `app`; tokens signed with the previous keys stay valid

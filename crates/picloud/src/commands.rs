@@ -4,6 +4,7 @@
 
 use picloud_manager_core::admins::{hash_password, normalize_email, validate_password};
 use picloud_manager_core::api_keys::{ApiKey, CreatedKey};
+use picloud_manager_core::password_gate::PasswordGate;
 use picloud_manager_core::secret_box::MasterKey;
 use picloud_manager_core::Db;
 use picloud_shared::{AppId, Scope, ScopeSet};
@@ -106,7 +107,9 @@ pub async fn admins(db: &Db, command: AdminsCommand) -> anyhow::Result<()> {
                 prompt_new_password()?
             };
             validate_password(&password)?;
-            let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
+            let hash = PasswordGate::per_core()
+                .run(move || hash_password(&password))
+                .await??;
             let admin = db.create_admin(&email, &hash).await?;
             if json {
                 println!("{}", serde_json::to_string(&admin)?);
@@ -141,6 +144,33 @@ pub async fn admins(db: &Db, command: AdminsCommand) -> anyhow::Result<()> {
                 println!("{}", json!({ "deleted": admin.email }));
             } else {
                 println!("deleted admin {} and ended their sessions", admin.email);
+            }
+        }
+        AdminsCommand::Unlock { email, json } => {
+            let before = db.unlock_admin(&email).await?;
+            let now = picloud_shared::time::now_ms();
+            let was_locked_until = before.locked_until.filter(|until| *until > now);
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "unlocked": before.admin.email,
+                        "cleared_failed_attempts": before.failed_attempts,
+                        "was_locked_until": was_locked_until,
+                    })
+                );
+            } else {
+                let lock = match was_locked_until {
+                    Some(until) => format!(
+                        "; it was locked for {} more s",
+                        (until.saturating_sub(now) as u64).div_ceil(1000)
+                    ),
+                    None => String::new(),
+                };
+                println!(
+                    "unlocked admin {}: cleared {} failed sign-ins{lock}",
+                    before.admin.email, before.failed_attempts
+                );
             }
         }
     }

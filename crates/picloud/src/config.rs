@@ -175,6 +175,12 @@ pub struct ServeArgs {
     /// Connection limits and timeouts.
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// Dashboard sign-in attempts allowed per client address per minute (IPv6: per
+    /// /64), as a burst that refills evenly. The address is the TCP peer's;
+    /// `X-Forwarded-For` is not trusted.
+    #[arg(long, env = "PICLOUD_ADMIN_SIGN_INS_PER_ADDRESS_PER_MINUTE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub admin_sign_ins_per_address_per_minute: u32,
 }
 
 /// Realtime (SSE and subscriber token) settings of `picloud serve`.
@@ -322,6 +328,7 @@ impl ServeArgs {
             stats_interval_sec: 10,
             realtime: RealtimeArgs::defaults(),
             connections: ConnectionArgs::defaults(),
+            admin_sign_ins_per_address_per_minute: 10,
         }
     }
 }
@@ -491,6 +498,15 @@ pub enum AdminsCommand {
     },
     /// Delete an admin and sign them out everywhere.
     Delete {
+        /// The admin's email.
+        #[arg(long)]
+        email: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear an admin's failed sign-ins and lockout.
+    Unlock {
         /// The admin's email.
         #[arg(long)]
         email: String,

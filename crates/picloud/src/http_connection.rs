@@ -6,8 +6,10 @@
 //! ([`crate::body_timeout`]). Each connection is watched for graceful shutdown.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -53,11 +55,13 @@ impl HttpConnections {
         }
     }
 
-    /// Serves one connection until it closes, or, once `watcher` signals shutdown, until
-    /// its request in flight is answered.
+    /// Serves one connection from `peer` until it closes, or, once `watcher` signals
+    /// shutdown, until its request in flight is answered. Each request carries the peer
+    /// as axum's `ConnectInfo<SocketAddr>` (the sign-in throttle counts by it).
     pub fn serve<I>(
         &self,
         io: I,
+        peer: SocketAddr,
         watcher: Watcher,
     ) -> impl std::future::Future<Output = ()> + Send + 'static
     where
@@ -68,6 +72,8 @@ impl HttpConnections {
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let router = router.clone();
             async move {
+                let mut request = request;
+                request.extensions_mut().insert(ConnectInfo(peer));
                 let (request, deadline) = body_timeout::limit(request, body_timeout);
                 let response = match router.oneshot(request).await {
                     Ok(response) => response,

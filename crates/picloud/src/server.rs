@@ -17,7 +17,7 @@ use picloud_manager_core::cluster_feed::run_cluster_feed;
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
 use picloud_manager_core::dispatcher::ssrf::{parse_cidrs, AddressPolicy};
 use picloud_manager_core::dispatcher::{CircuitPolicy, Dispatcher, DispatcherConfig};
-use picloud_manager_core::http::admin_session::AdminSettings;
+use picloud_manager_core::http::admin_session::{AdminSettings, SignInGuard};
 use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{PublishLimits, Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
@@ -212,6 +212,9 @@ pub async fn build_app_with(
         admin: AdminSettings {
             session_ttl: Duration::from_secs(serve.admin_session_ttl_sec),
             secure_cookies: serve.secure_cookies,
+            guard: Arc::new(SignInGuard::new(
+                serve.admin_sign_ins_per_address_per_minute,
+            )),
         },
         realtime: realtime.broadcaster(),
         node_id,
@@ -507,8 +510,8 @@ impl Application {
                 tokio::select! {
                     _ = stop_accepting.cancelled() => break,
                     next = front_door.accept() => match next {
-                        Some((connection, _peer)) => {
-                            tokio::spawn(http.serve(connection, graceful.watcher()));
+                        Some((connection, peer)) => {
+                            tokio::spawn(http.serve(connection, peer, graceful.watcher()));
                         }
                         None => break,
                     },

@@ -158,7 +158,7 @@ async fn spawn_app_with_db(t: picloud_manager_core::testing::TestDb, args: Serve
 
 backend_test! {
     async fn wrong_passwords_lock_the_account_with_growing_backoff(t) {
-        let app = spawn_app(t).await;
+        let app = spawn_app_with(t, many_sign_ins_per_address()).await;
         app.create_admin(EMAIL, ADMIN_PASSWORD).await;
 
         let (status, _, wrong) = sign_in_attempt(&app, EMAIL, "not the password").await;
@@ -212,6 +212,185 @@ backend_test! {
         assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
         app.stop().await;
     }
+}
+
+/// Serve settings with the per-address sign-in limit out of the way.
+fn many_sign_ins_per_address() -> ServeArgs {
+    ServeArgs {
+        admin_sign_ins_per_address_per_minute: 1_000_000,
+        ..ServeArgs::for_tests()
+    }
+}
+
+/// Sends `n` sign-ins with a wrong password for `email` at once, then more one at a
+/// time until one is refused as locked. Returns the statuses of the burst and how many
+/// attempts in all were answered 401 (each of those had its password checked).
+async fn wrong_passwords_until_locked(app: &TestApp, email: &str, n: usize) -> (Vec<u16>, usize) {
+    let burst =
+        futures::future::join_all((0..n).map(|_| sign_in_attempt(app, email, "not the password")))
+            .await;
+    let statuses: Vec<u16> = burst.iter().map(|(status, _, _)| *status).collect();
+    for (status, headers, body) in &burst {
+        match status {
+            401 => assert_eq!(body["error"]["message"], "invalid email or password"),
+            429 | 503 => assert!(headers.contains_key("retry-after"), "{body}"),
+            _ => panic!("unexpected answer {status}: {body}"),
+        }
+    }
+    // The server may have turned some away as busy (503): those were never counted.
+    let mut checked = statuses.iter().filter(|s| **s == 401).count();
+    for _ in 0..10 {
+        let (status, _, body) = sign_in_attempt(app, email, "not the password").await;
+        if status == 429 {
+            assert_eq!(code(&body), "rate_limited");
+            break;
+        }
+        assert_eq!(status, 401, "{body}");
+        checked += 1;
+    }
+    (statuses, checked)
+}
+
+backend_test! {
+    async fn parallel_wrong_passwords_check_at_most_five_and_unknown_emails_answer_alike(t) {
+        let app = spawn_app_with(t, many_sign_ins_per_address()).await;
+        app.create_admin(EMAIL, ADMIN_PASSWORD).await;
+
+        let (burst, checked) = wrong_passwords_until_locked(&app, EMAIL, 30).await;
+        assert_eq!(checked, 5, "30 parallel attempts check five passwords in all: {burst:?}");
+        let admins = app.t.db.list_admins().await.unwrap();
+        assert_eq!(admins[0].failed_attempts, 5);
+        let (status, headers, body) = sign_in_attempt(&app, EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!((status, code(&body)), (429, "rate_limited"), "locked, even for the right password");
+        let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=30).contains(&retry_after), "{retry_after}");
+
+        // An email no admin has answers the same way: five 401s, then the same 429.
+        let (burst, checked) = wrong_passwords_until_locked(&app, "nobody@example.com", 30).await;
+        assert_eq!(checked, 5, "{burst:?}");
+        let (status, headers, unknown) = sign_in_attempt(&app, "nobody@example.com", ADMIN_PASSWORD).await;
+        assert_eq!((status, code(&unknown)), (429, "rate_limited"));
+        assert_eq!(unknown["error"]["message"], body["error"]["message"]);
+        let unknown_retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=30).contains(&unknown_retry), "{unknown_retry}");
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn sign_ins_are_limited_per_address_whatever_x_forwarded_for_says(t) {
+        let app = spawn_app(t).await;
+        app.create_admin(EMAIL, ADMIN_PASSWORD).await;
+        // Ten attempts a minute per address (each at another email, so no lockout plays).
+        for i in 0..10 {
+            let (status, _, body) = app
+                .exchange(
+                    app.client
+                        .post(app.url("/v1/admin/session"))
+                        .header("x-forwarded-for", format!("203.0.113.{i}"))
+                        .json(&json!({"email": format!("user{i}@example.com"), "password": "not the password"})),
+                )
+                .await;
+            assert_eq!(status, 401, "{body}");
+        }
+        let (status, headers, body) = app
+            .exchange(
+                app.client
+                    .post(app.url("/v1/admin/session"))
+                    .header("x-forwarded-for", "198.51.100.1")
+                    .json(&json!({"email": EMAIL, "password": ADMIN_PASSWORD})),
+            )
+            .await;
+        assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("from this address"), "{body}");
+        let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=6).contains(&retry_after), "{retry_after}");
+        assert!(headers.get("set-cookie").is_none());
+
+        // Another client address has an allowance of its own.
+        let elsewhere = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap();
+        let answer = elsewhere
+            .post(app.url("/v1/admin/session"))
+            .json(&json!({"email": EMAIL, "password": ADMIN_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "127.0.0.2 is not held back by 127.0.0.1's attempts");
+
+        app.stop().await;
+    }
+}
+
+backend_test! {
+    async fn control_characters_in_names_and_emails_are_a_400(t) {
+        let app = spawn_app(t).await;
+        let (status, body) = app
+            .call(Method::POST, "/v1/apps", Some(&app.admin_key), Some(json!({"id": "shop", "name": "My\u{0}Shop"})))
+            .await;
+        assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("app name"), "{body}");
+        let (status, _) = app.call(Method::GET, "/v1/apps/shop", Some(&app.admin_key), None).await;
+        assert_eq!(status, 404, "nothing was stored");
+
+        app.create_app("shop").await;
+        for name in ["web\u{0}", "web\u{1b}[31m", "web\u{85}"] {
+            let (status, body) = app
+                .call(Method::POST, "/v1/apps/shop/keys", Some(&app.admin_key), Some(json!({"name": name, "scopes": ["pubsub:publish"]})))
+                .await;
+            assert_eq!((status, code(&body)), (400, "invalid_request"), "{name:?}: {body}");
+            assert!(body["error"]["message"].as_str().unwrap().contains("key name"), "{body}");
+        }
+        let (status, _, body) = sign_in_attempt(&app, "root\u{0}@example.com", ADMIN_PASSWORD).await;
+        assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("email"), "{body}");
+        app.stop().await;
+    }
+}
+
+/// 200 sign-ins at once (unknown emails, so each one would check a password) against
+/// the real binary: the argon2 work is bounded, so memory stays flat.
+#[tokio::test]
+async fn a_burst_of_sign_ins_keeps_memory_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let server = common::Server::start(&[
+        "--data-dir",
+        data_dir,
+        "--admin-sign-ins-per-address-per-minute",
+        "1000000",
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/admin/session", server.addr);
+    let attempt = |i: usize| {
+        client
+            .post(&url)
+            .json(&json!({"email": format!("user{i}@example.com"), "password": "not the password"}))
+            .send()
+    };
+    assert_eq!(attempt(0).await.unwrap().status(), 401);
+    let before = server.rss_bytes();
+    let answers = futures::future::join_all((1..=200).map(attempt)).await;
+    let mut statuses: Vec<u16> = answers
+        .into_iter()
+        .map(|a| a.unwrap().status().as_u16())
+        .collect();
+    let after = server.rss_bytes();
+    statuses.sort_unstable();
+    statuses.dedup();
+    assert!(
+        statuses.iter().all(|s| [401, 503].contains(s)),
+        "{statuses:?}"
+    );
+    let growth_mb = after.saturating_sub(before) / (1024 * 1024);
+    assert!(
+        growth_mb < 100,
+        "resident memory grew by {growth_mb} MB ({before} -> {after} bytes)"
+    );
+    server.terminate();
 }
 
 backend_test! {

@@ -141,6 +141,42 @@ backend_test! {
     }
 }
 
+backend_test! {
+    async fn admins_unlock_clears_failures_and_the_lock(t) {
+        let url = t.url.clone();
+        let (code, stdout, stderr) = picloud_with_stdin(&["--database-url", &url, "admins", "create", "--email", "ada@example.com", "--password-stdin"], "a long enough password\n").await;
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let locked_until = picloud_shared::time::now_ms() + 10 * 60 * 1000;
+        picloud_manager_core::on_db!(&t.db, pool => {
+            sqlx::query("UPDATE admins SET failed_attempts = 7, locked_until = $1").bind(locked_until).execute(pool).await.map(drop).unwrap()
+        });
+
+        let unlocked = picloud_json(&url, &["admins", "unlock", "--email", "ADA@example.com"]).await;
+        assert_eq!(unlocked, serde_json::json!({"unlocked": "ada@example.com", "cleared_failed_attempts": 7, "was_locked_until": locked_until}));
+        let list = picloud_json(&url, &["admins", "list"]).await;
+        assert_eq!((list["admins"][0]["failed_attempts"].as_i64(), list["admins"][0]["locked_until"].as_i64()), (Some(0), None));
+
+        // The server lets the admin in again at once.
+        let server = Server::start(&["--database-url", &url]).await;
+        let status = reqwest::Client::new()
+            .post(format!("http://{}/v1/admin/session", server.addr))
+            .json(&serde_json::json!({"email": "ada@example.com", "password": "a long enough password"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 200);
+        server.terminate();
+
+        let (code, stdout, _) = picloud(&["--database-url", &url, "admins", "unlock", "--email", "ada@example.com"]).await;
+        assert_eq!(code, 0);
+        assert!(stdout.contains("unlocked admin ada@example.com: cleared 0 failed sign-ins"), "{stdout}");
+        let (code, _, stderr) = picloud(&["--database-url", &url, "admins", "unlock", "--email", "bob@example.com"]).await;
+        assert_eq!(code, 1);
+        assert!(stderr.contains("no admin with email"), "{stderr}");
+    }
+}
+
 #[tokio::test]
 async fn bad_configuration_exits_with_code_2_and_says_why() {
     let dir = tempfile::tempdir().unwrap();

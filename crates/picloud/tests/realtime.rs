@@ -336,6 +336,10 @@ backend_test! {
         let claims_other_app = forge(t, "shop", &claims("blog", &["orders"], now, now + 60), None).await;
         let wrong_key = forge(t, "shop", &claims("shop", &["orders"], now, now + 60), Some(b"guess")).await;
         let no_topics = forge(t, "shop", &claims("shop", &[], now, now + 60), None).await;
+        // Lifetimes beyond the configured maximum (a day), and times that would overflow.
+        let forever = forge(t, "shop", &claims("shop", &["orders"], now, i64::MAX), None).await;
+        let too_long = forge(t, "shop", &claims("shop", &["orders"], now, now + 86_400 + 3600), None).await;
+        let negative_iat = forge(t, "shop", &claims("shop", &["orders"], -1, now + 60), None).await;
         let (_, body, _) = {
             let mut parts = good.splitn(3, '.');
             (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
@@ -353,6 +357,9 @@ backend_test! {
             ("another app's token", Some(&blog_token)),
             ("wrong key", Some(&wrong_key)),
             ("no topics", Some(&no_topics)),
+            ("lives for ever", Some(&forever)),
+            ("lives longer than the maximum", Some(&too_long)),
+            ("issued before the epoch", Some(&negative_iat)),
             ("alg none", Some(&alg_none)),
             ("another topic", Some(&other_topic)),
         ];

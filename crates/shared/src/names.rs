@@ -1,4 +1,5 @@
-//! Validated names: app ids and topic names.
+//! Validated names: app ids and topic names, and the rule for free text stored as a
+//! name (no control characters).
 //!
 //! A value of these types has passed validation, so code that holds one never checks
 //! again. Both deserialize through validation, so a bad name in a request body is a
@@ -103,6 +104,20 @@ impl TopicName {
     }
 }
 
+/// Checks free text that names something and is stored (an app's display name, a key's
+/// name, an admin's email) for control characters (U+0000-U+001F, U+007F-U+009F): they
+/// are invisible in the dashboard, garble logs and terminals, and PostgreSQL refuses
+/// NUL outright. The error names `field`.
+pub fn check_printable(field: &str, value: &str) -> Result<(), NameError> {
+    match value.chars().find(|c| c.is_control()) {
+        Some(bad) => Err(NameError(format!(
+            "{field} must not contain control characters (found U+{:04X})",
+            u32::from(bad)
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn is_topic_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/')
 }
@@ -195,6 +210,24 @@ mod tests {
             .contains("control"));
         assert!(TopicName::parse("é").is_err());
         assert!(TopicName::parse(&"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn printable_text_has_no_control_characters() {
+        for ok in ["My Shop", "café ☕", "tab-less", ""] {
+            assert!(check_printable("name", ok).is_ok(), "{ok}");
+        }
+        for bad in ["a\0b", "\n", "x\u{1f}", "\u{7f}", "\u{85}", "\u{9f}"] {
+            let err = check_printable("app name", bad).unwrap_err();
+            assert!(
+                err.0.starts_with("app name must not contain control"),
+                "{err}"
+            );
+        }
+        assert!(check_printable("name", "a\0")
+            .unwrap_err()
+            .0
+            .contains("U+0000"));
     }
 
     #[test]

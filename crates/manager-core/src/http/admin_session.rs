@@ -5,32 +5,51 @@
 //! secure cookies or the request says `X-Forwarded-Proto: https`) and returns the CSRF
 //! token that every state-changing request must echo in `X-CSRF-Token`. The browser's
 //! scripts never see the session secret.
+//!
+//! A sign-in passes, in order: the per-address rate limit ([`SignInThrottle`], keyed by
+//! the TCP peer in the request's `ConnectInfo<SocketAddr>` extension; one shared bucket
+//! when it is absent), a turn at the [`PasswordGate`] (bounded argon2 work), the
+//! account's lockout, counted before the password is checked ([`Db::claim_sign_in`]),
+//! and only then the password check. An unknown email goes through the same steps, its
+//! lockout kept in memory ([`UnknownAdmins`]) and its password checked against a dummy
+//! hash, so it gets the same answers as an account's.
+//!
+//! [`Db::claim_sign_in`]: crate::Db::claim_sign_in
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::{CACHE_CONTROL, RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use picloud_shared::error::ErrorBody;
 use picloud_shared::extract::ApiJson;
+use picloud_shared::names::check_printable;
 use picloud_shared::time::now_ms;
 use picloud_shared::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 use super::ManagerState;
 use crate::admin_sessions::{session_clear_cookie, session_set_cookie, SignedIn};
-use crate::admins::{dummy_hash, verify_password, Admin};
+use crate::admins::{dummy_hash, verify_password, Admin, SignInClaim};
+use crate::error::Error;
+use crate::password_gate::PasswordGate;
+use crate::sign_in_throttle::{SignInThrottle, DEFAULT_PER_MINUTE};
+use crate::unknown_admins::UnknownAdmins;
 
 /// How dashboard sessions behave.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AdminSettings {
     /// How long a session lasts after sign-in.
     pub session_ttl: Duration,
     /// Always mark the session cookie `Secure` (set this when a TLS proxy fronts PiCloud
     /// without sending `X-Forwarded-Proto`).
     pub secure_cookies: bool,
+    /// What bounds sign-in attempts, shared by every request of this server.
+    pub guard: Arc<SignInGuard>,
 }
 
 impl Default for AdminSettings {
@@ -38,6 +57,31 @@ impl Default for AdminSettings {
         AdminSettings {
             session_ttl: crate::admin_sessions::DEFAULT_SESSION_TTL,
             secure_cookies: false,
+            guard: Arc::new(SignInGuard::new(DEFAULT_PER_MINUTE)),
+        }
+    }
+}
+
+/// The state that bounds sign-in attempts: the argon2 gate, the per-address rate limit
+/// and the lockouts of unknown emails.
+#[derive(Debug)]
+pub struct SignInGuard {
+    /// Every password check and hash of the server runs here.
+    pub passwords: PasswordGate,
+    /// Sign-in attempts per client address.
+    pub per_address: SignInThrottle,
+    /// Failure counts of emails no admin has.
+    pub unknown: UnknownAdmins,
+}
+
+impl SignInGuard {
+    /// A guard allowing `per_address_per_minute` sign-in attempts per client address per
+    /// minute, with one password check per core at a time.
+    pub fn new(per_address_per_minute: u32) -> Self {
+        SignInGuard {
+            passwords: PasswordGate::per_core(),
+            per_address: SignInThrottle::new(per_address_per_minute),
+            unknown: UnknownAdmins::default(),
         }
     }
 }
@@ -96,6 +140,25 @@ fn secure(settings: &AdminSettings, headers: &HeaderMap) -> bool {
             .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
 }
 
+/// An error answer with `Retry-After: secs` (at least 1).
+fn retry_later(code: ErrorCode, message: String, secs: u64) -> Response {
+    let mut response = ApiError::new(code, message).into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    response
+}
+
+/// The answer to an attempt at an account (or unknown email) locked until `until`.
+fn locked(until: i64, now: i64) -> Response {
+    let secs = (until.saturating_sub(now).max(0) as u64).div_ceil(1000);
+    retry_later(
+        ErrorCode::RateLimited,
+        format!("too many failed sign-ins; try again in {} s", secs.max(1)),
+        secs,
+    )
+}
+
 fn with_cookie(mut response: Response, cookie: &str) -> Response {
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(cookie) {
@@ -111,48 +174,63 @@ fn with_cookie(mut response: Response, cookie: &str) -> Response {
         (status = 200, body = SessionInfo, description = "signed in; the `picloud_session` cookie is set"),
         (status = 400, body = ErrorBody),
         (status = 401, description = "wrong email or password", body = ErrorBody),
-        (status = 429, description = "locked after repeated failures; see Retry-After", body = ErrorBody)))]
+        (status = 429, description = "too many attempts from this address, or too many failed sign-ins for this email; see Retry-After", body = ErrorBody),
+        (status = 503, description = "too many password checks running; see Retry-After", body = ErrorBody)))]
 pub async fn sign_in(
     State(state): State<ManagerState>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
-    let now = now_ms();
-    let credentials = state.db.admin_credentials(&body.email).await?;
-    if let Some(until) = credentials
-        .as_ref()
-        .and_then(|c| c.locked_until)
-        .filter(|until| *until > now)
-    {
-        let secs = ((until - now) as u64).div_ceil(1000).max(1);
-        let mut response = ApiError::new(
+    let guard = &state.admin.guard;
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if let Err(wait) = guard.per_address.take(peer, Instant::now()) {
+        let secs = wait.as_secs_f64().ceil() as u64;
+        return Ok(retry_later(
             ErrorCode::RateLimited,
-            format!("too many failed sign-ins; try again in {secs} s"),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(secs));
-        return Ok(response);
+            format!(
+                "too many sign-in attempts from this address; try again in {} s",
+                secs.max(1)
+            ),
+            secs,
+        ));
     }
+    check_printable("email", &body.email).map_err(|e| ApiError::invalid(e.0))?;
+    let turn = match guard.passwords.admit().await {
+        Ok(turn) => turn,
+        Err(Error::Busy) => {
+            return Ok(retry_later(
+                ErrorCode::Unavailable,
+                Error::Busy.to_string(),
+                1,
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let now = now_ms();
+    let credentials = match state.db.claim_sign_in(&body.email, now).await? {
+        SignInClaim::Check(credentials) => Some(credentials),
+        SignInClaim::Locked(until) => return Ok(locked(until, now)),
+        SignInClaim::Unknown => {
+            let email = body.email.trim().to_lowercase();
+            if let Err(until) = guard.unknown.claim(&email, now) {
+                return Ok(locked(until, now));
+            }
+            None
+        }
+    };
     // An unknown email is checked against a dummy hash, so it takes as long as a wrong
     // password and gets the same answer.
     let hash = credentials
         .as_ref()
         .map_or_else(|| dummy_hash().to_owned(), |c| c.password_hash.clone());
     let password = body.password;
-    let matches = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-        .await
-        .map_err(|_| ApiError::internal())?;
+    let matches = turn.run(move || verify_password(&hash, &password)).await?;
     let Some(credentials) = credentials else {
         return Err(invalid_credentials());
     };
     if !matches {
-        if let Some(until) = state
-            .db
-            .record_failed_sign_in(&credentials.admin.id, now)
-            .await?
-        {
+        if let Some(until) = credentials.locked_until {
             tracing::warn!(admin = %credentials.admin.id, locked_until = until, "admin locked after repeated failed sign-ins");
         }
         return Err(invalid_credentials());
