@@ -157,7 +157,8 @@ backend_test! {
         assert_eq!((list["admins"][0]["failed_attempts"].as_i64(), list["admins"][0]["locked_until"].as_i64()), (Some(0), None));
 
         // The server lets the admin in again at once.
-        let server = Server::start(&["--database-url", &url]).await;
+        let data_dir = t.data_dir();
+        let server = Server::start(&["--database-url", &url, "--data-dir", data_dir.to_str().unwrap()]).await;
         let status = reqwest::Client::new()
             .post(format!("http://{}/v1/admin/session", server.addr))
             .json(&serde_json::json!({"email": "ada@example.com", "password": "a long enough password"}))
