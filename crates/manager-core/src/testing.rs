@@ -49,6 +49,25 @@ impl TestDb {
         self.dir.path().join("data")
     }
 
+    /// Another handle on this database for a second node, reached at `url` (this one's,
+    /// or one with other connection options): the same pool, and a data dir of its own
+    /// holding the same master key, as every node of one database needs.
+    pub fn another_node(&self, url: String) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let other = TestDb {
+            db: self.db.clone(),
+            url,
+            dir,
+        };
+        std::fs::create_dir_all(other.data_dir()).expect("second node's data dir");
+        std::fs::copy(
+            self.data_dir().join(KEY_FILE_NAME),
+            other.data_dir().join(KEY_FILE_NAME),
+        )
+        .expect("copy the master key");
+        other
+    }
+
     /// The database's master key, from (or created in) [`TestDb::data_dir`].
     pub fn master_key(&self) -> MasterKey {
         MasterKey::load_or_create(&self.data_dir().join(KEY_FILE_NAME))

@@ -902,11 +902,7 @@ async fn a_node_fills_in_events_committed_while_its_feed_was_down() {
     f.topic("news", "public", true).await;
     // Node B on a pool of its own, whose connections can be told apart.
     let url_b = format!("{}?application_name=picloud_node_b", f.app.t.url);
-    let t_b = TestDb {
-        db: f.app.t.db.clone(),
-        url: url_b,
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let t_b = f.app.t.another_node(url_b);
     let node_b = common::spawn_existing(t_b, ServeArgs::for_tests()).await;
     let name = database_name(&f.app.t).await;
     wait_for_listeners(&f.app.t, &name, 2).await;

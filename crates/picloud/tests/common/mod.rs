@@ -78,11 +78,7 @@ fn run_app(app: picloud::server::Application, t: TestDb, admin_key: String) -> T
 impl TestApp {
     /// Another node on the same database, as in a cluster.
     pub async fn second_node(&self) -> TestApp {
-        let t = TestDb {
-            db: self.t.db.clone(),
-            url: self.t.url.clone(),
-            dir: tempfile::tempdir().expect("temp dir"),
-        };
+        let t = self.t.another_node(self.t.url.clone());
         let app = build_app(t.db.clone(), &ServeArgs::for_tests())
             .await
             .expect("build second node");
