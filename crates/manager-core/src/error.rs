@@ -109,6 +109,9 @@ impl From<Error> for ApiError {
             Error::ShuttingDown | Error::Busy => {
                 ApiError::new(ErrorCode::Unavailable, error.to_string())
             }
+            Error::Database(ref e) if is_unstorable_text(e) => ApiError::invalid(
+                "text in the request (path, query or body) must not contain NUL characters",
+            ),
             Error::Database(ref e) if is_unavailable(e) => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::new(
@@ -138,19 +141,39 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| is_unavailable_code(&code)),
+        sqlx::Error::Database(e) => match postgres_code(e.as_ref()) {
+            // SQLSTATE classes: 08 connection exception, 53 insufficient resources (disk
+            // full, too many connections), 57 operator intervention (shutdown).
+            Some(sqlstate) => ["08", "53", "57"]
+                .iter()
+                .any(|class| sqlstate.starts_with(class)),
+            // SQLite's numeric codes (the primary code is the low byte): BUSY (5),
+            // IOERR (10), FULL (13).
+            None => e
+                .code()
+                .and_then(|code| code.parse::<i64>().ok())
+                .is_some_and(|code| matches!(code & 0xff, 5 | 10 | 13)),
+        },
         _ => false,
     }
 }
 
-/// SQLite's numeric codes (the primary code is the low byte): BUSY (5), IOERR (10),
-/// FULL (13). PostgreSQL's SQLSTATE classes: 08 connection exception, 53 insufficient
-/// resources (disk full, too many connections), 57 operator intervention (shutdown).
-fn is_unavailable_code(code: &str) -> bool {
-    match code.parse::<i64>() {
-        Ok(sqlite) => matches!(sqlite & 0xff, 5 | 10 | 13),
-        Err(_) => ["08", "53", "57"]
-            .iter()
-            .any(|class| code.starts_with(class)),
+/// Whether `error` is PostgreSQL refusing text it cannot store: a NUL character
+/// (SQLSTATE 22021, character not in repertoire; 22P05, untranslatable character).
+/// The client sent it, so it is a 400; SQLite stores such text as given.
+fn is_unstorable_text(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => {
+            postgres_code(e.as_ref()).is_some_and(|code| code == "22021" || code == "22P05")
+        }
+        _ => false,
     }
+}
+
+/// The SQLSTATE of a PostgreSQL error; `None` for other engines' errors (SQLite's
+/// numeric codes could be mistaken for SQLSTATEs made of digits).
+fn postgres_code(error: &dyn sqlx::error::DatabaseError) -> Option<&str> {
+    error
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .map(|pg| pg.code())
 }
