@@ -59,6 +59,10 @@ pub struct Attempt {
     /// The first KiB of the response body, kept only for JSON and plain-text answers;
     /// shown only with `deliveries:manage`.
     pub response_body: Option<String>,
+    /// The response body's size in bytes: as the receiver declared it, or as read when
+    /// it ended within 64 KiB; `null` when unknown or no response came. Shown to every
+    /// reader.
+    pub response_bytes: Option<i64>,
 }
 
 /// A dead letter: a delivery whose attempts were exhausted.
@@ -200,7 +204,8 @@ impl Db {
             .fetch_optional(pool)
             .await?;
             let attempts: Vec<Attempt> = sqlx::query_as(
-                "SELECT attempt, started_at, duration_ms, status_code, error, response_body
+                "SELECT attempt, started_at, duration_ms, status_code, error, response_body,
+                        response_bytes
                  FROM delivery_attempts WHERE app_id = $1 AND outbox_id = $2 ORDER BY attempt, id",
             )
             .bind(app)

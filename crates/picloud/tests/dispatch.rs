@@ -619,3 +619,80 @@ backend_test! {
         app.stop().await;
     }
 }
+
+/// Serves `/page` (a 500 with a 1,200-byte HTML page, Content-Length given) and
+/// `/chunked` (a 200 with the JSON `[1,2]` in two chunks, no Content-Length) on loopback.
+async fn answering_receiver() -> String {
+    use axum::http::{header::CONTENT_TYPE, StatusCode};
+    use axum::routing::post;
+    let router = axum::Router::new()
+        .route(
+            "/page",
+            post(|| async {
+                let page = "<p>".repeat(400);
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [(CONTENT_TYPE, "text/html")],
+                    page,
+                )
+            }),
+        )
+        .route(
+            "/chunked",
+            post(|| async {
+                let chunks = ["[1,", "2]"].map(|c| Ok::<_, std::io::Error>(c.to_owned()));
+                let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+                ([(CONTENT_TYPE, "application/json")], body)
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+backend_test! {
+    async fn every_reader_sees_a_responses_size_and_only_managers_its_text(t) {
+        let (app, key, _sink, _base) = setup(true, t).await;
+        let receiver = answering_receiver().await;
+        let orders = json!({"kind": "topic", "topic": "orders"});
+        let (page, _) = trigger(&app, &key, orders.clone(), &format!("{receiver}/page"), 1).await;
+        trigger(&app, &key, orders, &format!("{receiver}/chunked"), 1).await;
+        publish(&app, &key).await;
+        settle(&app).await;
+        let reader = app.create_key("shop", &["app:read"]).await;
+        let manager = app.create_key("shop", &["app:read", "deliveries:manage"]).await;
+        // (trigger, status, size, text) of each delivery's first attempt, as `key` sees it.
+        let attempts = |key: String| {
+            let (app, page) = (&app, &page);
+            async move {
+                let (_, list) = app.call(Method::GET, "/v1/apps/shop/deliveries", Some(&key), None).await;
+                let mut seen = Vec::new();
+                for delivery in list["deliveries"].as_array().unwrap() {
+                    let id = delivery["id"].as_i64().unwrap();
+                    let path = format!("/v1/apps/shop/deliveries/{id}");
+                    let (status, detail) = app.call(Method::GET, &path, Some(&key), None).await;
+                    assert_eq!(status, 200, "{detail}");
+                    let attempt = &detail["attempts"][0];
+                    seen.push((
+                        delivery["trigger_id"].as_str().unwrap() == page.as_str(),
+                        attempt["status_code"].as_i64(),
+                        attempt["response_bytes"].as_i64(),
+                        attempt["response_body"].as_str().map(str::to_owned),
+                    ));
+                }
+                seen.sort();
+                seen
+            }
+        };
+        assert_eq!(attempts(reader).await, [
+            (false, Some(200), Some(5), None),
+            (true, Some(500), Some(1200), None),
+        ]);
+        assert_eq!(attempts(manager).await, [
+            (false, Some(200), Some(5), Some("[1,2]".to_owned())),
+            (true, Some(500), Some(1200), None),
+        ], "an HTML page is never kept, whoever asks");
+        app.stop().await;
+    }
+}

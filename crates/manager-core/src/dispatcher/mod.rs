@@ -544,6 +544,7 @@ fn failed_attempt(error: String) -> (Outcome, AttemptRecord) {
             status: None,
             error: Some(error),
             response_body: None,
+            response_bytes: None,
         },
     )
 }

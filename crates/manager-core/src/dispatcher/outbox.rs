@@ -91,6 +91,8 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// A bounded prefix of the response body.
     pub response_body: Option<String>,
+    /// The response body's size in bytes, when known.
+    pub response_bytes: Option<i64>,
 }
 
 /// When a trigger's circuit opens and for how long.
@@ -137,8 +139,9 @@ macro_rules! insert_attempt {
     ($row:expr, $attempt:expr) => {
         sqlx::query(
             "INSERT INTO delivery_attempts
-             (outbox_id, app_id, attempt, started_at, duration_ms, status_code, error, response_body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             (outbox_id, app_id, attempt, started_at, duration_ms, status_code, error,
+              response_body, response_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind($row.id)
         .bind(&$row.app_id)
@@ -148,6 +151,7 @@ macro_rules! insert_attempt {
         .bind($attempt.status)
         .bind($attempt.error.as_deref())
         .bind($attempt.response_body.as_deref())
+        .bind($attempt.response_bytes)
     };
 }
 

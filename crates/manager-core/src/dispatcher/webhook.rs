@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 /// Longest response-body prefix kept per attempt.
 pub const MAX_KEPT_BODY: usize = 1024;
 
+/// Most response-body bytes read to learn its size when the receiver did not declare it.
+pub const MAX_COUNTED_BODY: usize = 64 * 1024;
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -172,17 +175,14 @@ pub async fn attempt(
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(is_textual);
-    let text = if textual {
-        Some(read_prefix(response).await)
-    } else {
-        None
-    };
+    let (text, size) = read_body(response, textual).await;
     let record = AttemptRecord {
         started_at,
         duration_ms: clock.elapsed().as_millis() as i64,
         status: Some(i64::from(status.as_u16())),
         error: (!status.is_success()).then(|| format!("HTTP {status}")),
         response_body: text,
+        response_bytes: size,
     };
     let outcome = if status.is_success() {
         Outcome::Delivered
@@ -209,6 +209,7 @@ fn failed(
             status,
             error: Some(error),
             response_body: body,
+            response_bytes: None,
         },
     )
 }
@@ -247,16 +248,39 @@ fn is_textual(content_type: &str) -> bool {
     essence == "application/json" || essence == "text/plain" || essence.ends_with("+json")
 }
 
-async fn read_prefix(mut response: reqwest::Response) -> String {
+/// Reads the response body: keeps its first [`MAX_KEPT_BODY`] bytes when `keep`, and
+/// returns its size, as declared (`Content-Length`) or as counted when the body ends
+/// within [`MAX_COUNTED_BODY`] bytes (else unknown).
+async fn read_body(mut response: reqwest::Response, keep: bool) -> (Option<String>, Option<i64>) {
+    let declared = response.content_length();
     let mut kept = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = MAX_KEPT_BODY.saturating_sub(kept.len());
-        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if kept.len() >= MAX_KEPT_BODY {
-            break;
+    let mut counted = 0usize;
+    let mut ended = false;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                counted += chunk.len();
+                if keep {
+                    let room = MAX_KEPT_BODY.saturating_sub(kept.len());
+                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                let need_more = declared.is_none() || (keep && kept.len() < MAX_KEPT_BODY);
+                if !need_more || counted > MAX_COUNTED_BODY {
+                    break;
+                }
+            }
+            Ok(None) => {
+                ended = true;
+                break;
+            }
+            Err(_) => break,
         }
     }
-    String::from_utf8_lossy(&kept).into_owned()
+    let size = declared
+        .and_then(|n| i64::try_from(n).ok())
+        .or_else(|| ended.then_some(counted as i64));
+    let text = keep.then(|| String::from_utf8_lossy(&kept).into_owned());
+    (text, size)
 }
 
 /// `Retry-After` as delay-seconds or as an HTTP date (a date in the past means now).
