@@ -408,6 +408,21 @@ describe('the dashboard in Chromium', () => {
     const legends = await page.locator('.chart .u-legend').allTextContents();
     expect(legends.length).toBeGreaterThanOrEqual(5);
     for (const legend of legends) expect(legend).not.toContain('--');
+
+    // Keyboard: the focus ring of a tab link is drawn wholly inside the tab bar, which
+    // clips whatever sticks out of it (it scrolls sideways).
+    await tab('Overview').focus();
+    await page.keyboard.press('Tab');
+    const ring = await page.evaluate(() => {
+      const link = document.activeElement as HTMLElement;
+      const bar = link.closest('nav') as HTMLElement;
+      const style = getComputedStyle(link);
+      const reach = parseFloat(style.outlineWidth) + parseFloat(style.outlineOffset);
+      const a = link.getBoundingClientRect();
+      const b = bar.getBoundingClientRect();
+      return { label: link.textContent, style: style.outlineStyle, inside: a.top - reach >= b.top && a.bottom + reach <= b.bottom };
+    });
+    expect(ring).toEqual({ label: 'Topics', style: 'solid', inside: true });
     await shot('13-overview');
   });
 
