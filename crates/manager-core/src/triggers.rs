@@ -459,6 +459,9 @@ pub struct Trigger {
     pub circuit_state: CircuitState,
     /// Failed deliveries in a row.
     pub consecutive_failures: i64,
+    /// While the circuit is open: when one probe delivery is tried, ms since the epoch
+    /// (null otherwise), so an admin can tell when deliveries may resume.
+    pub circuit_probe_at: Option<i64>,
     /// Creation time, ms since the epoch.
     pub created_at: i64,
     /// Last change, ms since the epoch.
@@ -612,6 +615,7 @@ struct TriggerRow {
     enabled: bool,
     disabled_reason: Option<String>,
     circuit_state: String,
+    circuit_open_until: Option<i64>,
     consecutive_failures: i64,
     created_at: i64,
     updated_at: i64,
@@ -619,7 +623,7 @@ struct TriggerRow {
 
 const TRIGGER_COLUMNS: &str = "id, app_id, source_kind, source_topic, handler_kind, handler_url, \
      retry_max_attempts, retry_schedule_ms, ordered, max_in_flight, max_per_second, enabled, \
-     disabled_reason, circuit_state, \
+     disabled_reason, circuit_state, circuit_open_until, \
      consecutive_failures, created_at, updated_at";
 
 fn corrupt(id: &str, what: impl fmt::Display) -> Error {
@@ -645,6 +649,8 @@ impl TriggerRow {
         let retry =
             RetryPolicy::from_stored(self.retry_max_attempts, self.retry_schedule_ms.as_deref())
                 .map_err(|e| corrupt(&id, e))?;
+        let circuit_state = CircuitState::parse(&self.circuit_state)
+            .ok_or_else(|| corrupt(&id, format!("circuit state '{}'", self.circuit_state)))?;
         Ok(Trigger {
             app: AppId::parse(&self.app_id).map_err(|e| corrupt(&id, e))?,
             source,
@@ -654,8 +660,11 @@ impl TriggerRow {
             pacing: Pacing::from_stored(self.max_in_flight, self.max_per_second),
             enabled: self.enabled,
             disabled_reason: self.disabled_reason,
-            circuit_state: CircuitState::parse(&self.circuit_state)
-                .ok_or_else(|| corrupt(&id, format!("circuit state '{}'", self.circuit_state)))?,
+            circuit_state,
+            // Half-open reuses the column for when its probe started: not a time to show.
+            circuit_probe_at: self
+                .circuit_open_until
+                .filter(|_| circuit_state == CircuitState::Open),
             consecutive_failures: self.consecutive_failures,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -736,6 +745,7 @@ impl Db {
             disabled_reason: None,
             circuit_state: CircuitState::Closed,
             consecutive_failures: 0,
+            circuit_probe_at: None,
             created_at: now,
             updated_at: now,
         };

@@ -3,8 +3,8 @@
 
 use picloud_manager_core::secret_box::Aad;
 use picloud_manager_core::triggers::{
-    Handler, NewTrigger, Pacing, RetryPolicy, TopicPattern, TriggerPatch, TriggerSource,
-    WebhookUrl, PREVIOUS_SECRET_GRACE_MS,
+    CircuitState, Handler, NewTrigger, Pacing, RetryPolicy, TopicPattern, TriggerPatch,
+    TriggerSource, WebhookUrl, PREVIOUS_SECRET_GRACE_MS,
 };
 use picloud_manager_core::{backend_test, on_db, Db, Error};
 use picloud_shared::time::now_ms;
@@ -253,6 +253,34 @@ backend_test! {
         let trigger = db.update_trigger("shop", &id, patch).await.unwrap();
         assert_eq!((trigger.enabled, trigger.disabled_reason.as_deref()), (true, None));
         assert_eq!(db.get_trigger("shop", &id).await.unwrap(), trigger);
+    }
+}
+
+backend_test! {
+    async fn an_open_circuit_says_when_its_probe_is_due(t) {
+        let db = &t.db;
+        db.create_app(&app("shop"), "Shop").await.unwrap();
+        let id = db.create_trigger(&app("shop"), new_trigger("orders")).await.unwrap().trigger.id;
+        assert_eq!(db.get_trigger("shop", &id).await.unwrap().circuit_probe_at, None);
+
+        let probe_at = now_ms() + 30_000;
+        let set_circuit = |state: &'static str| {
+            let id = id.clone();
+            async move {
+                on_db!(db, pool => {
+                    sqlx::query("UPDATE triggers SET circuit_state = $2, circuit_open_until = $3 WHERE id = $1")
+                        .bind(&id).bind(state).bind(probe_at).execute(pool).await.unwrap();
+                });
+            }
+        };
+        set_circuit("open").await;
+        let open = db.get_trigger("shop", &id).await.unwrap();
+        assert_eq!((open.circuit_state, open.circuit_probe_at), (CircuitState::Open, Some(probe_at)));
+        assert_eq!(db.list_triggers("shop").await.unwrap()[0].circuit_probe_at, Some(probe_at));
+
+        // Half-open keeps the column for when its probe started: no time to wait for.
+        set_circuit("half_open").await;
+        assert_eq!(db.get_trigger("shop", &id).await.unwrap().circuit_probe_at, None);
     }
 }
 

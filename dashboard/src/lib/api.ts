@@ -75,6 +75,8 @@ export interface Trigger {
   enabled: boolean;
   disabled_reason?: string | null;
   circuit_state: CircuitState;
+  /** While the circuit is open: when its probe delivery goes out (ms). */
+  circuit_probe_at?: number | null;
   consecutive_failures: number;
   created_at: number;
   updated_at: number;

@@ -51,3 +51,16 @@ export function optionalNumber(value: unknown): number | undefined {
   const n = Number(value);
   return Number.isFinite(n) ? n : undefined;
 }
+
+/** A delivery's last error for display: '' when its last attempt did not fail (a 2xx
+ * status is a success, not an error), else the status once with its reason. The server's
+ * error text for an answered request already reads "HTTP 500 Internal Server Error";
+ * without `deliveries:manage` it is only a class such as `http_status`. */
+export function deliveryError(status: number | null | undefined, error: string | null | undefined): string {
+  if (!error) return '';
+  if (status == null) return error;
+  const http = `HTTP ${status}`;
+  if (error === http || error.startsWith(`${http} `)) return error;
+  if (error === 'http_status') return http;
+  return `${http}: ${error}`;
+}

@@ -52,24 +52,43 @@ async function waitFor<T>(what: string, check: () => Promise<T | undefined | fal
   }
 }
 
-/** A webhook receiver that refuses every delivery with a 503 at once, counting the hits.
+/** A webhook receiver answering every delivery with `status` at once, counting the hits.
  * (A closed port is not a reliable failure: where connects to it hang rather than being
  * refused, each attempt waits out the webhook timeout.) */
-async function failingReceiver(): Promise<{ server: Server; url: string; hits: () => number }> {
+async function receiver(status: number): Promise<{ server: Server; url: string; hits: () => number }> {
   let hits = 0;
-  const receiver = createServer((request, response) => {
+  const receiving = createServer((request, response) => {
     hits += 1;
     request.resume();
-    response.writeHead(503, { 'content-type': 'text/plain' }).end('unavailable on purpose');
+    response.writeHead(status, { 'content-type': 'text/plain' }).end(status < 300 ? 'ok' : 'unavailable on purpose');
   });
   await new Promise<void>((resolveListen, reject) => {
-    receiver.once('error', reject);
-    receiver.listen(0, '127.0.0.1', () => resolveListen());
+    receiving.once('error', reject);
+    receiving.listen(0, '127.0.0.1', () => resolveListen());
   });
-  const address = receiver.address();
+  cleanups.push(() => new Promise((done) => {
+    receiving.closeAllConnections();
+    receiving.close(() => done());
+  }));
+  const address = receiving.address();
   const port = typeof address === 'object' && address ? address.port : 0;
-  return { server: receiver, url: `http://127.0.0.1:${String(port)}/hook`, hits: () => hits };
+  return { server: receiving, url: `http://127.0.0.1:${String(port)}/hook`, hits: () => hits };
 }
+
+/** The computed text colour of an element. */
+async function colour(locator: ReturnType<Page['locator']>): Promise<string> {
+  return locator.evaluate((el) => getComputedStyle(el).color);
+}
+
+/** Whether an element lies wholly within the viewport's width: seen without scrolling
+ * anything sideways (scrolling down the page is fine). */
+async function inViewport(locator: ReturnType<Page['locator']>): Promise<boolean> {
+  const box = await locator.boundingBox();
+  const size = page.viewportSize();
+  return !!box && !!size && box.x >= 0 && box.x + box.width <= size.width;
+}
+
+const DANGER = 'rgb(185, 28, 28)';
 
 async function shot(name: string): Promise<void> {
   await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
@@ -115,7 +134,9 @@ beforeAll(async () => {
       ...env,
       PICLOUD_BIND: '127.0.0.1:0',
       PICLOUD_WEBHOOK_ALLOW_PRIVATE: 'true',
-      PICLOUD_DISPATCH_BACKOFF_SCALE: '0.001',
+      // Real delays: retries wait their 1 s, and an open circuit stays open for its 30 s
+      // cool-down, long enough to be looked at.
+      PICLOUD_DISPATCH_BACKOFF_SCALE: '1',
       PICLOUD_STATS_INTERVAL_SEC: '1',
       PICLOUD_SHUTDOWN_GRACE_SEC: '1',
       NO_COLOR: '1',
@@ -178,6 +199,12 @@ describe('the dashboard in Chromium', () => {
   });
 
   it('creates an app and a topic, and flips the topic external through the confirmation', async () => {
+    // A bad id is refused with the rule, not the browser's generic "match the format".
+    await page.getByLabel('App id').fill('Shop');
+    await page.getByRole('button', { name: 'Create app' }).click();
+    expect(await page.getByTestId('app-id-problem').textContent()).toContain('use lower case: s');
+    expect(await page.getByLabel('App id').evaluate((el) => (el as HTMLInputElement).validationMessage)).toContain('use lower case: s');
+    await shot('02b-apps-bad-id');
     await page.getByLabel('App id').fill('shop');
     await page.getByLabel('Display name').fill('My Shop');
     await page.getByRole('button', { name: 'Create app' }).click();
@@ -190,7 +217,7 @@ describe('the dashboard in Chromium', () => {
     await row.getByText('Internal').waitFor();
 
     // Keyboard: open the dialog with Enter, close it with Escape, focus comes back.
-    const flip = row.getByRole('button', { name: 'Make external' });
+    const flip = row.getByRole('button', { name: 'Make external: orders' });
     await flip.focus();
     await page.keyboard.press('Enter');
     const dialog = page.getByRole('dialog', { name: 'Make orders external?' });
@@ -225,7 +252,10 @@ describe('the dashboard in Chromium', () => {
 
   it('shows events published through the API in Live tail, and holds them while paused', async () => {
     await tab('Live tail').click();
-    await page.getByRole('checkbox', { name: /orders/ }).check();
+    // The app's only topic is ticked already: Start watching works at once.
+    await page.getByRole('checkbox', { name: /orders/ }).waitFor();
+    expect(await page.getByRole('checkbox', { name: /orders/ }).isChecked()).toBe(true);
+    expect(await page.getByRole('button', { name: 'Start watching' }).isEnabled()).toBe(true);
     await page.getByRole('button', { name: 'Start watching' }).click();
     await page.getByRole('status').filter({ hasText: 'Live' }).waitFor();
 
@@ -249,15 +279,11 @@ describe('the dashboard in Chromium', () => {
   });
 
   it('makes a failing webhook trigger, sees the delivery fail and dead-letter, and replays it', async () => {
-    const receiver = await failingReceiver();
-    cleanups.push(() => new Promise((done) => {
-      receiver.server.closeAllConnections();
-      receiver.server.close(() => done());
-    }));
+    const failing = await receiver(503);
     await tab('Triggers').click();
     await page.getByText('No triggers yet').waitFor();
     await page.getByLabel('Topic pattern').fill('orders');
-    await page.getByLabel('Webhook URL').fill(receiver.url);
+    await page.getByLabel('Webhook URL').fill(failing.url);
     await page.getByLabel('Max attempts').fill('2');
     await page.getByLabel('Retry delays (s)').fill('1');
     await page.getByRole('button', { name: 'Create trigger' }).click();
@@ -272,6 +298,7 @@ describe('the dashboard in Chromium', () => {
       await tab('Triggers').click();
       return (await page.locator('.trigger div', { hasText: 'Last error' }).locator('dd.bad-text').count()) > 0;
     });
+    expect(await page.getByRole('listitem', { name: /^Trigger orders/ }).textContent()).toContain('2 attempts: retried after 1 s');
     await shot('08-triggers');
 
     await tab('Deliveries').click();
@@ -285,7 +312,7 @@ describe('the dashboard in Chromium', () => {
     await timeline.getByText('Attempt 2').waitFor();
     expect(await timeline.textContent()).toContain('Attempt 1');
     expect(await timeline.textContent()).toContain('HTTP 503');
-    expect(receiver.hits()).toBe(2);
+    expect(failing.hits()).toBe(2);
     await shot('09-delivery-attempts');
     await timeline.getByRole('button', { name: 'Close', exact: true }).click();
     await shot('10-deliveries');
@@ -295,6 +322,8 @@ describe('the dashboard in Chromium', () => {
     await inspect.click();
     const letter = page.getByRole('dialog');
     expect(await letter.getByTestId('dead-letter-payload').textContent()).toContain('"id": 44');
+    expect(await letter.textContent()).toContain(`orders → ${failing.url}`);
+    expect(await letter.textContent()).not.toContain('trg_');
     await shot('11-dead-letter');
     await letter.getByRole('button', { name: 'Replay' }).click();
     await letter.waitFor({ state: 'hidden' });
@@ -307,10 +336,93 @@ describe('the dashboard in Chromium', () => {
     await shot('12-dead-letters');
   });
 
+  it('shows no error on a successful delivery, and a failure\'s status once, in red', async () => {
+    const ok = await receiver(200);
+    const created = await api('POST', '/v1/apps/shop/triggers', key, {
+      source: { kind: 'topic', topic: 'receipts' },
+      handler: { kind: 'webhook', url: ok.url },
+    });
+    expect(created.status).toBe(201);
+    expect((await api('POST', '/v1/apps/shop/topics/receipts/events', key, { type: 'receipt.sent', data: {} })).status).toBe(201);
+    await waitFor('the delivery to succeed', () => ok.hits() > 0);
+
+    await tab('Deliveries').click();
+    await page.getByLabel('State').selectOption('');
+    await waitFor('the delivered row', async () => {
+      await page.getByRole('button', { name: 'Refresh' }).click();
+      return (await page.getByRole('row').filter({ hasText: 'receipts #' }).filter({ hasText: 'delivered' }).count()) > 0;
+    });
+    const success = page.getByRole('row').filter({ hasText: 'receipts #' }).first().getByRole('cell').nth(5);
+    expect((await success.textContent())?.trim()).toBe('');
+    expect(await success.evaluate((el) => el.classList.contains('bad-text'))).toBe(false);
+    const failure = page.getByRole('row').filter({ hasText: 'orders #' }).filter({ hasText: 'dead' }).first().getByRole('cell').nth(5);
+    expect((await failure.textContent())?.trim()).toBe('HTTP 503 Service Unavailable');
+    expect(await colour(failure)).toBe(DANGER);
+    await shot('12b-deliveries-success-and-failure');
+
+    await tab('Dead letters').click();
+    const dead = page.getByRole('row').filter({ hasText: 'orders #4' }).first().getByRole('cell').nth(4);
+    expect((await dead.textContent())?.trim()).toBe('HTTP 503 Service Unavailable');
+    expect(await colour(dead)).toBe(DANGER);
+  });
+
+  it('explains an open circuit and shows its last error while newer deliveries wait', async () => {
+    const failing = await receiver(503);
+    const created = await api('POST', '/v1/apps/shop/triggers', key, {
+      source: { kind: 'topic', topic: 'alerts' },
+      handler: { kind: 'webhook', url: failing.url },
+      retry: { max_attempts: 1 },
+    });
+    expect(created.status).toBe(201);
+    const id = (created.json as { id: string }).id;
+    // Five failures in a row open the circuit (for a 30 s cool-down).
+    const events = Array.from({ length: 5 }, (_, n) => ({ topic: 'alerts', type: 'alert.raised', data: { n } }));
+    expect((await api('POST', '/v1/apps/shop/events', key, { events })).status).toBe(201);
+    await waitFor('the circuit to open', async () => {
+      const trigger = (await api('GET', `/v1/apps/shop/triggers/${id}`, key)).json as { circuit_state: string };
+      return trigger.circuit_state === 'open';
+    });
+    // A newer event waits untried behind the open circuit: the newest delivery has no error.
+    expect((await api('POST', '/v1/apps/shop/topics/alerts/events', key, { type: 'alert.raised', data: { n: 5 } })).status).toBe(201);
+    const newest = (await api('GET', `/v1/apps/shop/deliveries?trigger=${id}&limit=1`, key)).json as { deliveries: { attempts: number }[] };
+    expect(newest.deliveries[0]?.attempts).toBe(0);
+
+    await tab('Triggers').click();
+    const card = page.getByRole('listitem', { name: `Trigger alerts → ${failing.url}` });
+    await card.getByText('Circuit: Open').waitFor();
+    const lastError = card.getByTestId('trigger-last-error');
+    await waitFor('the last error', async () => (await lastError.textContent()) === 'HTTP 503 Service Unavailable');
+    expect(await colour(lastError)).toBe(DANGER);
+    expect(await card.getByTestId('circuit-note').textContent()).toMatch(/paused.*tried at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/);
+    expect(await card.textContent()).toContain('1 attempt, no retries');
+    await card.getByRole('button', { name: `Disable: alerts → ${failing.url}` }).waitFor();
+    await shot('12c-triggers-open-circuit');
+  });
+
   it('charts the last hour on the Overview', async () => {
     await tab('Overview').click();
     await waitFor('the charts', async () => (await page.locator('.chart canvas').count()) >= 5, 30_000);
     await waitFor('the published count', async () => Number((await page.locator('.stats div', { hasText: 'Published' }).locator('dd').textContent()) ?? 0) >= 4, 30_000);
+    // Not hovering: every legend shows the newest sample, not "--".
+    await page.mouse.move(0, 0);
+    const legends = await page.locator('.chart .u-legend').allTextContents();
+    expect(legends.length).toBeGreaterThanOrEqual(5);
+    for (const legend of legends) expect(legend).not.toContain('--');
+
+    // Keyboard: the focus ring of a tab link is drawn wholly inside the tab bar, which
+    // clips whatever sticks out of it (it scrolls sideways).
+    await tab('Overview').focus();
+    await page.keyboard.press('Tab');
+    const ring = await page.evaluate(() => {
+      const link = document.activeElement as HTMLElement;
+      const bar = link.closest('nav') as HTMLElement;
+      const style = getComputedStyle(link);
+      const reach = parseFloat(style.outlineWidth) + parseFloat(style.outlineOffset);
+      const a = link.getBoundingClientRect();
+      const b = bar.getBoundingClientRect();
+      return { label: link.textContent, style: style.outlineStyle, inside: a.top - reach >= b.top && a.bottom + reach <= b.bottom };
+    });
+    expect(ring).toEqual({ label: 'Topics', style: 'solid', inside: true });
     await shot('13-overview');
   });
 
@@ -322,11 +434,28 @@ describe('the dashboard in Chromium', () => {
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
       expect(overflow, `${name} scrolls sideways at phone width`).toBeLessThanOrEqual(1);
     }
+    // The current tab is scrolled into the tab bar's view, even the last one.
+    const nav = page.getByRole('navigation', { name: 'App sections' });
+    for (const name of ['Keys', 'Dead letters', 'Overview']) {
+      await tab(name).click();
+      await waitFor(`the ${name} tab in view`, () => inViewport(tab(name)));
+    }
+    expect(await nav.evaluate((el) => el.scrollWidth > el.clientWidth)).toBe(true);
+    await tab('Keys').click();
+    await waitFor('the Keys tab in view', () => inViewport(tab('Keys')));
+    await shot('14a-phone-keys');
+    // Row actions stay on screen although the table is wider than it.
+    await page.getByRole('button', { name: 'Revoke key backend' }).waitFor();
+    expect(await inViewport(page.getByRole('button', { name: 'Revoke key backend' }))).toBe(true);
     await tab('Topics').click();
     await page.getByRole('row', { name: /orders/ }).waitFor();
+    expect(await page.locator('.table-wrap').first().evaluate((el) => el.scrollWidth > el.clientWidth)).toBe(true);
+    expect(await inViewport(page.getByRole('button', { name: 'Make internal: orders' }))).toBe(true);
+    expect(await inViewport(page.getByRole('button', { name: 'Delete topic orders' }))).toBe(true);
     await shot('14-phone-topics');
     await page.goto(`${base}/_/#/apps`);
     await page.getByRole('link', { name: 'shop' }).waitFor();
+    expect(await inViewport(page.getByRole('button', { name: 'Delete app shop' }))).toBe(true);
     await shot('15-phone-apps');
     await page.setViewportSize({ width: 1280, height: 900 });
   });

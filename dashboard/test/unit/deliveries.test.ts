@@ -43,4 +43,23 @@ describe('Deliveries', () => {
     await user.click(within(dialog).getByRole('button', { name: 'Retry now' }));
     expect(server.calls.some((c) => c.method === 'POST' && c.path === '/v1/apps/shop/deliveries/7/retry')).toBe(true);
   });
+
+  it('shows no error on a success and a failure\'s status once', async () => {
+    fakeServer({
+      'GET /v1/apps/shop/triggers': () => ({ body: { triggers: [] } }),
+      'GET /v1/apps/shop/deliveries': () => ({
+        body: {
+          deliveries: [
+            { ...delivery, id: 9, state: 'delivered', last_status: 200, last_error: null },
+            { ...delivery, id: 8, state: 'dead', last_status: 500, last_error: 'HTTP 500 Internal Server Error' },
+          ],
+        },
+      }),
+    });
+    render(Deliveries, { props: { app: 'shop' } });
+    await screen.findByRole('button', { name: 'Delivery 9: show attempts' });
+    const lastError = (id: number) => within(screen.getByRole('row', { name: new RegExp(`#${id}`) })).getAllByRole('cell')[5]?.textContent?.trim();
+    expect(lastError(9)).toBe('');
+    expect(lastError(8)).toBe('HTTP 500 Internal Server Error');
+  });
 });

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { duration, optionalNumber, retention } from '../../src/lib/format';
+import { appIdProblem } from '../../src/lib/app-id';
+import { deliveryError, duration, optionalNumber, retention } from '../../src/lib/format';
+import { circuitMeaning, retrySchedule, triggerLabel } from '../../src/lib/triggers';
 import { href, parseHash } from '../../src/lib/router.svelte';
 
 describe('formatting', () => {
@@ -15,6 +17,36 @@ describe('formatting', () => {
     expect(optionalNumber(null)).toBeUndefined();
     expect(optionalNumber(3)).toBe(3);
     expect(optionalNumber('12')).toBe(12);
+  });
+});
+
+describe('deliveries and triggers in words', () => {
+  it('shows no error for a success, and a failure\'s status once with its reason', () => {
+    expect(deliveryError(200, null)).toBe('');
+    expect(deliveryError(null, null)).toBe('');
+    expect(deliveryError(500, 'HTTP 500 Internal Server Error')).toBe('HTTP 500 Internal Server Error');
+    expect(deliveryError(500, 'http_status')).toBe('HTTP 500');
+    expect(deliveryError(null, 'connection failed: refused')).toBe('connection failed: refused');
+    expect(deliveryError(502, 'timed out reading the body')).toBe('HTTP 502: timed out reading the body');
+  });
+
+  it('spells out the retry schedule and the circuit', () => {
+    expect(retrySchedule({ max_attempts: 2, schedule_secs: [1] })).toBe('2 attempts: retried after 1 s');
+    expect(retrySchedule({ max_attempts: 1, schedule_secs: [] })).toBe('1 attempt, no retries');
+    expect(retrySchedule({ max_attempts: 4, schedule_secs: [5, 300, 1800] })).toBe('4 attempts: retried after 5 s, 5 min, 30 min');
+    expect(circuitMeaning('open', new Date(2026, 0, 2, 3, 4, 5).getTime())).toContain('tried at 2026-01-02 03:04:05');
+    expect(circuitMeaning('open', null)).toContain('after a cool-down');
+    const trigger = { id: 'trg_1', source: { kind: 'topic', topic: 'orders.*' }, handler: { kind: 'webhook', url: 'https://x/h' } };
+    expect(triggerLabel([trigger as never], 'trg_1')).toBe('orders.* → https://x/h');
+    expect(triggerLabel([], 'trg_gone')).toBe('trg_gone');
+  });
+
+  it('says what is wrong with an app id', () => {
+    expect(appIdProblem('shop-2')).toBe('');
+    expect(appIdProblem('Shop')).toContain('not “S” (use lower case: s)');
+    expect(appIdProblem('s')).toContain('2–63 characters long; this one has 1');
+    expect(appIdProblem('2shop')).toContain('starts with a letter');
+    expect(appIdProblem('shop-')).toContain('does not end with -');
   });
 });
 

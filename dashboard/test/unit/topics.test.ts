@@ -37,7 +37,7 @@ describe('Topics', () => {
     const server = serve([topic('news', false, 'public')]);
     setCsrfToken('csrf-1');
     render(Topics, { props: { app: 'shop' } });
-    await user.click(await screen.findByRole('button', { name: 'Make external' }));
+    await user.click(await screen.findByRole('button', { name: 'Make external: news' }));
     const dialog = screen.getByRole('dialog', { name: 'Make news external?' });
     expect(dialog.textContent).toContain('Anyone on the internet');
     expect(server.calls.some((c) => c.method === 'PATCH')).toBe(false);
@@ -53,7 +53,7 @@ describe('Topics', () => {
     const user = userEvent.setup();
     const server = serve([topic('news', false, 'token')]);
     render(Topics, { props: { app: 'shop' } });
-    await user.click(await screen.findByRole('button', { name: 'Make external' }));
+    await user.click(await screen.findByRole('button', { name: 'Make external: news' }));
     const dialog = screen.getByRole('dialog');
     expect(dialog.textContent).toContain('Any browser holding a subscriber token');
     await user.click(within(dialog).getByRole('button', { name: 'Cancel' }));

@@ -1,0 +1,46 @@
+import { render, screen, within } from '@testing-library/svelte';
+import { describe, expect, it } from 'vitest';
+import Triggers from '../../src/tabs/Triggers.svelte';
+import { fakeServer } from './fake-server';
+
+const trigger = {
+  id: 'trg_1', app: 'shop', source: { kind: 'topic', topic: 'orders' }, handler: { kind: 'webhook', url: 'http://hook' },
+  retry: { max_attempts: 2, schedule_secs: [1] }, ordered: false, pacing: {}, enabled: true,
+  circuit_state: 'open', circuit_probe_at: new Date(2030, 0, 2, 3, 4, 5).getTime(), consecutive_failures: 27, created_at: 1, updated_at: 1,
+};
+const delivery = (id: number, attempts: number, last_error: string | null) => ({
+  id, trigger_id: 'trg_1', topic: 'orders', seq: id, state: attempts ? 'dead' : 'pending', attempts, next_attempt_at: 0,
+  last_error, last_status: last_error ? 503 : null, created_at: 1,
+});
+
+describe('Triggers', () => {
+  it('shows the last error of an open circuit whose newest delivery waits untried, and explains the circuit', async () => {
+    fakeServer({
+      'GET /v1/apps/shop/triggers': () => ({ body: { triggers: [trigger] } }),
+      'GET /v1/apps/shop/deliveries': (c) => ({
+        body: {
+          deliveries: c.query.get('state') === 'dead'
+            ? [delivery(5, 2, 'HTTP 503 Service Unavailable')]
+            : [delivery(6, 0, null), delivery(5, 2, 'HTTP 503 Service Unavailable')],
+        },
+      }),
+    });
+    render(Triggers, { props: { app: 'shop' } });
+    const card = await screen.findByRole('listitem', { name: 'Trigger orders → http://hook' });
+    expect((await within(card).findByText('HTTP 503 Service Unavailable')).className).toContain('bad-text');
+    expect(within(card).getByTestId('circuit-note').textContent).toContain('tried at 2030-01-02 03:04:05');
+    expect(card.textContent).toContain('2 attempts: retried after 1 s');
+    expect(within(card).getByRole('button', { name: 'Disable: orders → http://hook' })).toBeTruthy();
+  });
+
+  it('shows no last error once the last attempt succeeded', async () => {
+    fakeServer({
+      'GET /v1/apps/shop/triggers': () => ({ body: { triggers: [{ ...trigger, circuit_state: 'closed', circuit_probe_at: null, consecutive_failures: 0 }] } }),
+      'GET /v1/apps/shop/deliveries': () => ({ body: { deliveries: [delivery(5, 2, 'HTTP 503 Service Unavailable')] } }),
+    });
+    render(Triggers, { props: { app: 'shop' } });
+    const card = await screen.findByRole('listitem', { name: /^Trigger orders/ });
+    expect(within(card).getByTestId('trigger-last-error').textContent).toBe('—');
+    expect(within(card).queryByTestId('circuit-note')).toBeNull();
+  });
+});
