@@ -126,6 +126,9 @@ pub async fn build_app_with(
     serve: &ServeArgs,
     wiring: Wiring,
 ) -> Result<Application, Error> {
+    serve
+        .validate()
+        .map_err(|m| Error::Config(picloud_manager_core::Error::Invalid(m)))?;
     let bootstrap_key = db.bootstrap_instance_key().await?;
     let auth = Arc::new(Authenticator::new(db.clone(), DEFAULT_KEY_CACHE_TTL));
     let background = CancellationToken::new();
@@ -170,7 +173,7 @@ pub async fn build_app_with(
             workers: serve.dispatch_workers as usize,
             poll_interval: Duration::from_millis(serve.dispatch_poll_ms),
             request_timeout: Duration::from_secs(serve.webhook_timeout_sec),
-            lease: Duration::from_secs(serve.dispatch_lease_sec.max(serve.webhook_timeout_sec + 1)),
+            lease: Duration::from_secs(serve.dispatch_lease_sec),
             backoff_scale: serve.dispatch_backoff_scale,
             shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
             address_policy: address_policy.clone(),
@@ -286,7 +289,7 @@ fn door_rules(args: &ConnectionArgs) -> DoorRules {
 }
 
 /// CORS for the browser-facing routes when origins are configured: `*` or a
-/// comma-separated list.
+/// comma-separated list (checked by [`crate::config::cors_origin_list`]).
 fn cors_layer(origins: &str) -> Result<Option<CorsLayer>, Error> {
     let origins = origins.trim();
     if origins.is_empty() {
@@ -295,16 +298,11 @@ fn cors_layer(origins: &str) -> Result<Option<CorsLayer>, Error> {
     let allow_origin = if origins == "*" {
         AllowOrigin::any()
     } else {
-        let list = origins
-            .split(',')
-            .map(|o| {
-                HeaderValue::from_str(o.trim()).map_err(|_| {
-                    Error::Config(picloud_manager_core::Error::Invalid(format!(
-                        "PICLOUD_CORS_ORIGINS: '{o}' is not a valid origin"
-                    )))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let list = crate::config::cors_origin_list(origins)
+            .map_err(|m| Error::Config(picloud_manager_core::Error::Invalid(m)))?
+            .into_iter()
+            .map(|origin| HeaderValue::from_str(&origin).expect("a checked origin"))
+            .collect::<Vec<_>>();
         AllowOrigin::list(list)
     };
     Ok(Some(
