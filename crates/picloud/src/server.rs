@@ -129,6 +129,9 @@ pub async fn build_app_with(
     serve
         .validate()
         .map_err(|m| Error::Config(picloud_manager_core::Error::Invalid(m)))?;
+    // The recorder first: metrics described before it exists (the realtime layer's)
+    // would lose their HELP text.
+    let _ = metrics_handle();
     let bootstrap_key = db.bootstrap_instance_key().await?;
     let auth = Arc::new(Authenticator::new(db.clone(), DEFAULT_KEY_CACHE_TTL));
     let background = CancellationToken::new();

@@ -121,6 +121,14 @@ fn describe_metrics() {
         "Failed attempts that were scheduled for retry"
     );
     metrics::describe_counter!("picloud_dead_letters_total", "Dead letters written");
+    metrics::describe_counter!(
+        "picloud_delivery_panics_total",
+        "Delivery attempts that panicked (a bug), each recorded as a failed attempt"
+    );
+    metrics::describe_counter!(
+        "picloud_trigger_patterns_invalid_total",
+        "Stored trigger patterns found unreadable when loading triggers (they match no event)"
+    );
     metrics::describe_histogram!(
         "picloud_delivery_attempt_seconds",
         metrics::Unit::Seconds,

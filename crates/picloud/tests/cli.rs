@@ -595,3 +595,96 @@ backend_test! {
         assert!(!stderr.contains(other.to_base64().as_str()), "the key is never printed");
     }
 }
+
+#[tokio::test]
+async fn every_metric_the_binary_exports_has_help_text() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let server = Server::start(&["--data-dir", data_dir]).await;
+    let admin = server.bootstrap_key().await;
+    // Traffic that touches the API, publishing and the realtime layer.
+    server
+        .send(
+            Method::POST,
+            "/v1/apps",
+            &admin,
+            serde_json::json!({"id": "shop"}),
+        )
+        .await;
+    let created = server
+        .send(
+            Method::POST,
+            "/v1/apps/shop/keys",
+            &admin,
+            serde_json::json!({"name": "backend", "scopes": ["app:admin"]}),
+        )
+        .await;
+    let key = created["key"].as_str().unwrap();
+    let topic = serde_json::json!({"name": "news", "auth_mode": "public"});
+    server
+        .send(Method::POST, "/v1/apps/shop/topics", key, topic)
+        .await;
+    let external = serde_json::json!({"external_subscribable": true});
+    server
+        .send(
+            Method::PATCH,
+            "/v1/apps/shop/topics/news/external",
+            key,
+            external,
+        )
+        .await;
+    let client = reqwest::Client::new();
+    let mut stream = client
+        .get(format!(
+            "http://{}/v1/apps/shop/realtime?topic=news",
+            server.addr
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let event = serde_json::json!({"type": "note", "data": {"n": 1}});
+    server
+        .send(Method::POST, "/v1/apps/shop/topics/news/events", key, event)
+        .await;
+    // The hello frame and the event: the stream has been served and counted.
+    let mut seen = String::new();
+    while !seen.contains("event: note") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("frames arrive")
+            .unwrap()
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+
+    let metrics = client
+        .get(format!("http://{}/metrics", server.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let typed: Vec<&str> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert!(
+        typed.contains(&"picloud_realtime_streams")
+            && typed.contains(&"picloud_http_requests_total"),
+        "the traffic shows in the metrics: {metrics}"
+    );
+    let undescribed: Vec<&&str> = typed
+        .iter()
+        .filter(|name| !metrics.contains(&format!("# HELP {name} ")))
+        .collect();
+    assert!(
+        undescribed.is_empty(),
+        "metrics without HELP: {undescribed:?}"
+    );
+    drop(stream);
+    server.terminate();
+}
