@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower::{Layer, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -235,7 +236,10 @@ pub async fn build_app_with(
         serve.max_body_bytes as usize,
     );
     if let Some(cors) = &cors {
-        router = router.layer(cors.clone());
+        router = router.layer(middleware::from_fn_with_state(
+            cors.clone(),
+            cors_on_browser_routes,
+        ));
     }
     let listener = TcpListener::bind(serve.bind)
         .await
@@ -311,16 +315,57 @@ fn cors_layer(origins: &str) -> Result<Option<CorsLayer>, Error> {
     Ok(Some(
         CorsLayer::new()
             .allow_origin(allow_origin)
-            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_methods([Method::GET, Method::POST])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static("last-event-id"),
-                HeaderName::from_static("idempotency-key"),
             ])
             .expose_headers([HeaderName::from_static("x-request-id")])
             .max_age(Duration::from_secs(3600)),
     ))
+}
+
+/// Whether `path` is one of the two routes docs/realtime-protocol.md opens to other
+/// origins: the SSE stream (`GET /v1/apps/{app}/realtime`) and
+/// `POST /v1/apps/{app}/subscriber-tokens`. Every other route takes an API key, which
+/// belongs on a server, so it never answers cross-origin.
+pub fn browser_facing(path: &str) -> bool {
+    let mut parts = path.split('/');
+    matches!(
+        (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next()
+        ),
+        (
+            Some(""),
+            Some("v1"),
+            Some("apps"),
+            Some(app),
+            Some("realtime" | "subscriber-tokens"),
+            None
+        ) if !app.is_empty()
+    )
+}
+
+/// Applies `cors` to the [`browser_facing`] routes only (preflights included).
+async fn cors_on_browser_routes(
+    axum::extract::State(cors): axum::extract::State<CorsLayer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if browser_facing(request.uri().path()) {
+        match cors.layer(next).oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    } else {
+        next.run(request).await
+    }
 }
 
 /// Every route of every crate, with the middleware stack. The OpenAPI document is
@@ -346,8 +391,16 @@ fn routes(
         .merge(stats::router(stats))
         .split_for_parts();
     // The dashboard's files are public routes of the access table, kept out of the API
-    // document.
-    let router = router.merge(dashboard::router());
+    // document; `/` leads a browser pointed at the server to the dashboard.
+    let router = router.merge(dashboard::router()).route(
+        "/",
+        axum::routing::get(|| async {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, HeaderValue::from_static(dashboard::BASE))],
+            )
+        }),
+    );
     openapi.info.title = "PiCloud".into();
     openapi.info.description = Some("Realtime pub/sub with a transactional outbox.".into());
     openapi
