@@ -58,14 +58,11 @@ describe('the built package', () => {
     expect(pkg.scripts.prepack).toBe('tsup');
     const dir = mkdtempSync(join(tmpdir(), 'picloud-client-'));
     try {
-      execFileSync('npm', ['pack', '--ignore-scripts', '--pack-destination', dir], { cwd: root, encoding: 'utf8' });
+      execFileSync('npm', ['pack', '--ignore-scripts', '--pack-destination', dir], { cwd: root, stdio: 'pipe' });
       const tarball = readdirSync(dir).find((name) => name.endsWith('.tgz'));
       expect(tarball).toBe(`picloud-client-${pkg.version}.tgz`);
       writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'your-app', private: true }));
-      execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', `./${tarball!}`], {
-        cwd: dir,
-        encoding: 'utf8',
-      });
+      execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', `./${tarball!}`], { cwd: dir, stdio: 'pipe' });
       const out = execFileSync(
         process.execPath,
         ['-e', "console.log(typeof require('@picloud/client').createClient)"],
