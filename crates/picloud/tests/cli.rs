@@ -688,3 +688,127 @@ async fn every_metric_the_binary_exports_has_help_text() {
     drop(stream);
     server.terminate();
 }
+
+#[tokio::test]
+async fn failed_webhook_attempts_are_logged_at_warn_without_url_or_secret() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--data-dir", data_dir, "serve", "--bind", "127.0.0.1:0"])
+        .args(["--webhook-allow-private", "true"])
+        .env_remove("PICLOUD_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .env("PICLOUD_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let within = |what: &'static str| {
+        move |elapsed: Result<_, tokio::time::error::Elapsed>| {
+            elapsed.unwrap_or_else(|_| panic!("{what} within 30 s"))
+        }
+    };
+    let limit = std::time::Duration::from_secs(30);
+    let addr = within("the server listens")(
+        tokio::time::timeout(limit, async {
+            loop {
+                let line = log.next_line().await.unwrap().expect("server running");
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    break rest.split_whitespace().next().unwrap().to_owned();
+                }
+            }
+        })
+        .await,
+    );
+    let admin = within("the bootstrap key")(
+        tokio::time::timeout(limit, async {
+            loop {
+                let line = stdout.next_line().await.unwrap().expect("server running");
+                if let Some(key) = line.split_whitespace().find(|w| w.starts_with("pk_")) {
+                    break key.to_owned();
+                }
+            }
+        })
+        .await,
+    );
+    let client = reqwest::Client::new();
+    let post = |path: &str, key: &str, body: Value| {
+        client
+            .post(format!("http://{addr}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    post("/v1/apps", &admin, serde_json::json!({"id": "shop"}))
+        .await
+        .unwrap();
+    let created: Value = post(
+        "/v1/apps/shop/keys",
+        &admin,
+        serde_json::json!({"name": "b", "scopes": ["app:admin"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    // A receiver that is not there: every attempt fails to connect.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook?token=url-secret-42");
+    let trigger = post(
+        "/v1/apps/shop/triggers",
+        &key,
+        serde_json::json!({"source": {"kind": "topic", "topic": "orders"}, "handler": {"kind": "webhook", "url": url}}),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let trigger: Value = serde_json::from_str(&trigger).unwrap();
+    let trigger_id = trigger["id"].as_str().unwrap().to_owned();
+    let signing_secret = trigger.to_string();
+    let signing_secret = signing_secret
+        .split('"')
+        .find(|s| s.starts_with("whsec_"))
+        .expect("the answer holds the signing secret")
+        .to_owned();
+    post(
+        "/v1/apps/shop/topics/orders/events",
+        &key,
+        serde_json::json!({"data": 1}),
+    )
+    .await
+    .unwrap();
+
+    let line = within("a failed attempt is logged")(
+        tokio::time::timeout(limit, async {
+            loop {
+                let line = log.next_line().await.unwrap().expect("server running");
+                if line.contains("webhook delivery attempt failed") {
+                    break line;
+                }
+            }
+        })
+        .await,
+    );
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("app=shop") && line.contains(&format!("trigger={trigger_id}")),
+        "{line}"
+    );
+    assert!(line.contains("connection failed"), "{line}");
+    assert!(
+        !line.contains("url-secret-42") && !line.contains(&signing_secret),
+        "{line}"
+    );
+}
