@@ -330,7 +330,7 @@ fn cors_layer(origins: &str) -> Result<Option<CorsLayer>, Error> {
 /// origins: the SSE stream (`GET /v1/apps/{app}/realtime`) and
 /// `POST /v1/apps/{app}/subscriber-tokens`. Every other route takes an API key, which
 /// belongs on a server, so it never answers cross-origin.
-pub fn browser_facing(path: &str) -> bool {
+fn browser_facing(path: &str) -> bool {
     let mut parts = path.split('/');
     matches!(
         (
