@@ -26,7 +26,12 @@ export interface PicloudEvent<T = unknown> {
   readonly data: T;
   /** Commit time, ms since the epoch. */
   readonly publishedAt: number;
-  /** The resume cursor after this event: pass it as `lastEventId` to continue from here. */
+  /**
+   * The stream's resume cursor after this event (`topic:seq,…`, not an event id): pass
+   * it as `lastEventId` to continue from here.
+   */
+  readonly cursor: string;
+  /** @deprecated The same value as {@link PicloudEvent.cursor}, under its old name. */
   readonly id: string;
 }
 
@@ -117,7 +122,13 @@ export function parseReset(data: string, frameId: string): ResetInfo | undefined
 }
 
 /** An event frame's payload, before the cursor is attached. */
-export type EventPayload = Omit<PicloudEvent, 'id'>;
+export type EventPayload = Omit<PicloudEvent, 'cursor' | 'id'>;
+
+/** The event handed to subscribers: `payload` at stream position `cursor`. */
+export function eventAt<T>(payload: EventPayload, cursor: string): PicloudEvent<T> {
+  // eslint-disable-next-line @typescript-eslint/no-deprecated -- the alias is still set
+  return { ...payload, cursor, id: cursor } as PicloudEvent<T>;
+}
 
 /** Reads an event frame. */
 export function parseEvent(data: string): EventPayload | undefined {

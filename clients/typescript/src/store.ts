@@ -106,7 +106,7 @@ export class TopicStore<T = unknown> {
       lastEventId: this.#cursor,
       onEvent: (event) => {
         if (!current()) return;
-        this.#cursor = event.id;
+        this.#cursor = event.cursor;
         const limit = Math.max(1, this.#options.limit ?? 100);
         const events = [...this.#state.events, event];
         if (events.length > limit) events.splice(0, events.length - limit);

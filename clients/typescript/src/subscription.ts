@@ -18,6 +18,7 @@ import {
   parseEvent,
   parseHello,
   parseReset,
+  eventAt,
   protocolMajor,
   type PicloudEvent,
   type ResetInfo,
@@ -360,7 +361,7 @@ class Subscription<T> {
       return;
     }
     if (!this.#tracker.accept(payload.topic, payload.seq)) return;
-    const event = { ...payload, id: this.#tracker.cursor ?? message.id } as PicloudEvent<T>;
+    const event = eventAt<T>(payload, this.#tracker.cursor ?? message.id);
     callSafely(() => {
       this.#options.onEvent(event);
     });

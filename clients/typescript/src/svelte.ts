@@ -16,7 +16,7 @@ export type { TopicState, TopicStoreOptions } from './store.js';
  * <script>
  *   const orders = topicStore(client, 'orders', { getToken });
  * </script>
- * {#each $orders.events as event (event.id)}<li>{event.seq}</li>{/each}
+ * {#each $orders.events as event (event.cursor)}<li>{event.seq}</li>{/each}
  * ```
  */
 export function topicStore<T = unknown>(

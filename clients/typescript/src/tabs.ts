@@ -8,7 +8,7 @@
 
 import { CursorTracker } from './cursor.js';
 import { PicloudError } from './errors.js';
-import type { PicloudEvent, ResetInfo } from './protocol.js';
+import { eventAt, type PicloudEvent, type ResetInfo } from './protocol.js';
 import {
   callSafely,
   startSubscription,
@@ -74,7 +74,7 @@ export function subscribeAcrossTabs<T>(
   };
   const deliver = (event: PicloudEvent): void => {
     if (!tracker.accept(event.topic, event.seq)) return;
-    const own = { ...event, id: tracker.cursor ?? event.id } as PicloudEvent<T>;
+    const own = eventAt<T>(event, tracker.cursor ?? event.cursor);
     callSafely(() => {
       options.onEvent(own);
     });

@@ -2,8 +2,11 @@
 //! PocketBase's `superuser` command), so they also work before any key or admin exists.
 //! With `--json`, the last line printed is one JSON object.
 
+use std::net::SocketAddr;
+
 use picloud_manager_core::admins::{hash_password, normalize_email, validate_password};
 use picloud_manager_core::api_keys::{ApiKey, CreatedKey};
+use picloud_manager_core::db::redact_url;
 use picloud_manager_core::password_gate::PasswordGate;
 use picloud_manager_core::secret_box::MasterKey;
 use picloud_manager_core::Db;
@@ -11,9 +14,44 @@ use picloud_shared::{AppId, Scope, ScopeSet};
 use serde_json::json;
 
 use crate::config::{
-    AdminsCommand, AppsCommand, DatabaseArgs, KeyOwner, KeysCommand, SecretsCommand,
+    AdminsCommand, AppsCommand, DatabaseArgs, KeyOwner, KeysCommand, SecretsCommand, DEFAULT_BIND,
 };
 use crate::master_key::{self, KeySource};
+
+/// The database `args` names, for telling the user which one a command used: the
+/// absolute path of a SQLite file, or the URL without its password.
+pub fn describe_database(args: &DatabaseArgs) -> String {
+    match args.sqlite_file() {
+        Some(file) => format!("sqlite://{}", file.display()),
+        None => redact_url(&args.url()),
+    }
+}
+
+/// Fails when `args` names a SQLite file that does not exist: only `serve` and `migrate`
+/// create a database. (A PostgreSQL database is never created by connecting.)
+pub fn require_existing_database(args: &DatabaseArgs) -> anyhow::Result<()> {
+    let Some(file) = args.sqlite_file() else {
+        return Ok(());
+    };
+    if file.exists() {
+        return Ok(());
+    }
+    let source = match &args.database_url {
+        Some(_) => "from --database-url".to_owned(),
+        None => format!(
+            "in the data dir {}",
+            std::path::absolute(&args.data_dir)
+                .unwrap_or_else(|_| args.data_dir.clone())
+                .display()
+        ),
+    };
+    anyhow::bail!(
+        "no PiCloud database at {} ({source}). Run this command where `picloud serve` \
+         runs, or point it at the server's database with --data-dir / --database-url \
+         (PICLOUD_DATA_DIR / PICLOUD_DATABASE_URL); `picloud migrate` creates a new one",
+        file.display(),
+    )
+}
 
 /// Runs `picloud apps …`.
 pub async fn apps(db: &Db, command: AppsCommand) -> anyhow::Result<()> {
@@ -34,10 +72,11 @@ pub async fn apps(db: &Db, command: AppsCommand) -> anyhow::Result<()> {
             } else if apps.is_empty() {
                 println!("no apps yet: picloud apps create ID");
             } else {
-                println!("{:<40} NAME", "ID");
-                for app in apps {
-                    println!("{:<40} {}", app.id, app.name);
-                }
+                let rows = apps
+                    .into_iter()
+                    .map(|app| vec![app.id.to_string(), app.name])
+                    .collect();
+                print_table(&["ID", "NAME"], rows);
             }
         }
         AppsCommand::Delete { id, json } => {
@@ -115,8 +154,10 @@ pub async fn admins(db: &Db, command: AdminsCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&admin)?);
             } else {
                 println!(
-                    "created admin {}; sign in to the dashboard at http://ADDRESS/_/",
-                    admin.admin.email
+                    "created admin {}; sign in to the dashboard at {} (the address \
+                     `picloud serve` listens on: --bind / PICLOUD_BIND, default {DEFAULT_BIND})",
+                    admin.admin.email,
+                    dashboard_url(std::env::var("PICLOUD_BIND").ok().as_deref())
                 );
             }
         }
@@ -127,15 +168,18 @@ pub async fn admins(db: &Db, command: AdminsCommand) -> anyhow::Result<()> {
             } else if admins.is_empty() {
                 println!("no admins yet: picloud admins create --email EMAIL");
             } else {
-                println!("{:<37} {:<40} STATE", "ID", "EMAIL");
                 let now = picloud_shared::time::now_ms();
-                for admin in admins {
-                    let state = match admin.locked_until {
-                        Some(until) if until > now => "locked",
-                        _ => "active",
-                    };
-                    println!("{:<37} {:<40} {state}", admin.admin.id, admin.admin.email);
-                }
+                let rows = admins
+                    .into_iter()
+                    .map(|admin| {
+                        let state = match admin.locked_until {
+                            Some(until) if until > now => "locked",
+                            _ => "active",
+                        };
+                        vec![admin.admin.id, admin.admin.email, state.to_owned()]
+                    })
+                    .collect();
+                print_table(&["ID", "EMAIL", "STATE"], rows);
             }
         }
         AdminsCommand::Delete { email, json } => {
@@ -312,24 +356,67 @@ fn print_key_table(keys: &[ApiKey]) {
         println!("no keys");
         return;
     }
-    println!(
-        "{:<37} {:<12} {:<20} {:<8} SCOPES",
-        "ID", "PREFIX", "NAME", "STATE"
-    );
-    for key in keys {
-        let state = if key.revoked_at.is_some() {
-            "revoked"
-        } else {
-            "active"
-        };
-        let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
-        println!(
-            "{:<37} {:<12} {:<20} {:<8} {}",
-            key.id,
-            key.prefix,
-            key.name,
-            state,
-            scopes.join(" ")
-        );
+    let rows = keys
+        .iter()
+        .map(|key| {
+            let state = if key.revoked_at.is_some() {
+                "revoked"
+            } else {
+                "active"
+            };
+            let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+            vec![
+                key.id.clone(),
+                key.prefix.clone(),
+                key.name.clone(),
+                state.to_owned(),
+                scopes.join(" "),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "PREFIX", "NAME", "STATE", "SCOPES"], rows);
+}
+
+/// Prints `rows` under `headers`, each column as wide as its widest cell (counted in
+/// characters), so long names never push a row out of line.
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, width))| {
+                if i == last {
+                    (*cell).to_owned()
+                } else {
+                    format!("{cell:<width$}")
+                }
+            })
+            .collect();
+        println!("{}", padded.join("  "));
+    };
+    line(headers.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// The dashboard's address for a server bound to `bind` (`PICLOUD_BIND`, else the
+/// default): a wildcard bind is reached on loopback from this machine.
+fn dashboard_url(bind: Option<&str>) -> String {
+    let bind = bind.unwrap_or(DEFAULT_BIND);
+    match bind.parse::<SocketAddr>() {
+        Ok(addr) if addr.ip().is_unspecified() => {
+            format!("http://127.0.0.1:{}{}", addr.port(), crate::dashboard::BASE)
+        }
+        Ok(addr) => format!("http://{addr}{}", crate::dashboard::BASE),
+        Err(_) => format!("http://{bind}{}", crate::dashboard::BASE),
     }
 }

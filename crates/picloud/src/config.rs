@@ -70,7 +70,24 @@ impl DatabaseArgs {
             None => format!("sqlite://{}", self.data_dir.join("picloud.db").display()),
         }
     }
+
+    /// The SQLite database file [`Self::url`] names, as an absolute path; `None` for
+    /// PostgreSQL and in-memory databases.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        let url = self.url();
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+            return None;
+        }
+        std::path::absolute(path).ok()
+    }
 }
+
+/// Where `picloud serve` listens unless told otherwise.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -98,7 +115,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "PICLOUD_BIND", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "PICLOUD_BIND", default_value = DEFAULT_BIND)]
     pub bind: SocketAddr,
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024,
@@ -151,8 +168,9 @@ pub struct ServeArgs {
     #[arg(long, env = "PICLOUD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Browser origins allowed to call the API cross-origin (the SDK's subscribe and
-    /// token calls): comma-separated, or `*`. Empty: same origin only.
-    #[arg(long, env = "PICLOUD_CORS_ORIGINS", default_value = "")]
+    /// token calls): comma-separated `scheme://host[:port]`, exactly as browsers send
+    /// them in `Origin`, or `*`. Empty: same origin only.
+    #[arg(long, env = "PICLOUD_CORS_ORIGINS", default_value = "", value_parser = parse_cors_origins)]
     pub cors_origins: String,
     /// How long a dashboard sign-in lasts, in seconds.
     #[arg(long, env = "PICLOUD_ADMIN_SESSION_TTL_SEC", default_value_t = 12 * 3600,
@@ -305,6 +323,21 @@ impl RealtimeArgs {
 }
 
 impl ServeArgs {
+    /// Checks the settings that must fit together, which the flag parser checks one by
+    /// one: the message says which and why.
+    pub fn validate(&self) -> Result<(), String> {
+        self.realtime.to_config()?;
+        if self.dispatch_lease_sec <= self.webhook_timeout_sec {
+            return Err(format!(
+                "--dispatch-lease-sec (PICLOUD_DISPATCH_LEASE_SEC, {}) must exceed \
+                 --webhook-timeout-sec (PICLOUD_WEBHOOK_TIMEOUT_SEC, {}): a delivery must \
+                 finish while its claim lasts",
+                self.dispatch_lease_sec, self.webhook_timeout_sec
+            ));
+        }
+        Ok(())
+    }
+
     /// Defaults for tests and embedding: loopback on a random port.
     pub fn for_tests() -> Self {
         Self {
@@ -520,6 +553,45 @@ fn parse_cidr_list(value: &str) -> Result<String, String> {
     picloud_manager_core::dispatcher::ssrf::parse_cidrs(value)
         .map(|_| value.to_owned())
         .map_err(|e| e.to_string())
+}
+
+/// The origins of `PICLOUD_CORS_ORIGINS`: empty, `*`, or a comma-separated list of
+/// origins, each exactly as a browser sends it in `Origin` (`scheme://host[:port]`,
+/// lower-case, no path, no trailing slash, no default port); anything else could never
+/// match a request.
+pub fn cors_origin_list(value: &str) -> Result<Vec<String>, String> {
+    let value = value.trim();
+    if value.is_empty() || value == "*" {
+        return Ok(Vec::new());
+    }
+    value
+        .split(',')
+        .map(|origin| parse_origin(origin.trim()))
+        .collect()
+}
+
+fn parse_origin(origin: &str) -> Result<String, String> {
+    let never = |why: &str| format!("'{origin}' is not an origin browsers send ({why})");
+    if origin == "*" {
+        return Err(never("`*` must stand alone"));
+    }
+    let url = url::Url::parse(origin).map_err(|e| never(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(never("the scheme must be http or https"));
+    }
+    let serialized = url.origin().ascii_serialization();
+    if serialized != origin {
+        return Err(if serialized == "null" {
+            never("it has no host")
+        } else {
+            never(&format!("write it as '{serialized}'"))
+        });
+    }
+    Ok(serialized)
+}
+
+fn parse_cors_origins(value: &str) -> Result<String, String> {
+    cors_origin_list(value).map(|_| value.to_owned())
 }
 
 fn parse_scale(value: &str) -> Result<f64, String> {

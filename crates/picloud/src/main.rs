@@ -29,7 +29,26 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => args.log_format,
         _ => LogFormat::Text,
     };
-    telemetry::init_tracing(log_format);
+    if let Err(message) = telemetry::init_tracing(log_format) {
+        return config_error(&message);
+    }
+    if let Command::Serve(args) = &cli.command {
+        if let Err(message) = args.validate() {
+            return config_error(&message);
+        }
+    } else {
+        // `serve` logs the database it uses; the CLI says it on stderr, so `--json`
+        // output stays one parseable line.
+        eprintln!("database: {}", commands::describe_database(&cli.database));
+    }
+    if !matches!(cli.command, Command::Serve(_) | Command::Migrate) {
+        // Only `serve` and `migrate` create a database: anything else run from the
+        // wrong directory would work on a new, empty one and report nothing wrong.
+        if let Err(e) = commands::require_existing_database(&cli.database) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
 
     let db = match open_database(&cli.database).await {
         Ok(db) => db,
@@ -60,11 +79,24 @@ async fn run(cli: Cli) -> ExitCode {
     db.close().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<server::Error>() {
+            Some(server::Error::Config(_)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+            _ => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// Reports a configuration error and gives its exit code, 2, as clap does for a bad
+/// value.
+fn config_error(message: &str) -> ExitCode {
+    eprintln!("error: invalid configuration: {message}");
+    ExitCode::from(2)
 }
 
 async fn serve(

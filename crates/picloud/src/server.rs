@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower::{Layer, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -126,6 +127,12 @@ pub async fn build_app_with(
     serve: &ServeArgs,
     wiring: Wiring,
 ) -> Result<Application, Error> {
+    serve
+        .validate()
+        .map_err(|m| Error::Config(picloud_manager_core::Error::Invalid(m)))?;
+    // The recorder first: metrics described before it exists (the realtime layer's)
+    // would lose their HELP text.
+    let _ = metrics_handle();
     let bootstrap_key = db.bootstrap_instance_key().await?;
     let auth = Arc::new(Authenticator::new(db.clone(), DEFAULT_KEY_CACHE_TTL));
     let background = CancellationToken::new();
@@ -170,7 +177,7 @@ pub async fn build_app_with(
             workers: serve.dispatch_workers as usize,
             poll_interval: Duration::from_millis(serve.dispatch_poll_ms),
             request_timeout: Duration::from_secs(serve.webhook_timeout_sec),
-            lease: Duration::from_secs(serve.dispatch_lease_sec.max(serve.webhook_timeout_sec + 1)),
+            lease: Duration::from_secs(serve.dispatch_lease_sec),
             backoff_scale: serve.dispatch_backoff_scale,
             shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
             address_policy: address_policy.clone(),
@@ -229,7 +236,10 @@ pub async fn build_app_with(
         serve.max_body_bytes as usize,
     );
     if let Some(cors) = &cors {
-        router = router.layer(cors.clone());
+        router = router.layer(middleware::from_fn_with_state(
+            cors.clone(),
+            cors_on_browser_routes,
+        ));
     }
     let listener = TcpListener::bind(serve.bind)
         .await
@@ -286,7 +296,7 @@ fn door_rules(args: &ConnectionArgs) -> DoorRules {
 }
 
 /// CORS for the browser-facing routes when origins are configured: `*` or a
-/// comma-separated list.
+/// comma-separated list (checked by [`crate::config::cors_origin_list`]).
 fn cors_layer(origins: &str) -> Result<Option<CorsLayer>, Error> {
     let origins = origins.trim();
     if origins.is_empty() {
@@ -295,31 +305,67 @@ fn cors_layer(origins: &str) -> Result<Option<CorsLayer>, Error> {
     let allow_origin = if origins == "*" {
         AllowOrigin::any()
     } else {
-        let list = origins
-            .split(',')
-            .map(|o| {
-                HeaderValue::from_str(o.trim()).map_err(|_| {
-                    Error::Config(picloud_manager_core::Error::Invalid(format!(
-                        "PICLOUD_CORS_ORIGINS: '{o}' is not a valid origin"
-                    )))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let list = crate::config::cors_origin_list(origins)
+            .map_err(|m| Error::Config(picloud_manager_core::Error::Invalid(m)))?
+            .into_iter()
+            .map(|origin| HeaderValue::from_str(&origin).expect("a checked origin"))
+            .collect::<Vec<_>>();
         AllowOrigin::list(list)
     };
     Ok(Some(
         CorsLayer::new()
             .allow_origin(allow_origin)
-            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_methods([Method::GET, Method::POST])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static("last-event-id"),
-                HeaderName::from_static("idempotency-key"),
             ])
             .expose_headers([HeaderName::from_static("x-request-id")])
             .max_age(Duration::from_secs(3600)),
     ))
+}
+
+/// Whether `path` is one of the two routes docs/realtime-protocol.md opens to other
+/// origins: the SSE stream (`GET /v1/apps/{app}/realtime`) and
+/// `POST /v1/apps/{app}/subscriber-tokens`. Every other route takes an API key, which
+/// belongs on a server, so it never answers cross-origin.
+fn browser_facing(path: &str) -> bool {
+    let mut parts = path.split('/');
+    matches!(
+        (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next()
+        ),
+        (
+            Some(""),
+            Some("v1"),
+            Some("apps"),
+            Some(app),
+            Some("realtime" | "subscriber-tokens"),
+            None
+        ) if !app.is_empty()
+    )
+}
+
+/// Applies `cors` to the [`browser_facing`] routes only (preflights included).
+async fn cors_on_browser_routes(
+    axum::extract::State(cors): axum::extract::State<CorsLayer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if browser_facing(request.uri().path()) {
+        match cors.layer(next).oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    } else {
+        next.run(request).await
+    }
 }
 
 /// Every route of every crate, with the middleware stack. The OpenAPI document is
@@ -345,8 +391,16 @@ fn routes(
         .merge(stats::router(stats))
         .split_for_parts();
     // The dashboard's files are public routes of the access table, kept out of the API
-    // document.
-    let router = router.merge(dashboard::router());
+    // document; `/` leads a browser pointed at the server to the dashboard.
+    let router = router.merge(dashboard::router()).route(
+        "/",
+        axum::routing::get(|| async {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, HeaderValue::from_static(dashboard::BASE))],
+            )
+        }),
+    );
     openapi.info.title = "PiCloud".into();
     openapi.info.description = Some("Realtime pub/sub with a transactional outbox.".into());
     openapi

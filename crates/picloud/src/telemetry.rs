@@ -10,13 +10,34 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// The default log filter, overridden by `PICLOUD_LOG` (e.g. `debug`, `picloud=trace`).
+/// The default log filter, overridden by `PICLOUD_LOG` (e.g. `debug`, `picloud=trace`),
+/// or else by `RUST_LOG`.
 pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,tower_http=info";
 
-/// Installs the global tracing subscriber, writing to stderr. Later calls do nothing.
-pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("PICLOUD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+/// The log filter: `PICLOUD_LOG`, else `RUST_LOG`, else [`DEFAULT_LOG_FILTER`]. A set
+/// variable that does not parse is an error naming it, not a silent fallback.
+pub fn log_filter() -> Result<EnvFilter, String> {
+    for variable in ["PICLOUD_LOG", "RUST_LOG"] {
+        match std::env::var(variable) {
+            Ok(value) if !value.trim().is_empty() => {
+                return EnvFilter::builder()
+                    .parse(&value)
+                    .map_err(|e| format!("{variable}='{value}' is not a log filter: {e}"));
+            }
+            Ok(_) => {}
+            Err(std::env::VarError::NotPresent) => {}
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(format!("{variable} is not valid UTF-8"));
+            }
+        }
+    }
+    Ok(EnvFilter::new(DEFAULT_LOG_FILTER))
+}
+
+/// Installs the global tracing subscriber with [`log_filter`], writing to stderr.
+/// Later calls do nothing.
+pub fn init_tracing(format: LogFormat) -> Result<(), String> {
+    let filter = log_filter()?;
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Text => registry
@@ -34,6 +55,7 @@ pub fn init_tracing(format: LogFormat) {
             )
             .try_init(),
     };
+    Ok(())
 }
 
 /// The process-wide Prometheus recorder, installed on first use. All applications in
@@ -99,6 +121,14 @@ fn describe_metrics() {
         "Failed attempts that were scheduled for retry"
     );
     metrics::describe_counter!("picloud_dead_letters_total", "Dead letters written");
+    metrics::describe_counter!(
+        "picloud_delivery_panics_total",
+        "Delivery attempts that panicked (a bug), each recorded as a failed attempt"
+    );
+    metrics::describe_counter!(
+        "picloud_trigger_patterns_invalid_total",
+        "Stored trigger patterns found unreadable when loading triggers (they match no event)"
+    );
     metrics::describe_histogram!(
         "picloud_delivery_attempt_seconds",
         metrics::Unit::Seconds,

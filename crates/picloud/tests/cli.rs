@@ -178,6 +178,25 @@ backend_test! {
     }
 }
 
+/// Runs the binary with extra environment variables; returns exit code, stdout, stderr.
+async fn picloud_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .env_remove("PICLOUD_DATABASE_URL")
+        .env_remove("PICLOUD_BIND")
+        .env_remove("PICLOUD_LOG")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run picloud");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 #[tokio::test]
 async fn bad_configuration_exits_with_code_2_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,6 +220,52 @@ async fn bad_configuration_exits_with_code_2_and_says_why() {
         ),
         (vec!["serve", "--dispatch-backoff-scale=-1"], "not a factor"),
         (vec!["serve", "--master-key", "too-short"], "32 bytes"),
+        // CORS origins a browser could never send in `Origin`.
+        (
+            vec!["serve", "--cors-origins", "https://app.example/"],
+            "write it as 'https://app.example'",
+        ),
+        (
+            vec!["serve", "--cors-origins", "app.example"],
+            "--cors-origins",
+        ),
+        (
+            vec![
+                "serve",
+                "--cors-origins",
+                "https://ok.example,ftp://files.example",
+            ],
+            "http or https",
+        ),
+        (
+            vec!["serve", "--cors-origins", "*,https://a.example"],
+            "stand alone",
+        ),
+        (
+            vec!["serve", "--cors-origins", "https://App.Example:443"],
+            "write it as 'https://app.example'",
+        ),
+        // Settings that do not fit together.
+        (
+            vec![
+                "serve",
+                "--dispatch-lease-sec",
+                "15",
+                "--webhook-timeout-sec",
+                "15",
+            ],
+            "must exceed",
+        ),
+        (
+            vec![
+                "serve",
+                "--subscriber-token-ttl-min-sec",
+                "600",
+                "--subscriber-token-ttl-max-sec",
+                "60",
+            ],
+            "min <= default <= max",
+        ),
     ];
     for (args, expected) in cases {
         let mut all = vec!["--data-dir", data_dir];
@@ -209,17 +274,195 @@ async fn bad_configuration_exits_with_code_2_and_says_why() {
         assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
-    let output = Command::new(BIN)
-        .args(["--data-dir", data_dir, "serve"])
-        .env("PICLOUD_BIND", "nope")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    let env_cases: [(&str, &str, &str); 4] = [
+        ("PICLOUD_BIND", "nope", "--bind"),
+        (
+            "PICLOUD_CORS_ORIGINS",
+            "http://localhost:5173/",
+            "http://localhost:5173'",
+        ),
+        ("PICLOUD_LOG", "picloud=loudest", "PICLOUD_LOG"),
+        ("RUST_LOG", "info,sqlx=chatty", "RUST_LOG"),
+    ];
+    for (variable, value, expected) in env_cases {
+        let (code, stdout, stderr) =
+            picloud_with_env(&["--data-dir", data_dir, "serve"], &[(variable, value)]).await;
+        assert_eq!(code, 2, "{variable}={value}: {stdout}{stderr}");
+        assert!(stderr.contains(expected), "{variable}={value}: {stderr}");
+    }
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("PICLOUD_BIND")
-            || String::from_utf8_lossy(&output.stderr).contains("--bind")
+        !dir.path().join("picloud.db").exists(),
+        "a refused configuration creates no database"
     );
+}
+
+/// Starts `serve` with `env` on a free loopback port, waits until it answers, stops it
+/// and returns what it logged.
+async fn serve_log(data_dir: &str, env: &[(&str, &str)]) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args(["--data-dir", data_dir, "serve", "--bind", &bind])
+        .env_remove("PICLOUD_DATABASE_URL")
+        .env_remove("PICLOUD_LOG")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while client
+        .get(format!("http://{bind}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "serve never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn rust_log_sets_the_log_filter_unless_picloud_log_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let quiet = serve_log(data_dir, &[("RUST_LOG", "warn")]).await;
+    assert!(!quiet.contains("PiCloud listening"), "{quiet}");
+    let chosen = serve_log(data_dir, &[("RUST_LOG", "warn"), ("PICLOUD_LOG", "info")]).await;
+    assert!(chosen.contains("PiCloud listening"), "{chosen}");
+}
+
+#[tokio::test]
+async fn commands_other_than_serve_and_migrate_never_create_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("elsewhere");
+    let data_dir = data_dir.to_str().unwrap();
+    let commands: [&[&str]; 4] = [
+        &["apps", "list"],
+        &["keys", "list", "--instance"],
+        &["admins", "list"],
+        &["apps", "create", "shop"],
+    ];
+    for command in commands {
+        let mut args = vec!["--data-dir", data_dir];
+        args.extend_from_slice(command);
+        let (code, stdout, stderr) = picloud(&args).await;
+        assert_eq!(code, 1, "{command:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("no PiCloud database at")
+                && stderr.contains(data_dir)
+                && stderr.contains("--data-dir")
+                && stderr.contains("--database-url"),
+            "{command:?}: {stderr}"
+        );
+        assert!(
+            !std::path::Path::new(data_dir).exists(),
+            "{command:?} created {data_dir}"
+        );
+    }
+    // `migrate` creates it, and says where; then the others use it.
+    let (code, _, stderr) = picloud(&["--data-dir", data_dir, "migrate"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let file = std::path::Path::new(data_dir).join("picloud.db");
+    assert!(
+        stderr.contains(&format!("database: sqlite://{}", file.display())),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = picloud(&["--data-dir", data_dir, "apps", "list", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("database: sqlite://{}", file.display())),
+        "{stderr}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        serde_json::json!({"apps": []})
+    );
+
+    // A PostgreSQL URL is named without its password.
+    let (code, _, stderr) = picloud(&[
+        "--database-url",
+        "postgres://picloud:hunter22@127.0.0.1:1/picloud",
+        "--database-acquire-timeout-sec",
+        "1",
+        "apps",
+        "list",
+    ])
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("database: postgres://picloud:***@127.0.0.1:1/picloud"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter22"), "{stderr}");
+}
+
+backend_test! {
+    async fn apps_list_aligns_its_columns_and_admins_create_names_the_dashboard(t) {
+        let url = t.url.clone();
+        let long_id = "an-app-id-of-fifty-characters-well-past-forty-cols";
+        for (id, name) in [("ab", "Short"), (long_id, "Long"), ("mid-size", "Middle")] {
+            picloud_json(&url, &["apps", "create", id, "--name", name]).await;
+        }
+        let (code, stdout, stderr) = picloud(&["--database-url", &url, "apps", "list"]).await;
+        assert_eq!(code, 0, "{stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 4, "{stdout}");
+        let name_columns: Vec<usize> = lines
+            .iter()
+            .map(|line| {
+                ["NAME", "Short", "Long", "Middle"]
+                    .iter()
+                    .find_map(|name| line.find(name))
+                    .unwrap_or_else(|| panic!("no name in {line}"))
+            })
+            .collect();
+        assert!(name_columns.iter().all(|c| *c == name_columns[0]), "{stdout}");
+        assert!(name_columns[0] > long_id.len(), "{stdout}");
+
+        let create = |email: &'static str, bind: Option<&'static str>| {
+            let url = url.clone();
+            async move {
+                let mut command = Command::new(BIN);
+                command
+                    .args(["--database-url", &url, "admins", "create", "--email", email, "--password-stdin"])
+                    .env_remove("PICLOUD_BIND")
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                if let Some(bind) = bind {
+                    command.env("PICLOUD_BIND", bind);
+                }
+                let mut child = command.spawn().unwrap();
+                child.stdin.take().unwrap().write_all(b"a long enough password\n").await.unwrap();
+                let output = child.wait_with_output().await.unwrap();
+                assert!(output.status.success(), "{output:?}");
+                String::from_utf8_lossy(&output.stdout).into_owned()
+            }
+        };
+        let default = create("ada@example.com", None).await;
+        assert!(default.contains("http://127.0.0.1:8080/_/") && !default.contains("ADDRESS"), "{default}");
+        let bound = create("bob@example.com", Some("127.0.0.1:9090")).await;
+        assert!(bound.contains("http://127.0.0.1:9090/_/"), "{bound}");
+    }
 }
 
 #[tokio::test]
@@ -351,4 +594,221 @@ backend_test! {
         assert!(stderr.contains(other.id()) && stderr.contains(t.master_key().id()), "{stderr}");
         assert!(!stderr.contains(other.to_base64().as_str()), "the key is never printed");
     }
+}
+
+#[tokio::test]
+async fn every_metric_the_binary_exports_has_help_text() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let server = Server::start(&["--data-dir", data_dir]).await;
+    let admin = server.bootstrap_key().await;
+    // Traffic that touches the API, publishing and the realtime layer.
+    server
+        .send(
+            Method::POST,
+            "/v1/apps",
+            &admin,
+            serde_json::json!({"id": "shop"}),
+        )
+        .await;
+    let created = server
+        .send(
+            Method::POST,
+            "/v1/apps/shop/keys",
+            &admin,
+            serde_json::json!({"name": "backend", "scopes": ["app:admin"]}),
+        )
+        .await;
+    let key = created["key"].as_str().unwrap();
+    let topic = serde_json::json!({"name": "news", "auth_mode": "public"});
+    server
+        .send(Method::POST, "/v1/apps/shop/topics", key, topic)
+        .await;
+    let external = serde_json::json!({"external_subscribable": true});
+    server
+        .send(
+            Method::PATCH,
+            "/v1/apps/shop/topics/news/external",
+            key,
+            external,
+        )
+        .await;
+    let client = reqwest::Client::new();
+    let mut stream = client
+        .get(format!(
+            "http://{}/v1/apps/shop/realtime?topic=news",
+            server.addr
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let event = serde_json::json!({"type": "note", "data": {"n": 1}});
+    server
+        .send(Method::POST, "/v1/apps/shop/topics/news/events", key, event)
+        .await;
+    // The hello frame and the event: the stream has been served and counted.
+    let mut seen = String::new();
+    while !seen.contains("event: note") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("frames arrive")
+            .unwrap()
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+
+    let metrics = client
+        .get(format!("http://{}/metrics", server.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let typed: Vec<&str> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert!(
+        typed.contains(&"picloud_realtime_streams")
+            && typed.contains(&"picloud_http_requests_total"),
+        "the traffic shows in the metrics: {metrics}"
+    );
+    let undescribed: Vec<&&str> = typed
+        .iter()
+        .filter(|name| !metrics.contains(&format!("# HELP {name} ")))
+        .collect();
+    assert!(
+        undescribed.is_empty(),
+        "metrics without HELP: {undescribed:?}"
+    );
+    drop(stream);
+    server.terminate();
+}
+
+#[tokio::test]
+async fn failed_webhook_attempts_are_logged_at_warn_without_url_or_secret() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--data-dir", data_dir, "serve", "--bind", "127.0.0.1:0"])
+        .args(["--webhook-allow-private", "true"])
+        .env_remove("PICLOUD_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .env("PICLOUD_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let within = |what: &'static str| {
+        move |elapsed: Result<_, tokio::time::error::Elapsed>| {
+            elapsed.unwrap_or_else(|_| panic!("{what} within 30 s"))
+        }
+    };
+    let limit = std::time::Duration::from_secs(30);
+    let addr = within("the server listens")(
+        tokio::time::timeout(limit, async {
+            loop {
+                let line = log.next_line().await.unwrap().expect("server running");
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    break rest.split_whitespace().next().unwrap().to_owned();
+                }
+            }
+        })
+        .await,
+    );
+    let admin = within("the bootstrap key")(
+        tokio::time::timeout(limit, async {
+            loop {
+                let line = stdout.next_line().await.unwrap().expect("server running");
+                if let Some(key) = line.split_whitespace().find(|w| w.starts_with("pk_")) {
+                    break key.to_owned();
+                }
+            }
+        })
+        .await,
+    );
+    let client = reqwest::Client::new();
+    let post = |path: &str, key: &str, body: Value| {
+        client
+            .post(format!("http://{addr}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    post("/v1/apps", &admin, serde_json::json!({"id": "shop"}))
+        .await
+        .unwrap();
+    let created: Value = post(
+        "/v1/apps/shop/keys",
+        &admin,
+        serde_json::json!({"name": "b", "scopes": ["app:admin"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    // A receiver that is not there: every attempt fails to connect.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook?token=url-secret-42");
+    let trigger = post(
+        "/v1/apps/shop/triggers",
+        &key,
+        serde_json::json!({"source": {"kind": "topic", "topic": "orders"}, "handler": {"kind": "webhook", "url": url}}),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let trigger: Value = serde_json::from_str(&trigger).unwrap();
+    let trigger_id = trigger["id"].as_str().unwrap().to_owned();
+    let signing_secret = trigger.to_string();
+    let signing_secret = signing_secret
+        .split('"')
+        .find(|s| s.starts_with("whsec_"))
+        .expect("the answer holds the signing secret")
+        .to_owned();
+    post(
+        "/v1/apps/shop/topics/orders/events",
+        &key,
+        serde_json::json!({"data": 1}),
+    )
+    .await
+    .unwrap();
+
+    let line = within("a failed attempt is logged")(
+        tokio::time::timeout(limit, async {
+            loop {
+                let line = log.next_line().await.unwrap().expect("server running");
+                if line.contains("webhook delivery attempt failed") {
+                    break line;
+                }
+            }
+        })
+        .await,
+    );
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("app=shop") && line.contains(&format!("trigger={trigger_id}")),
+        "{line}"
+    );
+    assert!(line.contains("connection failed"), "{line}");
+    assert!(
+        !line.contains("url-secret-42") && !line.contains(&signing_secret),
+        "{line}"
+    );
 }

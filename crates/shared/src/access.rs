@@ -56,6 +56,7 @@ pub const ROUTES: &[RouteAccess] = &[
     route("GET", "/metrics", Access::Public),
     route("GET", "/openapi.json", Access::Public),
     // the dashboard's assets (not in the OpenAPI document: they are not API)
+    route("GET", "/", Access::Public),
     route("GET", "/_", Access::Public),
     route("GET", "/_/", Access::Public),
     route("GET", "/_/{*path}", Access::Public),

@@ -1,11 +1,13 @@
 /**
  * The built package as users get it: every subpath of the `exports` map loads through
  * both `require` and `import`, the core bundle imports nothing, and the declarations
- * type-check for ESM and CommonJS consumers.
+ * type-check for ESM and CommonJS consumers, and the packed tarball installs into a
+ * project as the README says.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
@@ -46,4 +48,29 @@ describe('the built package', () => {
       encoding: 'utf8',
     });
   });
+
+  it('installs into another project from the packed tarball, as the README says', () => {
+    const pkg = JSON.parse(readFileSync(resolve(root, 'package.json'), 'utf8')) as {
+      version: string;
+      scripts: Record<string, string>;
+    };
+    // `npm pack` builds first; here dist/ is already built, so the scripts are skipped.
+    expect(pkg.scripts.prepack).toBe('tsup');
+    const dir = mkdtempSync(join(tmpdir(), 'picloud-client-'));
+    try {
+      execFileSync('npm', ['pack', '--ignore-scripts', '--pack-destination', dir], { cwd: root, stdio: 'pipe' });
+      const tarball = readdirSync(dir).find((name) => name.endsWith('.tgz'));
+      expect(tarball).toBe(`picloud-client-${pkg.version}.tgz`);
+      writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'your-app', private: true }));
+      execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', `./${tarball!}`], { cwd: dir, stdio: 'pipe' });
+      const out = execFileSync(
+        process.execPath,
+        ['-e', "console.log(typeof require('@picloud/client').createClient)"],
+        { cwd: dir, encoding: 'utf8' },
+      ).trim();
+      expect(out).toBe('function');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

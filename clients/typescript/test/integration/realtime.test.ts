@@ -88,8 +88,10 @@ describe('realtime against picloud', () => {
       type: 'order.created',
       data: { id: 42 },
       publishedAt: published.publishedAt,
+      cursor: 'orders:1',
       id: 'orders:1',
     });
+    expect(published.id).toMatch(/^evt_/);
   });
 
   it('subscribes to public topics without a token, and refuses token topics without one', async () => {
@@ -124,7 +126,7 @@ describe('realtime against picloud', () => {
     await first.open();
     await publishAll(backend, 'a', [1, 2]);
     await waitFor('two events', () => first.events.length === 2);
-    const cursor = first.events[1]!.id;
+    const cursor = first.events[1]!.cursor;
     first.stop();
 
     await publishAll(backend, 'a', [3]);

@@ -1,5 +1,5 @@
 /** A stand-in for a client's `subscribe`, letting tests play the server's part. */
-import type { PicloudEvent } from '../../src/protocol.js';
+import { eventAt } from '../../src/protocol.js';
 import type { Subscriber } from '../../src/store.js';
 import type { SubscribeOptions } from '../../src/subscription.js';
 
@@ -21,14 +21,7 @@ export class FakeSubscriber implements Subscriber {
       options: options,
       stopped: false,
       emit(seq, data = { seq }) {
-        const event: PicloudEvent = {
-          topic,
-          seq,
-          type: 'message',
-          data,
-          publishedAt: seq,
-          id: `${topic}:${String(seq)}`,
-        };
+        const event = eventAt({ topic, seq, type: 'message', data, publishedAt: seq }, `${topic}:${String(seq)}`);
         this.options.onEvent(event);
       },
     };

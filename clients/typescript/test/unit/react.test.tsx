@@ -22,7 +22,7 @@ function Orders(props: { client: FakeSubscriber; topics?: string[]; onEvent?: (e
       <p data-testid="last">{last ? String(last.seq) : 'none'}</p>
       <ul>
         {events.map((e) => (
-          <li key={e.id}>{e.seq}</li>
+          <li key={e.cursor}>{e.seq}</li>
         ))}
       </ul>
     </div>

@@ -58,6 +58,7 @@ describe('subscribe', () => {
       type: 'order.created',
       data: { id: 42 },
       publishedAt: 1763996400123,
+      cursor: 'chat:lobby:7,orders:13',
       id: 'chat:lobby:7,orders:13',
     });
     expect(sub.statuses).toEqual(['connecting', 'open']);

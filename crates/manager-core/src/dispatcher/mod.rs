@@ -482,6 +482,14 @@ impl Dispatcher {
             }
         };
         let delivered = matches!(verdict, Verdict::Delivered);
+        if let Some(error) = record.error.as_deref().filter(|_| !delivered) {
+            // The error text never holds the URL (which may carry credentials in its
+            // query) nor any signing secret.
+            tracing::warn!(app = %row.app_id, trigger = %row.trigger_id, topic = %row.topic,
+                seq = row.seq, attempt = row.attempts, status = record.status,
+                retrying = matches!(verdict, Verdict::Retry { .. }), %error,
+                "webhook delivery attempt failed");
+        }
         // The recorder commits outcomes in groups; until then the lease keeps the row ours,
         // and a crash before the commit only means the row is delivered again.
         let _ = self.finished.send(Finished {

@@ -194,11 +194,18 @@ pub fn check_url(policy: &AddressPolicy, url: &str) -> Result<reqwest::Url> {
     };
     if !policy.allows(ip) {
         return Err(Error::Invalid(format!(
-            "url host {ip} is a refused address (loopback, private, link-local or reserved)"
+            "url host {ip} is a refused address (loopback, private, link-local or reserved); \
+             {ALLOW_HINT}"
         )));
     }
     Ok(url)
 }
+
+/// What the operator can do about a refused address, in every refusal: local and
+/// internal receivers are allowed by server settings, not by the trigger.
+pub const ALLOW_HINT: &str = "the server allows such receivers with \
+    PICLOUD_WEBHOOK_ALLOW_PRIVATE=true (--webhook-allow-private) or the CIDRs in \
+    PICLOUD_WEBHOOK_ALLOW_CIDRS";
 
 /// How long [`check_webhook_host`] waits for DNS before refusing the name.
 pub const SAVE_TIME_RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -228,7 +235,7 @@ pub async fn check_webhook_host(policy: &AddressPolicy, url: &str) -> Result<()>
     if let Some(refused) = resolved.iter().find(|addr| !policy.allows(addr.ip())) {
         return Err(Error::Invalid(format!(
             "url host '{host}' resolves to {}, a refused address (loopback, private, \
-             link-local or reserved)",
+             link-local or reserved); {ALLOW_HINT}",
             refused.ip()
         )));
     }
@@ -264,7 +271,9 @@ impl Resolve for GuardedResolver {
                 .filter(|addr| policy.allows(addr.ip()))
                 .collect();
             if allowed.is_empty() {
-                return Err(format!("'{host}' resolves only to refused addresses").into());
+                return Err(
+                    format!("'{host}' resolves only to refused addresses; {ALLOW_HINT}").into(),
+                );
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -467,6 +476,27 @@ mod tests {
         assert!(check_url(&default, "https://1.1.1.1/").is_ok());
         // Names are checked by the resolver, when connecting.
         assert!(check_url(&default, "http://localhost:8080/").is_ok());
+    }
+
+    #[tokio::test]
+    async fn refusals_name_the_settings_that_allow_internal_receivers() {
+        let default = AddressPolicy::default();
+        let literal = check_url(&default, "http://127.0.0.1:9/hook").unwrap_err();
+        let saved = check_webhook_host(&default, "http://localhost:9/hook")
+            .await
+            .unwrap_err();
+        let delivered = webhook_client(Arc::default(), Duration::from_secs(2))
+            .post("http://localhost:9/hook")
+            .send()
+            .await
+            .unwrap_err();
+        for text in [literal.to_string(), saved.to_string(), chain(&delivered)] {
+            assert!(
+                text.contains("PICLOUD_WEBHOOK_ALLOW_PRIVATE=true")
+                    && text.contains("PICLOUD_WEBHOOK_ALLOW_CIDRS"),
+                "{text}"
+            );
+        }
     }
 
     /// Every message in an error's source chain, joined.
