@@ -66,10 +66,7 @@ fn shape_message(path: &str, message: &str) -> String {
     }
     if let Some(name) = quoted_after(message, "unknown field ") {
         let allowed = allowed_names(message);
-        let unknown = match path {
-            "." => name.to_owned(),
-            _ => path.to_owned(),
-        };
+        let unknown = field(name);
         return if allowed.is_empty() {
             format!("unknown field {unknown}")
         } else {
@@ -332,6 +329,10 @@ mod tests {
         assert_eq!(
             message(r#"{"name": "a", "colour": 1}"#),
             "unknown field colour; expected one of: name, count, inner, mode, app"
+        );
+        assert_eq!(
+            message(r#"{"name": "a", "inner": {"extra": 1}}"#),
+            "unknown field inner.extra; expected one of: max_events"
         );
         assert!(
             message(r#"{"name": "a", "app": "Shop"}"#).starts_with("app: app id may contain only")
