@@ -50,14 +50,65 @@ pub struct DeliveryList {
     pub deliveries: Vec<Delivery>,
 }
 
-/// A delivery and its attempt timeline.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// A delivery and its attempt timeline: the delivery's fields, with `attempts` the list
+/// of attempts instead of their count (one key, not both).
+#[derive(Debug)]
 pub struct DeliveryDetail {
     /// The delivery.
-    #[serde(flatten)]
     pub delivery: Delivery,
     /// Its attempts, oldest first.
     pub attempts: Vec<Attempt>,
+}
+
+impl Serialize for DeliveryDetail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut fields = match serde_json::to_value(&self.delivery) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => {
+                return Err(serde::ser::Error::custom(
+                    "a delivery serializes to an object",
+                ))
+            }
+        };
+        let attempts = serde_json::to_value(&self.attempts).map_err(serde::ser::Error::custom)?;
+        fields.insert("attempts".to_owned(), attempts);
+        fields.serialize(serializer)
+    }
+}
+
+impl utoipa::PartialSchema for DeliveryDetail {
+    /// [`Delivery`]'s schema with `attempts` the list of [`Attempt`]s.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, Schema};
+        use utoipa::openapi::{Ref, RefOr};
+        use utoipa::ToSchema;
+        let mut schema = match Delivery::schema() {
+            RefOr::T(Schema::Object(object)) => object,
+            other => return other,
+        };
+        schema.description = Some("A delivery and its attempts, oldest first.".into());
+        let attempts = ArrayBuilder::new()
+            .items(Ref::from_schema_name(Attempt::name()))
+            .description(Some("Its attempts, oldest first."))
+            .build();
+        schema
+            .properties
+            .insert("attempts".into(), RefOr::T(Schema::Array(attempts)));
+        RefOr::T(Schema::Object(schema))
+    }
+}
+
+impl utoipa::ToSchema for DeliveryDetail {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((Attempt::name().into(), Attempt::schema()));
+        schemas.push((Delivery::name().into(), Delivery::schema()));
+    }
 }
 
 /// A page of dead letters, newest first.
