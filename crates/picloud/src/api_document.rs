@@ -38,6 +38,11 @@ fn field_constraints() -> Vec<(String, Value)> {
     let property =
         |schema: &str, field: &str| format!("/components/schemas/{schema}/properties/{field}");
     let key_name = json!({"minLength": 1, "maxLength": MAX_KEY_NAME_LEN});
+    let topic = json!({
+        "type": "string",
+        "minLength": TopicName::MIN_LEN, "maxLength": TopicName::MAX_LEN,
+        "pattern": TopicName::PATTERN,
+    });
     let event_type = json!({
         "minLength": 1, "maxLength": MAX_EVENT_TYPE_LEN, "pattern": EVENT_TYPE_PATTERN,
     });
@@ -53,6 +58,15 @@ fn field_constraints() -> Vec<(String, Value)> {
             json!({"minItems": 1, "maxItems": MAX_TOKEN_TOPICS}),
         ),
         (property("BatchBody", "events"), json!({"minItems": 1})),
+        (property("BatchEvent", "topic"), topic.clone()),
+        (
+            format!("{}/items", property("TokenRequest", "topics")),
+            topic,
+        ),
+        (
+            property("Delivery", "state"),
+            json!({"enum": DELIVERY_STATES}),
+        ),
         (property("PublishBody", "type"), event_type.clone()),
         (property("BatchEvent", "type"), event_type),
         (
