@@ -14,6 +14,7 @@
 # Environment knobs (debugging):
 #   PICLOUD_TEST_ONLY_DB=1   only start the database, print `select version()` through
 #                            psql, then stop it and exit (no cargo steps).
+#   PICLOUD_SKIP_SCHEMATHESIS=1  skip the schemathesis step (local debugging only).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -58,6 +59,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --workspace $*"
 cargo test --workspace "$@"
+
+# The served OpenAPI document, fuzzed against the real binary (in a loopback-only
+# network namespace); fails on any finding. PICLOUD_SKIP_SCHEMATHESIS=1 skips it.
+step "schemathesis against the served OpenAPI document"
+"$REPO_ROOT/scripts/schemathesis.sh"
 
 # ---------------------------------------------------------------------------
 # TypeScript client and dashboard tests

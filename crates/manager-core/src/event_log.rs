@@ -23,7 +23,7 @@ pub struct LoggedEvent {
     #[serde(rename = "type")]
     pub event_type: String,
     /// The published `data`, exactly as sent.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub data: Box<RawValue>,
     /// Commit time, ms since the epoch.
     pub published_at: i64,

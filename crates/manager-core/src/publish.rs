@@ -620,7 +620,10 @@ impl Default for PublishLimits {
 
 /// The event type when the publisher names none.
 pub const DEFAULT_EVENT_TYPE: &str = "message";
-const MAX_EVENT_TYPE_LEN: usize = 64;
+/// Longest event type.
+pub const MAX_EVENT_TYPE_LEN: usize = 64;
+/// The characters of an event type, as the API document's pattern.
+pub const EVENT_TYPE_PATTERN: &str = "^[A-Za-z0-9._:-]+$";
 
 /// Deepest nesting of arrays and objects accepted in event data (`[[1]]` is 2 deep).
 /// Far beyond what real payloads use, and well inside the recursion limits of common

@@ -194,8 +194,14 @@ impl From<WebhookUrl> for String {
 }
 
 impl utoipa::PartialSchema for WebhookUrl {
+    /// An absolute URL of at most [`MAX_URL_LEN`] characters.
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        String::schema()
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::Custom("uri".into())))
+            .max_length(Some(MAX_URL_LEN))
+            .into()
     }
 }
 
@@ -511,7 +517,7 @@ impl NewTrigger {
 }
 
 /// A change to a trigger: every field is optional and only given ones change. Also the
-/// body of `PATCH /v1/apps/{app}/triggers/{trigger}`.
+/// body of `PATCH /v1/apps/{app}/triggers/{trigger_id}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerPatch {

@@ -34,7 +34,7 @@ pub const MAX_TOKEN_TOPICS: usize = 100;
 const MAX_SUB_LEN: usize = 200;
 
 /// Longest rotation grace accepted: 30 days.
-const MAX_GRACE_SECS: u64 = 30 * 24 * 3600;
+pub const MAX_GRACE_SECS: u64 = 30 * 24 * 3600;
 
 /// What the realtime handlers share.
 #[derive(Clone)]
@@ -349,6 +349,7 @@ pub async fn create_subscriber_token(
 
 /// Query of the rotation route.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RotateParams {
     /// How long tokens signed with the previous key stay valid, in seconds (default:

@@ -8,7 +8,8 @@
 //! - [`connection_limits`], [`http_connection`], [`body_timeout`], [`fd_limit`]: caps
 //!   on open connections, the HTTP/1.1 serving with its timeouts, the request body
 //!   deadline and the open-file limit.
-//! - [`system_api`]: health, readiness, metrics and the OpenAPI document.
+//! - [`system_api`]: health, readiness, metrics and the OpenAPI document;
+//!   [`api_document`]: the document's statuses and constraints generated from the rules.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
 //! - [`commands`]: the administrative CLI commands (`apps`, `keys`, `admins`, `migrate`).
 //! - [`master_key`]: where the master key sealing stored secrets comes from.
@@ -16,6 +17,7 @@
 //! - [`body_drain`]: reads what early rejections leave of a request body, so the
 //!   connection stays usable.
 
+pub mod api_document;
 pub mod body_drain;
 pub mod body_timeout;
 pub mod commands;

@@ -34,7 +34,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 
 use crate::config::{ConnectionArgs, DatabaseArgs, ServeArgs};
 use crate::connection_limits::{Caps, ConnectionLimits};
@@ -384,7 +383,7 @@ fn routes(
         metrics: metrics_handle(),
         openapi: openapi_json.clone(),
     };
-    let (router, mut openapi) = system_api::router()
+    let (router, openapi) = system_api::router()
         .with_state(system)
         .merge(picloud_manager_core::http::router(manager))
         .merge(realtime)
@@ -401,34 +400,7 @@ fn routes(
             )
         }),
     );
-    openapi.info.title = "PiCloud".into();
-    openapi.info.description = Some("Realtime pub/sub with a transactional outbox.".into());
-    openapi
-        .components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    openapi
-        .components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme(
-            "subscriber_token",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    openapi
-        .components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme(
-            "session",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                "picloud_session",
-                "the dashboard's session cookie (POST /v1/admin/session); state-changing \
-                 requests must also send X-CSRF-Token",
-            ))),
-        );
-    let _ = openapi_json.set(openapi.to_json().expect("OpenAPI document serializes"));
+    let _ = openapi_json.set(crate::api_document::render(openapi));
 
     router
         .route_layer(middleware::from_fn_with_state(auth, require_access))

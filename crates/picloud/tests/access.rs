@@ -94,7 +94,7 @@ const SPEC: &[(&str, &str, Access)] = &[
     ("GET", "/v1/admin/stats", Access::Admin),
     ("GET", "/v1/keys", Access::Instance),
     ("POST", "/v1/keys", Access::Instance),
-    ("DELETE", "/v1/keys/{key}", Access::Instance),
+    ("DELETE", "/v1/keys/{key_id}", Access::Instance),
     ("GET", "/v1/apps", Access::Instance),
     ("POST", "/v1/apps", Access::Instance),
     (
@@ -115,7 +115,7 @@ const SPEC: &[(&str, &str, Access)] = &[
     ),
     (
         "DELETE",
-        "/v1/apps/{app}/keys/{key}",
+        "/v1/apps/{app}/keys/{key_id}",
         Access::InstanceOrApp(Scope::AppAdmin),
     ),
     ("GET", "/v1/apps/{app}/topics", Access::App(Scope::AppRead)),
@@ -182,27 +182,27 @@ const SPEC: &[(&str, &str, Access)] = &[
     ),
     (
         "GET",
-        "/v1/apps/{app}/triggers/{trigger}",
+        "/v1/apps/{app}/triggers/{trigger_id}",
         Access::App(Scope::AppRead),
     ),
     (
         "PATCH",
-        "/v1/apps/{app}/triggers/{trigger}",
+        "/v1/apps/{app}/triggers/{trigger_id}",
         Access::App(Scope::TriggersManage),
     ),
     (
         "DELETE",
-        "/v1/apps/{app}/triggers/{trigger}",
+        "/v1/apps/{app}/triggers/{trigger_id}",
         Access::App(Scope::TriggersManage),
     ),
     (
         "GET",
-        "/v1/apps/{app}/triggers/{trigger}/secret",
+        "/v1/apps/{app}/triggers/{trigger_id}/secret",
         Access::App(Scope::TriggersManage),
     ),
     (
         "POST",
-        "/v1/apps/{app}/triggers/{trigger}/secret/rotate",
+        "/v1/apps/{app}/triggers/{trigger_id}/secret/rotate",
         Access::App(Scope::TriggersManage),
     ),
     (
@@ -212,12 +212,12 @@ const SPEC: &[(&str, &str, Access)] = &[
     ),
     (
         "GET",
-        "/v1/apps/{app}/deliveries/{delivery}",
+        "/v1/apps/{app}/deliveries/{delivery_id}",
         Access::App(Scope::AppRead),
     ),
     (
         "POST",
-        "/v1/apps/{app}/deliveries/{delivery}/retry",
+        "/v1/apps/{app}/deliveries/{delivery_id}/retry",
         Access::App(Scope::DeliveriesManage),
     ),
     (
@@ -237,17 +237,17 @@ const SPEC: &[(&str, &str, Access)] = &[
     ),
     (
         "GET",
-        "/v1/apps/{app}/dead-letters/{dead_letter}",
+        "/v1/apps/{app}/dead-letters/{dead_letter_id}",
         Access::App(Scope::AppRead),
     ),
     (
         "DELETE",
-        "/v1/apps/{app}/dead-letters/{dead_letter}",
+        "/v1/apps/{app}/dead-letters/{dead_letter_id}",
         Access::App(Scope::DeliveriesManage),
     ),
     (
         "POST",
-        "/v1/apps/{app}/dead-letters/{dead_letter}/replay",
+        "/v1/apps/{app}/dead-letters/{dead_letter_id}/replay",
         Access::App(Scope::DeliveriesManage),
     ),
 ];
@@ -255,11 +255,11 @@ const SPEC: &[(&str, &str, Access)] = &[
 fn concrete_path(template: &str) -> String {
     template
         .replace("{app}", "shop")
-        .replace("{key}", "key_doesnotexist")
+        .replace("{key_id}", "key_doesnotexist")
         .replace("{topic}", "orders")
-        .replace("{trigger}", "trg_doesnotexist")
-        .replace("{delivery}", "999999")
-        .replace("{dead_letter}", "999999")
+        .replace("{trigger_id}", "trg_doesnotexist")
+        .replace("{delivery_id}", "999999")
+        .replace("{dead_letter_id}", "999999")
         .replace("{*path}", "apps/shop")
 }
 

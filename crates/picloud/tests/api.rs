@@ -241,3 +241,34 @@ backend_test! {
         app.stop().await;
     }
 }
+
+backend_test! {
+    async fn a_body_must_be_a_json_object_and_shape_errors_name_the_field(t) {
+        let app = spawn_app(t).await;
+        app.create_app("shop").await;
+        let key = app.create_key("shop", &["pubsub:publish", "deliveries:manage", "app:admin"]).await;
+        // Positional bodies used to publish and replay.
+        for (path, body) in [
+            ("/v1/apps/shop/topics/orders/events", json!(["order.created", {"a": 1}])),
+            ("/v1/apps/shop/dead-letters/replay", json!([null, null])),
+            ("/v1/apps/shop/topics", json!("orders")),
+        ] {
+            let (status, answer) = app.call(Method::POST, path, Some(&key), Some(body)).await;
+            assert_eq!((status, code(&answer)), (400, "invalid_request"), "{path}");
+            assert_eq!(answer["error"]["message"], "body must be a JSON object", "{path}");
+        }
+        let (_, topics) = app.call(Method::GET, "/v1/apps/shop/topics", Some(&key), None).await;
+        assert_eq!(topics["topics"], json!([]), "nothing was published");
+        // A wrong field is named with what it must be, in JSON's words.
+        let (status, answer) = app
+            .call(Method::POST, "/v1/apps/shop/topics", Some(&key), Some(json!({"name": "orders", "retention": [1]})))
+            .await;
+        assert_eq!(status, 400);
+        assert_eq!(answer["error"]["message"], "retention must be a JSON object, got an array");
+        let (_, answer) = app
+            .call(Method::POST, "/v1/apps/shop/topics", Some(&key), Some(json!({"auth_mode": "token"})))
+            .await;
+        assert_eq!(answer["error"]["message"], "name is required");
+        app.stop().await;
+    }
+}

@@ -68,7 +68,7 @@ pub const ROUTES: &[RouteAccess] = &[
     // instance keys
     route("GET", "/v1/keys", Access::Instance),
     route("POST", "/v1/keys", Access::Instance),
-    route("DELETE", "/v1/keys/{key}", Access::Instance),
+    route("DELETE", "/v1/keys/{key_id}", Access::Instance),
     // apps
     route("GET", "/v1/apps", Access::Instance),
     route("POST", "/v1/apps", Access::Instance),
@@ -91,7 +91,7 @@ pub const ROUTES: &[RouteAccess] = &[
     ),
     route(
         "DELETE",
-        "/v1/apps/{app}/keys/{key}",
+        "/v1/apps/{app}/keys/{key_id}",
         Access::InstanceOrApp(Scope::AppAdmin),
     ),
     // topics
@@ -162,27 +162,27 @@ pub const ROUTES: &[RouteAccess] = &[
     ),
     route(
         "GET",
-        "/v1/apps/{app}/triggers/{trigger}",
+        "/v1/apps/{app}/triggers/{trigger_id}",
         Access::App(Scope::AppRead),
     ),
     route(
         "PATCH",
-        "/v1/apps/{app}/triggers/{trigger}",
+        "/v1/apps/{app}/triggers/{trigger_id}",
         Access::App(Scope::TriggersManage),
     ),
     route(
         "DELETE",
-        "/v1/apps/{app}/triggers/{trigger}",
+        "/v1/apps/{app}/triggers/{trigger_id}",
         Access::App(Scope::TriggersManage),
     ),
     route(
         "GET",
-        "/v1/apps/{app}/triggers/{trigger}/secret",
+        "/v1/apps/{app}/triggers/{trigger_id}/secret",
         Access::App(Scope::TriggersManage),
     ),
     route(
         "POST",
-        "/v1/apps/{app}/triggers/{trigger}/secret/rotate",
+        "/v1/apps/{app}/triggers/{trigger_id}/secret/rotate",
         Access::App(Scope::TriggersManage),
     ),
     // deliveries and dead letters
@@ -193,12 +193,12 @@ pub const ROUTES: &[RouteAccess] = &[
     ),
     route(
         "GET",
-        "/v1/apps/{app}/deliveries/{delivery}",
+        "/v1/apps/{app}/deliveries/{delivery_id}",
         Access::App(Scope::AppRead),
     ),
     route(
         "POST",
-        "/v1/apps/{app}/deliveries/{delivery}/retry",
+        "/v1/apps/{app}/deliveries/{delivery_id}/retry",
         Access::App(Scope::DeliveriesManage),
     ),
     route(
@@ -218,17 +218,17 @@ pub const ROUTES: &[RouteAccess] = &[
     ),
     route(
         "GET",
-        "/v1/apps/{app}/dead-letters/{dead_letter}",
+        "/v1/apps/{app}/dead-letters/{dead_letter_id}",
         Access::App(Scope::AppRead),
     ),
     route(
         "DELETE",
-        "/v1/apps/{app}/dead-letters/{dead_letter}",
+        "/v1/apps/{app}/dead-letters/{dead_letter_id}",
         Access::App(Scope::DeliveriesManage),
     ),
     route(
         "POST",
-        "/v1/apps/{app}/dead-letters/{dead_letter}/replay",
+        "/v1/apps/{app}/dead-letters/{dead_letter_id}/replay",
         Access::App(Scope::DeliveriesManage),
     ),
 ];

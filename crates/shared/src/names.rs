@@ -22,15 +22,20 @@ pub struct NameError(pub String);
 pub struct AppId(String);
 
 impl AppId {
+    /// Shortest accepted app id.
+    pub const MIN_LEN: usize = 2;
     /// Longest accepted app id.
     pub const MAX_LEN: usize = 63;
+    /// The rule [`AppId::parse`] applies, as the API document's pattern.
+    pub const PATTERN: &'static str = "^[a-z][a-z0-9-]*[a-z0-9]$";
 
     /// Validates `value` as an app id.
     pub fn parse(value: &str) -> Result<Self, NameError> {
         let len = value.len();
-        if !(2..=Self::MAX_LEN).contains(&len) {
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
             return Err(NameError(format!(
-                "app id must be 2 to {} characters long, got {len}",
+                "app id must be {} to {} characters long, got {len}",
+                Self::MIN_LEN,
                 Self::MAX_LEN
             )));
         }
@@ -66,8 +71,12 @@ impl AppId {
 pub struct TopicName(String);
 
 impl TopicName {
+    /// Shortest accepted topic name.
+    pub const MIN_LEN: usize = 1;
     /// Longest accepted topic name.
     pub const MAX_LEN: usize = 200;
+    /// The characters [`TopicName::parse`] accepts, as the API document's pattern.
+    pub const PATTERN: &'static str = "^[A-Za-z0-9._:/-]+$";
 
     /// Validates `value` as a topic name.
     pub fn parse(value: &str) -> Result<Self, NameError> {
@@ -157,8 +166,15 @@ macro_rules! string_newtype_impls {
         }
 
         impl utoipa::PartialSchema for $ty {
+            /// A string with the type's length bounds and pattern.
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                String::schema()
+                use utoipa::openapi::schema::{ObjectBuilder, Type};
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(<$ty>::MIN_LEN))
+                    .max_length(Some(<$ty>::MAX_LEN))
+                    .pattern(Some(<$ty>::PATTERN))
+                    .into()
             }
         }
 

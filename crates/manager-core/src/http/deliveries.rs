@@ -50,14 +50,65 @@ pub struct DeliveryList {
     pub deliveries: Vec<Delivery>,
 }
 
-/// A delivery and its attempt timeline.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// A delivery and its attempt timeline: the delivery's fields, with `attempts` the list
+/// of attempts instead of their count (one key, not both).
+#[derive(Debug)]
 pub struct DeliveryDetail {
     /// The delivery.
-    #[serde(flatten)]
     pub delivery: Delivery,
     /// Its attempts, oldest first.
     pub attempts: Vec<Attempt>,
+}
+
+impl Serialize for DeliveryDetail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut fields = match serde_json::to_value(&self.delivery) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => {
+                return Err(serde::ser::Error::custom(
+                    "a delivery serializes to an object",
+                ))
+            }
+        };
+        let attempts = serde_json::to_value(&self.attempts).map_err(serde::ser::Error::custom)?;
+        fields.insert("attempts".to_owned(), attempts);
+        fields.serialize(serializer)
+    }
+}
+
+impl utoipa::PartialSchema for DeliveryDetail {
+    /// [`Delivery`]'s schema with `attempts` the list of [`Attempt`]s.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, Schema};
+        use utoipa::openapi::{Ref, RefOr};
+        use utoipa::ToSchema;
+        let mut schema = match Delivery::schema() {
+            RefOr::T(Schema::Object(object)) => object,
+            other => return other,
+        };
+        schema.description = Some("A delivery and its attempts, oldest first.".into());
+        let attempts = ArrayBuilder::new()
+            .items(Ref::from_schema_name(Attempt::name()))
+            .description(Some("Its attempts, oldest first."))
+            .build();
+        schema
+            .properties
+            .insert("attempts".into(), RefOr::T(Schema::Array(attempts)));
+        RefOr::T(Schema::Object(schema))
+    }
+}
+
+impl utoipa::ToSchema for DeliveryDetail {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((Attempt::name().into(), Attempt::schema()));
+        schemas.push((Delivery::name().into(), Delivery::schema()));
+    }
 }
 
 /// A page of dead letters, newest first.
@@ -100,6 +151,9 @@ fn sees_details(principal: Option<&Principal>) -> bool {
     principal.is_some_and(|p| p.superuser || p.scopes.grants(Scope::DeliveriesManage))
 }
 
+/// Fastest pace of a bulk replay, deliveries per second.
+pub const MAX_REPLAY_PER_SECOND: u32 = 1000;
+
 /// Most dead letters one bulk replay takes.
 pub const MAX_REPLAY: usize = 10_000;
 
@@ -129,8 +183,8 @@ pub async fn list_deliveries(
 }
 
 /// One delivery with its attempts.
-#[utoipa::path(get, path = "/v1/apps/{app}/deliveries/{delivery}", tag = "deliveries",
-    params(("app" = String, Path, description = "app id"), ("delivery" = i64, Path, description = "delivery id")),
+#[utoipa::path(get, path = "/v1/apps/{app}/deliveries/{delivery_id}", tag = "deliveries",
+    params(("app" = String, Path, description = "app id"), ("delivery_id" = i64, Path, description = "delivery id")),
     security(("api_key" = ["app:read"])),
     responses((status = 200, body = DeliveryDetail), (status = 404, body = ErrorBody)))]
 pub async fn get_delivery(
@@ -148,8 +202,8 @@ pub async fn get_delivery(
 }
 
 /// Sends a failed or dead delivery again, with a fresh attempt budget.
-#[utoipa::path(post, path = "/v1/apps/{app}/deliveries/{delivery}/retry", tag = "deliveries",
-    params(("app" = String, Path, description = "app id"), ("delivery" = i64, Path, description = "delivery id")),
+#[utoipa::path(post, path = "/v1/apps/{app}/deliveries/{delivery_id}/retry", tag = "deliveries",
+    params(("app" = String, Path, description = "app id"), ("delivery_id" = i64, Path, description = "delivery id")),
     security(("api_key" = ["deliveries:manage"])),
     responses((status = 200, body = Delivery), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn retry_delivery(
@@ -190,8 +244,8 @@ pub async fn list_dead_letters(
 }
 
 /// One dead letter with its event.
-#[utoipa::path(get, path = "/v1/apps/{app}/dead-letters/{dead_letter}", tag = "dead letters",
-    params(("app" = String, Path, description = "app id"), ("dead_letter" = i64, Path, description = "dead letter id")),
+#[utoipa::path(get, path = "/v1/apps/{app}/dead-letters/{dead_letter_id}", tag = "dead letters",
+    params(("app" = String, Path, description = "app id"), ("dead_letter_id" = i64, Path, description = "dead letter id")),
     security(("api_key" = ["app:read"])),
     responses((status = 200, body = DeadLetterDetail), (status = 404, body = ErrorBody)))]
 pub async fn get_dead_letter(
@@ -208,8 +262,8 @@ pub async fn get_dead_letter(
 }
 
 /// Replays one dead letter now.
-#[utoipa::path(post, path = "/v1/apps/{app}/dead-letters/{dead_letter}/replay", tag = "dead letters",
-    params(("app" = String, Path, description = "app id"), ("dead_letter" = i64, Path, description = "dead letter id")),
+#[utoipa::path(post, path = "/v1/apps/{app}/dead-letters/{dead_letter_id}/replay", tag = "dead letters",
+    params(("app" = String, Path, description = "app id"), ("dead_letter_id" = i64, Path, description = "dead letter id")),
     security(("api_key" = ["deliveries:manage"])),
     responses((status = 200, body = Count), (status = 404, body = ErrorBody)))]
 pub async fn replay_dead_letter(
@@ -238,8 +292,10 @@ pub async fn replay_dead_letters(
 ) -> Result<Json<Count>, ApiError> {
     state.db.get_app(&app).await?;
     let per_second = body.per_second.unwrap_or(10);
-    if !(1..=1000).contains(&per_second) {
-        return Err(Error::Invalid("per_second must be 1 to 1000".into()).into());
+    if !(1..=MAX_REPLAY_PER_SECOND).contains(&per_second) {
+        return Err(
+            Error::Invalid(format!("per_second must be 1 to {MAX_REPLAY_PER_SECOND}")).into(),
+        );
     }
     let ids = match body.ids {
         Some(ids) if ids.len() > MAX_REPLAY => {
@@ -261,8 +317,8 @@ pub async fn replay_dead_letters(
 }
 
 /// Purges one dead letter.
-#[utoipa::path(delete, path = "/v1/apps/{app}/dead-letters/{dead_letter}", tag = "dead letters",
-    params(("app" = String, Path, description = "app id"), ("dead_letter" = i64, Path, description = "dead letter id")),
+#[utoipa::path(delete, path = "/v1/apps/{app}/dead-letters/{dead_letter_id}", tag = "dead letters",
+    params(("app" = String, Path, description = "app id"), ("dead_letter_id" = i64, Path, description = "dead letter id")),
     security(("api_key" = ["deliveries:manage"])),
     responses((status = 204, description = "purged"), (status = 404, body = ErrorBody)))]
 pub async fn purge_dead_letter(

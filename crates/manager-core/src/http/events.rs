@@ -26,7 +26,7 @@ pub struct PublishBody {
     pub event_type: Option<String>,
     /// Any JSON value, nested at most 64 arrays/objects deep; stored and delivered
     /// exactly as sent.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub data: Box<RawValue>,
 }
 
@@ -40,7 +40,7 @@ pub struct BatchEvent {
     #[serde(rename = "type")]
     pub event_type: Option<String>,
     /// Any JSON value, nested at most 64 arrays/objects deep.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub data: Box<RawValue>,
 }
 
@@ -61,6 +61,7 @@ pub struct BatchAnswer {
 
 /// Query of a log read.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     /// Return events with seq greater than this (default 0: from the oldest retained).

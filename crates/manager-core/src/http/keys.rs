@@ -108,8 +108,8 @@ pub async fn list_app_keys(
 }
 
 /// Revokes one of an app's keys. Revoking twice is harmless.
-#[utoipa::path(delete, path = "/v1/apps/{app}/keys/{key}", tag = "keys",
-    params(("app" = String, Path, description = "app id"), ("key" = String, Path, description = "key id")),
+#[utoipa::path(delete, path = "/v1/apps/{app}/keys/{key_id}", tag = "keys",
+    params(("app" = String, Path, description = "app id"), ("key_id" = String, Path, description = "key id")),
     security(("api_key" = ["instance:admin"]), ("api_key" = ["app:admin"])),
     responses((status = 200, body = ApiKey), (status = 404, body = ErrorBody)))]
 pub async fn revoke_app_key(
@@ -153,8 +153,8 @@ pub async fn list_instance_keys(
 }
 
 /// Revokes an instance key.
-#[utoipa::path(delete, path = "/v1/keys/{key}", tag = "keys",
-    params(("key" = String, Path, description = "key id")),
+#[utoipa::path(delete, path = "/v1/keys/{key_id}", tag = "keys",
+    params(("key_id" = String, Path, description = "key id")),
     security(("api_key" = ["instance:admin"])),
     responses((status = 200, body = ApiKey), (status = 404, body = ErrorBody)))]
 pub async fn revoke_instance_key(

@@ -18,7 +18,6 @@ use crate::topics::{AuthMode, NewTopic, Retention, Topic};
 #[serde(deny_unknown_fields)]
 pub struct CreateTopic {
     /// 1-200 characters of letters, digits and `. _ - : /`.
-    #[schema(value_type = String)]
     pub name: TopicName,
     /// `token` (default) or `public`.
     pub auth_mode: Option<AuthMode>,

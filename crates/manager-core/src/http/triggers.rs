@@ -71,9 +71,9 @@ pub async fn create_trigger(
 }
 
 /// Gets one trigger.
-#[utoipa::path(get, path = "/v1/apps/{app}/triggers/{trigger}", tag = "triggers",
+#[utoipa::path(get, path = "/v1/apps/{app}/triggers/{trigger_id}", tag = "triggers",
     params(("app" = String, Path, description = "app id"),
-           ("trigger" = String, Path, description = "trigger id")),
+           ("trigger_id" = String, Path, description = "trigger id")),
     security(("api_key" = ["app:read"])),
     responses((status = 200, body = Trigger), (status = 404, body = ErrorBody)))]
 pub async fn get_trigger(
@@ -86,10 +86,10 @@ pub async fn get_trigger(
 
 /// Changes a trigger: only the fields given change. Enabling clears `disabled_reason`. A
 /// new webhook URL is checked as at creation.
-#[utoipa::path(patch, path = "/v1/apps/{app}/triggers/{trigger}", tag = "triggers",
+#[utoipa::path(patch, path = "/v1/apps/{app}/triggers/{trigger_id}", tag = "triggers",
     request_body = TriggerPatch,
     params(("app" = String, Path, description = "app id"),
-           ("trigger" = String, Path, description = "trigger id")),
+           ("trigger_id" = String, Path, description = "trigger id")),
     security(("api_key" = ["triggers:manage"])),
     responses((status = 200, body = Trigger), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
@@ -108,9 +108,9 @@ pub async fn update_trigger(
 }
 
 /// Deletes a trigger and its pending deliveries.
-#[utoipa::path(delete, path = "/v1/apps/{app}/triggers/{trigger}", tag = "triggers",
+#[utoipa::path(delete, path = "/v1/apps/{app}/triggers/{trigger_id}", tag = "triggers",
     params(("app" = String, Path, description = "app id"),
-           ("trigger" = String, Path, description = "trigger id")),
+           ("trigger_id" = String, Path, description = "trigger id")),
     security(("api_key" = ["triggers:manage"])),
     responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody)))]
 pub async fn delete_trigger(
@@ -124,9 +124,9 @@ pub async fn delete_trigger(
 }
 
 /// Reveals a trigger's current signing secret.
-#[utoipa::path(get, path = "/v1/apps/{app}/triggers/{trigger}/secret", tag = "triggers",
+#[utoipa::path(get, path = "/v1/apps/{app}/triggers/{trigger_id}/secret", tag = "triggers",
     params(("app" = String, Path, description = "app id"),
-           ("trigger" = String, Path, description = "trigger id")),
+           ("trigger_id" = String, Path, description = "trigger id")),
     security(("api_key" = ["triggers:manage"])),
     responses((status = 200, body = TriggerSecret), (status = 404, body = ErrorBody)))]
 pub async fn reveal_trigger_secret(
@@ -139,9 +139,9 @@ pub async fn reveal_trigger_secret(
 }
 
 /// Replaces a trigger's signing secret. The old one keeps signing alongside it for 24 hours.
-#[utoipa::path(post, path = "/v1/apps/{app}/triggers/{trigger}/secret/rotate", tag = "triggers",
+#[utoipa::path(post, path = "/v1/apps/{app}/triggers/{trigger_id}/secret/rotate", tag = "triggers",
     params(("app" = String, Path, description = "app id"),
-           ("trigger" = String, Path, description = "trigger id")),
+           ("trigger_id" = String, Path, description = "trigger id")),
     security(("api_key" = ["triggers:manage"])),
     responses((status = 200, body = RotatedSecret), (status = 404, body = ErrorBody)))]
 pub async fn rotate_trigger_secret(
