@@ -52,6 +52,12 @@ async function waitFor<T>(what: string, check: () => Promise<T | undefined | fal
   }
 }
 
+/** Waits until no panel of the page is loading: a check made right after a click that
+ * reloads a list would otherwise see the loading indicator instead of the list. */
+async function loaded(): Promise<void> {
+  await page.locator('[aria-busy="true"]').first().waitFor({ state: 'detached' });
+}
+
 /** A webhook receiver answering every delivery with `status` at once, counting the hits.
  * (A closed port is not a reliable failure: where connects to it hang rather than being
  * refused, each attempt waits out the webhook timeout.) */
@@ -122,6 +128,9 @@ beforeAll(async () => {
     PICLOUD_DATA_DIR: dataDir,
     PICLOUD_DATABASE_URL: `sqlite://${join(dataDir, 'picloud.db')}`,
   };
+  // `admins create` never creates a database: make it first, as an operator would.
+  const migrated = spawnSync(bin, ['migrate'], { env, encoding: 'utf8' });
+  if (migrated.status !== 0) throw new Error(`migrate failed: ${migrated.stdout}${migrated.stderr}`);
   const created = spawnSync(bin, ['admins', 'create', '--email', EMAIL, '--password-stdin'], {
     env,
     input: `${PASSWORD}\n`,
@@ -296,6 +305,7 @@ describe('the dashboard in Chromium', () => {
     await waitFor('the trigger to show its last error', async () => {
       await tab('Deliveries').click();
       await tab('Triggers').click();
+      await loaded();
       return (await page.locator('.trigger div', { hasText: 'Last error' }).locator('dd.bad-text').count()) > 0;
     });
     expect(await page.getByRole('listitem', { name: /^Trigger orders/ }).textContent()).toContain('2 attempts: retried after 1 s');
@@ -305,6 +315,7 @@ describe('the dashboard in Chromium', () => {
     await page.getByLabel('State').selectOption('dead');
     await waitFor('a dead delivery', async () => {
       await page.getByRole('button', { name: 'Refresh' }).click();
+      await loaded();
       return (await page.getByRole('button', { name: /^Delivery \d+: show attempts$/ }).count()) > 0;
     });
     await page.getByRole('button', { name: /^Delivery \d+: show attempts$/ }).first().click();
@@ -350,6 +361,7 @@ describe('the dashboard in Chromium', () => {
     await page.getByLabel('State').selectOption('');
     await waitFor('the delivered row', async () => {
       await page.getByRole('button', { name: 'Refresh' }).click();
+      await loaded();
       return (await page.getByRole('row').filter({ hasText: 'receipts #' }).filter({ hasText: 'delivered' }).count()) > 0;
     });
     const success = page.getByRole('row').filter({ hasText: 'receipts #' }).first().getByRole('cell').nth(5);
@@ -361,7 +373,9 @@ describe('the dashboard in Chromium', () => {
     await shot('12b-deliveries-success-and-failure');
 
     await tab('Dead letters').click();
-    const dead = page.getByRole('row').filter({ hasText: 'orders #4' }).first().getByRole('cell').nth(4);
+    // A row of the dead-letter table (the deliveries table may still be on the page).
+    const inspectable = page.getByRole('button', { name: /^Dead letter \d+: inspect$/ });
+    const dead = page.getByRole('row').filter({ hasText: 'orders #4' }).filter({ has: inspectable }).first().getByRole('cell').nth(4);
     expect((await dead.textContent())?.trim()).toBe('HTTP 503 Service Unavailable');
     expect(await colour(dead)).toBe(DANGER);
   });
