@@ -1,9 +1,7 @@
 //! What a browser sees: `/` leads to the dashboard, and only the browser-facing routes
 //! (the SSE stream and subscriber-token minting) answer other origins.
 
-mod common;
-
-use common::{spawn_app, spawn_app_with};
+use crate::common::{spawn_app, spawn_app_with};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use reqwest::Method;

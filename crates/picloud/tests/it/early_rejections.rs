@@ -2,12 +2,10 @@
 //! keep-alive connection usable: the body, sent after the head as most clients do, is
 //! read and discarded, or the answer says `connection: close`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::raw::RawConnection;
-use common::spawn_app_with;
+use crate::common::raw::RawConnection;
+use crate::common::spawn_app_with;
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use reqwest::Method;
@@ -20,7 +18,7 @@ async fn head_then_body(
     connection: &mut RawConnection,
     head: &str,
     body: &[u8],
-) -> common::raw::RawResponse {
+) -> crate::common::raw::RawResponse {
     connection
         .send(format!("{head}content-length: {}\r\n\r\n", body.len()).as_bytes())
         .await;

@@ -4,11 +4,9 @@
 //! without its CSRF token. Each answer must be exactly what the route's rule says: 401,
 //! 403, the app-hiding 404, or through to the handler.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{code, spawn_app, AdminSession, TestApp};
+use crate::common::{code, spawn_app, AdminSession, TestApp};
 use picloud_manager_core::backend_test;
 use picloud_shared::access::Access;
 use picloud_shared::Scope;
@@ -358,7 +356,7 @@ backend_test! {
                     }
                     // Signing out ends a session of its own, so the walk keeps its own.
                     (("DELETE", "/v1/admin/session"), Caller::Admin) => {
-                        let own = app.sign_in("root@example.com", common::ADMIN_PASSWORD).await;
+                        let own = app.sign_in("root@example.com", crate::common::ADMIN_PASSWORD).await;
                         check(&app, method, path, caller, &Credentials::Session { session: own, csrf: true }, *access).await;
                         continue;
                     }

@@ -1,9 +1,7 @@
 //! Topics and publishing over HTTP: the API shapes, idempotency, the log, and every
 //! validation error by status and code.
 
-mod common;
-
-use common::{code, spawn_app, spawn_app_with};
+use crate::common::{code, spawn_app, spawn_app_with};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use reqwest::Method;

@@ -1,8 +1,6 @@
 //! The HTTP API end to end: apps, keys, and the error contract for bad input.
 
-mod common;
-
-use common::{code, spawn_app, spawn_app_with};
+use crate::common::{code, spawn_app, spawn_app_with};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use reqwest::Method;

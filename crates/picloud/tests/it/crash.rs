@@ -2,13 +2,11 @@
 //! again, and every outbox row still ends delivered; duplicates (same `webhook-id`) are
 //! bounded by what was in flight.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::sink::Sink;
-use common::Server;
+use crate::common::sink::Sink;
+use crate::common::Server;
 use picloud_manager_core::backend_test;
 use reqwest::Method;
 use serde_json::{json, Value};

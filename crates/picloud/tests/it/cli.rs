@@ -1,9 +1,7 @@
 //! The real `picloud` binary: CLI commands, configuration errors, first start and
 //! graceful shutdown.
 
-mod common;
-
-use common::Server;
+use crate::common::Server;
 use picloud_manager_core::backend_test;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -3,9 +3,7 @@
 //! published costs the server a bounded amount of memory, catches up without loss, and
 //! the realtime counters say exactly what happened.
 
-mod common;
-
-use common::Server;
+use crate::common::Server;
 use picloud_manager_core::backend_test;
 use reqwest::Client;
 use reqwest::Method;

@@ -2,11 +2,9 @@
 //! lockout, the superuser's reach (every app, internal topics in Live tail), the
 //! overview series, and the embedded dashboard at `/_/`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{code, spawn_app, spawn_app_with, AdminSession, TestApp, ADMIN_PASSWORD};
+use crate::common::{code, spawn_app, spawn_app_with, AdminSession, TestApp, ADMIN_PASSWORD};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use picloud_shared::time::now_ms;
@@ -153,7 +151,7 @@ backend_test! {
 
 /// A second server on a database that already has its instance key.
 async fn spawn_app_with_db(t: picloud_manager_core::testing::TestDb, args: ServeArgs) -> TestApp {
-    common::spawn_existing(t, args).await
+    crate::common::spawn_existing(t, args).await
 }
 
 backend_test! {
@@ -356,7 +354,7 @@ backend_test! {
 async fn a_burst_of_sign_ins_keeps_memory_flat() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let server = common::Server::start(&[
+    let server = crate::common::Server::start(&[
         "--data-dir",
         data_dir,
         "--admin-sign-ins-per-address-per-minute",

@@ -2,12 +2,10 @@
 //! Standard Webhooks signatures: retries then success, dead letters and the
 //! `dead_letter` triggers they fire, the recursion stop, 410 Gone, and the SSRF guard.
 
-mod common;
-
 use std::time::Duration;
 
-use common::sink::Sink;
-use common::{spawn_app_with, TestApp};
+use crate::common::sink::Sink;
+use crate::common::{spawn_app_with, TestApp};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use reqwest::Method;
@@ -249,7 +247,7 @@ backend_test! {
             .unwrap();
         assert_eq!(raw.matches("\"attempts\":").count(), 1, "{raw}");
         let (status, body) = app.call(Method::GET, "/v1/apps/shop/deliveries?state=bogus", Some(&reader), None).await;
-        assert_eq!((status, common::code(&body)), (400, "invalid_request"));
+        assert_eq!((status, crate::common::code(&body)), (400, "invalid_request"));
 
         // Reading is not managing.
         let (status, _) = app.call(Method::POST, &format!("/v1/apps/shop/dead-letters/{id}/replay"), Some(&reader), None).await;
@@ -265,7 +263,7 @@ backend_test! {
         let (status, _) = app.call(Method::DELETE, &format!("/v1/apps/shop/dead-letters/{id}"), Some(&key), None).await;
         assert_eq!(status, 204);
         let (status, body) = app.call(Method::GET, &format!("/v1/apps/shop/dead-letters/{id}"), Some(&reader), None).await;
-        assert_eq!((status, common::code(&body)), (404, "dead_letter_not_found"));
+        assert_eq!((status, crate::common::code(&body)), (404, "dead_letter_not_found"));
         app.stop().await;
     }
 }
@@ -292,7 +290,7 @@ backend_test! {
         let (status, body) = app
             .call(Method::POST, "/v1/apps/shop/dead-letters/replay", Some(&key), Some(json!({"per_second": 0})))
             .await;
-        assert_eq!((status, common::code(&body)), (400, "invalid_request"));
+        assert_eq!((status, crate::common::code(&body)), (400, "invalid_request"));
         app.stop().await;
     }
 }
@@ -414,7 +412,7 @@ backend_test! {
                 "pacing": {"max_in_flight": 0},
             })))
             .await;
-        assert_eq!((status, common::code(&body)), (400, "invalid_request"), "{body}");
+        assert_eq!((status, crate::common::code(&body)), (400, "invalid_request"), "{body}");
         app.stop().await;
     }
 }

@@ -5,9 +5,7 @@
 //! The document does not depend on the storage backend, so these tests run on SQLite
 //! only; the behaviour they compare it with is exercised on both backends elsewhere.
 
-mod common;
-
-use common::{spawn_app, TestApp};
+use crate::common::{spawn_app, TestApp};
 use picloud_manager_core::db::Backend;
 use picloud_manager_core::testing::TestDb;
 use reqwest::Method;

@@ -1,11 +1,9 @@
 //! Storage failures as a client sees them: a full disk, a database that went away,
 //! stored data that cannot be read back.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{code, spawn_app};
+use crate::common::{code, spawn_app};
 use picloud_manager_core::backend_test;
 use picloud_manager_core::db::{Backend, PoolSize};
 use picloud_manager_core::testing::TestDb;
@@ -16,7 +14,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// Publishes `bytes` of JSON string data to `orders`; returns the status and body.
-async fn publish(app: &common::TestApp, key: &str, bytes: usize) -> (u16, serde_json::Value) {
+async fn publish(
+    app: &crate::common::TestApp,
+    key: &str,
+    bytes: usize,
+) -> (u16, serde_json::Value) {
     let data = "x".repeat(bytes);
     app.call(
         Method::POST,
@@ -190,7 +192,7 @@ backend_test! {
         // Webhooks to loopback allowed, so trigger URLs are judged by their text alone.
         let mut args = picloud::config::ServeArgs::for_tests();
         args.webhook_allow_private = true;
-        let app = common::spawn_app_with(t, args).await;
+        let app = crate::common::spawn_app_with(t, args).await;
         app.create_app("shop").await;
         let key = app.create_key("shop", &["app:admin"]).await;
         let (status, body) = app

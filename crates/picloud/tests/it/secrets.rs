@@ -2,14 +2,12 @@
 //! and verifying tokens after a start that seals it, and the data dir, the SQLite files
 //! and the key file are private to PiCloud's user.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::sink::Sink;
+use crate::common::sse::Subscribe;
+use crate::common::{spawn_app_with, spawn_existing};
 use clap::Parser;
-use common::sink::Sink;
-use common::sse::Subscribe;
-use common::{spawn_app_with, spawn_existing};
 use picloud::config::{Cli, ServeArgs};
 use picloud_manager_core::secret_box::SEALED_PREFIX;
 use picloud_manager_core::secrets_at_rest::KEY_CHECK_SETTING;

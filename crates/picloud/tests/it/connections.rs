@@ -3,12 +3,10 @@
 //! total and per-IP caps refuse with 503 / 429 and give slots back when connections
 //! close.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{spawn_app_with, TestApp};
+use crate::common::{spawn_app_with, TestApp};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -3,10 +3,8 @@
 //! paths (hyper), with a publish under a real key hidden in the body. On neither path
 //! may the hidden publish run, and the direct path is never more lenient than hyper.
 
-mod common;
-
-use common::raw::RawConnection;
-use common::spawn_app_with;
+use crate::common::raw::RawConnection;
+use crate::common::spawn_app_with;
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use reqwest::Method;

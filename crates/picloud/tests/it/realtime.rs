@@ -1,15 +1,13 @@
 //! Realtime end to end: subscriber tokens, the SSE endpoint, resume, catch-up and the
 //! token lifecycle, over HTTP against `build_app` on both backends.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::sse::{served_directly, Frame, Subscribe, Subscriber, UNKNOWN_SESSION};
+use crate::common::{code, spawn_app_with, TestApp};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::sse::{served_directly, Frame, Subscribe, Subscriber, UNKNOWN_SESSION};
-use common::{code, spawn_app_with, TestApp};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use picloud_manager_core::testing::TestDb;
@@ -903,7 +901,7 @@ async fn a_node_fills_in_events_committed_while_its_feed_was_down() {
     // Node B on a pool of its own, whose connections can be told apart.
     let url_b = format!("{}?application_name=picloud_node_b", f.app.t.url);
     let t_b = f.app.t.another_node(url_b);
-    let node_b = common::spawn_existing(t_b, ServeArgs::for_tests()).await;
+    let node_b = crate::common::spawn_existing(t_b, ServeArgs::for_tests()).await;
     let name = database_name(&f.app.t).await;
     wait_for_listeners(&f.app.t, &name, 2).await;
     let mut on_b = node_b

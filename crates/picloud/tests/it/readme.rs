@@ -13,13 +13,11 @@
 //! - The webhook receiver of the walkthrough must print the delivery of the event
 //!   published after its trigger was created.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::Server;
+use crate::common::Server;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -41,7 +39,7 @@ enum Step {
 
 /// The walkthrough's steps, in README order.
 fn walkthrough() -> Vec<Step> {
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../../../../README.md");
     let begin = readme
         .find("<!-- walkthrough:begin -->")
         .expect("README marks the walkthrough's start");

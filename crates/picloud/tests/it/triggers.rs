@@ -1,9 +1,7 @@
 //! Triggers over HTTP, end to end: lifecycle, secrets shown only where they belong,
 //! isolation between apps and the 400s for bad input.
 
-mod common;
-
-use common::{code, spawn_app, spawn_app_with, TestApp};
+use crate::common::{code, spawn_app, spawn_app_with, TestApp};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use reqwest::Method;

@@ -1,13 +1,11 @@
 //! How long a stream lives: a subscriber that goes away frees its stream slot at once,
 //! not at the next heartbeat; a dashboard stream ends with its session.
 
-mod common;
-
 use std::time::Duration;
 
-use common::raw::RawConnection;
-use common::sse::{Subscribe, UNKNOWN_SESSION};
-use common::{spawn_app_with, TestApp};
+use crate::common::raw::RawConnection;
+use crate::common::sse::{Subscribe, UNKNOWN_SESSION};
+use crate::common::{spawn_app_with, TestApp};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use reqwest::Method;
@@ -118,7 +116,7 @@ backend_test! {
         assert!(matches!(ended, Ok(None)), "the stream ends after sign-out: {ended:?}");
 
         // So does a session's expiry.
-        let session = app.sign_in("root@example.com", common::ADMIN_PASSWORD).await;
+        let session = app.sign_in("root@example.com", crate::common::ADMIN_PASSWORD).await;
         let mut stream = watch(session.cookie.clone()).await;
         let ended = tokio::time::timeout(Duration::from_secs(15), stream.next()).await;
         assert!(matches!(ended, Ok(None)), "the stream ends when the session expires: {ended:?}");
@@ -153,7 +151,7 @@ backend_test! {
         };
         let held = open(first).await.expect("the subject's first stream");
         let (status, body) = open(second.clone()).await.err().expect("a second stream of the subject is refused");
-        assert_eq!((status, common::code(&body)), (429, "rate_limited"), "{body}");
+        assert_eq!((status, crate::common::code(&body)), (429, "rate_limited"), "{body}");
         let _other = open(other).await.expect("another subject is apart");
         // Closing the stream frees the subject's slot.
         drop(held);

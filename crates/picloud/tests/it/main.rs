@@ -1,0 +1,25 @@
+//! End-to-end tests of the picloud binary and `build_app`: a real server on a random
+//! loopback port, talked to over HTTP (see `common`). One binary for the crate (one link
+//! instead of one per file); each file below is a module.
+
+mod common;
+
+mod access;
+mod admin;
+mod api;
+mod browsers;
+mod cli;
+mod connections;
+mod crash;
+mod dispatch;
+mod early_rejections;
+mod openapi;
+mod publish;
+mod readme;
+mod realtime;
+mod realtime_server;
+mod secrets;
+mod smuggling;
+mod storage;
+mod stream_lifetimes;
+mod triggers;
