@@ -88,7 +88,7 @@ impl Db {
             expires_at: now.saturating_add(ttl.as_millis() as i64),
         };
         let id = session_id(&session.secret);
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1")
                 .bind(now)
@@ -121,7 +121,7 @@ impl Db {
             expires_at: i64,
         }
         let id = session_id(secret);
-        let row: Option<Row> = on_db!(self, pool => {
+        let row: Option<Row> = on_db!(self, pool, {
             sqlx::query_as(
                 "SELECT s.id, s.admin_id, a.email, s.csrf_token, s.expires_at
                  FROM admin_sessions s JOIN admins a ON a.id = s.admin_id
@@ -148,7 +148,7 @@ impl Db {
 
     /// Ends the session with id `session_id` (signing out).
     pub async fn delete_admin_session(&self, session_id: &[u8; 32]) -> Result<()> {
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             sqlx::query("DELETE FROM admin_sessions WHERE id = $1")
                 .bind(&session_id[..])
                 .execute(pool)

@@ -248,7 +248,7 @@ impl Db {
             failed_attempts: 0,
             locked_until: None,
         };
-        let inserted = on_db!(self, pool => {
+        let inserted = on_db!(self, pool, {
             sqlx::query(
                 "INSERT INTO admins (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
             )
@@ -269,10 +269,12 @@ impl Db {
 
     /// Every admin, by email.
     pub async fn list_admins(&self) -> Result<Vec<AdminRecord>> {
-        let rows: Vec<AdminRow> = on_db!(self, pool => {
-            sqlx::query_as(&format!("SELECT {ADMIN_COLUMNS} FROM admins ORDER BY email"))
-                .fetch_all(pool)
-                .await?
+        let rows: Vec<AdminRow> = on_db!(self, pool, {
+            sqlx::query_as(&format!(
+                "SELECT {ADMIN_COLUMNS} FROM admins ORDER BY email"
+            ))
+            .fetch_all(pool)
+            .await?
         });
         Ok(rows.into_iter().map(AdminRow::record).collect())
     }
@@ -281,11 +283,13 @@ impl Db {
     /// [`Error::AdminNotFound`] if there is none.
     pub async fn delete_admin(&self, email: &str) -> Result<Admin> {
         let email = normalize_email(email)?;
-        let row: Option<AdminRow> = on_db!(self, pool => {
-            sqlx::query_as(&format!("DELETE FROM admins WHERE email = $1 RETURNING {ADMIN_COLUMNS}"))
-                .bind(&email)
-                .fetch_optional(pool)
-                .await?
+        let row: Option<AdminRow> = on_db!(self, pool, {
+            sqlx::query_as(&format!(
+                "DELETE FROM admins WHERE email = $1 RETURNING {ADMIN_COLUMNS}"
+            ))
+            .bind(&email)
+            .fetch_optional(pool)
+            .await?
         });
         row.map(|r| r.admin()).ok_or(Error::AdminNotFound(email))
     }
@@ -294,11 +298,13 @@ impl Db {
     /// compared lower-cased.
     pub async fn admin_credentials(&self, email: &str) -> Result<Option<Credentials>> {
         let email = email.trim().to_lowercase();
-        let row: Option<AdminRow> = on_db!(self, pool => {
-            sqlx::query_as(&format!("SELECT {ADMIN_COLUMNS} FROM admins WHERE email = $1"))
-                .bind(&email)
-                .fetch_optional(pool)
-                .await?
+        let row: Option<AdminRow> = on_db!(self, pool, {
+            sqlx::query_as(&format!(
+                "SELECT {ADMIN_COLUMNS} FROM admins WHERE email = $1"
+            ))
+            .bind(&email)
+            .fetch_optional(pool)
+            .await?
         });
         Ok(row.map(|r| Credentials {
             admin: r.admin(),
@@ -315,7 +321,7 @@ impl Db {
     /// ([`Db::reset_failed_sign_ins`]).
     pub async fn claim_sign_in(&self, email: &str, now: i64) -> Result<SignInClaim> {
         let email = email.trim().to_lowercase();
-        let claim = on_db!(self, pool => {
+        let claim = on_db!(self, pool, {
             let mut tx = pool.begin().await?;
             let row: Option<AdminRow> = sqlx::query_as(&format!(
                 "UPDATE admins SET failed_attempts = failed_attempts + 1
@@ -366,11 +372,13 @@ impl Db {
     /// [`Error::AdminNotFound`] if there is none.
     pub async fn unlock_admin(&self, email: &str) -> Result<AdminRecord> {
         let email = normalize_email(email)?;
-        let row: Option<AdminRow> = on_db!(self, pool => {
-            sqlx::query_as(&format!("SELECT {ADMIN_COLUMNS} FROM admins WHERE email = $1"))
-                .bind(&email)
-                .fetch_optional(pool)
-                .await?
+        let row: Option<AdminRow> = on_db!(self, pool, {
+            sqlx::query_as(&format!(
+                "SELECT {ADMIN_COLUMNS} FROM admins WHERE email = $1"
+            ))
+            .bind(&email)
+            .fetch_optional(pool)
+            .await?
         });
         let before = row
             .map(AdminRow::record)
@@ -381,7 +389,7 @@ impl Db {
 
     /// Clears admin `id`'s failure count and lock after a successful sign-in.
     pub async fn reset_failed_sign_ins(&self, id: &str) -> Result<()> {
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             sqlx::query(
                 "UPDATE admins SET failed_attempts = 0, locked_until = NULL
                  WHERE id = $1 AND (failed_attempts <> 0 OR locked_until IS NOT NULL)",

@@ -173,7 +173,7 @@ impl Db {
         let scopes: ScopeSet = [Scope::InstanceAdmin].into_iter().collect();
         let (key, secret) = new_key(None, "bootstrap", scopes);
         let hash = hash_secret(&secret);
-        let created = on_db!(self, pool => {
+        let created = on_db!(self, pool, {
             let mut tx = pool.begin().await?;
             let claimed = sqlx::query(
                 "INSERT INTO settings (name, value, updated_at)
@@ -210,8 +210,11 @@ impl Db {
         }
         let (key, secret) = new_key(app, name, scopes);
         let hash = hash_secret(&secret);
-        let inserted = on_db!(self, pool => {
-            insert_key!(&key, &hash, scopes).execute(pool).await.map(drop)
+        let inserted = on_db!(self, pool, {
+            insert_key!(&key, &hash, scopes)
+                .execute(pool)
+                .await
+                .map(drop)
         });
         match inserted {
             Ok(_) => Ok(CreatedKey { key, secret }),
@@ -225,7 +228,7 @@ impl Db {
 
     /// The keys of `app` (instance keys for `None`), revoked ones included, newest first.
     pub async fn list_keys(&self, app: Option<&str>) -> Result<Vec<ApiKey>> {
-        let rows: Vec<KeyRow> = on_db!(self, pool => {
+        let rows: Vec<KeyRow> = on_db!(self, pool, {
             match app {
                 Some(app) => sqlx::query_as(&format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE app_id = $1 ORDER BY created_at DESC, id"
@@ -248,7 +251,7 @@ impl Db {
     /// The same transaction tells every node (cluster feed) to forget the key.
     pub async fn revoke_key(&self, app: Option<&str>, id: &str) -> Result<ApiKey> {
         let now = now_ms();
-        let row: Option<KeyRow> = on_db!(self, pool => {
+        let row: Option<KeyRow> = on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;
             let row: Option<KeyRow> = sqlx::query_as(&format!(
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1)
@@ -283,7 +286,7 @@ impl Db {
             secret_hash: Vec<u8>,
             app_created_at: Option<i64>,
         }
-        let row: Option<Found> = on_db!(self, pool => {
+        let row: Option<Found> = on_db!(self, pool, {
             sqlx::query_as(&format!(
                 "SELECT {KEY_COLUMNS}, secret_hash,
                     (SELECT created_at FROM apps WHERE apps.id = api_keys.app_id) AS app_created_at
@@ -304,7 +307,7 @@ impl Db {
         if uses.is_empty() {
             return Ok(());
         }
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             let mut tx = pool.begin().await?;
             for (id, at) in uses {
                 sqlx::query(

@@ -53,7 +53,7 @@ impl Db {
         }
         check_printable("app name", name).map_err(|e| Error::Invalid(e.0))?;
         let created_at = now_ms();
-        let result = on_db!(self, pool => {
+        let result = on_db!(self, pool, {
             sqlx::query("INSERT INTO apps (id, name, created_at) VALUES ($1, $2, $3)")
                 .bind(id.as_str())
                 .bind(name)
@@ -75,7 +75,7 @@ impl Db {
 
     /// Every app, by id.
     pub async fn list_apps(&self) -> Result<Vec<App>> {
-        let rows: Vec<AppRow> = on_db!(self, pool => {
+        let rows: Vec<AppRow> = on_db!(self, pool, {
             sqlx::query_as("SELECT id, name, created_at FROM apps ORDER BY id")
                 .fetch_all(pool)
                 .await?
@@ -85,7 +85,7 @@ impl Db {
 
     /// One app, or [`Error::AppNotFound`].
     pub async fn get_app(&self, id: &str) -> Result<App> {
-        let row: Option<AppRow> = on_db!(self, pool => {
+        let row: Option<AppRow> = on_db!(self, pool, {
             sqlx::query_as("SELECT id, name, created_at FROM apps WHERE id = $1")
                 .bind(id)
                 .fetch_optional(pool)
@@ -100,7 +100,7 @@ impl Db {
     /// transaction tells every node (cluster feed) to forget the app's keys and end its
     /// streams.
     pub async fn delete_app(&self, id: &str) -> Result<()> {
-        let deleted = on_db!(self, pool => {
+        let deleted = on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;
             let deleted = sqlx::query("DELETE FROM apps WHERE id = $1")
                 .bind(id)

@@ -3,7 +3,11 @@
 //!
 //! Every query is written once, in SQL both databases accept (`$1` placeholders, integer
 //! milliseconds for times, bytes for payloads), and [`on_db!`] runs it on whichever pool
-//! is configured, type-checked against both backends at compile time. Where the two
+//! is configured. The query *text* is not checked at compile time (PiCloud uses
+//! `sqlx::query`, not the `query!` macros, so building needs no database); what the
+//! compiler checks is the Rust around it, once per backend: binds, decoded row types and
+//! the pool's methods must work for both. The SQL itself is checked by the storage
+//! tests, every one of which runs on both backends (`backend_test!`). Where the two
 //! dialects genuinely differ, a query matches on [`Db`] and spells out both.
 
 use std::str::FromStr;
@@ -60,11 +64,13 @@ pub struct PoolState {
     pub(crate) vault: Vault,
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool of `$db`. The body is compiled
-/// once per backend, so it must type-check against both.
+/// Runs `$body` with `$pool` bound to the concrete pool of `$db`:
+/// `on_db!(db, pool, { sqlx::query("…").execute(pool).await })`. The body is compiled
+/// once per backend, so it must type-check against both. Every argument is an
+/// expression, so rustfmt formats the body like any other code.
 #[macro_export]
 macro_rules! on_db {
-    ($db:expr, $pool:ident => $body:expr) => {
+    ($db:expr, $pool:ident, $body:expr) => {
         match $db {
             $crate::db::Db::Sqlite($pool, ..) => $body,
             $crate::db::Db::Postgres($pool, ..) => $body,
@@ -232,13 +238,17 @@ impl Db {
 
     /// A round trip to the database, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
-        on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop)?);
+        on_db!(
+            self,
+            pool,
+            sqlx::query("SELECT 1").execute(pool).await.map(drop)?
+        );
         Ok(())
     }
 
     /// Closes every connection, waiting for queries in flight.
     pub async fn close(&self) {
-        on_db!(self, pool => pool.close().await)
+        on_db!(self, pool, pool.close().await)
     }
 }
 

@@ -175,7 +175,7 @@ impl Db {
                 )));
             }
         }
-        let rows = on_db!(self, pool => {
+        let rows = on_db!(self, pool, {
             sqlx::query_as(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM outbox
                  WHERE app_id = $1 AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR trigger_id = $3)
@@ -195,7 +195,7 @@ impl Db {
 
     /// One delivery with its attempts, oldest first.
     pub async fn get_delivery(&self, app: &str, id: i64) -> Result<(Delivery, Vec<Attempt>)> {
-        let (delivery, attempts) = on_db!(self, pool => {
+        let (delivery, attempts) = on_db!(self, pool, {
             let delivery: Option<Delivery> = sqlx::query_as(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM outbox WHERE app_id = $1 AND id = $2"
             ))
@@ -222,7 +222,7 @@ impl Db {
     /// attempt budget.
     pub async fn retry_delivery(&self, app: &str, id: i64) -> Result<Delivery> {
         let now = now_ms();
-        let updated = on_db!(self, pool => {
+        let updated = on_db!(self, pool, {
             sqlx::query(
                 "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $3,
                         lease_until = NULL, leased_by = NULL, updated_at = $3, finished_at = NULL
@@ -253,7 +253,7 @@ impl Db {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<DeadLetter>> {
-        let rows = on_db!(self, pool => {
+        let rows = on_db!(self, pool, {
             sqlx::query_as(&format!(
                 "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters
                  WHERE app_id = $1 AND ($2 IS NULL OR trigger_id = $2) AND id < $3
@@ -275,7 +275,7 @@ impl Db {
         app: &str,
         id: i64,
     ) -> Result<(DeadLetter, Option<LoggedEvent>)> {
-        let dead_letter: Option<DeadLetter> = on_db!(self, pool => {
+        let dead_letter: Option<DeadLetter> = on_db!(self, pool, {
             sqlx::query_as(&format!(
                 "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE app_id = $1 AND id = $2"
             ))
@@ -305,7 +305,7 @@ impl Db {
         let now = now_ms();
         let spacing_ms = 1000.0 / f64::from(per_second.max(1));
         let mut replayed = 0u64;
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;
             for id in ids {
                 let due = now + (replayed as f64 * spacing_ms) as i64;
@@ -324,12 +324,14 @@ impl Db {
                 .await?
                 .rows_affected();
                 if inserted == 1 {
-                    sqlx::query("UPDATE dead_letters SET replayed_at = $3 WHERE app_id = $1 AND id = $2")
-                        .bind(app)
-                        .bind(*id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE dead_letters SET replayed_at = $3 WHERE app_id = $1 AND id = $2",
+                    )
+                    .bind(app)
+                    .bind(*id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                     replayed += 1;
                 }
             }
@@ -340,7 +342,7 @@ impl Db {
 
     /// Ids of the app's dead letters not replayed yet, oldest first (for "replay all").
     pub async fn unreplayed_dead_letter_ids(&self, app: &str, limit: i64) -> Result<Vec<i64>> {
-        let ids = on_db!(self, pool => {
+        let ids = on_db!(self, pool, {
             sqlx::query_scalar(
                 "SELECT id FROM dead_letters WHERE app_id = $1 AND replayed_at IS NULL
                  ORDER BY id LIMIT $2",
@@ -355,7 +357,7 @@ impl Db {
 
     /// Deletes one dead letter, or all of the app's when `id` is `None`. Returns how many.
     pub async fn purge_dead_letters(&self, app: &str, id: Option<i64>) -> Result<u64> {
-        let deleted = on_db!(self, pool => {
+        let deleted = on_db!(self, pool, {
             sqlx::query("DELETE FROM dead_letters WHERE app_id = $1 AND ($2 IS NULL OR id = $2)")
                 .bind(app)
                 .bind(id)

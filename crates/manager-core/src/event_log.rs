@@ -65,7 +65,7 @@ impl Db {
         after: i64,
         limit: i64,
     ) -> Result<Vec<LoggedEvent>> {
-        let rows: Vec<EventRow> = on_db!(self, pool => {
+        let rows: Vec<EventRow> = on_db!(self, pool, {
             sqlx::query_as(
                 "SELECT topic, seq, id, event_type, payload, published_at FROM topic_events
                  WHERE app_id = $1 AND topic = $2 AND seq > $3 ORDER BY seq LIMIT $4",

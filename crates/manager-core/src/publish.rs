@@ -331,7 +331,7 @@ impl Writer {
         let triggers = &mut self.triggers;
         let _gate = self.db.write_gate().await;
         let postgres = self.db.backend() == Backend::Postgres;
-        on_db!(&self.db, pool => {
+        on_db!(&self.db, pool, {
             let mut tx = begin_write(pool).await?;
 
             // 1. Per request: does the app exist, is the request a retry, which triggers apply.
@@ -388,10 +388,10 @@ impl Writer {
                     Some(cached) if cached.generation == generation => cached.clone(),
                     _ => {
                         let rows: Vec<(String, String)> = sqlx::query_as(ENABLED_TOPIC_TRIGGERS)
-                        .bind(app)
-                        .bind(true)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                            .bind(app)
+                            .bind(true)
+                            .fetch_all(&mut *tx)
+                            .await?;
                         let loaded = Arc::new(AppTriggers::new(generation, rows));
                         triggers.insert(app.to_owned(), loaded.clone());
                         loaded
@@ -405,7 +405,9 @@ impl Writer {
             for (index, _) in &accepted {
                 let request = requests[*index];
                 for event in &request.events {
-                    *next_seq.entry((request.app.as_str(), event.topic.as_str())).or_default() += 1;
+                    *next_seq
+                        .entry((request.app.as_str(), event.topic.as_str()))
+                        .or_default() += 1;
                 }
             }
             let take = "UPDATE topics SET last_seq = last_seq + $3, updated_at = $4
@@ -413,29 +415,42 @@ impl Writer {
             let mut ranges = Vec::with_capacity(next_seq.len());
             for ((app, topic), count) in next_seq.iter_mut() {
                 let mut last: Option<i64> = sqlx::query_scalar(take)
-                    .bind(*app).bind(*topic).bind(*count).bind(now)
+                    .bind(*app)
+                    .bind(*topic)
+                    .bind(*count)
+                    .bind(now)
                     .fetch_optional(&mut *tx)
                     .await?;
                 if last.is_none() {
                     // First publish to an unregistered name: register it, not external.
-                    sqlx::query(&format!("{TOPIC_INSERT} ON CONFLICT (app_id, name) DO NOTHING"))
+                    sqlx::query(&format!(
+                        "{TOPIC_INSERT} ON CONFLICT (app_id, name) DO NOTHING"
+                    ))
+                    .bind(*app)
+                    .bind(*topic)
+                    .bind(false)
+                    .bind("token")
+                    .bind(retention.max_events)
+                    .bind(retention.max_age_secs.map(|s| s * 1000))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    last = sqlx::query_scalar(take)
                         .bind(*app)
                         .bind(*topic)
-                        .bind(false)
-                        .bind("token")
-                        .bind(retention.max_events)
-                        .bind(retention.max_age_secs.map(|s| s * 1000))
+                        .bind(*count)
                         .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    last = sqlx::query_scalar(take)
-                        .bind(*app).bind(*topic).bind(*count).bind(now)
                         .fetch_optional(&mut *tx)
                         .await?;
                 }
                 let last = last.ok_or_else(|| Error::AppNotFound(app.to_string()))?;
                 *count = last - *count + 1;
-                ranges.push(SeqRange { app: app.to_string(), topic: topic.to_string(), first: *count, last });
+                ranges.push(SeqRange {
+                    app: app.to_string(),
+                    topic: topic.to_string(),
+                    first: *count,
+                    last,
+                });
             }
 
             // 3. Every event and outbox row of the group, in request order.
@@ -447,11 +462,24 @@ impl Writer {
                 let mut published = Vec::with_capacity(request.events.len());
                 for event in &request.events {
                     let topic = event.topic.as_str();
-                    let seq = next_seq.get_mut(&(app, topic)).expect("seq taken for every topic");
-                    let row = EventRow { app: &request.app, topic, seq: *seq, id: time_ordered_id("evt"), event, key: request.idempotency_key.as_deref() };
+                    let seq = next_seq
+                        .get_mut(&(app, topic))
+                        .expect("seq taken for every topic");
+                    let row = EventRow {
+                        app: &request.app,
+                        topic,
+                        seq: *seq,
+                        id: time_ordered_id("evt"),
+                        event,
+                        key: request.idempotency_key.as_deref(),
+                    };
                     *seq += 1;
                     let before = outbox.len();
-                    outbox.extend(app_triggers.matching(topic).map(|trigger| (app, trigger, topic, row.seq)));
+                    outbox.extend(
+                        app_triggers
+                            .matching(topic)
+                            .map(|trigger| (app, trigger, topic, row.seq)),
+                    );
                     published.push(PublishedEvent {
                         topic: topic.to_owned(),
                         seq: row.seq,
@@ -461,7 +489,10 @@ impl Writer {
                     });
                     rows.push(row);
                 }
-                answers[*index] = Some(Ok(Publication { events: published, replayed: false }));
+                answers[*index] = Some(Ok(Publication {
+                    events: published,
+                    replayed: false,
+                }));
             }
             for chunk in rows.chunks(ROWS_PER_INSERT) {
                 let mut insert = sqlx::QueryBuilder::new(
@@ -515,16 +546,20 @@ impl Writer {
             // 4. Remember the answers of keyed requests for their retries.
             for (index, _) in &accepted {
                 let request = requests[*index];
-                let (Some(key), Some(Ok(publication))) = (&request.idempotency_key, &answers[*index]) else {
+                let (Some(key), Some(Ok(publication))) =
+                    (&request.idempotency_key, &answers[*index])
+                else {
                     continue;
                 };
                 let answer = serde_json::to_vec(&publication.events).expect("answers serialize");
-                sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE app_id = $1 AND key = $2")
-                    .bind(request.app.as_str())
-                    .bind(key)
-                    .bind(answer)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE idempotency_keys SET response = $3 WHERE app_id = $1 AND key = $2",
+                )
+                .bind(request.app.as_str())
+                .bind(key)
+                .bind(answer)
+                .execute(&mut *tx)
+                .await?;
             }
             committed.extend(rows.iter().map(|row| CommittedEvent {
                 app: row.app.clone(),

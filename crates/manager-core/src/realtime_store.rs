@@ -67,7 +67,7 @@ impl RealtimeStore for Db {
     ) -> StoreResult<Vec<Option<TopicAccess>>> {
         let mut found = Vec::with_capacity(topics.len());
         for topic in topics {
-            let row: Option<AccessRow> = on_db!(self, pool => {
+            let row: Option<AccessRow> = on_db!(self, pool, {
                 sqlx::query_as(
                     "SELECT external_subscribable, auth_mode, last_seq FROM topics
                      WHERE app_id = $1 AND name = $2",
@@ -95,7 +95,7 @@ impl RealtimeStore for Db {
         limit: usize,
     ) -> StoreResult<Vec<CommittedEvent>> {
         let limit = (limit as i64).clamp(1, MAX_READ_LIMIT);
-        let rows: Vec<LogRow> = on_db!(self, pool => {
+        let rows: Vec<LogRow> = on_db!(self, pool, {
             sqlx::query_as(
                 "SELECT seq, id, event_type, payload, published_at FROM topic_events
                  WHERE app_id = $1 AND topic = $2 AND seq > $3 ORDER BY seq LIMIT $4",
@@ -123,21 +123,19 @@ impl RealtimeStore for Db {
     }
 
     async fn log_start(&self, app: &AppId, topic: &TopicName) -> StoreResult<Option<i64>> {
-        let start: Option<i64> = on_db!(self, pool => {
-            sqlx::query_scalar(
-                "SELECT MIN(seq) FROM topic_events WHERE app_id = $1 AND topic = $2",
-            )
-            .bind(app.as_str())
-            .bind(topic.as_str())
-            .fetch_one(pool)
-            .await
-            .map_err(api)?
+        let start: Option<i64> = on_db!(self, pool, {
+            sqlx::query_scalar("SELECT MIN(seq) FROM topic_events WHERE app_id = $1 AND topic = $2")
+                .bind(app.as_str())
+                .bind(topic.as_str())
+                .fetch_one(pool)
+                .await
+                .map_err(api)?
         });
         Ok(start)
     }
 
     async fn signing_keys(&self, app: &AppId, purpose: &str) -> StoreResult<Vec<SigningKey>> {
-        let rows: Vec<KeyRow> = on_db!(self, pool => {
+        let rows: Vec<KeyRow> = on_db!(self, pool, {
             sqlx::query_as(
                 "SELECT kid, secret, created_at, retired_at FROM app_secrets
                  WHERE app_id = $1 AND purpose = $2 ORDER BY created_at, kid",
@@ -170,7 +168,7 @@ impl RealtimeStore for Db {
     ) -> StoreResult<()> {
         let sealed = self.sealed_signing_key(app, purpose, key)?;
         let _gate = self.write_gate().await;
-        let result = on_db!(self, pool => {
+        let result = on_db!(self, pool, {
             sqlx::query(
                 "INSERT INTO app_secrets (app_id, purpose, kid, secret, created_at, retired_at)
                  VALUES ($1, $2, $3, $4, $5, $6)
@@ -204,7 +202,7 @@ impl RealtimeStore for Db {
     ) -> StoreResult<()> {
         let sealed = self.sealed_signing_key(app, purpose, key)?;
         let _gate = self.write_gate().await;
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             let mut tx = begin_write(pool).await.map_err(api)?;
             sqlx::query(
                 "UPDATE app_secrets SET retired_at = $3

@@ -36,7 +36,7 @@ impl Db {
     /// Prunes every topic's log down to its retention as of `now` (ms), and forgets
     /// idempotency keys older than [`IDEMPOTENCY_KEY_TTL`].
     pub async fn prune(&self, now: i64) -> Result<Pruned> {
-        let topics: Vec<RetainedTopic> = on_db!(self, pool => {
+        let topics: Vec<RetainedTopic> = on_db!(self, pool, {
             sqlx::query_as(
                 "SELECT app_id, name, last_seq, retention_max_events, retention_max_age_ms
                  FROM topics
@@ -58,7 +58,7 @@ impl Db {
             let seq_cutoff = max_events.map_or(0, |n| last_seq - n);
             // ... and events published before this time are beyond the age limit.
             let time_cutoff = max_age_ms.map_or(i64::MIN, |ms| now.saturating_sub(ms));
-            pruned.events += on_db!(self, pool => {
+            pruned.events += on_db!(self, pool, {
                 sqlx::query(
                     "DELETE FROM topic_events
                      WHERE app_id = $1 AND topic = $2 AND (seq <= $3 OR published_at < $4)
@@ -79,7 +79,7 @@ impl Db {
             });
         }
         let key_cutoff = now - IDEMPOTENCY_KEY_TTL.as_millis() as i64;
-        pruned.idempotency_keys = on_db!(self, pool => {
+        pruned.idempotency_keys = on_db!(self, pool, {
             sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
                 .bind(key_cutoff)
                 .execute(pool)

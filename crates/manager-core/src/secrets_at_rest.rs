@@ -111,7 +111,7 @@ impl Db {
         let now = picloud_shared::time::now_ms();
         let mut resealed = Resealed::default();
         let _gate = self.write_gate().await;
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;
             let select_check = "SELECT value FROM settings WHERE name = $1";
             let check: Option<String> = sqlx::query_scalar(select_check)
@@ -162,7 +162,10 @@ impl Db {
                 if new_secret.is_none() && new_previous.is_none() {
                     continue;
                 }
-                for (old, new) in [(Some(&secret), &new_secret), (previous.as_ref(), &new_previous)] {
+                for (old, new) in [
+                    (Some(&secret), &new_secret),
+                    (previous.as_ref(), &new_previous),
+                ] {
                     match (old, new) {
                         (Some(old), Some(_)) if is_sealed(old.as_bytes()) => resealed.rekeyed += 1,
                         (Some(_), Some(_)) => resealed.plaintext += 1,

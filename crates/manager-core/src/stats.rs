@@ -57,7 +57,7 @@ impl Db {
     ) -> Result<(StatsCursor, HashMap<String, StatsDelta>)> {
         let empty = StatsCursor::default();
         let from = cursor.unwrap_or(&empty);
-        let (published, attempts, dead, pending): Rows = on_db!(self, pool => {
+        let (published, attempts, dead, pending): Rows = on_db!(self, pool, {
             let published = sqlx::query_as(
                 "SELECT app_id, CAST(SUM(last_seq) AS BIGINT) FROM topics GROUP BY app_id",
             )

@@ -95,7 +95,7 @@ async fn fresh_postgres_database() -> Option<String> {
     let admin = Db::connect(&admin_url, PoolSize(1))
         .await
         .expect("connect to PICLOUD_TEST_DATABASE_URL");
-    crate::on_db!(&admin, pool => {
+    crate::on_db!(&admin, pool, {
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(pool)
             .await
@@ -120,28 +120,33 @@ fn with_database_name(url: &str, name: &str) -> String {
     format!("{}/{name}{query}", &base[..path_start])
 }
 
-/// Declares a test that runs once per backend, as `NAME::sqlite` and `NAME::postgres`.
-/// The body gets a fresh [`TestDb`] bound to the given name.
+/// Runs an ordinary `async fn NAME(t: TestDb)` once per backend, as the tests
+/// `NAME::sqlite` and `NAME::postgres`, each with a fresh [`TestDb`]:
+///
+/// ```ignore
+/// backend_test!(apps_can_be_created);
+/// async fn apps_can_be_created(t: TestDb) {
+///     t.db.create_app(&app, "Shop").await.unwrap();
+/// }
+/// ```
+///
+/// The function stays outside the macro, so rustfmt and the IDE see it as plain code.
+/// Without [`TEST_DATABASE_URL_ENV`] the PostgreSQL half says it was skipped.
 #[macro_export]
 macro_rules! backend_test {
-    ($(#[$meta:meta])* async fn $name:ident($t:ident) $body:block) => {
+    ($name:ident) => {
         mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            $(#[$meta])*
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let $t = $crate::testing::TestDb::new($crate::db::Backend::Sqlite)
+                let t = $crate::testing::TestDb::new($crate::db::Backend::Sqlite)
                     .await
                     .expect("sqlite test database");
-                $body
+                super::$name(t).await
             }
 
-            $(#[$meta])*
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some($t) = $crate::testing::TestDb::new($crate::db::Backend::Postgres).await
+                let Some(t) = $crate::testing::TestDb::new($crate::db::Backend::Postgres).await
                 else {
                     eprintln!(
                         "skipped: set {} to run PostgreSQL tests",
@@ -149,7 +154,7 @@ macro_rules! backend_test {
                     );
                     return;
                 };
-                $body
+                super::$name(t).await
             }
         }
     };

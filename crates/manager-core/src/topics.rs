@@ -167,7 +167,7 @@ impl Db {
         topic.retention.validate()?;
         self.get_app(app).await?;
         let now = now_ms();
-        let inserted = on_db!(self, pool => {
+        let inserted = on_db!(self, pool, {
             sqlx::query(TOPIC_INSERT)
                 .bind(app)
                 .bind(topic.name.as_str())
@@ -192,23 +192,27 @@ impl Db {
 
     /// The app's topics, by name.
     pub async fn list_topics(&self, app: &str) -> Result<Vec<Topic>> {
-        let rows: Vec<TopicRow> = on_db!(self, pool => {
-            sqlx::query_as(&format!("{TOPIC_SELECT} WHERE t.app_id = $1 ORDER BY t.name"))
-                .bind(app)
-                .fetch_all(pool)
-                .await?
+        let rows: Vec<TopicRow> = on_db!(self, pool, {
+            sqlx::query_as(&format!(
+                "{TOPIC_SELECT} WHERE t.app_id = $1 ORDER BY t.name"
+            ))
+            .bind(app)
+            .fetch_all(pool)
+            .await?
         });
         rows.into_iter().map(TopicRow::into_topic).collect()
     }
 
     /// One topic, or [`Error::TopicNotFound`].
     pub async fn get_topic(&self, app: &str, name: &str) -> Result<Topic> {
-        let row: Option<TopicRow> = on_db!(self, pool => {
-            sqlx::query_as(&format!("{TOPIC_SELECT} WHERE t.app_id = $1 AND t.name = $2"))
-                .bind(app)
-                .bind(name)
-                .fetch_optional(pool)
-                .await?
+        let row: Option<TopicRow> = on_db!(self, pool, {
+            sqlx::query_as(&format!(
+                "{TOPIC_SELECT} WHERE t.app_id = $1 AND t.name = $2"
+            ))
+            .bind(app)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?
         });
         row.ok_or_else(|| Error::TopicNotFound(name.to_owned()))?
             .into_topic()
@@ -217,7 +221,7 @@ impl Db {
     /// Flips whether outsiders may subscribe to the topic. Making it internal tells
     /// every node (cluster feed, in the same transaction) to end its streams.
     pub async fn set_topic_external(&self, app: &str, name: &str, external: bool) -> Result<Topic> {
-        let updated = on_db!(self, pool => {
+        let updated = on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;
             let updated = sqlx::query(
                 "UPDATE topics SET external_subscribable = $3, updated_at = $4
@@ -246,14 +250,18 @@ impl Db {
     /// point into it, in one transaction, which also tells every node (cluster feed) to
     /// end the topic's streams.
     pub async fn delete_topic(&self, app: &str, name: &str) -> Result<()> {
-        let deleted = on_db!(self, pool => {
+        let deleted = on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;
             for sql in [
                 "DELETE FROM outbox WHERE app_id = $1 AND topic = $2",
                 "DELETE FROM dead_letters WHERE app_id = $1 AND topic = $2",
                 "DELETE FROM topic_events WHERE app_id = $1 AND topic = $2",
             ] {
-                sqlx::query(sql).bind(app).bind(name).execute(&mut *tx).await?;
+                sqlx::query(sql)
+                    .bind(app)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
             }
             let deleted = sqlx::query("DELETE FROM topics WHERE app_id = $1 AND name = $2")
                 .bind(app)

@@ -760,7 +760,7 @@ impl Db {
             .master_key()?
             .seal(&Aad::trigger_secret(&trigger.id), secret.as_bytes());
         let c = ConfigColumns::of(&trigger);
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             let mut tx = pool.begin().await?;
             if !bump_generation!(tx, app.as_str()) {
                 return Err(Error::AppNotFound(app.to_string()));
@@ -795,7 +795,7 @@ impl Db {
 
     /// The triggers of `app`, oldest first.
     pub async fn list_triggers(&self, app: &str) -> Result<Vec<Trigger>> {
-        let rows: Vec<TriggerRow> = on_db!(self, pool => {
+        let rows: Vec<TriggerRow> = on_db!(self, pool, {
             sqlx::query_as(&format!(
                 "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE app_id = $1 ORDER BY created_at, id"
             ))
@@ -811,7 +811,7 @@ impl Db {
 
     /// One trigger of `app`; [`Error::TriggerNotFound`] if `app` has none with this id.
     pub async fn get_trigger(&self, app: &str, id: &str) -> Result<Trigger> {
-        let row: Option<TriggerRow> = on_db!(self, pool => {
+        let row: Option<TriggerRow> = on_db!(self, pool, {
             sqlx::query_as(&format!(
                 "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE app_id = $1 AND id = $2"
             ))
@@ -837,7 +837,7 @@ impl Db {
         if patch.is_empty() {
             return self.get_trigger(app, id).await;
         }
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             let mut tx = pool.begin().await?;
             if !bump_generation!(tx, app) {
                 return Err(Error::AppNotFound(app.to_owned()));
@@ -886,7 +886,7 @@ impl Db {
 
     /// Deletes a trigger of `app`, with its pending deliveries.
     pub async fn delete_trigger(&self, app: &str, id: &str) -> Result<()> {
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             let mut tx = pool.begin().await?;
             if !bump_generation!(tx, app) {
                 return Err(Error::AppNotFound(app.to_owned()));
@@ -907,7 +907,7 @@ impl Db {
 
     /// The current signing secret of a trigger of `app`.
     pub async fn trigger_secret(&self, app: &str, id: &str) -> Result<String> {
-        let secret: Option<String> = on_db!(self, pool => {
+        let secret: Option<String> = on_db!(self, pool, {
             sqlx::query_scalar("SELECT secret FROM triggers WHERE app_id = $1 AND id = $2")
                 .bind(app)
                 .bind(id)
@@ -932,7 +932,7 @@ impl Db {
             .seal(&Aad::trigger_secret(id), secret.as_bytes());
         let now = now_ms();
         let previous_until = now + PREVIOUS_SECRET_GRACE_MS;
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             let mut tx = pool.begin().await?;
             if !bump_generation!(tx, app) {
                 return Err(Error::AppNotFound(app.to_owned()));
@@ -964,7 +964,7 @@ impl Db {
     /// `app`'s trigger generation, bumped by every change to its triggers. A cache of
     /// the app's triggers reads this first and reloads when it moved.
     pub async fn trigger_generation(&self, app: &str) -> Result<i64> {
-        let generation: Option<i64> = on_db!(self, pool => {
+        let generation: Option<i64> = on_db!(self, pool, {
             sqlx::query_scalar("SELECT trigger_generation FROM apps WHERE id = $1")
                 .bind(app)
                 .fetch_optional(pool)
@@ -976,12 +976,12 @@ impl Db {
     /// The id and pattern of every enabled topic trigger of `app`, oldest first: what
     /// the publish path matches events against. Empty for an unknown app.
     pub async fn enabled_topic_triggers(&self, app: &str) -> Result<Vec<(String, TopicPattern)>> {
-        let rows: Vec<(String, String)> = on_db!(self, pool => {
+        let rows: Vec<(String, String)> = on_db!(self, pool, {
             sqlx::query_as(ENABLED_TOPIC_TRIGGERS)
                 .bind(app)
                 .bind(true)
                 .fetch_all(pool)
-            .await?
+                .await?
         });
         rows.into_iter()
             .map(|(id, topic)| match TopicPattern::parse(&topic) {

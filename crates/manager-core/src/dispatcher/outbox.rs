@@ -215,7 +215,7 @@ impl Db {
             Db::Postgres(..) => " FOR UPDATE OF o SKIP LOCKED",
         };
         let sql = claim(lock);
-        let rows = on_db!(self, pool => {
+        let rows = on_db!(self, pool, {
             let mut query = sqlx::query_as(&sql)
                 .bind(lease_until)
                 .bind(node)
@@ -245,7 +245,7 @@ impl Db {
         let stale = now - lease.as_millis() as i64;
         // Almost always no circuit is due for a probe: find out with a read, so the common
         // case costs no write transaction.
-        let due: Option<String> = on_db!(self, pool => {
+        let due: Option<String> = on_db!(self, pool, {
             sqlx::query_scalar(
                 "SELECT id FROM triggers
                  WHERE (circuit_state = 'open' AND circuit_open_until <= $1)
@@ -261,7 +261,7 @@ impl Db {
             return Ok(Vec::new());
         }
         let _gate = self.write_gate().await;
-        let probes = on_db!(self, pool => {
+        let probes = on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;
             let triggers: Vec<String> = sqlx::query_scalar(
                 "UPDATE triggers SET circuit_state = 'half_open', circuit_open_until = $1
@@ -312,7 +312,7 @@ impl Db {
 
     /// Triggers whose circuit is not closed, for the gauge.
     pub async fn open_circuits(&self) -> Result<i64> {
-        let open = on_db!(self, pool => {
+        let open = on_db!(self, pool, {
             sqlx::query_scalar("SELECT COUNT(*) FROM triggers WHERE circuit_state <> 'closed'")
                 .fetch_one(pool)
                 .await?
@@ -322,7 +322,7 @@ impl Db {
 
     /// The earliest time a pending row is due, if any.
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        let next = on_db!(self, pool => {
+        let next = on_db!(self, pool, {
             sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
                 .fetch_one(pool)
                 .await?
@@ -332,7 +332,7 @@ impl Db {
 
     /// Pending rows and the creation time of the oldest, for the queue gauges.
     pub async fn outbox_depth(&self) -> Result<(i64, Option<i64>)> {
-        let depth = on_db!(self, pool => {
+        let depth = on_db!(self, pool, {
             sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'")
                 .fetch_one(pool)
                 .await?
@@ -346,7 +346,7 @@ impl Db {
         if rows.is_empty() {
             return Ok(HashMap::new());
         }
-        let plans: Vec<DeliveryPlan> = on_db!(self, pool => {
+        let plans: Vec<DeliveryPlan> = on_db!(self, pool, {
             let mut query = sqlx::QueryBuilder::new(
                 "SELECT o.id AS outbox_id, t.max_in_flight, t.max_per_second,
                         t.handler_url, t.secret, t.previous_secret,
@@ -386,7 +386,7 @@ impl Db {
 
     /// The dead letter a `dead_letter` delivery carries.
     pub async fn dead_letter_info(&self, id: i64) -> Result<Option<DeadLetterInfo>> {
-        let info = on_db!(self, pool => {
+        let info = on_db!(self, pool, {
             sqlx::query_as(
                 "SELECT id, trigger_id, attempts, last_error, last_status, created_at
                  FROM dead_letters WHERE id = $1",
@@ -433,17 +433,24 @@ impl Db {
             .collect();
         disabling_apps.sort_unstable();
         disabling_apps.dedup();
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;
             for app in &disabling_apps {
                 let _app_exists = crate::triggers::bump_generation!(tx, app);
             }
-            for Finished { row, attempt, verdict } in finished {
+            for Finished {
+                row,
+                attempt,
+                verdict,
+            } in finished
+            {
                 insert_attempt!(row, attempt).execute(&mut *tx).await?;
                 let (state, next_attempt_at, finished_at) = match verdict {
                     Verdict::Delivered => ("delivered", None, Some(now)),
                     Verdict::Retry { next_attempt_at } => ("pending", Some(*next_attempt_at), None),
-                    Verdict::Exhausted { .. } if row.dead_letter_id.is_some() => ("failed", None, Some(now)),
+                    Verdict::Exhausted { .. } if row.dead_letter_id.is_some() => {
+                        ("failed", None, Some(now))
+                    }
                     Verdict::Exhausted { .. } => ("dead", None, Some(now)),
                 };
                 sqlx::query(
@@ -583,7 +590,7 @@ impl Db {
             return Ok(());
         }
         let _gate = self.write_gate().await;
-        on_db!(self, pool => {
+        on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;
             for (id, due) in rows {
                 sqlx::query(
@@ -605,7 +612,7 @@ impl Db {
     /// other nodes or the next start can claim them at once. The attempt they counted is
     /// given back too.
     pub async fn release_leases(&self, node: &str) -> Result<u64> {
-        let released = on_db!(self, pool => {
+        let released = on_db!(self, pool, {
             sqlx::query(
                 "UPDATE outbox SET lease_until = NULL, leased_by = NULL, attempts = attempts - 1
                  WHERE leased_by = $1 AND state = 'pending'",

@@ -9,6 +9,7 @@ use std::time::Duration;
 use picloud_manager_core::dispatcher::outbox::ClaimedRow;
 use picloud_manager_core::dispatcher::ssrf::AddressPolicy;
 use picloud_manager_core::dispatcher::{Dispatcher, DispatcherConfig, Faults};
+use picloud_manager_core::testing::TestDb;
 use picloud_manager_core::triggers::{
     Handler, NewTrigger, Pacing, RetryPolicy, TopicPattern, TriggerSource, WebhookUrl,
 };
@@ -51,7 +52,7 @@ async fn seed(db: &Db, url: &str, max_attempts: u32, pacing: Pacing, events: i64
     new.retry = RetryPolicy::new(max_attempts, Some(vec![1])).unwrap();
     new.pacing = pacing;
     let trigger = db.create_trigger(&app, new).await.unwrap().trigger.id;
-    on_db!(db, pool => {
+    on_db!(db, pool, {
         sqlx::query("INSERT INTO topics (app_id, name, last_seq, created_at, updated_at) VALUES ('shop', 'orders', $1, 0, 0)")
             .bind(events).execute(pool).await.unwrap();
         for seq in 1..=events {
@@ -82,9 +83,13 @@ fn config(faults: Faults) -> DispatcherConfig {
 async fn settled(db: &Db, within: Duration) -> Vec<(i64, String, i64)> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let rows: Vec<(i64, String, i64)> = on_db!(db, pool => {
-            sqlx::query_as("SELECT seq, state, attempts FROM outbox WHERE dead_letter_id IS NULL ORDER BY seq")
-                .fetch_all(pool).await.unwrap()
+        let rows: Vec<(i64, String, i64)> = on_db!(db, pool, {
+            sqlx::query_as(
+                "SELECT seq, state, attempts FROM outbox WHERE dead_letter_id IS NULL ORDER BY seq",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap()
         });
         if rows.iter().all(|(_, state, _)| state != "pending") {
             return rows;
@@ -97,62 +102,93 @@ async fn settled(db: &Db, within: Duration) -> Vec<(i64, String, i64)> {
     }
 }
 
-backend_test! {
-    async fn a_panicking_delivery_is_a_failed_attempt_and_frees_its_paced_slot(t) {
-        let (url, seen) = receiver().await;
-        let pacing = Pacing { max_in_flight: Some(1), max_per_second: None };
-        seed(&t.db, &url, 2, pacing, 3).await;
-        let faults = Faults {
-            panic_if: Some(Arc::new(|row: &ClaimedRow| row.seq == 1)),
-            ..Faults::default()
-        };
-        let stop = CancellationToken::new();
-        let dispatcher = Dispatcher::new(t.db.clone(), config(faults), Default::default());
-        let running = tokio::spawn(dispatcher.run(stop.clone()));
+backend_test!(a_panicking_delivery_is_a_failed_attempt_and_frees_its_paced_slot);
+async fn a_panicking_delivery_is_a_failed_attempt_and_frees_its_paced_slot(t: TestDb) {
+    let (url, seen) = receiver().await;
+    let pacing = Pacing {
+        max_in_flight: Some(1),
+        max_per_second: None,
+    };
+    seed(&t.db, &url, 2, pacing, 3).await;
+    let faults = Faults {
+        panic_if: Some(Arc::new(|row: &ClaimedRow| row.seq == 1)),
+        ..Faults::default()
+    };
+    let stop = CancellationToken::new();
+    let dispatcher = Dispatcher::new(t.db.clone(), config(faults), Default::default());
+    let running = tokio::spawn(dispatcher.run(stop.clone()));
 
-        // The panicking row uses up its attempts and is dead-lettered; the trigger's only
-        // in-flight slot comes back each time, so the other rows are delivered.
-        let rows = settled(&t.db, Duration::from_secs(20)).await;
-        assert_eq!(rows, [
+    // The panicking row uses up its attempts and is dead-lettered; the trigger's only
+    // in-flight slot comes back each time, so the other rows are delivered.
+    let rows = settled(&t.db, Duration::from_secs(20)).await;
+    assert_eq!(
+        rows,
+        [
             (1, "dead".to_owned(), 2),
             (2, "delivered".to_owned(), 1),
             (3, "delivered".to_owned(), 1),
-        ]);
-        assert_eq!(*seen.lock().unwrap(), [2, 3]);
-        let errors: Vec<Option<String>> = on_db!(&t.db, pool => {
-            sqlx::query_scalar("SELECT error FROM delivery_attempts ORDER BY id")
-                .fetch_all(pool).await.unwrap()
-        });
-        assert_eq!(errors.iter().filter(|e| e.as_deref() == Some("internal error while delivering")).count(), 2, "{errors:?}");
-        stop.cancel();
-        running.await.unwrap();
-    }
+        ]
+    );
+    assert_eq!(*seen.lock().unwrap(), [2, 3]);
+    let errors: Vec<Option<String>> = on_db!(&t.db, pool, {
+        sqlx::query_scalar("SELECT error FROM delivery_attempts ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.as_deref() == Some("internal error while delivering"))
+            .count(),
+        2,
+        "{errors:?}"
+    );
+    stop.cancel();
+    running.await.unwrap();
 }
 
-backend_test! {
-    async fn rows_claimed_as_probes_are_delivered_when_the_due_claim_fails(t) {
-        let (url, seen) = receiver().await;
-        let trigger = seed(&t.db, &url, 3, Pacing::default(), 1).await;
-        // The trigger's circuit is open and its cool-down over: the row goes out as a probe.
-        on_db!(&t.db, pool => {
-            sqlx::query("UPDATE triggers SET circuit_state = 'open', circuit_open_until = 0 WHERE id = $1")
-                .bind(&trigger).execute(pool).await.unwrap().rows_affected()
-        });
-        let faults = Faults {
-            failing_due_claims: Arc::new(AtomicUsize::new(1)),
-            ..Faults::default()
-        };
-        let failing = faults.failing_due_claims.clone();
-        let stop = CancellationToken::new();
-        // A lease far longer than the test: a dropped probe would sit out all of it.
-        let config = DispatcherConfig { lease: Duration::from_secs(600), ..config(faults) };
-        let running = tokio::spawn(Dispatcher::new(t.db.clone(), config, Default::default()).run(stop.clone()));
+backend_test!(rows_claimed_as_probes_are_delivered_when_the_due_claim_fails);
+async fn rows_claimed_as_probes_are_delivered_when_the_due_claim_fails(t: TestDb) {
+    let (url, seen) = receiver().await;
+    let trigger = seed(&t.db, &url, 3, Pacing::default(), 1).await;
+    // The trigger's circuit is open and its cool-down over: the row goes out as a probe.
+    on_db!(&t.db, pool, {
+        sqlx::query(
+            "UPDATE triggers SET circuit_state = 'open', circuit_open_until = 0 WHERE id = $1",
+        )
+        .bind(&trigger)
+        .execute(pool)
+        .await
+        .unwrap()
+        .rows_affected()
+    });
+    let faults = Faults {
+        failing_due_claims: Arc::new(AtomicUsize::new(1)),
+        ..Faults::default()
+    };
+    let failing = faults.failing_due_claims.clone();
+    let stop = CancellationToken::new();
+    // A lease far longer than the test: a dropped probe would sit out all of it.
+    let config = DispatcherConfig {
+        lease: Duration::from_secs(600),
+        ..config(faults)
+    };
+    let running =
+        tokio::spawn(Dispatcher::new(t.db.clone(), config, Default::default()).run(stop.clone()));
 
-        let rows = settled(&t.db, Duration::from_secs(10)).await;
-        assert_eq!(failing.load(Ordering::SeqCst), 0, "the due claim failed once");
-        assert_eq!(rows, [(1, "delivered".to_owned(), 1)], "delivered with the attempt it was claimed for");
-        assert_eq!(*seen.lock().unwrap(), [1]);
-        stop.cancel();
-        running.await.unwrap();
-    }
+    let rows = settled(&t.db, Duration::from_secs(10)).await;
+    assert_eq!(
+        failing.load(Ordering::SeqCst),
+        0,
+        "the due claim failed once"
+    );
+    assert_eq!(
+        rows,
+        [(1, "delivered".to_owned(), 1)],
+        "delivered with the attempt it was claimed for"
+    );
+    assert_eq!(*seen.lock().unwrap(), [1]);
+    stop.cancel();
+    running.await.unwrap();
 }

@@ -68,8 +68,11 @@ fn request(events: Vec<NewEvent>) -> PublishRequest {
 }
 
 async fn count(db: &Db, table: &str) -> i64 {
-    picloud_manager_core::on_db!(db, pool => {
-        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(pool).await.unwrap()
+    picloud_manager_core::on_db!(db, pool, {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(pool)
+            .await
+            .unwrap()
     })
 }
 
@@ -98,187 +101,284 @@ async fn disable_trigger(db: &Db, id: &str) {
     db.update_trigger("shop", id, patch).await.unwrap();
 }
 
-backend_test! {
-    async fn concurrent_publishers_get_gap_free_seqs_in_commit_order(t) {
-        // Two writers on one database stand for two nodes.
-        let a = harness(&t, PublisherConfig::default()).await;
-        let b = harness(&t, PublisherConfig::default()).await;
-        let reader_db = t.db.clone();
-        let done = CancellationToken::new();
-        let reader_done = done.clone();
-        // A reader tailing the log must only ever see the next seq: a gap it saw would be
-        // one filled later by a commit that came after a higher seq.
-        let reader = tokio::spawn(async move {
-            let mut last = 0i64;
-            loop {
-                let finished = reader_done.is_cancelled();
-                let events = match reader_db.read_events("shop", "orders", last, 1000).await {
-                    Ok(events) => events,
-                    Err(Error::Database(_)) => continue,
-                    Err(e) => panic!("{e}"),
-                };
-                for e in events {
-                    assert_eq!(e.seq, last + 1, "reader saw a gap after {last}");
-                    last = e.seq;
-                }
-                if finished {
-                    return last;
-                }
-                tokio::task::yield_now().await;
+backend_test!(concurrent_publishers_get_gap_free_seqs_in_commit_order);
+async fn concurrent_publishers_get_gap_free_seqs_in_commit_order(t: TestDb) {
+    // Two writers on one database stand for two nodes.
+    let a = harness(&t, PublisherConfig::default()).await;
+    let b = harness(&t, PublisherConfig::default()).await;
+    let reader_db = t.db.clone();
+    let done = CancellationToken::new();
+    let reader_done = done.clone();
+    // A reader tailing the log must only ever see the next seq: a gap it saw would be
+    // one filled later by a commit that came after a higher seq.
+    let reader = tokio::spawn(async move {
+        let mut last = 0i64;
+        loop {
+            let finished = reader_done.is_cancelled();
+            let events = match reader_db.read_events("shop", "orders", last, 1000).await {
+                Ok(events) => events,
+                Err(Error::Database(_)) => continue,
+                Err(e) => panic!("{e}"),
+            };
+            for e in events {
+                assert_eq!(e.seq, last + 1, "reader saw a gap after {last}");
+                last = e.seq;
             }
-        });
-        let mut tasks = Vec::new();
-        for task in 0..8u64 {
-            let publisher = if task % 2 == 0 { a.publisher.clone() } else { b.publisher.clone() };
-            tasks.push(tokio::spawn(async move {
-                let mut seqs = Vec::with_capacity(1000);
-                for i in 0..1000 {
-                    let answer = publisher.publish(request(vec![event("orders", task * 1000 + i)])).await.unwrap();
-                    seqs.push(answer.events[0].seq);
-                }
-                seqs
-            }));
+            if finished {
+                return last;
+            }
+            tokio::task::yield_now().await;
         }
-        let mut all = Vec::new();
-        for task in tasks {
-            let seqs = task.await.unwrap();
-            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one client's seqs increase");
-            all.extend(seqs);
-        }
-        done.cancel();
-        assert_eq!(reader.await.unwrap(), 8000, "the reader saw every event");
-        all.sort_unstable();
-        assert_eq!(all, (1..=8000).collect::<Vec<i64>>());
-        assert_eq!(t.db.get_topic("shop", "orders").await.unwrap().last_seq, 8000);
-        assert_eq!(count(&t.db, "topic_events").await, 8000);
-    }
-}
-
-backend_test! {
-    async fn one_event_row_and_one_outbox_row_per_matching_trigger(t) {
-        let h = harness(&t, PublisherConfig::default()).await;
-        let exact = add_trigger(&h.db, "orders.created").await;
-        let prefix = add_trigger(&h.db, "orders.*").await;
-        let all = add_trigger(&h.db, "*").await;
-        add_trigger(&h.db, "users").await;
-        let answer = h.publisher.publish(request(vec![event("orders.created", 1)])).await.unwrap();
-        assert_eq!(answer.events[0].deliveries, 3);
-        assert_eq!(count(&h.db, "topic_events").await, 1);
-        assert_eq!(count(&h.db, "outbox").await, 3);
-        let mut triggers: Vec<String> = picloud_manager_core::on_db!(&h.db, pool => {
-            sqlx::query_scalar("SELECT trigger_id FROM outbox WHERE topic = 'orders.created' AND seq = 1 AND state = 'pending'")
-                .fetch_all(pool).await.unwrap()
-        });
-        triggers.sort();
-        let mut want = vec![exact, prefix, all.clone()];
-        want.sort();
-        assert_eq!(triggers, want);
-        // A disabled trigger stops matching at once: the change moved the app's generation.
-        disable_trigger(&h.db, &all).await;
-        let answer = h.publisher.publish(request(vec![event("orders.created", 2)])).await.unwrap();
-        assert_eq!(answer.events[0].deliveries, 2);
-        // The dispatcher was told there is work.
-        tokio::time::timeout(std::time::Duration::from_secs(5), h.wake.notified()).await.expect("dispatcher woken");
-    }
-}
-
-backend_test! {
-    async fn a_failure_before_commit_leaves_nothing(t) {
-        let config = PublisherConfig {
-            before_commit: Some(Arc::new(|| Err(Error::Invalid("injected failure".into())))),
-            ..PublisherConfig::default()
+    });
+    let mut tasks = Vec::new();
+    for task in 0..8u64 {
+        let publisher = if task % 2 == 0 {
+            a.publisher.clone()
+        } else {
+            b.publisher.clone()
         };
-        let h = harness(&t, config).await;
-        add_trigger(&h.db, "orders").await;
-        let result = h.publisher.publish(request(vec![event("orders", 1), event("audit", 2)])).await;
-        assert!(matches!(result, Err(Error::Invalid(ref m)) if m == "injected failure"), "{result:?}");
-        assert_eq!(count(&h.db, "topic_events").await, 0);
-        assert_eq!(count(&h.db, "outbox").await, 0);
-        assert_eq!(count(&h.db, "topics").await, 0, "the auto-registration rolled back too");
-        assert!(h.broadcast.events().is_empty(), "nothing was broadcast");
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::with_capacity(1000);
+            for i in 0..1000 {
+                let answer = publisher
+                    .publish(request(vec![event("orders", task * 1000 + i)]))
+                    .await
+                    .unwrap();
+                seqs.push(answer.events[0].seq);
+            }
+            seqs
+        }));
     }
-}
-
-backend_test! {
-    async fn committed_events_are_broadcast_in_order_after_commit(t) {
-        let h = harness(&t, PublisherConfig::default()).await;
-        let answer = h.publisher.publish(request(vec![event("a", 1), event("b", 2), event("a", 3)])).await.unwrap();
-        let seqs: Vec<(String, i64)> = answer.events.iter().map(|e| (e.topic.clone(), e.seq)).collect();
-        assert_eq!(seqs, [("a".into(), 1), ("b".into(), 1), ("a".into(), 2)]);
-        let live = h.broadcast.events();
-        assert_eq!(live.len(), 3);
-        assert_eq!((live[2].topic.as_str(), live[2].seq, &live[2].data[..]), ("a", 2, &b"{\"n\":3}"[..]));
-        assert_eq!(live[0].id, answer.events[0].id);
-    }
-}
-
-backend_test! {
-    async fn idempotent_retries_return_the_first_answer_and_write_nothing(t) {
-        let h = harness(&t, PublisherConfig::default()).await;
-        let keyed = |n| PublishRequest { idempotency_key: Some("order-42".into()), ..request(vec![event("orders", n)]) };
-        let first = h.publisher.publish(keyed(1)).await.unwrap();
-        assert!(!first.replayed);
-        let again = h.publisher.publish(keyed(2)).await.unwrap();
-        assert_eq!(again, Publication { events: first.events.clone(), replayed: true });
-        assert_eq!(count(&h.db, "topic_events").await, 1);
-        assert_eq!(h.broadcast.events().len(), 1, "a replay broadcasts nothing");
-        // Two retries racing in one group also agree.
-        let (x, y) = tokio::join!(
-            h.publisher.publish(PublishRequest { idempotency_key: Some("k2".into()), ..request(vec![event("orders", 3)]) }),
-            h.publisher.publish(PublishRequest { idempotency_key: Some("k2".into()), ..request(vec![event("orders", 4)]) }),
+    let mut all = Vec::new();
+    for task in tasks {
+        let seqs = task.await.unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one client's seqs increase"
         );
-        assert_eq!(x.unwrap().events, y.unwrap().events);
-        assert_eq!(count(&h.db, "topic_events").await, 2);
+        all.extend(seqs);
     }
+    done.cancel();
+    assert_eq!(reader.await.unwrap(), 8000, "the reader saw every event");
+    all.sort_unstable();
+    assert_eq!(all, (1..=8000).collect::<Vec<i64>>());
+    assert_eq!(
+        t.db.get_topic("shop", "orders").await.unwrap().last_seq,
+        8000
+    );
+    assert_eq!(count(&t.db, "topic_events").await, 8000);
 }
 
-backend_test! {
-    async fn publishing_registers_unknown_topics_as_internal(t) {
-        let h = harness(&t, PublisherConfig::default()).await;
-        h.publisher.publish(request(vec![event("new.topic", 1)])).await.unwrap();
-        let topic = h.db.get_topic("shop", "new.topic").await.unwrap();
-        assert!(!topic.external_subscribable);
-        assert_eq!(topic.auth_mode, AuthMode::Token);
-        assert_eq!((topic.last_seq, topic.event_count), (1, 1));
-        let missing = PublishRequest { app: AppId::parse("ghost").unwrap(), ..request(vec![event("x", 1)]) };
-        assert!(matches!(h.publisher.publish(missing).await, Err(Error::AppNotFound(_))));
-    }
+backend_test!(one_event_row_and_one_outbox_row_per_matching_trigger);
+async fn one_event_row_and_one_outbox_row_per_matching_trigger(t: TestDb) {
+    let h = harness(&t, PublisherConfig::default()).await;
+    let exact = add_trigger(&h.db, "orders.created").await;
+    let prefix = add_trigger(&h.db, "orders.*").await;
+    let all = add_trigger(&h.db, "*").await;
+    add_trigger(&h.db, "users").await;
+    let answer = h
+        .publisher
+        .publish(request(vec![event("orders.created", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(answer.events[0].deliveries, 3);
+    assert_eq!(count(&h.db, "topic_events").await, 1);
+    assert_eq!(count(&h.db, "outbox").await, 3);
+    let mut triggers: Vec<String> = picloud_manager_core::on_db!(&h.db, pool, {
+        sqlx::query_scalar("SELECT trigger_id FROM outbox WHERE topic = 'orders.created' AND seq = 1 AND state = 'pending'")
+            .fetch_all(pool).await.unwrap()
+    });
+    triggers.sort();
+    let mut want = vec![exact, prefix, all.clone()];
+    want.sort();
+    assert_eq!(triggers, want);
+    // A disabled trigger stops matching at once: the change moved the app's generation.
+    disable_trigger(&h.db, &all).await;
+    let answer = h
+        .publisher
+        .publish(request(vec![event("orders.created", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(answer.events[0].deliveries, 2);
+    // The dispatcher was told there is work.
+    tokio::time::timeout(std::time::Duration::from_secs(5), h.wake.notified())
+        .await
+        .expect("dispatcher woken");
 }
 
-backend_test! {
-    async fn one_bad_request_does_not_fail_its_group(t) {
-        let h = harness(&t, PublisherConfig::default()).await;
-        let ghost = PublishRequest { app: AppId::parse("ghost").unwrap(), ..request(vec![event("x", 1)]) };
-        let (good, bad) = tokio::join!(h.publisher.publish(request(vec![event("x", 2)])), h.publisher.publish(ghost));
-        assert_eq!(good.unwrap().events[0].seq, 1);
-        assert!(matches!(bad, Err(Error::AppNotFound(_))));
-    }
+backend_test!(a_failure_before_commit_leaves_nothing);
+async fn a_failure_before_commit_leaves_nothing(t: TestDb) {
+    let config = PublisherConfig {
+        before_commit: Some(Arc::new(|| Err(Error::Invalid("injected failure".into())))),
+        ..PublisherConfig::default()
+    };
+    let h = harness(&t, config).await;
+    add_trigger(&h.db, "orders").await;
+    let result = h
+        .publisher
+        .publish(request(vec![event("orders", 1), event("audit", 2)]))
+        .await;
+    assert!(
+        matches!(result, Err(Error::Invalid(ref m)) if m == "injected failure"),
+        "{result:?}"
+    );
+    assert_eq!(count(&h.db, "topic_events").await, 0);
+    assert_eq!(count(&h.db, "outbox").await, 0);
+    assert_eq!(
+        count(&h.db, "topics").await,
+        0,
+        "the auto-registration rolled back too"
+    );
+    assert!(h.broadcast.events().is_empty(), "nothing was broadcast");
 }
 
-backend_test! {
-    async fn retention_prunes_old_events_but_keeps_what_deliveries_need(t) {
-        let h = harness(&t, PublisherConfig::default()).await;
-        h.db.create_topic("shop", NewTopic {
+backend_test!(committed_events_are_broadcast_in_order_after_commit);
+async fn committed_events_are_broadcast_in_order_after_commit(t: TestDb) {
+    let h = harness(&t, PublisherConfig::default()).await;
+    let answer = h
+        .publisher
+        .publish(request(vec![event("a", 1), event("b", 2), event("a", 3)]))
+        .await
+        .unwrap();
+    let seqs: Vec<(String, i64)> = answer
+        .events
+        .iter()
+        .map(|e| (e.topic.clone(), e.seq))
+        .collect();
+    assert_eq!(seqs, [("a".into(), 1), ("b".into(), 1), ("a".into(), 2)]);
+    let live = h.broadcast.events();
+    assert_eq!(live.len(), 3);
+    assert_eq!(
+        (live[2].topic.as_str(), live[2].seq, &live[2].data[..]),
+        ("a", 2, &b"{\"n\":3}"[..])
+    );
+    assert_eq!(live[0].id, answer.events[0].id);
+}
+
+backend_test!(idempotent_retries_return_the_first_answer_and_write_nothing);
+async fn idempotent_retries_return_the_first_answer_and_write_nothing(t: TestDb) {
+    let h = harness(&t, PublisherConfig::default()).await;
+    let keyed = |n| PublishRequest {
+        idempotency_key: Some("order-42".into()),
+        ..request(vec![event("orders", n)])
+    };
+    let first = h.publisher.publish(keyed(1)).await.unwrap();
+    assert!(!first.replayed);
+    let again = h.publisher.publish(keyed(2)).await.unwrap();
+    assert_eq!(
+        again,
+        Publication {
+            events: first.events.clone(),
+            replayed: true
+        }
+    );
+    assert_eq!(count(&h.db, "topic_events").await, 1);
+    assert_eq!(h.broadcast.events().len(), 1, "a replay broadcasts nothing");
+    // Two retries racing in one group also agree.
+    let (x, y) = tokio::join!(
+        h.publisher.publish(PublishRequest {
+            idempotency_key: Some("k2".into()),
+            ..request(vec![event("orders", 3)])
+        }),
+        h.publisher.publish(PublishRequest {
+            idempotency_key: Some("k2".into()),
+            ..request(vec![event("orders", 4)])
+        }),
+    );
+    assert_eq!(x.unwrap().events, y.unwrap().events);
+    assert_eq!(count(&h.db, "topic_events").await, 2);
+}
+
+backend_test!(publishing_registers_unknown_topics_as_internal);
+async fn publishing_registers_unknown_topics_as_internal(t: TestDb) {
+    let h = harness(&t, PublisherConfig::default()).await;
+    h.publisher
+        .publish(request(vec![event("new.topic", 1)]))
+        .await
+        .unwrap();
+    let topic = h.db.get_topic("shop", "new.topic").await.unwrap();
+    assert!(!topic.external_subscribable);
+    assert_eq!(topic.auth_mode, AuthMode::Token);
+    assert_eq!((topic.last_seq, topic.event_count), (1, 1));
+    let missing = PublishRequest {
+        app: AppId::parse("ghost").unwrap(),
+        ..request(vec![event("x", 1)])
+    };
+    assert!(matches!(
+        h.publisher.publish(missing).await,
+        Err(Error::AppNotFound(_))
+    ));
+}
+
+backend_test!(one_bad_request_does_not_fail_its_group);
+async fn one_bad_request_does_not_fail_its_group(t: TestDb) {
+    let h = harness(&t, PublisherConfig::default()).await;
+    let ghost = PublishRequest {
+        app: AppId::parse("ghost").unwrap(),
+        ..request(vec![event("x", 1)])
+    };
+    let (good, bad) = tokio::join!(
+        h.publisher.publish(request(vec![event("x", 2)])),
+        h.publisher.publish(ghost)
+    );
+    assert_eq!(good.unwrap().events[0].seq, 1);
+    assert!(matches!(bad, Err(Error::AppNotFound(_))));
+}
+
+backend_test!(retention_prunes_old_events_but_keeps_what_deliveries_need);
+async fn retention_prunes_old_events_but_keeps_what_deliveries_need(t: TestDb) {
+    let h = harness(&t, PublisherConfig::default()).await;
+    h.db.create_topic(
+        "shop",
+        NewTopic {
             name: TopicName::parse("orders").unwrap(),
             auth_mode: AuthMode::Token,
-            retention: Retention { max_events: Some(3), max_age_secs: None },
-        }).await.unwrap();
-        let trigger = add_trigger(&h.db, "orders").await;
-        h.publisher.publish(request(vec![event("orders", 1)])).await.unwrap();
-        // Seq 1 now has a pending delivery; deliver nothing, publish more without the trigger.
-        disable_trigger(&h.db, &trigger).await;
-        for n in 2..=10 {
-            h.publisher.publish(request(vec![event("orders", n)])).await.unwrap();
-        }
-        let pruned = h.db.prune(picloud_shared::time::now_ms()).await.unwrap();
-        assert_eq!(pruned.events, 6, "seqs 2..=7 pruned");
-        let seqs: Vec<i64> = h.db.read_events("shop", "orders", 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, [1, 8, 9, 10], "seq 1 kept for its pending delivery, the last 3 by retention");
-
-        // Age: everything is older than a minute in the future, but the count limit and
-        // the pending delivery still hold.
-        let later = picloud_shared::time::now_ms() + 10 * 24 * 3600 * 1000;
-        h.db.prune(later).await.unwrap();
-        assert_eq!(h.db.read_events("shop", "orders", 0, 100).await.unwrap().len(), 4, "no age limit on this topic");
+            retention: Retention {
+                max_events: Some(3),
+                max_age_secs: None,
+            },
+        },
+    )
+    .await
+    .unwrap();
+    let trigger = add_trigger(&h.db, "orders").await;
+    h.publisher
+        .publish(request(vec![event("orders", 1)]))
+        .await
+        .unwrap();
+    // Seq 1 now has a pending delivery; deliver nothing, publish more without the trigger.
+    disable_trigger(&h.db, &trigger).await;
+    for n in 2..=10 {
+        h.publisher
+            .publish(request(vec![event("orders", n)]))
+            .await
+            .unwrap();
     }
+    let pruned = h.db.prune(picloud_shared::time::now_ms()).await.unwrap();
+    assert_eq!(pruned.events, 6, "seqs 2..=7 pruned");
+    let seqs: Vec<i64> =
+        h.db.read_events("shop", "orders", 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+    assert_eq!(
+        seqs,
+        [1, 8, 9, 10],
+        "seq 1 kept for its pending delivery, the last 3 by retention"
+    );
+
+    // Age: everything is older than a minute in the future, but the count limit and
+    // the pending delivery still hold.
+    let later = picloud_shared::time::now_ms() + 10 * 24 * 3600 * 1000;
+    h.db.prune(later).await.unwrap();
+    assert_eq!(
+        h.db.read_events("shop", "orders", 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        4,
+        "no age limit on this topic"
+    );
 }

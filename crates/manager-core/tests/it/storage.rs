@@ -1,6 +1,7 @@
 //! Storage conformance: every test runs on SQLite and on PostgreSQL.
 
 use picloud_manager_core::backend_test;
+use picloud_manager_core::testing::TestDb;
 use picloud_manager_core::Error;
 use picloud_shared::{AppId, Scope, ScopeSet};
 
@@ -12,137 +13,188 @@ fn scopes(list: &[Scope]) -> ScopeSet {
     list.iter().copied().collect()
 }
 
-backend_test! {
-    async fn apps_create_list_get_delete(t) {
-        let db = &t.db;
-        assert!(db.list_apps().await.unwrap().is_empty());
-        let shop = db.create_app(&app("shop"), "Shop").await.unwrap();
-        assert_eq!(shop.name, "Shop");
-        db.create_app(&app("blog"), "Blog").await.unwrap();
-        let ids: Vec<String> = db.list_apps().await.unwrap().into_iter().map(|a| a.id.to_string()).collect();
-        assert_eq!(ids, ["blog", "shop"]);
-        assert_eq!(db.get_app("shop").await.unwrap(), shop);
-        assert!(matches!(db.create_app(&app("shop"), "Again").await, Err(Error::AppExists(_))));
-        db.delete_app("shop").await.unwrap();
-        assert!(matches!(db.get_app("shop").await, Err(Error::AppNotFound(_))));
-        assert!(matches!(db.delete_app("shop").await, Err(Error::AppNotFound(_))));
-    }
+backend_test!(apps_create_list_get_delete);
+async fn apps_create_list_get_delete(t: TestDb) {
+    let db = &t.db;
+    assert!(db.list_apps().await.unwrap().is_empty());
+    let shop = db.create_app(&app("shop"), "Shop").await.unwrap();
+    assert_eq!(shop.name, "Shop");
+    db.create_app(&app("blog"), "Blog").await.unwrap();
+    let ids: Vec<String> = db
+        .list_apps()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id.to_string())
+        .collect();
+    assert_eq!(ids, ["blog", "shop"]);
+    assert_eq!(db.get_app("shop").await.unwrap(), shop);
+    assert!(matches!(
+        db.create_app(&app("shop"), "Again").await,
+        Err(Error::AppExists(_))
+    ));
+    db.delete_app("shop").await.unwrap();
+    assert!(matches!(
+        db.get_app("shop").await,
+        Err(Error::AppNotFound(_))
+    ));
+    assert!(matches!(
+        db.delete_app("shop").await,
+        Err(Error::AppNotFound(_))
+    ));
 }
 
-backend_test! {
-    async fn app_names_are_validated(t) {
-        assert!(matches!(t.db.create_app(&app("shop"), "  ").await, Err(Error::Invalid(_))));
-        assert!(matches!(t.db.create_app(&app("shop"), &"n".repeat(201)).await, Err(Error::Invalid(_))));
-    }
+backend_test!(app_names_are_validated);
+async fn app_names_are_validated(t: TestDb) {
+    assert!(matches!(
+        t.db.create_app(&app("shop"), "  ").await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        t.db.create_app(&app("shop"), &"n".repeat(201)).await,
+        Err(Error::Invalid(_))
+    ));
 }
 
-backend_test! {
-    async fn keys_are_stored_hashed_and_found_by_secret(t) {
-        let db = &t.db;
-        db.create_app(&app("shop"), "Shop").await.unwrap();
-        let created = db
-            .create_key(Some(&app("shop")), "web", scopes(&[Scope::PubsubPublish, Scope::AppRead]))
+backend_test!(keys_are_stored_hashed_and_found_by_secret);
+async fn keys_are_stored_hashed_and_found_by_secret(t: TestDb) {
+    let db = &t.db;
+    db.create_app(&app("shop"), "Shop").await.unwrap();
+    let created = db
+        .create_key(
+            Some(&app("shop")),
+            "web",
+            scopes(&[Scope::PubsubPublish, Scope::AppRead]),
+        )
+        .await
+        .unwrap();
+    assert!(created.secret.starts_with(&created.key.prefix));
+    let hash = picloud_manager_core::api_keys::hash_secret(&created.secret);
+    let (found, stored_hash, _) = db.find_active_key(&hash).await.unwrap().unwrap();
+    assert_eq!(found, created.key);
+    assert_eq!(stored_hash, hash.to_vec());
+    assert_eq!(found.scopes, [Scope::AppRead, Scope::PubsubPublish]);
+
+    // The secret itself is nowhere in the table.
+    let secret_bytes = created.secret.as_bytes().to_vec();
+    let rows: Vec<(String, String, Vec<u8>)> = picloud_manager_core::on_db!(db, pool, {
+        sqlx::query_as("SELECT prefix, scopes, secret_hash FROM api_keys")
+            .fetch_all(pool)
             .await
-            .unwrap();
-        assert!(created.secret.starts_with(&created.key.prefix));
-        let hash = picloud_manager_core::api_keys::hash_secret(&created.secret);
-        let (found, stored_hash, _) = db.find_active_key(&hash).await.unwrap().unwrap();
-        assert_eq!(found, created.key);
-        assert_eq!(stored_hash, hash.to_vec());
-        assert_eq!(found.scopes, [Scope::AppRead, Scope::PubsubPublish]);
-
-        // The secret itself is nowhere in the table.
-        let secret_bytes = created.secret.as_bytes().to_vec();
-        let rows: Vec<(String, String, Vec<u8>)> = picloud_manager_core::on_db!(db, pool => {
-            sqlx::query_as("SELECT prefix, scopes, secret_hash FROM api_keys").fetch_all(pool).await.unwrap()
-        });
-        for (prefix, scope_text, stored) in rows {
-            assert!(!created.secret.eq(&prefix) && !scope_text.contains(&created.secret));
-            assert_ne!(stored, secret_bytes);
-        }
+            .unwrap()
+    });
+    for (prefix, scope_text, stored) in rows {
+        assert!(!created.secret.eq(&prefix) && !scope_text.contains(&created.secret));
+        assert_ne!(stored, secret_bytes);
     }
 }
 
-backend_test! {
-    async fn revoked_keys_are_not_found_and_revocation_is_scoped(t) {
-        let db = &t.db;
-        db.create_app(&app("shop"), "Shop").await.unwrap();
-        db.create_app(&app("blog"), "Blog").await.unwrap();
-        let created = db.create_key(Some(&app("shop")), "web", scopes(&[Scope::AppRead])).await.unwrap();
-        // Another app's id or the instance scope cannot revoke it.
-        assert!(matches!(db.revoke_key(Some("blog"), &created.key.id).await, Err(Error::KeyNotFound(_))));
-        assert!(matches!(db.revoke_key(None, &created.key.id).await, Err(Error::KeyNotFound(_))));
-        let revoked = db.revoke_key(Some("shop"), &created.key.id).await.unwrap();
-        let first = revoked.revoked_at.expect("revoked_at set");
-        let again = db.revoke_key(Some("shop"), &created.key.id).await.unwrap();
-        assert_eq!(again.revoked_at, Some(first), "second revoke keeps the first time");
-        let hash = picloud_manager_core::api_keys::hash_secret(&created.secret);
-        assert!(db.find_active_key(&hash).await.unwrap().is_none());
-        assert_eq!(db.list_keys(Some("shop")).await.unwrap().len(), 1);
-    }
+backend_test!(revoked_keys_are_not_found_and_revocation_is_scoped);
+async fn revoked_keys_are_not_found_and_revocation_is_scoped(t: TestDb) {
+    let db = &t.db;
+    db.create_app(&app("shop"), "Shop").await.unwrap();
+    db.create_app(&app("blog"), "Blog").await.unwrap();
+    let created = db
+        .create_key(Some(&app("shop")), "web", scopes(&[Scope::AppRead]))
+        .await
+        .unwrap();
+    // Another app's id or the instance scope cannot revoke it.
+    assert!(matches!(
+        db.revoke_key(Some("blog"), &created.key.id).await,
+        Err(Error::KeyNotFound(_))
+    ));
+    assert!(matches!(
+        db.revoke_key(None, &created.key.id).await,
+        Err(Error::KeyNotFound(_))
+    ));
+    let revoked = db.revoke_key(Some("shop"), &created.key.id).await.unwrap();
+    let first = revoked.revoked_at.expect("revoked_at set");
+    let again = db.revoke_key(Some("shop"), &created.key.id).await.unwrap();
+    assert_eq!(
+        again.revoked_at,
+        Some(first),
+        "second revoke keeps the first time"
+    );
+    let hash = picloud_manager_core::api_keys::hash_secret(&created.secret);
+    assert!(db.find_active_key(&hash).await.unwrap().is_none());
+    assert_eq!(db.list_keys(Some("shop")).await.unwrap().len(), 1);
 }
 
-backend_test! {
-    async fn key_rules_by_kind(t) {
-        let db = &t.db;
-        db.create_app(&app("shop"), "Shop").await.unwrap();
-        assert!(matches!(
-            db.create_key(Some(&app("shop")), "x", scopes(&[Scope::InstanceAdmin])).await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            db.create_key(None, "x", scopes(&[Scope::AppRead])).await,
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            db.create_key(Some(&app("nope")), "x", scopes(&[Scope::AppRead])).await,
-            Err(Error::AppNotFound(_))
-        ));
-        let instance = db.create_key(None, "ops", scopes(&[Scope::InstanceAdmin])).await.unwrap();
-        let listed = db.list_keys(None).await.unwrap();
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].id, instance.key.id);
-        assert!(db.list_keys(Some("shop")).await.unwrap().is_empty());
-    }
+backend_test!(key_rules_by_kind);
+async fn key_rules_by_kind(t: TestDb) {
+    let db = &t.db;
+    db.create_app(&app("shop"), "Shop").await.unwrap();
+    assert!(matches!(
+        db.create_key(Some(&app("shop")), "x", scopes(&[Scope::InstanceAdmin]))
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        db.create_key(None, "x", scopes(&[Scope::AppRead])).await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        db.create_key(Some(&app("nope")), "x", scopes(&[Scope::AppRead]))
+            .await,
+        Err(Error::AppNotFound(_))
+    ));
+    let instance = db
+        .create_key(None, "ops", scopes(&[Scope::InstanceAdmin]))
+        .await
+        .unwrap();
+    let listed = db.list_keys(None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, instance.key.id);
+    assert!(db.list_keys(Some("shop")).await.unwrap().is_empty());
 }
 
-backend_test! {
-    async fn deleting_an_app_removes_its_keys(t) {
-        let db = &t.db;
-        db.create_app(&app("shop"), "Shop").await.unwrap();
-        let created = db.create_key(Some(&app("shop")), "web", scopes(&[Scope::AppRead])).await.unwrap();
-        db.delete_app("shop").await.unwrap();
-        let hash = picloud_manager_core::api_keys::hash_secret(&created.secret);
-        assert!(db.find_active_key(&hash).await.unwrap().is_none());
-        let count: i64 = picloud_manager_core::on_db!(db, pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM api_keys").fetch_one(pool).await.unwrap()
-        });
-        assert_eq!(count, 0);
-    }
+backend_test!(deleting_an_app_removes_its_keys);
+async fn deleting_an_app_removes_its_keys(t: TestDb) {
+    let db = &t.db;
+    db.create_app(&app("shop"), "Shop").await.unwrap();
+    let created = db
+        .create_key(Some(&app("shop")), "web", scopes(&[Scope::AppRead]))
+        .await
+        .unwrap();
+    db.delete_app("shop").await.unwrap();
+    let hash = picloud_manager_core::api_keys::hash_secret(&created.secret);
+    assert!(db.find_active_key(&hash).await.unwrap().is_none());
+    let count: i64 = picloud_manager_core::on_db!(db, pool, {
+        sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(count, 0);
 }
 
-backend_test! {
-    async fn last_used_is_recorded_and_never_moves_back(t) {
-        let db = &t.db;
-        let created = db.create_key(None, "ops", scopes(&[Scope::InstanceAdmin])).await.unwrap();
-        let id = created.key.id.clone();
-        db.record_key_use(&[(id.clone(), 2_000)]).await.unwrap();
-        db.record_key_use(&[(id.clone(), 1_000)]).await.unwrap();
-        let keys = db.list_keys(None).await.unwrap();
-        assert_eq!(keys[0].last_used_at, Some(2_000));
-    }
+backend_test!(last_used_is_recorded_and_never_moves_back);
+async fn last_used_is_recorded_and_never_moves_back(t: TestDb) {
+    let db = &t.db;
+    let created = db
+        .create_key(None, "ops", scopes(&[Scope::InstanceAdmin]))
+        .await
+        .unwrap();
+    let id = created.key.id.clone();
+    db.record_key_use(&[(id.clone(), 2_000)]).await.unwrap();
+    db.record_key_use(&[(id.clone(), 1_000)]).await.unwrap();
+    let keys = db.list_keys(None).await.unwrap();
+    assert_eq!(keys[0].last_used_at, Some(2_000));
 }
 
-backend_test! {
-    async fn bootstrap_key_is_created_exactly_once(t) {
-        let db = &t.db;
-        let attempts = futures_join(db).await;
-        assert_eq!(attempts.iter().filter(|k| k.is_some()).count(), 1, "one winner");
-        assert!(db.bootstrap_instance_key().await.unwrap().is_none());
-        let keys = db.list_keys(None).await.unwrap();
-        assert_eq!(keys.len(), 1);
-        assert_eq!(keys[0].scopes, [Scope::InstanceAdmin]);
-    }
+backend_test!(bootstrap_key_is_created_exactly_once);
+async fn bootstrap_key_is_created_exactly_once(t: TestDb) {
+    let db = &t.db;
+    let attempts = futures_join(db).await;
+    assert_eq!(
+        attempts.iter().filter(|k| k.is_some()).count(),
+        1,
+        "one winner"
+    );
+    assert!(db.bootstrap_instance_key().await.unwrap().is_none());
+    let keys = db.list_keys(None).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].scopes, [Scope::InstanceAdmin]);
 }
 
 /// Four concurrent bootstrap attempts.
@@ -164,17 +216,17 @@ async fn futures_join(
     results
 }
 
-backend_test! {
-    async fn no_bootstrap_key_when_an_instance_key_exists(t) {
-        t.db.create_key(None, "ops", scopes(&[Scope::InstanceAdmin])).await.unwrap();
-        assert!(t.db.bootstrap_instance_key().await.unwrap().is_none());
-        assert_eq!(t.db.list_keys(None).await.unwrap().len(), 1);
-    }
+backend_test!(no_bootstrap_key_when_an_instance_key_exists);
+async fn no_bootstrap_key_when_an_instance_key_exists(t: TestDb) {
+    t.db.create_key(None, "ops", scopes(&[Scope::InstanceAdmin]))
+        .await
+        .unwrap();
+    assert!(t.db.bootstrap_instance_key().await.unwrap().is_none());
+    assert_eq!(t.db.list_keys(None).await.unwrap().len(), 1);
 }
 
-backend_test! {
-    async fn migrations_are_idempotent_and_ping_works(t) {
-        t.db.migrate().await.unwrap();
-        t.db.ping().await.unwrap();
-    }
+backend_test!(migrations_are_idempotent_and_ping_works);
+async fn migrations_are_idempotent_and_ping_works(t: TestDb) {
+    t.db.migrate().await.unwrap();
+    t.db.ping().await.unwrap();
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::common::{code, spawn_app, AdminSession, TestApp};
 use picloud_manager_core::backend_test;
+use picloud_manager_core::testing::TestDb;
 use picloud_shared::access::Access;
 use picloud_shared::Scope;
 use reqwest::Method;
@@ -310,91 +311,146 @@ async fn check(
     }
 }
 
-backend_test! {
-    async fn every_route_with_every_kind_of_key(t) {
-        let app = spawn_app(t).await;
-        app.create_app("shop").await;
-        app.create_app("blog").await;
-        let revoked = app.create_key("shop", &["app:admin"]).await;
-        let (_, keys) = app.call(Method::GET, "/v1/apps/shop/keys", Some(&app.admin_key), None).await;
-        let revoked_id = keys["keys"][0]["id"].as_str().unwrap().to_owned();
-        let (status, _) = app
-            .call(Method::DELETE, &format!("/v1/apps/shop/keys/{revoked_id}"), Some(&app.admin_key), None)
-            .await;
-        assert_eq!(status, 200);
+backend_test!(every_route_with_every_kind_of_key);
+async fn every_route_with_every_kind_of_key(t: TestDb) {
+    let app = spawn_app(t).await;
+    app.create_app("shop").await;
+    app.create_app("blog").await;
+    let revoked = app.create_key("shop", &["app:admin"]).await;
+    let (_, keys) = app
+        .call(
+            Method::GET,
+            "/v1/apps/shop/keys",
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    let revoked_id = keys["keys"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/apps/shop/keys/{revoked_id}"),
+            Some(&app.admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
 
-        let app_scopes: Vec<Scope> = Scope::ALL.into_iter().filter(|s| s.is_app_scope()).collect();
-        let all_names: Vec<&str> = app_scopes.iter().map(|s| s.as_str()).collect();
-        let other = app.create_key("blog", &all_names).await;
+    let app_scopes: Vec<Scope> = Scope::ALL
+        .into_iter()
+        .filter(|s| s.is_app_scope())
+        .collect();
+    let all_names: Vec<&str> = app_scopes.iter().map(|s| s.as_str()).collect();
+    let other = app.create_key("blog", &all_names).await;
 
-        let session = app.admin_session().await;
+    let session = app.admin_session().await;
 
-        let key = |k: String| Credentials::Key(k);
-        let mut callers: Vec<(Caller, Credentials)> = vec![
-            (Caller::Anonymous, Credentials::None),
-            (Caller::Garbage, key("pk_".to_owned() + &"A".repeat(43))),
-            (Caller::Garbage, key("not a key".to_owned())),
-            (Caller::Revoked, key(revoked)),
-            (Caller::OtherApp, key(other)),
-        ];
-        for scope in &app_scopes {
-            callers.push((Caller::OwnApp(*scope), key(app.create_key("shop", &[scope.as_str()]).await)));
-        }
-        callers.push((Caller::Instance, key(app.admin_key.clone())));
-        callers.push((Caller::CookieWithoutCsrf, Credentials::Session { session: session.clone(), csrf: false }));
-        callers.push((Caller::Admin, Credentials::Session { session, csrf: true }));
-
-        // Deleting the app must come last, or it would take the fixture with it.
-        let mut routes: Vec<_> = SPEC.iter().collect();
-        routes.sort_by_key(|(method, path, _)| *method == "DELETE" && *path == "/v1/apps/{app}");
-        for (method, path, access) in routes {
-            for (caller, credentials) in &callers {
-                match ((*method, *path), caller) {
-                    // Each caller allowed to delete the app must find it there.
-                    (("DELETE", "/v1/apps/{app}"), _) => {
-                        app.call(Method::POST, "/v1/apps", Some(&app.admin_key), Some(serde_json::json!({"id": "shop"}))).await;
-                    }
-                    // Signing out ends a session of its own, so the walk keeps its own.
-                    (("DELETE", "/v1/admin/session"), Caller::Admin) => {
-                        let own = app.sign_in("root@example.com", crate::common::ADMIN_PASSWORD).await;
-                        check(&app, method, path, caller, &Credentials::Session { session: own, csrf: true }, *access).await;
-                        continue;
-                    }
-                    _ => {}
-                }
-                check(&app, method, path, caller, credentials, *access).await;
-            }
-        }
-        app.stop().await;
+    let key = |k: String| Credentials::Key(k);
+    let mut callers: Vec<(Caller, Credentials)> = vec![
+        (Caller::Anonymous, Credentials::None),
+        (Caller::Garbage, key("pk_".to_owned() + &"A".repeat(43))),
+        (Caller::Garbage, key("not a key".to_owned())),
+        (Caller::Revoked, key(revoked)),
+        (Caller::OtherApp, key(other)),
+    ];
+    for scope in &app_scopes {
+        callers.push((
+            Caller::OwnApp(*scope),
+            key(app.create_key("shop", &[scope.as_str()]).await),
+        ));
     }
+    callers.push((Caller::Instance, key(app.admin_key.clone())));
+    callers.push((
+        Caller::CookieWithoutCsrf,
+        Credentials::Session {
+            session: session.clone(),
+            csrf: false,
+        },
+    ));
+    callers.push((
+        Caller::Admin,
+        Credentials::Session {
+            session,
+            csrf: true,
+        },
+    ));
+
+    // Deleting the app must come last, or it would take the fixture with it.
+    let mut routes: Vec<_> = SPEC.iter().collect();
+    routes.sort_by_key(|(method, path, _)| *method == "DELETE" && *path == "/v1/apps/{app}");
+    for (method, path, access) in routes {
+        for (caller, credentials) in &callers {
+            match ((*method, *path), caller) {
+                // Each caller allowed to delete the app must find it there.
+                (("DELETE", "/v1/apps/{app}"), _) => {
+                    app.call(
+                        Method::POST,
+                        "/v1/apps",
+                        Some(&app.admin_key),
+                        Some(serde_json::json!({"id": "shop"})),
+                    )
+                    .await;
+                }
+                // Signing out ends a session of its own, so the walk keeps its own.
+                (("DELETE", "/v1/admin/session"), Caller::Admin) => {
+                    let own = app
+                        .sign_in("root@example.com", crate::common::ADMIN_PASSWORD)
+                        .await;
+                    check(
+                        &app,
+                        method,
+                        path,
+                        caller,
+                        &Credentials::Session {
+                            session: own,
+                            csrf: true,
+                        },
+                        *access,
+                    )
+                    .await;
+                    continue;
+                }
+                _ => {}
+            }
+            check(&app, method, path, caller, credentials, *access).await;
+        }
+    }
+    app.stop().await;
 }
 
-backend_test! {
-    async fn the_table_and_the_router_name_the_same_routes(t) {
-        let app = spawn_app(t).await;
-        let (status, doc) = app.call(Method::GET, "/openapi.json", None, None).await;
-        assert_eq!(status, 200);
-        let mut documented = BTreeSet::new();
-        for (path, item) in doc["paths"].as_object().expect("paths") {
-            for method in item.as_object().unwrap().keys() {
-                documented.insert((method.to_uppercase(), path.clone()));
-            }
+backend_test!(the_table_and_the_router_name_the_same_routes);
+async fn the_table_and_the_router_name_the_same_routes(t: TestDb) {
+    let app = spawn_app(t).await;
+    let (status, doc) = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
         }
-        // The dashboard's files (`/_…`) and `/` (its redirect) are routes of the table but
-        // not API: the OpenAPI document leaves them out.
-        let api: BTreeSet<(String, String)> = SPEC
-            .iter()
-            .filter(|(_, p, _)| *p != "/" && !p.starts_with("/_"))
-            .map(|(m, p, _)| (m.to_string(), p.to_string()))
-            .collect();
-        assert_eq!(documented, api, "routes served (per OpenAPI) vs the routes this test walks");
-        let spec: BTreeSet<(String, String)> =
-            SPEC.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
-        let table: BTreeSet<(String, String)> = picloud_shared::access::ROUTES
-            .iter()
-            .map(|r| (r.method.to_owned(), r.path.to_owned()))
-            .collect();
-        assert_eq!(table, spec, "the server's access table vs the routes this test walks");
-        app.stop().await;
     }
+    // The dashboard's files (`/_…`) and `/` (its redirect) are routes of the table but
+    // not API: the OpenAPI document leaves them out.
+    let api: BTreeSet<(String, String)> = SPEC
+        .iter()
+        .filter(|(_, p, _)| *p != "/" && !p.starts_with("/_"))
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        documented, api,
+        "routes served (per OpenAPI) vs the routes this test walks"
+    );
+    let spec: BTreeSet<(String, String)> = SPEC
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    let table: BTreeSet<(String, String)> = picloud_shared::access::ROUTES
+        .iter()
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect();
+    assert_eq!(
+        table, spec,
+        "the server's access table vs the routes this test walks"
+    );
+    app.stop().await;
 }

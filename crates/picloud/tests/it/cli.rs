@@ -3,6 +3,7 @@
 
 use crate::common::Server;
 use picloud_manager_core::backend_test;
+use picloud_manager_core::testing::TestDb;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -36,32 +37,62 @@ async fn picloud_json(db_url: &str, args: &[&str]) -> Value {
     serde_json::from_str(last).unwrap_or_else(|_| panic!("last line is not JSON: {last}"))
 }
 
-backend_test! {
-    async fn apps_and_keys_commands(t) {
-        let url = t.url.clone();
-        let app = picloud_json(&url, &["apps", "create", "shop", "--name", "My Shop"]).await;
-        assert_eq!((app["id"].as_str(), app["name"].as_str()), (Some("shop"), Some("My Shop")));
-        let list = picloud_json(&url, &["apps", "list"]).await;
-        assert_eq!(list["apps"][0]["id"], "shop");
+backend_test!(apps_and_keys_commands);
+async fn apps_and_keys_commands(t: TestDb) {
+    let url = t.url.clone();
+    let app = picloud_json(&url, &["apps", "create", "shop", "--name", "My Shop"]).await;
+    assert_eq!(
+        (app["id"].as_str(), app["name"].as_str()),
+        (Some("shop"), Some("My Shop"))
+    );
+    let list = picloud_json(&url, &["apps", "list"]).await;
+    assert_eq!(list["apps"][0]["id"], "shop");
 
-        let ops = picloud_json(&url, &["keys", "create", "--instance", "--name", "ops"]).await;
-        assert!(ops["key"].as_str().unwrap().starts_with("pk_"));
-        assert_eq!(ops["scopes"], serde_json::json!(["instance:admin"]));
+    let ops = picloud_json(&url, &["keys", "create", "--instance", "--name", "ops"]).await;
+    assert!(ops["key"].as_str().unwrap().starts_with("pk_"));
+    assert_eq!(ops["scopes"], serde_json::json!(["instance:admin"]));
 
-        let web = picloud_json(&url, &["keys", "create", "--app", "shop", "--name", "web", "--scope", "pubsub:publish", "--scope", "app:read"]).await;
-        assert_eq!(web["app"], "shop");
-        let keys = picloud_json(&url, &["keys", "list", "--app", "shop"]).await;
-        assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
-        assert!(!keys.to_string().contains(web["key"].as_str().unwrap()), "secrets are never listed");
-        let revoked = picloud_json(&url, &["keys", "revoke", web["id"].as_str().unwrap(), "--app", "shop"]).await;
-        assert!(revoked["revoked_at"].is_i64());
+    let web = picloud_json(
+        &url,
+        &[
+            "keys",
+            "create",
+            "--app",
+            "shop",
+            "--name",
+            "web",
+            "--scope",
+            "pubsub:publish",
+            "--scope",
+            "app:read",
+        ],
+    )
+    .await;
+    assert_eq!(web["app"], "shop");
+    let keys = picloud_json(&url, &["keys", "list", "--app", "shop"]).await;
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
+    assert!(
+        !keys.to_string().contains(web["key"].as_str().unwrap()),
+        "secrets are never listed"
+    );
+    let revoked = picloud_json(
+        &url,
+        &[
+            "keys",
+            "revoke",
+            web["id"].as_str().unwrap(),
+            "--app",
+            "shop",
+        ],
+    )
+    .await;
+    assert!(revoked["revoked_at"].is_i64());
 
-        let deleted = picloud_json(&url, &["apps", "delete", "shop"]).await;
-        assert_eq!(deleted["deleted"], "shop");
-        let (code, _, stderr) = picloud(&["--database-url", &url, "apps", "delete", "shop"]).await;
-        assert_eq!(code, 1);
-        assert!(stderr.contains("app 'shop' not found"), "{stderr}");
-    }
+    let deleted = picloud_json(&url, &["apps", "delete", "shop"]).await;
+    assert_eq!(deleted["deleted"], "shop");
+    let (code, _, stderr) = picloud(&["--database-url", &url, "apps", "delete", "shop"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("app 'shop' not found"), "{stderr}");
 }
 
 /// Runs the binary with `stdin` as its standard input.
@@ -85,95 +116,197 @@ async fn picloud_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String)
     )
 }
 
-backend_test! {
-    async fn admins_commands_and_signing_in_with_the_result(t) {
-        let url = t.url.clone();
-        let create = |email: &'static str, password: &'static str| {
-            let url = url.clone();
-            async move {
-                picloud_with_stdin(&["--database-url", &url, "admins", "create", "--email", email, "--password-stdin", "--json"], password).await
-            }
-        };
-        let (code, stdout, stderr) = create("Ada@Example.com", "a long enough password\n").await;
-        assert_eq!(code, 0, "{stdout}{stderr}");
-        let created: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-        assert_eq!(created["email"], "ada@example.com");
-        assert!(!stdout.contains("argon2"), "the hash is never printed");
-        let stored: String = picloud_manager_core::on_db!(&t.db, pool => {
-            sqlx::query_scalar("SELECT password_hash FROM admins").fetch_one(pool).await.unwrap()
-        });
-        assert!(stored.starts_with("$argon2id$"), "{stored}");
-
-        let (code, _, stderr) = create("ada@example.com", "another long password\n").await;
-        assert_eq!(code, 1);
-        assert!(stderr.contains("already exists"), "{stderr}");
-        let (code, _, stderr) = create("bob@example.com", "short\n").await;
-        assert_eq!(code, 1);
-        assert!(stderr.contains("at least 10 characters"), "{stderr}");
-        let (code, _, stderr) = create("not-an-email", "a long enough password\n").await;
-        assert_eq!(code, 1);
-        assert!(stderr.contains("not an email address"), "{stderr}");
-
-        let list = picloud_json(&url, &["admins", "list"]).await;
-        let emails: Vec<&str> = list["admins"].as_array().unwrap().iter().map(|a| a["email"].as_str().unwrap()).collect();
-        assert_eq!(emails, ["ada@example.com"]);
-        assert!(!list.to_string().contains("argon2"));
-
-        // The server signs the created admin in with that password.
-        let data_dir = t.data_dir();
-        let server = Server::start(&["--database-url", &url, "--data-dir", data_dir.to_str().unwrap()]).await;
-        let client = reqwest::Client::new();
-        let sign_in = |password: &'static str| client
-            .post(format!("http://{}/v1/admin/session", server.addr))
-            .json(&serde_json::json!({"email": "ADA@example.com", "password": password}))
-            .send();
-        assert_eq!(sign_in("a long enough password").await.unwrap().status().as_u16(), 200);
-        assert_eq!(sign_in("a long enough passwor").await.unwrap().status().as_u16(), 401);
-        server.terminate();
-
-        let deleted = picloud_json(&url, &["admins", "delete", "--email", "ada@example.com"]).await;
-        assert_eq!(deleted["deleted"], "ada@example.com");
-        let (code, _, stderr) = picloud(&["--database-url", &url, "admins", "delete", "--email", "ada@example.com"]).await;
-        assert_eq!(code, 1);
-        assert!(stderr.contains("no admin with email"), "{stderr}");
-    }
-}
-
-backend_test! {
-    async fn admins_unlock_clears_failures_and_the_lock(t) {
-        let url = t.url.clone();
-        let (code, stdout, stderr) = picloud_with_stdin(&["--database-url", &url, "admins", "create", "--email", "ada@example.com", "--password-stdin"], "a long enough password\n").await;
-        assert_eq!(code, 0, "{stdout}{stderr}");
-        let locked_until = picloud_shared::time::now_ms() + 10 * 60 * 1000;
-        picloud_manager_core::on_db!(&t.db, pool => {
-            sqlx::query("UPDATE admins SET failed_attempts = 7, locked_until = $1").bind(locked_until).execute(pool).await.map(drop).unwrap()
-        });
-
-        let unlocked = picloud_json(&url, &["admins", "unlock", "--email", "ADA@example.com"]).await;
-        assert_eq!(unlocked, serde_json::json!({"unlocked": "ada@example.com", "cleared_failed_attempts": 7, "was_locked_until": locked_until}));
-        let list = picloud_json(&url, &["admins", "list"]).await;
-        assert_eq!((list["admins"][0]["failed_attempts"].as_i64(), list["admins"][0]["locked_until"].as_i64()), (Some(0), None));
-
-        // The server lets the admin in again at once.
-        let data_dir = t.data_dir();
-        let server = Server::start(&["--database-url", &url, "--data-dir", data_dir.to_str().unwrap()]).await;
-        let status = reqwest::Client::new()
-            .post(format!("http://{}/v1/admin/session", server.addr))
-            .json(&serde_json::json!({"email": "ada@example.com", "password": "a long enough password"}))
-            .send()
+backend_test!(admins_commands_and_signing_in_with_the_result);
+async fn admins_commands_and_signing_in_with_the_result(t: TestDb) {
+    let url = t.url.clone();
+    let create = |email: &'static str, password: &'static str| {
+        let url = url.clone();
+        async move {
+            picloud_with_stdin(
+                &[
+                    "--database-url",
+                    &url,
+                    "admins",
+                    "create",
+                    "--email",
+                    email,
+                    "--password-stdin",
+                    "--json",
+                ],
+                password,
+            )
+            .await
+        }
+    };
+    let (code, stdout, stderr) = create("Ada@Example.com", "a long enough password\n").await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let created: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(created["email"], "ada@example.com");
+    assert!(!stdout.contains("argon2"), "the hash is never printed");
+    let stored: String = picloud_manager_core::on_db!(&t.db, pool, {
+        sqlx::query_scalar("SELECT password_hash FROM admins")
+            .fetch_one(pool)
             .await
             .unwrap()
-            .status();
-        assert_eq!(status.as_u16(), 200);
-        server.terminate();
+    });
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
 
-        let (code, stdout, _) = picloud(&["--database-url", &url, "admins", "unlock", "--email", "ada@example.com"]).await;
-        assert_eq!(code, 0);
-        assert!(stdout.contains("unlocked admin ada@example.com: cleared 0 failed sign-ins"), "{stdout}");
-        let (code, _, stderr) = picloud(&["--database-url", &url, "admins", "unlock", "--email", "bob@example.com"]).await;
-        assert_eq!(code, 1);
-        assert!(stderr.contains("no admin with email"), "{stderr}");
-    }
+    let (code, _, stderr) = create("ada@example.com", "another long password\n").await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    let (code, _, stderr) = create("bob@example.com", "short\n").await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("at least 10 characters"), "{stderr}");
+    let (code, _, stderr) = create("not-an-email", "a long enough password\n").await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not an email address"), "{stderr}");
+
+    let list = picloud_json(&url, &["admins", "list"]).await;
+    let emails: Vec<&str> = list["admins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ["ada@example.com"]);
+    assert!(!list.to_string().contains("argon2"));
+
+    // The server signs the created admin in with that password.
+    let data_dir = t.data_dir();
+    let server = Server::start(&[
+        "--database-url",
+        &url,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let sign_in = |password: &'static str| {
+        client
+            .post(format!("http://{}/v1/admin/session", server.addr))
+            .json(&serde_json::json!({"email": "ADA@example.com", "password": password}))
+            .send()
+    };
+    assert_eq!(
+        sign_in("a long enough password")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        sign_in("a long enough passwor")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    server.terminate();
+
+    let deleted = picloud_json(&url, &["admins", "delete", "--email", "ada@example.com"]).await;
+    assert_eq!(deleted["deleted"], "ada@example.com");
+    let (code, _, stderr) = picloud(&[
+        "--database-url",
+        &url,
+        "admins",
+        "delete",
+        "--email",
+        "ada@example.com",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no admin with email"), "{stderr}");
+}
+
+backend_test!(admins_unlock_clears_failures_and_the_lock);
+async fn admins_unlock_clears_failures_and_the_lock(t: TestDb) {
+    let url = t.url.clone();
+    let (code, stdout, stderr) = picloud_with_stdin(
+        &[
+            "--database-url",
+            &url,
+            "admins",
+            "create",
+            "--email",
+            "ada@example.com",
+            "--password-stdin",
+        ],
+        "a long enough password\n",
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let locked_until = picloud_shared::time::now_ms() + 10 * 60 * 1000;
+    picloud_manager_core::on_db!(&t.db, pool, {
+        sqlx::query("UPDATE admins SET failed_attempts = 7, locked_until = $1")
+            .bind(locked_until)
+            .execute(pool)
+            .await
+            .map(drop)
+            .unwrap()
+    });
+
+    let unlocked = picloud_json(&url, &["admins", "unlock", "--email", "ADA@example.com"]).await;
+    assert_eq!(
+        unlocked,
+        serde_json::json!({"unlocked": "ada@example.com", "cleared_failed_attempts": 7, "was_locked_until": locked_until})
+    );
+    let list = picloud_json(&url, &["admins", "list"]).await;
+    assert_eq!(
+        (
+            list["admins"][0]["failed_attempts"].as_i64(),
+            list["admins"][0]["locked_until"].as_i64()
+        ),
+        (Some(0), None)
+    );
+
+    // The server lets the admin in again at once.
+    let data_dir = t.data_dir();
+    let server = Server::start(&[
+        "--database-url",
+        &url,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+    .await;
+    let status = reqwest::Client::new()
+        .post(format!("http://{}/v1/admin/session", server.addr))
+        .json(
+            &serde_json::json!({"email": "ada@example.com", "password": "a long enough password"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    server.terminate();
+
+    let (code, stdout, _) = picloud(&[
+        "--database-url",
+        &url,
+        "admins",
+        "unlock",
+        "--email",
+        "ada@example.com",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("unlocked admin ada@example.com: cleared 0 failed sign-ins"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = picloud(&[
+        "--database-url",
+        &url,
+        "admins",
+        "unlock",
+        "--email",
+        "bob@example.com",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no admin with email"), "{stderr}");
 }
 
 /// Runs the binary with extra environment variables; returns exit code, stdout, stderr.
@@ -413,54 +546,73 @@ async fn commands_other_than_serve_and_migrate_never_create_a_database() {
     assert!(!stderr.contains("hunter22"), "{stderr}");
 }
 
-backend_test! {
-    async fn apps_list_aligns_its_columns_and_admins_create_names_the_dashboard(t) {
-        let url = t.url.clone();
-        let long_id = "an-app-id-of-fifty-characters-well-past-forty-cols";
-        for (id, name) in [("ab", "Short"), (long_id, "Long"), ("mid-size", "Middle")] {
-            picloud_json(&url, &["apps", "create", id, "--name", name]).await;
-        }
-        let (code, stdout, stderr) = picloud(&["--database-url", &url, "apps", "list"]).await;
-        assert_eq!(code, 0, "{stderr}");
-        let lines: Vec<&str> = stdout.lines().collect();
-        assert_eq!(lines.len(), 4, "{stdout}");
-        let name_columns: Vec<usize> = lines
-            .iter()
-            .map(|line| {
-                ["NAME", "Short", "Long", "Middle"]
-                    .iter()
-                    .find_map(|name| line.find(name))
-                    .unwrap_or_else(|| panic!("no name in {line}"))
-            })
-            .collect();
-        assert!(name_columns.iter().all(|c| *c == name_columns[0]), "{stdout}");
-        assert!(name_columns[0] > long_id.len(), "{stdout}");
-
-        let create = |email: &'static str, bind: Option<&'static str>| {
-            let url = url.clone();
-            async move {
-                let mut command = Command::new(BIN);
-                command
-                    .args(["--database-url", &url, "admins", "create", "--email", email, "--password-stdin"])
-                    .env_remove("PICLOUD_BIND")
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped());
-                if let Some(bind) = bind {
-                    command.env("PICLOUD_BIND", bind);
-                }
-                let mut child = command.spawn().unwrap();
-                child.stdin.take().unwrap().write_all(b"a long enough password\n").await.unwrap();
-                let output = child.wait_with_output().await.unwrap();
-                assert!(output.status.success(), "{output:?}");
-                String::from_utf8_lossy(&output.stdout).into_owned()
-            }
-        };
-        let default = create("ada@example.com", None).await;
-        assert!(default.contains("http://127.0.0.1:8080/_/") && !default.contains("ADDRESS"), "{default}");
-        let bound = create("bob@example.com", Some("127.0.0.1:9090")).await;
-        assert!(bound.contains("http://127.0.0.1:9090/_/"), "{bound}");
+backend_test!(apps_list_aligns_its_columns_and_admins_create_names_the_dashboard);
+async fn apps_list_aligns_its_columns_and_admins_create_names_the_dashboard(t: TestDb) {
+    let url = t.url.clone();
+    let long_id = "an-app-id-of-fifty-characters-well-past-forty-cols";
+    for (id, name) in [("ab", "Short"), (long_id, "Long"), ("mid-size", "Middle")] {
+        picloud_json(&url, &["apps", "create", id, "--name", name]).await;
     }
+    let (code, stdout, stderr) = picloud(&["--database-url", &url, "apps", "list"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    let name_columns: Vec<usize> = lines
+        .iter()
+        .map(|line| {
+            ["NAME", "Short", "Long", "Middle"]
+                .iter()
+                .find_map(|name| line.find(name))
+                .unwrap_or_else(|| panic!("no name in {line}"))
+        })
+        .collect();
+    assert!(
+        name_columns.iter().all(|c| *c == name_columns[0]),
+        "{stdout}"
+    );
+    assert!(name_columns[0] > long_id.len(), "{stdout}");
+
+    let create = |email: &'static str, bind: Option<&'static str>| {
+        let url = url.clone();
+        async move {
+            let mut command = Command::new(BIN);
+            command
+                .args([
+                    "--database-url",
+                    &url,
+                    "admins",
+                    "create",
+                    "--email",
+                    email,
+                    "--password-stdin",
+                ])
+                .env_remove("PICLOUD_BIND")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            if let Some(bind) = bind {
+                command.env("PICLOUD_BIND", bind);
+            }
+            let mut child = command.spawn().unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"a long enough password\n")
+                .await
+                .unwrap();
+            let output = child.wait_with_output().await.unwrap();
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+    };
+    let default = create("ada@example.com", None).await;
+    assert!(
+        default.contains("http://127.0.0.1:8080/_/") && !default.contains("ADDRESS"),
+        "{default}"
+    );
+    let bound = create("bob@example.com", Some("127.0.0.1:9090")).await;
+    assert!(bound.contains("http://127.0.0.1:9090/_/"), "{bound}");
 }
 
 #[tokio::test]
@@ -536,62 +688,125 @@ async fn first_start_prints_a_working_key_once_and_sigterm_drains_requests() {
     );
 }
 
-backend_test! {
-    async fn rotate_master_key_reseals_and_only_the_new_key_starts_after(t) {
-        use picloud_manager_core::secret_box::MasterKey;
-        use picloud_manager_core::triggers::{Handler, NewTrigger, TopicPattern, TriggerSource, WebhookUrl};
-        let shop = picloud_shared::AppId::parse("shop").unwrap();
-        t.db.create_app(&shop, "Shop").await.unwrap();
-        let created = t.db.create_trigger(&shop, NewTrigger::new(
-            TriggerSource::Topic { topic: TopicPattern::parse("orders").unwrap() },
-            Handler::Webhook { url: WebhookUrl::parse("https://example.com/hook").unwrap() },
-        )).await.unwrap();
-        let old = t.master_key();
-        let data_dir = t.data_dir();
-        let data_dir = data_dir.to_str().unwrap();
+backend_test!(rotate_master_key_reseals_and_only_the_new_key_starts_after);
+async fn rotate_master_key_reseals_and_only_the_new_key_starts_after(t: TestDb) {
+    use picloud_manager_core::secret_box::MasterKey;
+    use picloud_manager_core::triggers::{
+        Handler, NewTrigger, TopicPattern, TriggerSource, WebhookUrl,
+    };
+    let shop = picloud_shared::AppId::parse("shop").unwrap();
+    t.db.create_app(&shop, "Shop").await.unwrap();
+    let created =
+        t.db.create_trigger(
+            &shop,
+            NewTrigger::new(
+                TriggerSource::Topic {
+                    topic: TopicPattern::parse("orders").unwrap(),
+                },
+                Handler::Webhook {
+                    url: WebhookUrl::parse("https://example.com/hook").unwrap(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let old = t.master_key();
+    let data_dir = t.data_dir();
+    let data_dir = data_dir.to_str().unwrap();
 
-        // A generated key replaces the key file.
-        let rotated = picloud_json(&t.url, &["--data-dir", data_dir, "secrets", "rotate-master-key"]).await;
-        assert_eq!(rotated["old_key_id"], old.id());
-        let new = t.master_key();
-        assert_ne!(new.id(), old.id());
-        assert_eq!(rotated["new_key_id"], new.id());
-        assert_eq!(rotated["resealed"], 1);
-        let with_old = picloud_manager_core::Db::connect(&t.url, picloud_manager_core::db::PoolSize(1)).await.unwrap();
-        let error = with_old.unlock_secrets(old.clone()).await.unwrap_err();
-        assert!(error.to_string().contains("cannot open this database's secrets"), "{error}");
-        let db = t.reconnect().await;
-        assert_eq!(db.trigger_secret("shop", &created.trigger.id).await.unwrap(), created.secret);
+    // A generated key replaces the key file.
+    let rotated = picloud_json(
+        &t.url,
+        &["--data-dir", data_dir, "secrets", "rotate-master-key"],
+    )
+    .await;
+    assert_eq!(rotated["old_key_id"], old.id());
+    let new = t.master_key();
+    assert_ne!(new.id(), old.id());
+    assert_eq!(rotated["new_key_id"], new.id());
+    assert_eq!(rotated["resealed"], 1);
+    let with_old = picloud_manager_core::Db::connect(&t.url, picloud_manager_core::db::PoolSize(1))
+        .await
+        .unwrap();
+    let error = with_old.unlock_secrets(old.clone()).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("cannot open this database's secrets"),
+        "{error}"
+    );
+    let db = t.reconnect().await;
+    assert_eq!(
+        db.trigger_secret("shop", &created.trigger.id)
+            .await
+            .unwrap(),
+        created.secret
+    );
 
-        // A key from --new-key-file is used as given.
-        let given = MasterKey::generate();
-        let given_file = t.dir.path().join("given.key");
-        given.write_new_file(&given_file).unwrap();
-        let rotated = picloud_json(&t.url, &["--data-dir", data_dir, "secrets", "rotate-master-key", "--new-key-file", given_file.to_str().unwrap()]).await;
-        assert_eq!(rotated["new_key_id"], given.id());
-        assert_eq!(t.master_key().id(), given.id(), "the key file in use follows");
-        let db = t.reconnect().await;
-        assert_eq!(db.trigger_secret("shop", &created.trigger.id).await.unwrap(), created.secret);
-    }
+    // A key from --new-key-file is used as given.
+    let given = MasterKey::generate();
+    let given_file = t.dir.path().join("given.key");
+    given.write_new_file(&given_file).unwrap();
+    let rotated = picloud_json(
+        &t.url,
+        &[
+            "--data-dir",
+            data_dir,
+            "secrets",
+            "rotate-master-key",
+            "--new-key-file",
+            given_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(rotated["new_key_id"], given.id());
+    assert_eq!(
+        t.master_key().id(),
+        given.id(),
+        "the key file in use follows"
+    );
+    let db = t.reconnect().await;
+    assert_eq!(
+        db.trigger_secret("shop", &created.trigger.id)
+            .await
+            .unwrap(),
+        created.secret
+    );
 }
 
-backend_test! {
-    async fn serve_with_a_master_key_the_database_does_not_know_fails_and_says_why(t) {
-        let data_dir = t.data_dir();
-        let other = picloud_manager_core::secret_box::MasterKey::generate();
-        let output = Command::new(BIN)
-            .args(["--database-url", t.url.as_str(), "--data-dir", data_dir.to_str().unwrap(), "serve", "--bind", "127.0.0.1:0"])
-            .env_remove("PICLOUD_DATABASE_URL")
-            .env("PICLOUD_MASTER_KEY", other.to_base64().as_str())
-            .output()
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains("cannot open this database's secrets"), "{stderr}");
-        assert!(stderr.contains(other.id()) && stderr.contains(t.master_key().id()), "{stderr}");
-        assert!(!stderr.contains(other.to_base64().as_str()), "the key is never printed");
-    }
+backend_test!(serve_with_a_master_key_the_database_does_not_know_fails_and_says_why);
+async fn serve_with_a_master_key_the_database_does_not_know_fails_and_says_why(t: TestDb) {
+    let data_dir = t.data_dir();
+    let other = picloud_manager_core::secret_box::MasterKey::generate();
+    let output = Command::new(BIN)
+        .args([
+            "--database-url",
+            t.url.as_str(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .env_remove("PICLOUD_DATABASE_URL")
+        .env("PICLOUD_MASTER_KEY", other.to_base64().as_str())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot open this database's secrets"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(other.id()) && stderr.contains(t.master_key().id()),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(other.to_base64().as_str()),
+        "the key is never printed"
+    );
 }
 
 #[tokio::test]

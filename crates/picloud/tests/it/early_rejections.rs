@@ -8,6 +8,7 @@ use crate::common::raw::RawConnection;
 use crate::common::spawn_app_with;
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
+use picloud_manager_core::testing::TestDb;
 use reqwest::Method;
 use serde_json::json;
 
@@ -45,42 +46,55 @@ async fn next_request_works(connection: &mut RawConnection, what: &str) {
     );
 }
 
-backend_test! {
-    async fn early_rejections_leave_the_connection_usable(t) {
-        let mut args = ServeArgs::for_tests();
-        args.max_body_bytes = 1024;
-        let app = spawn_app_with(t, args).await;
-        app.create_app("shop").await;
-        let admin = app.create_key("shop", &["app:admin"]).await;
-        let reader = app.create_key("shop", &["app:read"]).await;
-        let (status, body) = app.call(Method::POST, "/v1/apps/shop/topics", Some(&admin), Some(json!({"name": "news", "auth_mode": "public"}))).await;
-        assert_eq!(status, 201, "{body}");
-        let event = br#"{"data":{"n":1}}"#.to_vec();
-        let json = "content-type: application/json\r\n";
-        let cases: Vec<(&str, u16, String, Vec<u8>)> = vec![
-            ("no key", 401, format!("POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\n{json}"), event.clone()),
-            ("anonymous token request", 401, format!("POST /v1/apps/shop/subscriber-tokens HTTP/1.1\r\nhost: x\r\n{json}"), br#"{"topics":["news"]}"#.to_vec()),
-            ("wrong scope", 403, format!("POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {reader}\r\n{json}"), event.clone()),
-            ("unknown route", 404, format!("POST /v1/nowhere HTTP/1.1\r\nhost: x\r\n{json}"), event.clone()),
-            ("unknown app", 404, format!("POST /v1/apps/nope/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {admin}\r\n{json}"), event.clone()),
-            ("unsupported media type", 415, format!("POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {admin}\r\ncontent-type: text/plain\r\n"), event.clone()),
-            ("over the body limit", 413, format!("POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {admin}\r\n{json}"), vec![b' '; 4096]),
-        ];
-        for (what, status, head, body) in cases {
-            let mut connection = RawConnection::open(app.addr).await;
-            let answer = head_then_body(&mut connection, &head, &body).await;
-            assert_eq!(answer.status, status, "{what}: {answer:?}");
-            assert!(answer.json()["error"]["code"].is_string(), "{what}: a JSON error body");
-            assert_eq!(answer.header("connection"), None, "{what}");
-            next_request_works(&mut connection, what).await;
-        }
-
-        // A body too large to read through says so: the connection closes, and the
-        // client knows before it sends another request.
+backend_test!(early_rejections_leave_the_connection_usable);
+async fn early_rejections_leave_the_connection_usable(t: TestDb) {
+    let mut args = ServeArgs::for_tests();
+    args.max_body_bytes = 1024;
+    let app = spawn_app_with(t, args).await;
+    app.create_app("shop").await;
+    let admin = app.create_key("shop", &["app:admin"]).await;
+    let reader = app.create_key("shop", &["app:read"]).await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics",
+            Some(&admin),
+            Some(json!({"name": "news", "auth_mode": "public"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let event = br#"{"data":{"n":1}}"#.to_vec();
+    let json = "content-type: application/json\r\n";
+    let cases: Vec<(&str, u16, String, Vec<u8>)> = vec![
+        ("no key", 401, format!("POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\n{json}"), event.clone()),
+        ("anonymous token request", 401, format!("POST /v1/apps/shop/subscriber-tokens HTTP/1.1\r\nhost: x\r\n{json}"), br#"{"topics":["news"]}"#.to_vec()),
+        ("wrong scope", 403, format!("POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {reader}\r\n{json}"), event.clone()),
+        ("unknown route", 404, format!("POST /v1/nowhere HTTP/1.1\r\nhost: x\r\n{json}"), event.clone()),
+        ("unknown app", 404, format!("POST /v1/apps/nope/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {admin}\r\n{json}"), event.clone()),
+        ("unsupported media type", 415, format!("POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {admin}\r\ncontent-type: text/plain\r\n"), event.clone()),
+        ("over the body limit", 413, format!("POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {admin}\r\n{json}"), vec![b' '; 4096]),
+    ];
+    for (what, status, head, body) in cases {
         let mut connection = RawConnection::open(app.addr).await;
-        let head = format!("POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {admin}\r\n{json}");
-        let answer = head_then_body(&mut connection, &head, &vec![b' '; 256 * 1024]).await;
-        assert_eq!((answer.status, answer.header("connection")), (413, Some("close")), "{answer:?}");
-        app.stop().await;
+        let answer = head_then_body(&mut connection, &head, &body).await;
+        assert_eq!(answer.status, status, "{what}: {answer:?}");
+        assert!(
+            answer.json()["error"]["code"].is_string(),
+            "{what}: a JSON error body"
+        );
+        assert_eq!(answer.header("connection"), None, "{what}");
+        next_request_works(&mut connection, what).await;
     }
+
+    // A body too large to read through says so: the connection closes, and the
+    // client knows before it sends another request.
+    let mut connection = RawConnection::open(app.addr).await;
+    let head = format!("POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {admin}\r\n{json}");
+    let answer = head_then_body(&mut connection, &head, &vec![b' '; 256 * 1024]).await;
+    assert_eq!(
+        (answer.status, answer.header("connection")),
+        (413, Some("close")),
+        "{answer:?}"
+    );
+    app.stop().await;
 }

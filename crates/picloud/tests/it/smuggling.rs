@@ -7,6 +7,7 @@ use crate::common::raw::RawConnection;
 use crate::common::spawn_app_with;
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
+use picloud_manager_core::testing::TestDb;
 use reqwest::Method;
 use serde_json::json;
 
@@ -225,41 +226,84 @@ async fn run(addr: std::net::SocketAddr, start: &str, variant: &Variant, hidden:
     Served
 }
 
-backend_test! {
-    async fn ambiguous_framing_never_runs_a_hidden_request_on_either_path(t) {
-        let mut args = ServeArgs::for_tests();
-        args.cors_origins = "http://app.example".into();
-        let app = spawn_app_with(t, args).await;
-        app.create_app("shop").await;
-        let key = app.create_key("shop", &["app:admin"]).await;
-        let (status, body) = app.call(Method::POST, "/v1/apps/shop/topics", Some(&key), Some(json!({"name": "news", "auth_mode": "public"}))).await;
-        assert_eq!(status, 201, "{body}");
-        let (status, body) = app.call(Method::PATCH, "/v1/apps/shop/topics/news/external", Some(&key), Some(json!({"external_subscribable": true}))).await;
-        assert_eq!(status, 200, "{body}");
-        let payload = r#"{"data":{"smuggled":true}}"#;
-        let hidden = format!(
-            "POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
-            payload.len()
+backend_test!(ambiguous_framing_never_runs_a_hidden_request_on_either_path);
+async fn ambiguous_framing_never_runs_a_hidden_request_on_either_path(t: TestDb) {
+    let mut args = ServeArgs::for_tests();
+    args.cors_origins = "http://app.example".into();
+    let app = spawn_app_with(t, args).await;
+    app.create_app("shop").await;
+    let key = app.create_key("shop", &["app:admin"]).await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics",
+            Some(&key),
+            Some(json!({"name": "news", "auth_mode": "public"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            "/v1/apps/shop/topics/news/external",
+            Some(&key),
+            Some(json!({"external_subscribable": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let payload = r#"{"data":{"smuggled":true}}"#;
+    let hidden = format!(
+        "POST /v1/apps/shop/topics/news/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
+        payload.len()
+    );
+
+    for variant in VARIANTS {
+        let direct = run(app.addr, DIRECT_PREFLIGHT, variant, &hidden).await;
+        let routed = run(app.addr, ROUTED_PREFLIGHT, variant, &hidden).await;
+        assert_eq!(
+            (direct, routed),
+            (variant.direct, variant.routed),
+            "preflight, {}",
+            variant.name
         );
-
-        for variant in VARIANTS {
-            let direct = run(app.addr, DIRECT_PREFLIGHT, variant, &hidden).await;
-            let routed = run(app.addr, ROUTED_PREFLIGHT, variant, &hidden).await;
-            assert_eq!((direct, routed), (variant.direct, variant.routed), "preflight, {}", variant.name);
-            if variant.direct == Refused {
-                // A subscription with a body is refused the same way (a served one would
-                // be a stream, which has no next request to look at).
-                assert_eq!(run(app.addr, DIRECT_GET, variant, &hidden).await, Refused, "subscription, {}", variant.name);
-                assert_eq!(run(app.addr, ROUTED_GET, variant, &hidden).await, variant.routed, "GET, {}", variant.name);
-            }
-            // Wherever hyper refuses, the direct path refuses too.
-            assert!(variant.routed != Refused || variant.direct == Refused, "{}", variant.name);
+        if variant.direct == Refused {
+            // A subscription with a body is refused the same way (a served one would
+            // be a stream, which has no next request to look at).
+            assert_eq!(
+                run(app.addr, DIRECT_GET, variant, &hidden).await,
+                Refused,
+                "subscription, {}",
+                variant.name
+            );
+            assert_eq!(
+                run(app.addr, ROUTED_GET, variant, &hidden).await,
+                variant.routed,
+                "GET, {}",
+                variant.name
+            );
         }
-
-        let (status, log) = app.call(Method::GET, "/v1/apps/shop/topics/news/events", Some(&key), None).await;
-        assert_eq!(status, 200);
-        assert_eq!((log["events"].as_array().map(Vec::len), &log["last_seq"]), (Some(0), &json!(0)), "no hidden publish ran: {log}");
-        app.stop().await;
+        // Wherever hyper refuses, the direct path refuses too.
+        assert!(
+            variant.routed != Refused || variant.direct == Refused,
+            "{}",
+            variant.name
+        );
     }
+
+    let (status, log) = app
+        .call(
+            Method::GET,
+            "/v1/apps/shop/topics/news/events",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (log["events"].as_array().map(Vec::len), &log["last_seq"]),
+        (Some(0), &json!(0)),
+        "no hidden publish ran: {log}"
+    );
+    app.stop().await;
 }

@@ -172,79 +172,147 @@ async fn a_database_outage_is_a_quick_503_with_retry_after() {
     );
 }
 
-backend_test! {
-    async fn unreadable_stored_data_is_a_500_not_a_400(t) {
-        let app = spawn_app(t).await;
-        on_db!(&app.t.db, pool => {
-            sqlx::query("INSERT INTO apps (id, name, created_at) VALUES ('Not An Id!', 'x', 0)")
-                .execute(pool)
-                .await
-                .map(drop)
-                .unwrap()
-        });
-        let (status, body) = app.call(Method::GET, "/v1/apps", Some(&app.admin_key), None).await;
-        assert_eq!((status, code(&body)), (500, "internal"), "{body}");
-    }
+backend_test!(unreadable_stored_data_is_a_500_not_a_400);
+async fn unreadable_stored_data_is_a_500_not_a_400(t: TestDb) {
+    let app = spawn_app(t).await;
+    on_db!(&app.t.db, pool, {
+        sqlx::query("INSERT INTO apps (id, name, created_at) VALUES ('Not An Id!', 'x', 0)")
+            .execute(pool)
+            .await
+            .map(drop)
+            .unwrap()
+    });
+    let (status, body) = app
+        .call(Method::GET, "/v1/apps", Some(&app.admin_key), None)
+        .await;
+    assert_eq!((status, code(&body)), (500, "internal"), "{body}");
 }
 
-backend_test! {
-    async fn nul_characters_anywhere_in_a_request_never_cause_a_500(t) {
-        // Webhooks to loopback allowed, so trigger URLs are judged by their text alone.
-        let mut args = picloud::config::ServeArgs::for_tests();
-        args.webhook_allow_private = true;
-        let app = crate::common::spawn_app_with(t, args).await;
-        app.create_app("shop").await;
-        let key = app.create_key("shop", &["app:admin"]).await;
-        let (status, body) = app
-            .call(Method::POST, "/v1/apps/shop/topics", Some(&key), Some(json!({"name": "orders"})))
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let admin = app.admin_key.clone();
-        let as_app = Some(key.as_str());
-        let as_admin = Some(admin.as_str());
-        let requests: Vec<(Method, &str, Option<&str>, Option<serde_json::Value>)> = vec![
-            (Method::GET, "/v1/apps/shop/triggers/tr%00x", as_app, None),
-            (Method::DELETE, "/v1/apps/shop/triggers/tr%00x", as_app, None),
-            (Method::GET, "/v1/apps/shop/deliveries/d%00x", as_app, None),
-            (Method::POST, "/v1/apps/shop/deliveries/d%00x/retry", as_app, None),
-            (Method::GET, "/v1/apps/shop/dead-letters/d%00x", as_app, None),
-            (Method::DELETE, "/v1/apps/shop/keys/k%00x", as_app, None),
-            (Method::DELETE, "/v1/keys/k%00x", as_admin, None),
-            (Method::GET, "/v1/apps/shop/deliveries?trigger=a%00b", as_app, None),
-            (Method::GET, "/v1/apps/shop/deliveries?state=a%00b", as_app, None),
-            (Method::GET, "/v1/apps/shop/dead-letters?trigger=a%00b", as_app, None),
-            (Method::GET, "/v1/apps/shop/topics/orders/events?after=a%00b", as_app, None),
-            (Method::POST, "/v1/apps/shop/topics/orders/events", as_app,
-                Some(json!({"type": "a\u{0}b", "data": 1}))),
-            (Method::POST, "/v1/apps/shop/triggers", as_app,
-                Some(json!({"source": {"kind": "topic", "topic": "orders"},
-                    "handler": {"kind": "webhook", "url": "http://127.0.0.1:9/\u{0}"}}))),
-            (Method::POST, "/v1/apps/shop/triggers", as_app,
-                Some(json!({"source": {"kind": "topic", "topic": "or\u{0}ders"},
-                    "handler": {"kind": "webhook", "url": "http://127.0.0.1:9/"}}))),
-            (Method::POST, "/v1/apps/shop/subscriber-tokens", as_app,
-                Some(json!({"sub": "u\u{0}1", "topics": ["orders"]}))),
-        ];
-        for (method, path, key, body) in requests {
-            let (status, answer) = app.call(method.clone(), path, key, body).await;
-            // Refused with a JSON error, or (a URL, which escapes it) taken as written.
-            assert!(status < 500, "{method} {path}: {status} {answer}");
-            if status >= 400 {
-                assert!(answer["error"]["code"].is_string(), "{method} {path}: {answer}");
-            }
+backend_test!(nul_characters_anywhere_in_a_request_never_cause_a_500);
+async fn nul_characters_anywhere_in_a_request_never_cause_a_500(t: TestDb) {
+    // Webhooks to loopback allowed, so trigger URLs are judged by their text alone.
+    let mut args = picloud::config::ServeArgs::for_tests();
+    args.webhook_allow_private = true;
+    let app = crate::common::spawn_app_with(t, args).await;
+    app.create_app("shop").await;
+    let key = app.create_key("shop", &["app:admin"]).await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics",
+            Some(&key),
+            Some(json!({"name": "orders"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let admin = app.admin_key.clone();
+    let as_app = Some(key.as_str());
+    let as_admin = Some(admin.as_str());
+    let requests: Vec<(Method, &str, Option<&str>, Option<serde_json::Value>)> = vec![
+        (Method::GET, "/v1/apps/shop/triggers/tr%00x", as_app, None),
+        (
+            Method::DELETE,
+            "/v1/apps/shop/triggers/tr%00x",
+            as_app,
+            None,
+        ),
+        (Method::GET, "/v1/apps/shop/deliveries/d%00x", as_app, None),
+        (
+            Method::POST,
+            "/v1/apps/shop/deliveries/d%00x/retry",
+            as_app,
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/apps/shop/dead-letters/d%00x",
+            as_app,
+            None,
+        ),
+        (Method::DELETE, "/v1/apps/shop/keys/k%00x", as_app, None),
+        (Method::DELETE, "/v1/keys/k%00x", as_admin, None),
+        (
+            Method::GET,
+            "/v1/apps/shop/deliveries?trigger=a%00b",
+            as_app,
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/apps/shop/deliveries?state=a%00b",
+            as_app,
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/apps/shop/dead-letters?trigger=a%00b",
+            as_app,
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/apps/shop/topics/orders/events?after=a%00b",
+            as_app,
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/apps/shop/topics/orders/events",
+            as_app,
+            Some(json!({"type": "a\u{0}b", "data": 1})),
+        ),
+        (
+            Method::POST,
+            "/v1/apps/shop/triggers",
+            as_app,
+            Some(json!({"source": {"kind": "topic", "topic": "orders"},
+                "handler": {"kind": "webhook", "url": "http://127.0.0.1:9/\u{0}"}})),
+        ),
+        (
+            Method::POST,
+            "/v1/apps/shop/triggers",
+            as_app,
+            Some(json!({"source": {"kind": "topic", "topic": "or\u{0}ders"},
+                "handler": {"kind": "webhook", "url": "http://127.0.0.1:9/"}})),
+        ),
+        (
+            Method::POST,
+            "/v1/apps/shop/subscriber-tokens",
+            as_app,
+            Some(json!({"sub": "u\u{0}1", "topics": ["orders"]})),
+        ),
+    ];
+    for (method, path, key, body) in requests {
+        let (status, answer) = app.call(method.clone(), path, key, body).await;
+        // Refused with a JSON error, or (a URL, which escapes it) taken as written.
+        assert!(status < 500, "{method} {path}: {status} {answer}");
+        if status >= 400 {
+            assert!(
+                answer["error"]["code"].is_string(),
+                "{method} {path}: {answer}"
+            );
         }
-
-        // NUL inside event data is JSON like any other character: stored and read back.
-        let (status, body) = app
-            .call(Method::POST, "/v1/apps/shop/topics/orders/events", as_app,
-                Some(json!({"data": {"note": "a\u{0}b"}})))
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let (status, body) = app
-            .call(Method::GET, "/v1/apps/shop/topics/orders/events", as_app, None)
-            .await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["events"][0]["data"]["note"], "a\u{0}b", "{body}");
-        app.stop().await;
     }
+
+    // NUL inside event data is JSON like any other character: stored and read back.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics/orders/events",
+            as_app,
+            Some(json!({"data": {"note": "a\u{0}b"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .call(
+            Method::GET,
+            "/v1/apps/shop/topics/orders/events",
+            as_app,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"][0]["data"]["note"], "a\u{0}b", "{body}");
+    app.stop().await;
 }
