@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::admins::Admin;
-use crate::db::Db;
+use crate::db::{begin_write, Db};
 use crate::error::Result;
 use crate::on_db;
 
@@ -89,7 +89,7 @@ impl Db {
         };
         let id = session_id(&session.secret);
         on_db!(self, pool, {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1")
                 .bind(now)
                 .execute(&mut *tx)

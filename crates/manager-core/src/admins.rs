@@ -22,7 +22,7 @@ use picloud_shared::time::now_ms;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::db::{is_unique_violation, Db};
+use crate::db::{begin_write, is_unique_violation, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
 
@@ -322,7 +322,7 @@ impl Db {
     pub async fn claim_sign_in(&self, email: &str, now: i64) -> Result<SignInClaim> {
         let email = email.trim().to_lowercase();
         let claim = on_db!(self, pool, {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             let row: Option<AdminRow> = sqlx::query_as(&format!(
                 "UPDATE admins SET failed_attempts = failed_attempts + 1
                  WHERE email = $1 AND (locked_until IS NULL OR locked_until <= $2)

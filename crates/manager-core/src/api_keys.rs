@@ -174,7 +174,7 @@ impl Db {
         let (key, secret) = new_key(None, "bootstrap", scopes);
         let hash = hash_secret(&secret);
         let created = on_db!(self, pool, {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             let claimed = sqlx::query(
                 "INSERT INTO settings (name, value, updated_at)
                  SELECT $1, $2, $3
@@ -308,7 +308,7 @@ impl Db {
             return Ok(());
         }
         on_db!(self, pool, {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             for (id, at) in uses {
                 sqlx::query(
                     "UPDATE api_keys SET last_used_at = $1

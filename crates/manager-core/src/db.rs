@@ -9,6 +9,18 @@
 //! the pool's methods must work for both. The SQL itself is checked by the storage
 //! tests, every one of which runs on both backends (`backend_test!`). Where the two
 //! dialects genuinely differ, a query matches on [`Db`] and spells out both.
+//!
+//! Which transaction to open:
+//! - [`begin_write`] for every transaction that writes. On SQLite it is
+//!   `BEGIN IMMEDIATE`, which takes the write lock up front; a plain `BEGIN` that reads
+//!   first and writes later fails with `SQLITE_BUSY` when another writer got in between,
+//!   and SQLite cannot wait that out. On PostgreSQL the two are the same.
+//! - `pool.begin()` only for a transaction that reads several statements from one
+//!   snapshot and writes nothing.
+//! - No transaction for a single statement: it is atomic by itself.
+//!
+//! The hot writers (publish, the dispatcher's claims and recorder) also take the
+//! [`WriteGate`] first on SQLite, see [`Db::write_gate`].
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};

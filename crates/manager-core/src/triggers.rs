@@ -17,7 +17,7 @@ use picloud_shared::time::now_ms;
 use picloud_shared::{AppId, NameError, TopicName};
 use serde::{Deserialize, Serialize};
 
-use crate::db::Db;
+use crate::db::{begin_write, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
 use crate::secret_box::Aad;
@@ -761,7 +761,7 @@ impl Db {
             .seal(&Aad::trigger_secret(&trigger.id), secret.as_bytes());
         let c = ConfigColumns::of(&trigger);
         on_db!(self, pool, {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             if !bump_generation!(tx, app.as_str()) {
                 return Err(Error::AppNotFound(app.to_string()));
             }
@@ -838,7 +838,7 @@ impl Db {
             return self.get_trigger(app, id).await;
         }
         on_db!(self, pool, {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             if !bump_generation!(tx, app) {
                 return Err(Error::AppNotFound(app.to_owned()));
             }
@@ -887,7 +887,7 @@ impl Db {
     /// Deletes a trigger of `app`, with its pending deliveries.
     pub async fn delete_trigger(&self, app: &str, id: &str) -> Result<()> {
         on_db!(self, pool, {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             if !bump_generation!(tx, app) {
                 return Err(Error::AppNotFound(app.to_owned()));
             }
@@ -933,7 +933,7 @@ impl Db {
         let now = now_ms();
         let previous_until = now + PREVIOUS_SECRET_GRACE_MS;
         on_db!(self, pool, {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             if !bump_generation!(tx, app) {
                 return Err(Error::AppNotFound(app.to_owned()));
             }
