@@ -102,7 +102,7 @@ impl From<Error> for ApiError {
             Error::DeadLetterNotFound(_) => {
                 ApiError::new(ErrorCode::DeadLetterNotFound, error.to_string())
             }
-            Error::AdminExists(_) => ApiError::invalid(error.to_string()),
+            Error::AdminExists(_) => ApiError::new(ErrorCode::AdminExists, error.to_string()),
             Error::AdminNotFound(_) => ApiError::new(ErrorCode::NotFound, error.to_string()),
             Error::TooLarge(message) => ApiError::new(ErrorCode::PayloadTooLarge, message),
             Error::Invalid(message) => ApiError::invalid(message),
@@ -176,4 +176,34 @@ fn postgres_code(error: &dyn sqlx::error::DatabaseError) -> Option<&str> {
     error
         .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
         .map(|pg| pg.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    fn status(error: Error) -> StatusCode {
+        ApiError::from(error).code.status()
+    }
+
+    #[test]
+    fn duplicates_are_conflicts() {
+        assert_eq!(
+            status(Error::AdminExists("a@b.c".into())),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(Error::TopicExists("orders".into())),
+            StatusCode::CONFLICT
+        );
+    }
+
+    #[test]
+    fn unreadable_stored_data_is_our_fault_not_the_callers() {
+        assert_eq!(
+            status(Error::Corrupt("event 1 is not JSON".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 }

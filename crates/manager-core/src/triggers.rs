@@ -632,8 +632,10 @@ const TRIGGER_COLUMNS: &str = "id, app_id, source_kind, source_topic, handler_ki
      disabled_reason, circuit_state, circuit_open_until, \
      consecutive_failures, created_at, updated_at";
 
+/// A stored trigger that does not read back: logged and answered 500, never blamed on
+/// the caller.
 fn corrupt(id: &str, what: impl fmt::Display) -> Error {
-    Error::Invalid(format!("stored trigger '{id}' is invalid: {what}"))
+    Error::Corrupt(format!("stored trigger '{id}' is invalid: {what}"))
 }
 
 impl TriggerRow {

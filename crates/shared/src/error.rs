@@ -38,6 +38,8 @@ pub enum ErrorCode {
     TopicNotFound,
     /// A topic with this name already exists in this app.
     TopicExists,
+    /// An admin with this email already exists.
+    AdminExists,
     /// The trigger does not exist in this app.
     TriggerNotFound,
     /// The delivery does not exist in this app.
@@ -73,7 +75,9 @@ impl ErrorCode {
             | ErrorCode::DeliveryNotFound
             | ErrorCode::DeadLetterNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::AppExists | ErrorCode::TopicExists => StatusCode::CONFLICT,
+            ErrorCode::AppExists | ErrorCode::TopicExists | ErrorCode::AdminExists => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -516,3 +516,30 @@ async fn validation_errors(t: TestDb) {
         assert_eq!(db.get_trigger("shop", &id).await.unwrap().retry, retry);
     }
 }
+
+backend_test!(a_stored_trigger_that_does_not_read_back_is_our_error);
+async fn a_stored_trigger_that_does_not_read_back_is_our_error(t: TestDb) {
+    let db = &t.db;
+    db.create_app(&app("shop"), "Shop").await.unwrap();
+    let id = db
+        .create_trigger(&app("shop"), new_trigger("orders"))
+        .await
+        .unwrap()
+        .trigger
+        .id;
+    // A pattern the grammar refuses, as a bad migration or a hand edit could leave.
+    on_db!(db, pool, {
+        sqlx::query("UPDATE triggers SET source_topic = 'or*ders' WHERE id = $1")
+            .bind(&id)
+            .execute(pool)
+            .await
+            .map(drop)
+            .unwrap()
+    });
+    // Corrupt, answered 500: not Invalid, which would tell the caller their request was
+    // wrong.
+    let error = db.get_trigger("shop", &id).await.unwrap_err();
+    assert!(matches!(error, Error::Corrupt(_)), "{error:?}");
+    let error = db.list_triggers("shop").await.unwrap_err();
+    assert!(matches!(error, Error::Corrupt(_)), "{error:?}");
+}
