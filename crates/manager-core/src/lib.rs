@@ -38,6 +38,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod event_log;
 pub mod http;
+pub mod metrics;
 pub mod password_gate;
 pub mod private_files;
 pub mod publish;

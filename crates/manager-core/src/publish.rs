@@ -165,7 +165,7 @@ impl AppTriggers {
                     // trigger misses them until its pattern is fixed, so say so loudly.
                     tracing::error!(trigger = %id, pattern = %source, %error,
                         "stored trigger pattern is invalid; the trigger matches no event");
-                    metrics::counter!("picloud_trigger_patterns_invalid_total").increment(1);
+                    crate::metrics::trigger_pattern_invalid();
                     continue;
                 }
             };
@@ -259,9 +259,7 @@ impl Writer {
         let requests: Vec<&PublishRequest> = group.iter().map(|j| &j.request).collect();
         let answers = match self.write(&requests).await {
             Ok(outcome) => {
-                metrics::histogram!("picloud_publish_commit_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!("picloud_publish_group_requests").record(group.len() as f64);
+                crate::metrics::group_committed(started.elapsed(), group.len());
                 self.after_commit(&outcome);
                 outcome.answers
             }
@@ -288,15 +286,14 @@ impl Writer {
 
     fn after_commit(&self, outcome: &GroupOutcome) {
         if !outcome.committed.is_empty() {
-            metrics::counter!("picloud_events_published_total")
-                .increment(outcome.committed.len() as u64);
+            crate::metrics::events_published(outcome.committed.len() as u64);
             if let Err(error) = self.broadcaster.broadcast(&outcome.committed) {
-                metrics::counter!("picloud_broadcast_failures_total").increment(1);
+                crate::metrics::broadcast_failed();
                 tracing::warn!(%error, events = outcome.committed.len(), "broadcast failed; subscribers will catch up from the log");
             }
         }
         if outcome.outbox_rows > 0 {
-            metrics::counter!("picloud_outbox_rows_created_total").increment(outcome.outbox_rows);
+            crate::metrics::outbox_rows_created(outcome.outbox_rows);
             self.dispatch_wake.notify_one();
         }
     }
@@ -378,7 +375,7 @@ impl Writer {
                         .bind(key)
                         .fetch_one(&mut *tx)
                         .await?;
-                        metrics::counter!("picloud_publish_idempotent_replays_total").increment(1);
+                        crate::metrics::idempotent_replay();
                         answers[index] = Some(decode_stored_answer(&stored));
                         continue;
                     }

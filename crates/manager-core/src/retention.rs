@@ -101,7 +101,7 @@ pub async fn run_retention(db: Db, interval: Duration, shutdown: CancellationTok
         }
         match db.prune(now_ms()).await {
             Ok(pruned) => {
-                metrics::counter!("picloud_events_pruned_total").increment(pruned.events);
+                crate::metrics::events_pruned(pruned.events);
                 if pruned.events > 0 {
                     tracing::debug!(events = pruned.events, "pruned events beyond retention");
                 }

@@ -162,7 +162,7 @@ async fn triage(
                 if socket.write_all(&response).await.is_err() {
                     return;
                 }
-                crate::server::record_request(
+                crate::telemetry::record_request(
                     &Method::OPTIONS,
                     direct_sse::ROUTE.to_owned(),
                     status,
@@ -178,7 +178,7 @@ async fn triage(
                 let request_id = uuid::Uuid::new_v4().to_string();
                 let status = direct_sse::reject_framing(&mut socket, &request_id).await;
                 let route = direct_sse::ROUTE.to_owned();
-                crate::server::record_request(&Method::GET, route, status, started);
+                crate::telemetry::record_request(&Method::GET, route, status, started);
                 return;
             }
             Recognised::Preflight { .. } => break None,
@@ -237,7 +237,7 @@ async fn triage(
                 request_id,
                 span,
                 move |status| {
-                    crate::server::record_request(
+                    crate::telemetry::record_request(
                         &Method::GET,
                         direct_sse::ROUTE.to_owned(),
                         status,

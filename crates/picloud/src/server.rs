@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -43,7 +43,7 @@ use crate::front_door::{DoorRules, FrontDoor};
 use crate::http_connection::{HttpConnections, HttpLimits};
 use crate::stats::{self, Stats};
 use crate::system_api::{self, SystemState};
-use crate::telemetry::metrics_handle;
+use crate::telemetry::{metrics_handle, record_http_metrics, record_request};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -431,37 +431,6 @@ fn routes(
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(middleware::from_fn(crate::body_drain::drain_unread_body))
-}
-
-/// Counts every answered request by method, route template and status, and times it.
-async fn record_http_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().clone();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    record_request(&method, route, response.status(), started);
-    response
-}
-
-/// Counts and times one answered request (also for streams served outside the router).
-pub(crate) fn record_request(method: &Method, route: String, status: StatusCode, started: Instant) {
-    metrics::counter!(
-        "picloud_http_requests_total",
-        "method" => method.to_string(),
-        "route" => route.clone(),
-        "status" => status.as_u16().to_string(),
-    )
-    .increment(1);
-    metrics::histogram!(
-        "picloud_http_request_duration_seconds",
-        "method" => method.to_string(),
-        "route" => route,
-    )
-    .record(started.elapsed().as_secs_f64());
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -1,7 +1,15 @@
-//! Logs and metrics: the tracing subscriber and the process-wide Prometheus recorder.
+//! Logs and metrics: the tracing subscriber, the process-wide Prometheus recorder, and
+//! the request metrics every answered request is counted in (through the router or the
+//! front door).
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::layer::SubscriberExt;
@@ -84,68 +92,14 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Describes the metrics this crate records (HTTP and connections) and manager-core's;
+/// orchestrator-core describes its own when the realtime layer starts.
 fn describe_metrics() {
     metrics::describe_counter!(
         "picloud_http_requests_total",
         "HTTP requests answered, by method, route template and status"
     );
-    metrics::describe_counter!(
-        "picloud_events_published_total",
-        "Events committed to topic logs (each once, whatever its fan-out)"
-    );
-    metrics::describe_counter!(
-        "picloud_outbox_rows_created_total",
-        "Outbox rows created by publishes (one per matching trigger)"
-    );
-    metrics::describe_counter!(
-        "picloud_broadcast_failures_total",
-        "Broadcasts to live subscribers that failed after commit"
-    );
-    metrics::describe_counter!(
-        "picloud_publish_idempotent_replays_total",
-        "Publishes answered from an earlier request with the same Idempotency-Key"
-    );
-    metrics::describe_histogram!(
-        "picloud_publish_commit_seconds",
-        metrics::Unit::Seconds,
-        "Time to write and commit one publish group"
-    );
-    metrics::describe_histogram!(
-        "picloud_publish_group_requests",
-        "Publish requests committed together in one transaction"
-    );
-    metrics::describe_counter!("picloud_events_pruned_total", "Events removed by retention");
-    metrics::describe_counter!("picloud_deliveries_total", "Logical deliveries finished, by outcome (delivered, dead_lettered, failed); each once, however many attempts");
-    metrics::describe_counter!(
-        "picloud_delivery_retries_total",
-        "Failed attempts that were scheduled for retry"
-    );
-    metrics::describe_counter!("picloud_dead_letters_total", "Dead letters written");
-    metrics::describe_counter!(
-        "picloud_delivery_panics_total",
-        "Delivery attempts that panicked (a bug), each recorded as a failed attempt"
-    );
-    metrics::describe_counter!(
-        "picloud_trigger_patterns_invalid_total",
-        "Stored trigger patterns found unreadable when loading triggers (they match no event)"
-    );
-    metrics::describe_histogram!(
-        "picloud_delivery_attempt_seconds",
-        metrics::Unit::Seconds,
-        "Duration of one webhook attempt"
-    );
-    metrics::describe_gauge!(
-        "picloud_circuits_open",
-        "Triggers whose circuit breaker is open or half-open (database-wide)"
-    );
-    metrics::describe_gauge!(
-        "picloud_outbox_pending",
-        "Outbox rows waiting for delivery (database-wide)"
-    );
-    metrics::describe_gauge!(
-        "picloud_outbox_oldest_pending_age_seconds",
-        "Age of the oldest undelivered outbox row (database-wide)"
-    );
+    picloud_manager_core::metrics::describe();
     metrics::describe_histogram!(
         "picloud_http_request_duration_seconds",
         metrics::Unit::Seconds,
@@ -160,4 +114,35 @@ fn describe_metrics() {
         "Connections refused or closed before their first request, by reason \
          (max_connections, max_connections_per_ip, header_too_large, header_timeout)"
     );
+}
+
+/// Counts every answered request by method, route template and status, and times it.
+pub(crate) async fn record_http_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    record_request(&method, route, response.status(), started);
+    response
+}
+
+/// Counts and times one answered request (also for streams served outside the router).
+pub(crate) fn record_request(method: &Method, route: String, status: StatusCode, started: Instant) {
+    metrics::counter!(
+        "picloud_http_requests_total",
+        "method" => method.to_string(),
+        "route" => route.clone(),
+        "status" => status.as_u16().to_string(),
+    )
+    .increment(1);
+    metrics::histogram!(
+        "picloud_http_request_duration_seconds",
+        "method" => method.to_string(),
+        "route" => route,
+    )
+    .record(started.elapsed().as_secs_f64());
 }

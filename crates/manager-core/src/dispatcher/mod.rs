@@ -28,6 +28,7 @@ use tracing::Instrument;
 
 use crate::db::Db;
 use crate::error::Result;
+use crate::metrics::AttemptEnd;
 use crate::triggers::RetryPolicy;
 
 /// Most attempts recorded in one transaction.
@@ -392,14 +393,11 @@ impl Dispatcher {
     /// Sets the queue gauges: pending rows and the age of the oldest (database-wide, so
     /// every node reports the same values).
     async fn report_queue(&self) {
-        if let Ok((pending, oldest)) = self.db.outbox_depth().await {
-            metrics::gauge!("picloud_outbox_pending").set(pending as f64);
+        let pending = self.db.outbox_depth().await.ok().map(|(pending, oldest)| {
             let age = oldest.map_or(0, |created| (now_ms() - created).max(0));
-            metrics::gauge!("picloud_outbox_oldest_pending_age_seconds").set(age as f64 / 1000.0);
-        }
-        if let Ok(open) = self.db.open_circuits().await {
-            metrics::gauge!("picloud_circuits_open").set(open as f64);
-        }
+            (pending, Duration::from_millis(age as u64))
+        });
+        crate::metrics::queue(pending, self.db.open_circuits().await.ok());
     }
 
     /// How long to sleep when not woken: until the next pending row falls due, at most the
@@ -449,7 +447,7 @@ impl Dispatcher {
                 let what = panic_message(panic.as_ref());
                 tracing::error!(outbox_id = row.id, trigger = %row.trigger_id, panic = %what,
                     "a delivery attempt panicked; recording it as failed");
-                metrics::counter!("picloud_delivery_panics_total").increment(1);
+                crate::metrics::delivery_panicked();
                 Ok(Some(failed_attempt(
                     "internal error while delivering".into(),
                 )))
@@ -457,8 +455,7 @@ impl Dispatcher {
         let Some((outcome, record)) = made? else {
             return Ok(true); // purged while pending: nothing to deliver
         };
-        metrics::histogram!("picloud_delivery_attempt_seconds")
-            .record(record.duration_ms as f64 / 1000.0);
+        crate::metrics::attempt_took(record.duration_ms);
 
         let verdict = match outcome {
             Outcome::Delivered => Verdict::Delivered,
@@ -612,19 +609,12 @@ fn note_finished(
 
 /// Counts one recorded attempt: each logical delivery once, at its end.
 fn count(finished: &Finished) {
-    let outcome = match (&finished.verdict, finished.row.dead_letter_id) {
-        (Verdict::Delivered, _) => "delivered",
-        (Verdict::Retry { .. }, _) => {
-            metrics::counter!("picloud_delivery_retries_total").increment(1);
-            return;
-        }
-        (Verdict::Exhausted { .. }, Some(_)) => "failed",
-        (Verdict::Exhausted { .. }, None) => {
-            metrics::counter!("picloud_dead_letters_total").increment(1);
-            "dead_lettered"
-        }
-    };
-    metrics::counter!("picloud_deliveries_total", "outcome" => outcome).increment(1);
+    crate::metrics::attempt_recorded(match (&finished.verdict, finished.row.dead_letter_id) {
+        (Verdict::Delivered, _) => AttemptEnd::Delivered,
+        (Verdict::Retry { .. }, _) => AttemptEnd::Retrying,
+        (Verdict::Exhausted { .. }, Some(_)) => AttemptEnd::Failed,
+        (Verdict::Exhausted { .. }, None) => AttemptEnd::DeadLettered,
+    });
 }
 
 impl Dispatcher {
