@@ -62,27 +62,8 @@ pub struct RealtimeConfig {
     pub stream_threads: usize,
 }
 
-impl Default for RealtimeConfig {
-    fn default() -> Self {
-        RealtimeConfig {
-            tokens: TokenConfig::default(),
-            timing: StreamTiming {
-                heartbeat: Duration::from_secs(30),
-                token_notice: Duration::from_secs(60),
-                session_check: Duration::from_secs(10),
-            },
-            limits: Limits {
-                total: 50_000,
-                per_app: 10_000,
-                per_subject: 0,
-            },
-            max_topics: 32,
-            broadcast_capacity: 64,
-            gc_interval: Duration::from_secs(60),
-            stream_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        }
-    }
-}
+/// How often idle live channels are dropped, unless configured otherwise.
+pub const GC_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The realtime layer of one process: build it, hand [`Realtime::broadcaster`] to the
 /// publisher, merge [`Realtime::router`] into the app, and run

@@ -42,17 +42,9 @@ pub struct TokenConfig {
     pub cache_ttl: Duration,
 }
 
-impl Default for TokenConfig {
-    fn default() -> Self {
-        TokenConfig {
-            ttl_min: Duration::from_secs(10),
-            ttl_max: Duration::from_secs(24 * 3600),
-            ttl_default: Duration::from_secs(3600),
-            rotation_grace: Duration::from_secs(24 * 3600),
-            cache_ttl: Duration::from_secs(10),
-        }
-    }
-}
+/// How long a node trusts its cached keys of an app before reloading them, unless
+/// configured otherwise: how soon other nodes learn of a rotation.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// A freshly minted token.
 #[derive(Debug, Clone)]

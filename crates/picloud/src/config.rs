@@ -5,12 +5,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
+
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use picloud_manager_core::dispatcher::ssrf::AddressPolicy;
+use picloud_manager_core::dispatcher::{
+    CircuitPolicy, DispatcherConfig, CLAIM_BATCH, MAX_RETRY_AFTER,
+};
 use picloud_manager_core::secret_box::MasterKey;
 use picloud_orchestrator_core::connection_limits::Limits;
 use picloud_orchestrator_core::stream::StreamTiming;
-use picloud_orchestrator_core::token_authority::TokenConfig;
-use picloud_orchestrator_core::RealtimeConfig;
+use picloud_orchestrator_core::token_authority::{TokenConfig, KEY_CACHE_TTL};
+use picloud_orchestrator_core::{RealtimeConfig, GC_INTERVAL};
 use picloud_shared::{AppId, Scope};
 
 /// PiCloud: a self-hosted realtime pub/sub platform with a transactional outbox.
@@ -273,14 +279,13 @@ impl RealtimeArgs {
                 "subscriber token TTLs must satisfy min <= default <= max (got {min}, {default}, {max})"
             ));
         }
-        let defaults = RealtimeConfig::default();
         Ok(RealtimeConfig {
             tokens: TokenConfig {
                 ttl_min: Duration::from_secs(min),
                 ttl_max: Duration::from_secs(max),
                 ttl_default: Duration::from_secs(default),
                 rotation_grace: Duration::from_secs(self.realtime_key_grace_sec),
-                ..defaults.tokens
+                cache_ttl: KEY_CACHE_TTL,
             },
             timing: StreamTiming {
                 heartbeat: Duration::from_secs(self.realtime_heartbeat_sec),
@@ -294,31 +299,12 @@ impl RealtimeArgs {
             },
             max_topics: self.realtime_max_topics as usize,
             broadcast_capacity: self.realtime_broadcast_capacity as usize,
+            gc_interval: GC_INTERVAL,
             stream_threads: match self.realtime_threads {
-                0 => defaults.stream_threads,
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n => n as usize,
             },
-            ..defaults
         })
-    }
-
-    /// The defaults, as `picloud serve` with no flags has them.
-    pub fn defaults() -> Self {
-        RealtimeArgs {
-            subscriber_token_ttl_min_sec: 10,
-            subscriber_token_ttl_max_sec: 86_400,
-            subscriber_token_ttl_default_sec: 3600,
-            realtime_key_grace_sec: 86_400,
-            realtime_heartbeat_sec: 30,
-            realtime_token_notice_sec: 60,
-            realtime_max_topics: 32,
-            realtime_max_connections: 50_000,
-            realtime_max_connections_per_app: 10_000,
-            realtime_broadcast_capacity: 64,
-            realtime_threads: 0,
-            realtime_session_check_sec: 10,
-            realtime_max_connections_per_sub: 0,
-        }
     }
 }
 
@@ -338,30 +324,53 @@ impl ServeArgs {
         Ok(())
     }
 
-    /// Defaults for tests and embedding: loopback on a random port.
+    /// The defaults, exactly as `picloud serve` with no flags and no `PICLOUD_*`
+    /// variables has them: read from the flag definitions above, the one place a
+    /// default is written.
+    pub fn defaults() -> Self {
+        let command = ServeArgs::augment_args(clap::Command::new("serve"))
+            .mut_args(|arg| arg.env(None::<&str>));
+        let matches = command
+            .try_get_matches_from(["serve"])
+            .expect("every serve flag has a default");
+        ServeArgs::from_arg_matches(&matches).expect("the defaults parse")
+    }
+
+    /// The defaults, changed where tests and embedding need it: loopback on a random
+    /// port, fewer workers, a short shutdown grace.
     pub fn for_tests() -> Self {
         Self {
             bind: "127.0.0.1:0".parse().expect("loopback address"),
-            max_body_bytes: 4 * 1024 * 1024,
-            max_event_bytes: 256 * 1024,
-            max_batch_events: 1000,
-            retention_interval_sec: 60,
             dispatch_workers: 16,
-            dispatch_backoff_scale: 1.0,
-            dispatch_poll_ms: 1000,
-            dispatch_lease_sec: 90,
-            webhook_timeout_sec: 15,
-            webhook_allow_private: false,
-            webhook_allow_cidrs: String::new(),
             shutdown_grace_sec: 5,
-            log_format: LogFormat::Text,
-            cors_origins: String::new(),
-            admin_session_ttl_sec: 12 * 3600,
-            secure_cookies: false,
-            stats_interval_sec: 10,
-            realtime: RealtimeArgs::defaults(),
-            connections: ConnectionArgs::defaults(),
-            admin_sign_ins_per_address_per_minute: 10,
+            ..Self::defaults()
+        }
+    }
+
+    /// The dispatcher's settings. `node_id` names this node in leases.
+    pub fn dispatcher_config(
+        &self,
+        node_id: String,
+        address_policy: Arc<AddressPolicy>,
+    ) -> DispatcherConfig {
+        DispatcherConfig {
+            node_id,
+            workers: self.dispatch_workers as usize,
+            batch_size: CLAIM_BATCH,
+            lease: Duration::from_secs(self.dispatch_lease_sec),
+            poll_interval: Duration::from_millis(self.dispatch_poll_ms),
+            request_timeout: Duration::from_secs(self.webhook_timeout_sec),
+            backoff_scale: self.dispatch_backoff_scale,
+            max_retry_after: MAX_RETRY_AFTER,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_sec),
+            address_policy,
+            // Scaled like the retry delays, so tests see circuits close in milliseconds.
+            circuit: CircuitPolicy {
+                cooldown: CircuitPolicy::STANDARD
+                    .cooldown
+                    .mul_f64(self.dispatch_backoff_scale),
+                ..CircuitPolicy::STANDARD
+            },
         }
     }
 }
@@ -401,20 +410,6 @@ pub struct ConnectionArgs {
     #[arg(long, env = "PICLOUD_MAX_CONNECTIONS_PER_IP", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub max_connections_per_ip: u64,
-}
-
-impl ConnectionArgs {
-    /// The defaults, as `picloud serve` with no flags has them.
-    pub fn defaults() -> Self {
-        ConnectionArgs {
-            header_timeout_sec: 10,
-            body_timeout_sec: 60,
-            idle_timeout_sec: 30,
-            max_header_bytes: 32 * 1024,
-            max_connections: 0,
-            max_connections_per_ip: 0,
-        }
-    }
 }
 
 /// How logs are written.
@@ -648,22 +643,17 @@ mod tests {
     }
 
     #[test]
-    fn realtime_defaults_match_the_flags() {
+    fn defaults_are_the_flags_defaults_whatever_the_environment() {
         let cli = Cli::try_parse_from(["picloud", "serve"]).unwrap();
         let Command::Serve(serve) = cli.command else {
             panic!("not serve")
         };
-        assert_eq!(
-            format!("{:?}", serve.realtime),
-            format!("{:?}", RealtimeArgs::defaults())
-        );
-        assert_eq!(
-            format!("{:?}", serve.connections),
-            format!("{:?}", ConnectionArgs::defaults())
-        );
+        // The test runs without PICLOUD_* variables, so the parse saw only defaults.
+        assert_eq!(format!("{serve:?}"), format!("{:?}", ServeArgs::defaults()));
+        assert_eq!(ServeArgs::defaults().dispatch_lease_sec, 90);
         let bad = RealtimeArgs {
             subscriber_token_ttl_default_sec: 5,
-            ..RealtimeArgs::defaults()
+            ..ServeArgs::defaults().realtime
         };
         assert!(bad
             .to_config()

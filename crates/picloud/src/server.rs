@@ -16,7 +16,7 @@ use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACH
 use picloud_manager_core::cluster_feed::run_cluster_feed;
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
 use picloud_manager_core::dispatcher::ssrf::{parse_cidrs, AddressPolicy};
-use picloud_manager_core::dispatcher::{CircuitPolicy, Dispatcher, DispatcherConfig};
+use picloud_manager_core::dispatcher::Dispatcher;
 use picloud_manager_core::http::admin_session::{AdminSettings, SignInGuard};
 use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{PublishLimits, Publisher, PublisherConfig};
@@ -172,22 +172,7 @@ pub async fn build_app_with(
     ));
     let dispatcher = Dispatcher::new(
         db.clone(),
-        DispatcherConfig {
-            workers: serve.dispatch_workers as usize,
-            poll_interval: Duration::from_millis(serve.dispatch_poll_ms),
-            request_timeout: Duration::from_secs(serve.webhook_timeout_sec),
-            lease: Duration::from_secs(serve.dispatch_lease_sec),
-            backoff_scale: serve.dispatch_backoff_scale,
-            shutdown_grace: Duration::from_secs(serve.shutdown_grace_sec),
-            address_policy: address_policy.clone(),
-            // Scaled like the retry delays, so tests see circuits close in milliseconds.
-            circuit: CircuitPolicy {
-                failures: 5,
-                cooldown: Duration::from_secs(30).mul_f64(serve.dispatch_backoff_scale),
-                resume_per_second: 50,
-            },
-            ..DispatcherConfig::default()
-        },
+        serve.dispatcher_config(node_id.clone(), address_policy.clone()),
         dispatch_wake.clone(),
     );
     let dispatching = tokio::spawn(dispatcher.run(background.clone()));

@@ -74,9 +74,6 @@ pub struct DispatcherConfig {
     pub address_policy: Arc<AddressPolicy>,
     /// When a trigger's circuit opens and how long it stays open before a probe.
     pub circuit: CircuitPolicy,
-    /// Faults tests inject (feature `testing`).
-    #[cfg(feature = "testing")]
-    pub faults: Faults,
 }
 
 /// A test's choice of rows (feature `testing`).
@@ -104,26 +101,30 @@ impl std::fmt::Debug for Faults {
     }
 }
 
-impl Default for DispatcherConfig {
-    fn default() -> Self {
+/// Most rows claimed per round trip.
+pub const CLAIM_BATCH: usize = 128;
+
+/// The longest `Retry-After` a receiver is granted.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+impl DispatcherConfig {
+    /// Settings for this crate's tests: quick polls and tiny backoffs, webhooks to
+    /// loopback allowed. The server's settings come from its flags
+    /// (`picloud serve --help`), where every default is written.
+    #[cfg(feature = "testing")]
+    pub fn for_tests() -> Self {
         Self {
             node_id: picloud_shared::ids::random_id("node"),
-            workers: 64,
-            batch_size: 128,
-            lease: Duration::from_secs(60),
-            poll_interval: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(15),
-            backoff_scale: 1.0,
-            max_retry_after: Duration::from_secs(3600),
-            shutdown_grace: Duration::from_secs(10),
-            address_policy: Arc::new(AddressPolicy::new(false, Vec::new())),
-            circuit: CircuitPolicy {
-                failures: 5,
-                cooldown: Duration::from_secs(30),
-                resume_per_second: 50,
-            },
-            #[cfg(feature = "testing")]
-            faults: Faults::default(),
+            workers: 16,
+            batch_size: CLAIM_BATCH,
+            lease: Duration::from_secs(90),
+            poll_interval: Duration::from_millis(20),
+            request_timeout: Duration::from_secs(5),
+            backoff_scale: 0.001,
+            max_retry_after: MAX_RETRY_AFTER,
+            shutdown_grace: Duration::from_secs(5),
+            address_policy: Arc::new(AddressPolicy::new(true, Vec::new())),
+            circuit: CircuitPolicy::STANDARD,
         }
     }
 }
@@ -136,6 +137,9 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     finished: mpsc::UnboundedSender<Finished>,
     recorder: std::sync::Mutex<Option<(mpsc::UnboundedReceiver<Finished>, CancellationToken)>>,
+    /// Faults tests inject (feature `testing`).
+    #[cfg(feature = "testing")]
+    faults: Faults,
 }
 
 impl Dispatcher {
@@ -150,7 +154,15 @@ impl Dispatcher {
             wake,
             finished,
             recorder: std::sync::Mutex::new(Some((queue, CancellationToken::new()))),
+            #[cfg(feature = "testing")]
+            faults: Faults::default(),
         }
+    }
+
+    /// This dispatcher with `faults` injected (feature `testing` only).
+    #[cfg(feature = "testing")]
+    pub fn with_faults(self, faults: Faults) -> Self {
+        Self { faults, ..self }
     }
 
     /// Claims and delivers until `shutdown`; then stops claiming, lets in-flight deliveries
@@ -343,7 +355,7 @@ impl Dispatcher {
         #[cfg(feature = "testing")]
         {
             use std::sync::atomic::Ordering;
-            let failing = &self.config.faults.failing_due_claims;
+            let failing = &self.faults.failing_due_claims;
             if failing
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
@@ -507,13 +519,7 @@ impl Dispatcher {
         plan: &DeliveryPlan,
     ) -> Result<Option<(Outcome, AttemptRecord)>> {
         #[cfg(feature = "testing")]
-        if self
-            .config
-            .faults
-            .panic_if
-            .as_ref()
-            .is_some_and(|hook| hook(row))
-        {
+        if self.faults.panic_if.as_ref().is_some_and(|hook| hook(row)) {
             panic!("injected delivery panic");
         }
         let prepared = match row.dead_letter_id {

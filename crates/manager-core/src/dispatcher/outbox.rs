@@ -107,6 +107,15 @@ pub struct CircuitPolicy {
     pub resume_per_second: u32,
 }
 
+impl CircuitPolicy {
+    /// Five failures in a row open a circuit for 30 s; the backlog resumes at 50/s.
+    pub const STANDARD: CircuitPolicy = CircuitPolicy {
+        failures: 5,
+        cooldown: std::time::Duration::from_secs(30),
+        resume_per_second: 50,
+    };
+}
+
 /// What the dispatcher decided after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -1,5 +1,5 @@
 //! The dispatcher on both backends when code that should not fail does, with faults
-//! injected through `DispatcherConfig::faults`: a delivery attempt that panics, a claim
+//! injected through `Dispatcher::with_faults`: a delivery attempt that panics, a claim
 //! query that fails. Deliveries go to a loopback receiver.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use picloud_manager_core::dispatcher::outbox::ClaimedRow;
-use picloud_manager_core::dispatcher::ssrf::AddressPolicy;
 use picloud_manager_core::dispatcher::{Dispatcher, DispatcherConfig, Faults};
 use picloud_manager_core::testing::TestDb;
 use picloud_manager_core::triggers::{
@@ -68,15 +67,8 @@ async fn seed(db: &Db, url: &str, max_attempts: u32, pacing: Pacing, events: i64
     trigger
 }
 
-fn config(faults: Faults) -> DispatcherConfig {
-    DispatcherConfig {
-        poll_interval: Duration::from_millis(20),
-        backoff_scale: 0.001,
-        request_timeout: Duration::from_secs(5),
-        address_policy: Arc::new(AddressPolicy::new(true, Vec::new())),
-        faults,
-        ..DispatcherConfig::default()
-    }
+fn dispatcher(t: &TestDb, config: DispatcherConfig, faults: Faults) -> Dispatcher {
+    Dispatcher::new(t.db.clone(), config, Default::default()).with_faults(faults)
 }
 
 /// `(seq, state, attempts)` of every outbox row, once none is pending (bounded).
@@ -115,7 +107,7 @@ async fn a_panicking_delivery_is_a_failed_attempt_and_frees_its_paced_slot(t: Te
         ..Faults::default()
     };
     let stop = CancellationToken::new();
-    let dispatcher = Dispatcher::new(t.db.clone(), config(faults), Default::default());
+    let dispatcher = dispatcher(&t, DispatcherConfig::for_tests(), faults);
     let running = tokio::spawn(dispatcher.run(stop.clone()));
 
     // The panicking row uses up its attempts and is dead-lettered; the trigger's only
@@ -172,10 +164,9 @@ async fn rows_claimed_as_probes_are_delivered_when_the_due_claim_fails(t: TestDb
     // A lease far longer than the test: a dropped probe would sit out all of it.
     let config = DispatcherConfig {
         lease: Duration::from_secs(600),
-        ..config(faults)
+        ..DispatcherConfig::for_tests()
     };
-    let running =
-        tokio::spawn(Dispatcher::new(t.db.clone(), config, Default::default()).run(stop.clone()));
+    let running = tokio::spawn(dispatcher(&t, config, faults).run(stop.clone()));
 
     let rows = settled(&t.db, Duration::from_secs(10)).await;
     assert_eq!(
