@@ -311,6 +311,50 @@ pub async fn begin_write<P: WritePool>(
     pool.begin_write().await
 }
 
+/// A write transaction on either backend, for storage code that is clearer split into
+/// functions than written inside one [`on_db!`] body. Statements run through [`on_tx!`].
+/// Dropped without [`WriteTx::commit`], it rolls back.
+pub enum WriteTx {
+    /// On SQLite (opened with `BEGIN IMMEDIATE`).
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// On PostgreSQL.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Runs `$body` with `$conn` bound to the open connection of a `&mut` [`WriteTx`]:
+/// `on_tx!(tx, conn, { sqlx::query("…").execute(&mut **conn).await })`. Like [`on_db!`],
+/// the body is compiled once per backend.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident, $body:expr) => {
+        match $tx {
+            $crate::db::WriteTx::Sqlite($conn) => $body,
+            $crate::db::WriteTx::Postgres($conn) => $body,
+        }
+    };
+}
+
+impl Db {
+    /// Opens a write transaction (see [`begin_write`]) as a [`WriteTx`].
+    pub async fn begin_write_tx(&self) -> Result<WriteTx> {
+        Ok(match self {
+            Db::Sqlite(pool, ..) => WriteTx::Sqlite(begin_write(pool).await?),
+            Db::Postgres(pool, ..) => WriteTx::Postgres(begin_write(pool).await?),
+        })
+    }
+}
+
+impl WriteTx {
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            WriteTx::Sqlite(tx) => tx.commit().await?,
+            WriteTx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
 /// Query parameters whose values are secrets (libpq's `password`, `sslpassword`).
 const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
 

@@ -1,14 +1,16 @@
 //! The dispatcher's queries: claiming due outbox rows under a lease, loading what a
 //! delivery needs, and recording each outcome (delivered, retry later, dead letter).
+//! The circuit breaker's statements are in [`circuit`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use picloud_shared::time::now_ms;
 
-use crate::db::{begin_write, Db};
+use super::circuit::{self, CircuitPolicy};
+use crate::db::{begin_write, Db, WriteTx};
 use crate::error::Result;
-use crate::on_db;
 use crate::secret_box::Aad;
+use crate::{on_db, on_tx};
 
 /// An outbox row claimed by this node. `attempts` already counts the attempt about to be
 /// made (it is incremented at claim time, so a crash mid-delivery still uses one up).
@@ -95,27 +97,6 @@ pub struct AttemptRecord {
     pub response_bytes: Option<i64>,
 }
 
-/// When a trigger's circuit opens and for how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CircuitPolicy {
-    /// Consecutive failed attempts that open the circuit.
-    pub failures: u32,
-    /// How long an open circuit waits before one probe delivery.
-    pub cooldown: std::time::Duration,
-    /// After a probe closes the circuit, the waiting backlog is spread out at the trigger's
-    /// `max_per_second`, or at this rate when it has none.
-    pub resume_per_second: u32,
-}
-
-impl CircuitPolicy {
-    /// Five failures in a row open a circuit for 30 s; the backlog resumes at 50/s.
-    pub const STANDARD: CircuitPolicy = CircuitPolicy {
-        failures: 5,
-        cooldown: std::time::Duration::from_secs(30),
-        resume_per_second: 50,
-    };
-}
-
 /// What the dispatcher decided after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -164,7 +145,8 @@ macro_rules! insert_attempt {
     };
 }
 
-const CLAIM_COLUMNS: &str = "id, app_id, trigger_id, topic, seq, dead_letter_id, attempts";
+pub(super) const CLAIM_COLUMNS: &str =
+    "id, app_id, trigger_id, topic, seq, dead_letter_id, attempts";
 
 impl Db {
     /// Claims up to `limit` due rows of enabled triggers for `node` until `lease_until`,
@@ -238,95 +220,6 @@ impl Db {
             query.fetch_all(pool).await?
         });
         Ok(rows)
-    }
-
-    /// Moves open circuits whose cool-down is over (and half-open ones whose probe was
-    /// lost with its node) to half-open, and claims one probe row for each: the oldest
-    /// pending row of the trigger, due or not. A trigger with nothing pending closes.
-    /// Only the node whose UPDATE moved a circuit probes it.
-    pub async fn claim_probes(
-        &self,
-        node: &str,
-        lease_until: i64,
-        lease: std::time::Duration,
-    ) -> Result<Vec<ClaimedRow>> {
-        let now = now_ms();
-        let stale = now - lease.as_millis() as i64;
-        // Almost always no circuit is due for a probe: find out with a read, so the common
-        // case costs no write transaction.
-        let due: Option<String> = on_db!(self, pool, {
-            sqlx::query_scalar(
-                "SELECT id FROM triggers
-                 WHERE (circuit_state = 'open' AND circuit_open_until <= $1)
-                    OR (circuit_state = 'half_open' AND circuit_open_until <= $2)
-                 LIMIT 1",
-            )
-            .bind(now)
-            .bind(stale)
-            .fetch_optional(pool)
-            .await?
-        });
-        if due.is_none() {
-            return Ok(Vec::new());
-        }
-        let _gate = self.write_gate().await;
-        let probes = on_db!(self, pool, {
-            let mut tx = begin_write(pool).await?;
-            let triggers: Vec<String> = sqlx::query_scalar(
-                "UPDATE triggers SET circuit_state = 'half_open', circuit_open_until = $1
-                 WHERE enabled = $3 AND ((circuit_state = 'open' AND circuit_open_until <= $1)
-                    OR (circuit_state = 'half_open' AND circuit_open_until <= $2))
-                 RETURNING id",
-            )
-            .bind(now)
-            .bind(stale)
-            .bind(true)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut probes = Vec::new();
-            for trigger in &triggers {
-                let probe: Option<ClaimedRow> = sqlx::query_as(&format!(
-                    "UPDATE outbox SET attempts = attempts + 1, lease_until = $1, leased_by = $2,
-                            updated_at = $3
-                     WHERE id = (SELECT id FROM outbox
-                                 WHERE trigger_id = $4 AND state = 'pending'
-                                   AND (lease_until IS NULL OR lease_until < $3)
-                                 ORDER BY seq, id LIMIT 1)
-                     RETURNING {CLAIM_COLUMNS}"
-                ))
-                .bind(lease_until)
-                .bind(node)
-                .bind(now)
-                .bind(trigger)
-                .fetch_optional(&mut *tx)
-                .await?;
-                match probe {
-                    Some(row) => probes.push(row),
-                    None => {
-                        sqlx::query(
-                            "UPDATE triggers SET circuit_state = 'closed', circuit_open_until = NULL,
-                                    consecutive_failures = 0 WHERE id = $1",
-                        )
-                        .bind(trigger)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-            }
-            tx.commit().await?;
-            probes
-        });
-        Ok(probes)
-    }
-
-    /// Triggers whose circuit is not closed, for the gauge.
-    pub async fn open_circuits(&self) -> Result<i64> {
-        let open = on_db!(self, pool, {
-            sqlx::query_scalar("SELECT COUNT(*) FROM triggers WHERE circuit_state <> 'closed'")
-                .fetch_one(pool)
-                .await?
-        });
-        Ok(open)
     }
 
     /// The earliest time a pending row is due, if any.
@@ -409,186 +302,38 @@ impl Db {
 
     /// Records finished attempts, all in one transaction (group commit: one fsync for
     /// many deliveries). Per attempt: the `delivery_attempts` row, the outbox row's new
-    /// state, and the trigger's failure streak. An exhausted event delivery also writes its
-    /// dead letter and one outbox row per enabled `dead_letter` trigger of the app; an
-    /// exhausted `dead_letter` delivery ends as `failed` and creates nothing (the recursion
-    /// stop). Returns, per attempt, the dead letter written, if any.
+    /// state, and the trigger's circuit breaker ([`circuit::record`]). An exhausted event
+    /// delivery also writes its dead letter and one outbox row per enabled `dead_letter`
+    /// trigger of the app; an exhausted `dead_letter` delivery ends as `failed` and
+    /// creates nothing (the recursion stop). Returns, per attempt, the dead letter
+    /// written, if any.
     pub async fn record_finished(
         &self,
         finished: &[Finished],
-        circuit: &CircuitPolicy,
+        policy: &CircuitPolicy,
     ) -> Result<Vec<Option<i64>>> {
         let _gate = self.write_gate().await;
         let now = now_ms();
         let mut dead_letters = Vec::with_capacity(finished.len());
         // Triggers whose failure streak this group already reset: further successes in a
         // row change nothing, so they cost no statement.
-        let mut reset: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut reset = HashSet::new();
+        let mut tx = self.begin_write_tx().await?;
         // A 410 disables its trigger and bumps its app's trigger generation. API changes
         // to triggers lock the app row, then the trigger row; so the app rows are taken
         // here first too, before any trigger row below: on PostgreSQL the two never wait
         // for each other in a cycle (a deadlock).
-        let mut disabling_apps: Vec<&str> = finished
-            .iter()
-            .filter(|f| {
-                matches!(
-                    &f.verdict,
-                    Verdict::Exhausted {
-                        disable_reason: Some(_)
-                    }
-                )
-            })
-            .map(|f| f.row.app_id.as_str())
-            .collect();
-        disabling_apps.sort_unstable();
-        disabling_apps.dedup();
-        on_db!(self, pool, {
-            let mut tx = begin_write(pool).await?;
-            for app in &disabling_apps {
-                let _app_exists = crate::triggers::bump_generation!(tx, app);
-            }
-            for Finished {
-                row,
-                attempt,
-                verdict,
-            } in finished
-            {
-                insert_attempt!(row, attempt).execute(&mut *tx).await?;
-                let (state, next_attempt_at, finished_at) = match verdict {
-                    Verdict::Delivered => ("delivered", None, Some(now)),
-                    Verdict::Retry { next_attempt_at } => ("pending", Some(*next_attempt_at), None),
-                    Verdict::Exhausted { .. } if row.dead_letter_id.is_some() => {
-                        ("failed", None, Some(now))
-                    }
-                    Verdict::Exhausted { .. } => ("dead", None, Some(now)),
-                };
-                sqlx::query(
-                    "UPDATE outbox SET state = $2, next_attempt_at = COALESCE($3, next_attempt_at),
-                            lease_until = NULL, leased_by = NULL, last_status = $4, last_error = $5,
-                            updated_at = $6, finished_at = $7
-                     WHERE id = $1",
-                )
-                .bind(row.id)
-                .bind(state)
-                .bind(next_attempt_at)
-                .bind(attempt.status)
-                .bind(attempt.error.as_deref())
-                .bind(now)
-                .bind(finished_at)
-                .execute(&mut *tx)
-                .await?;
-                // The circuit breaker: a success closes it; a failure extends the streak and
-                // opens it at the threshold, or re-opens it when a half-open probe fails.
-                if *verdict == Verdict::Delivered && !reset.insert(row.trigger_id.as_str()) {
-                    // This trigger's streak was already reset earlier in this group.
-                } else if *verdict == Verdict::Delivered {
-                    // A successful probe closes the circuit, and the backlog that built up
-                    // while it was open is spread out at the trigger's rate (or the resume
-                    // rate), so the endpoint coming back is not hit by all of it at once.
-                    let closed: Option<Option<i64>> = sqlx::query_scalar(
-                        "UPDATE triggers SET consecutive_failures = 0, circuit_state = 'closed',
-                                circuit_open_until = NULL
-                         WHERE id = $1 AND circuit_state = 'half_open'
-                         RETURNING max_per_second",
-                    )
-                    .bind(&row.trigger_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(rate) = closed {
-                        let rate = rate.unwrap_or(i64::from(circuit.resume_per_second)).max(1);
-                        sqlx::query(
-                            "UPDATE outbox SET next_attempt_at = $2 + r.rank * $3
-                             FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY next_attempt_at, id) AS rank
-                                   FROM outbox WHERE trigger_id = $1 AND state = 'pending'
-                                     AND lease_until IS NULL) AS r
-                             WHERE outbox.id = r.id",
-                        )
-                        .bind(&row.trigger_id)
-                        .bind(now)
-                        .bind((1000 / rate).max(1))
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    sqlx::query(
-                        "UPDATE triggers SET consecutive_failures = 0
-                         WHERE id = $1 AND consecutive_failures <> 0",
-                    )
-                    .bind(&row.trigger_id)
-                    .execute(&mut *tx)
-                    .await?;
-                } else {
-                    reset.remove(row.trigger_id.as_str());
-                    sqlx::query(
-                        "UPDATE triggers SET consecutive_failures = consecutive_failures + 1,
-                           circuit_state = CASE
-                             WHEN circuit_state = 'half_open'
-                               OR (circuit_state = 'closed' AND consecutive_failures + 1 >= $2)
-                             THEN 'open' ELSE circuit_state END,
-                           circuit_open_until = CASE
-                             WHEN circuit_state = 'half_open'
-                               OR (circuit_state = 'closed' AND consecutive_failures + 1 >= $2)
-                             THEN $3 ELSE circuit_open_until END
-                         WHERE id = $1",
-                    )
-                    .bind(&row.trigger_id)
-                    .bind(i64::from(circuit.failures))
-                    .bind(now + circuit.cooldown.as_millis() as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-
-                let mut dead_letter = None;
-                if let Verdict::Exhausted { disable_reason } = verdict {
-                    if let Some(reason) = disable_reason {
-                        sqlx::query(
-                            "UPDATE triggers SET enabled = $2, disabled_reason = $3, updated_at = $4 WHERE id = $1",
-                        )
-                        .bind(&row.trigger_id)
-                        .bind(false)
-                        .bind(reason)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        // The app's generation was bumped at the start of the transaction.
-                    }
-                    if row.dead_letter_id.is_none() {
-                        let id: i64 = sqlx::query_scalar(
-                            "INSERT INTO dead_letters (app_id, outbox_id, trigger_id, topic, seq, attempts,
-                                                       last_error, last_status, created_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                        )
-                        .bind(&row.app_id)
-                        .bind(row.id)
-                        .bind(&row.trigger_id)
-                        .bind(&row.topic)
-                        .bind(row.seq)
-                        .bind(row.attempts)
-                        .bind(attempt.error.as_deref())
-                        .bind(attempt.status)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        sqlx::query(
-                            "INSERT INTO outbox (app_id, trigger_id, topic, seq, dead_letter_id, state,
-                                                 attempts, next_attempt_at, created_at, updated_at)
-                             SELECT app_id, id, $2, $3, $4, 'pending', 0, $5, $5, $5 FROM triggers
-                             WHERE app_id = $1 AND source_kind = 'dead_letter' AND enabled = $6",
-                        )
-                        .bind(&row.app_id)
-                        .bind(&row.topic)
-                        .bind(row.seq)
-                        .bind(id)
-                        .bind(now)
-                        .bind(true)
-                        .execute(&mut *tx)
-                        .await?;
-                        dead_letter = Some(id);
-                    }
-                }
-                dead_letters.push(dead_letter);
-            }
-            tx.commit().await?;
-        });
+        for app in disabling_apps(finished) {
+            on_tx!(&mut tx, conn, {
+                let _app_exists = crate::triggers::bump_generation!(*conn, app);
+            });
+        }
+        for done in finished {
+            record_attempt(&mut tx, done, now).await?;
+            circuit::record(&mut tx, done, policy, now, &mut reset).await?;
+            dead_letters.push(end_exhausted(&mut tx, done, now).await?);
+        }
+        tx.commit().await?;
         Ok(dead_letters)
     }
 
@@ -633,4 +378,120 @@ impl Db {
         });
         Ok(released)
     }
+}
+
+/// The apps whose triggers a group disables (a 410), sorted, each once.
+fn disabling_apps(finished: &[Finished]) -> Vec<&str> {
+    let mut apps: Vec<&str> = finished
+        .iter()
+        .filter(|f| {
+            matches!(
+                &f.verdict,
+                Verdict::Exhausted {
+                    disable_reason: Some(_)
+                }
+            )
+        })
+        .map(|f| f.row.app_id.as_str())
+        .collect();
+    apps.sort_unstable();
+    apps.dedup();
+    apps
+}
+
+/// Writes an attempt's `delivery_attempts` row and its outbox row's new state.
+async fn record_attempt(tx: &mut WriteTx, done: &Finished, now: i64) -> Result<()> {
+    let Finished {
+        row,
+        attempt,
+        verdict,
+    } = done;
+    let (state, next_attempt_at, finished_at) = match verdict {
+        Verdict::Delivered => ("delivered", None, Some(now)),
+        Verdict::Retry { next_attempt_at } => ("pending", Some(*next_attempt_at), None),
+        Verdict::Exhausted { .. } if row.dead_letter_id.is_some() => ("failed", None, Some(now)),
+        Verdict::Exhausted { .. } => ("dead", None, Some(now)),
+    };
+    on_tx!(tx, conn, {
+        insert_attempt!(row, attempt).execute(&mut **conn).await?;
+        sqlx::query(
+            "UPDATE outbox SET state = $2, next_attempt_at = COALESCE($3, next_attempt_at),
+                    lease_until = NULL, leased_by = NULL, last_status = $4, last_error = $5,
+                    updated_at = $6, finished_at = $7
+             WHERE id = $1",
+        )
+        .bind(row.id)
+        .bind(state)
+        .bind(next_attempt_at)
+        .bind(attempt.status)
+        .bind(attempt.error.as_deref())
+        .bind(now)
+        .bind(finished_at)
+        .execute(&mut **conn)
+        .await?;
+    });
+    Ok(())
+}
+
+/// What an exhausted attempt leaves behind: a 410 disables its trigger; an event
+/// delivery becomes a dead letter, fanned out to the app's `dead_letter` triggers in the
+/// same transaction. Returns the dead letter's id.
+async fn end_exhausted(tx: &mut WriteTx, done: &Finished, now: i64) -> Result<Option<i64>> {
+    let Finished {
+        row,
+        attempt,
+        verdict,
+    } = done;
+    let Verdict::Exhausted { disable_reason } = verdict else {
+        return Ok(None);
+    };
+    on_tx!(tx, conn, {
+        if let Some(reason) = disable_reason {
+            // The app's generation was bumped at the start of the transaction.
+            sqlx::query(
+                "UPDATE triggers SET enabled = $2, disabled_reason = $3, updated_at = $4
+                 WHERE id = $1",
+            )
+            .bind(&row.trigger_id)
+            .bind(false)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut **conn)
+            .await?;
+        }
+        if row.dead_letter_id.is_some() {
+            return Ok(None);
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO dead_letters (app_id, outbox_id, trigger_id, topic, seq, attempts,
+                                       last_error, last_status, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(&row.app_id)
+        .bind(row.id)
+        .bind(&row.trigger_id)
+        .bind(&row.topic)
+        .bind(row.seq)
+        .bind(row.attempts)
+        .bind(attempt.error.as_deref())
+        .bind(attempt.status)
+        .bind(now)
+        .fetch_one(&mut **conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO outbox (app_id, trigger_id, topic, seq, dead_letter_id, state,
+                                 attempts, next_attempt_at, created_at, updated_at)
+             SELECT app_id, id, $2, $3, $4, 'pending', 0, $5, $5, $5 FROM triggers
+             WHERE app_id = $1 AND source_kind = 'dead_letter' AND enabled = $6",
+        )
+        .bind(&row.app_id)
+        .bind(&row.topic)
+        .bind(row.seq)
+        .bind(id)
+        .bind(now)
+        .bind(true)
+        .execute(&mut **conn)
+        .await?;
+        Ok(Some(id))
+    })
 }

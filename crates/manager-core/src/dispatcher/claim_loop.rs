@@ -1,0 +1,374 @@
+//! The claim loop of one node: claim due rows (circuit probes first) under a lease, hand
+//! them to the pacer, start the admitted ones on free workers, and sleep until a publish
+//! wakes it, a row falls due or a worker frees up. At shutdown it drains in-flight
+//! deliveries within the grace period and releases the leases of the rest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use picloud_shared::time::now_ms;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::{ClaimedRow, DeliveryPlan};
+use super::pacing::{self, Pacer, Wait, Waiting};
+use super::{recorder, Dispatcher};
+use crate::error::Result;
+
+/// How often the queue gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A delivery task's result: its trigger, and whether it was delivered.
+type Delivery = (String, bool);
+
+/// What the loop keeps from one round to the next.
+struct ClaimLoop {
+    dispatcher: Arc<Dispatcher>,
+    /// One per worker; a delivery holds one while it runs.
+    permits: Arc<Semaphore>,
+    pacer: Arc<Pacer>,
+    /// Claimed rows the pacer holds back, still leased.
+    waiting: Waiting,
+    /// Rows to hand back to the database (outbox id, due time), written once per round.
+    give_back: Vec<(i64, i64)>,
+    in_flight: JoinSet<Delivery>,
+}
+
+/// What one claim round leaves for the wait that follows it.
+struct Round {
+    /// Workers that were free when it claimed.
+    free: usize,
+    /// Whether some triggers or apps were left out of the claim (at their limits).
+    skipped: bool,
+    /// It claimed as many rows as it asked for: more may be due at once.
+    full_batch: bool,
+    /// How soon a rate-limited waiting row may start.
+    next_start: Option<Duration>,
+}
+
+impl Dispatcher {
+    /// Claims and delivers until `shutdown`; then stops claiming, lets in-flight deliveries
+    /// finish within the grace period, and releases the leases of the rest.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (queue, recorder_stop) = self
+            .recorder
+            .lock()
+            .expect("recorder lock")
+            .take()
+            .expect("run once");
+        let recorder = tokio::spawn(recorder::record_finished(
+            self.db.clone(),
+            self.config.circuit,
+            queue,
+            recorder_stop.clone(),
+        ));
+        let mut claims = ClaimLoop::new(Arc::new(self));
+        let this = claims.dispatcher.clone();
+        tracing::info!(node = %this.config.node_id, workers = this.config.workers, "dispatcher started");
+        let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
+        gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while !shutdown.is_cancelled() {
+            claims.note_all_finished();
+            if gauges.tick().now_or_never().is_some() {
+                this.report_queue().await;
+            }
+            let round = claims.claim_round().await;
+            if !round.full_batch {
+                claims.wait_for_work(round, &shutdown).await;
+            }
+        }
+        claims.drain().await;
+        recorder_stop.cancel();
+        if let Err(error) = recorder.await {
+            tracing::warn!(%error, "delivery recorder ended abnormally");
+        }
+        match this.db.release_leases(&this.config.node_id).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "released leases of unfinished deliveries"),
+            Err(error) => {
+                tracing::warn!(%error, "could not release leases; they expire on their own")
+            }
+        }
+        tracing::info!("dispatcher stopped");
+    }
+
+    /// Sets the queue gauges: pending rows and the age of the oldest (database-wide, so
+    /// every node reports the same values).
+    async fn report_queue(&self) {
+        let pending = self.db.outbox_depth().await.ok().map(|(pending, oldest)| {
+            let age = oldest.map_or(0, |created| (now_ms() - created).max(0));
+            (pending, Duration::from_millis(age as u64))
+        });
+        crate::metrics::queue(pending, self.db.open_circuits().await.ok());
+    }
+
+    /// How long to sleep when not woken: until the next pending row falls due, at most the
+    /// poll interval. Rows already due were left by the last claim on purpose (an open
+    /// circuit, an ordered trigger's unfinished head, another node's lease), so they wait
+    /// for the poll rather than spin the loop.
+    async fn time_to_next_due(&self) -> Duration {
+        let poll = self.config.poll_interval;
+        match self.db.next_due().await {
+            Ok(Some(at)) if at > now_ms() => {
+                let wait = at - now_ms();
+                Duration::from_millis(wait.clamp(1, poll.as_millis() as i64) as u64)
+            }
+            _ => poll,
+        }
+    }
+
+    /// Claims up to `free` due rows of closed circuits, leaving out `skip`.
+    async fn claim_due(
+        &self,
+        free: usize,
+        lease_until: i64,
+        skip: &[String],
+        skip_apps: &[String],
+    ) -> Result<Vec<ClaimedRow>> {
+        #[cfg(feature = "testing")]
+        {
+            use std::sync::atomic::Ordering;
+            let failing = &self.faults.failing_due_claims;
+            if failing
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(crate::error::Error::Invalid(
+                    "injected claim failure".into(),
+                ));
+            }
+        }
+        self.db
+            .claim_due(
+                &self.config.node_id,
+                free as i64,
+                lease_until,
+                skip,
+                skip_apps,
+            )
+            .await
+    }
+}
+
+impl ClaimLoop {
+    fn new(dispatcher: Arc<Dispatcher>) -> Self {
+        let workers = dispatcher.config.workers;
+        ClaimLoop {
+            dispatcher,
+            permits: Arc::new(Semaphore::new(workers)),
+            pacer: Arc::new(Pacer::new(workers)),
+            waiting: Waiting::default(),
+            give_back: Vec::new(),
+            in_flight: JoinSet::new(),
+        }
+    }
+
+    /// One round: start waiting rows that may go, claim for the free workers, offer the
+    /// claimed rows to the pacer, and hand back what waited too long.
+    async fn claim_round(&mut self) -> Round {
+        let this = self.dispatcher.clone();
+        // A waiting row goes back to the database well before its lease could run out.
+        let max_wait = this.config.lease / 2;
+        let now = now_ms();
+        self.give_back.extend(
+            self.waiting
+                .expired(max_wait)
+                .into_iter()
+                .map(|id| (id, now)),
+        );
+        // Waiting rows whose trigger has room again start before anything new.
+        let mut next_start = self.start_ready().await;
+        let free = self.permits.available_permits().min(this.config.batch_size);
+        // Triggers at their limits, or with rows waiting, are left out of the claim; a
+        // finished delivery may give them room again.
+        let mut skip = self.pacer.blocked();
+        skip.extend(self.waiting.triggers().cloned());
+        // Apps at their share of the workers are left out too, so the claim takes the
+        // due rows of the others.
+        let skip_apps = self.pacer.blocked_apps();
+        let claimed = if free == 0 {
+            Vec::new()
+        } else {
+            self.claim(free, &skip, &skip_apps).await
+        };
+        let full_batch = free > 0 && claimed.len() == free;
+        if let Some(wait) = self.offer(claimed).await {
+            next_start = Some(next_start.map_or(wait, |soonest| soonest.min(wait)));
+        }
+        if let Err(error) = this.db.defer(&self.give_back).await {
+            tracing::warn!(%error, "handing back waiting rows failed; their leases expire");
+        }
+        self.give_back.clear();
+        Round {
+            free,
+            skipped: !skip.is_empty(),
+            full_batch,
+            next_start,
+        }
+    }
+
+    /// Claims one probe per circuit whose cool-down is over, then up to `free` due rows
+    /// of triggers whose circuit is closed.
+    async fn claim(&self, free: usize, skip: &[String], skip_apps: &[String]) -> Vec<ClaimedRow> {
+        let this = &self.dispatcher;
+        let lease_until = now_ms() + this.config.lease.as_millis() as i64;
+        let probes = this
+            .db
+            .claim_probes(&this.config.node_id, lease_until, this.config.lease)
+            .await;
+        let due = this.claim_due(free, lease_until, skip, skip_apps).await;
+        // Rows one query leased are delivered even when the other query failed: dropping
+        // them would leave them idle until their lease ran out, with an attempt spent.
+        let mut claimed = Vec::new();
+        for rows in [probes, due] {
+            match rows {
+                Ok(rows) => claimed.extend(rows),
+                Err(error) => tracing::warn!(%error, "claiming outbox rows failed"),
+            }
+        }
+        claimed
+    }
+
+    /// Offers claimed rows to the pacer and starts those it admits; returns how soon a
+    /// rate-limited one may start.
+    async fn offer(&mut self, claimed: Vec<ClaimedRow>) -> Option<Duration> {
+        let mut plans = match self.dispatcher.db.delivery_plans(&claimed).await {
+            Ok(plans) => plans,
+            Err(error) => {
+                // The leases expire and the rows are claimed again.
+                tracing::warn!(%error, "loading deliveries failed");
+                HashMap::new()
+            }
+        };
+        let mut next_start: Option<Duration> = None;
+        for row in claimed {
+            // A row without a plan lost its trigger, and was deleted with it.
+            let Some(plan) = plans.remove(&row.id) else {
+                continue;
+            };
+            match self.waiting.offer(&self.pacer, row, plan) {
+                Ok((row, plan)) => self.start(row, plan).await,
+                Err(Wait::For(wait)) => {
+                    next_start = Some(next_start.map_or(wait, |soonest| soonest.min(wait)));
+                }
+                Err(Wait::ForSlot) => {}
+            }
+        }
+        next_start
+    }
+
+    /// Sleeps until the next claim round: a publish wakes it, a row falls due, a trigger
+    /// skipped for its rate may start again, or (with workers busy or triggers paced) a
+    /// delivery finishes. Meanwhile waiting rows start as the pacer lets them.
+    async fn wait_for_work(&mut self, round: Round, shutdown: &CancellationToken) {
+        let this = self.dispatcher.clone();
+        let Round {
+            free,
+            skipped,
+            mut next_start,
+            ..
+        } = round;
+        let mut sleep = this.time_to_next_due().await;
+        if let Some(soonest) = self.pacer.soonest_start() {
+            sleep = sleep.min(soonest.max(Duration::from_millis(1)));
+        }
+        let claim_at = tokio::time::Instant::now() + sleep;
+        loop {
+            let start_in = next_start.map(|wait| wait.max(Duration::from_millis(1)));
+            let watch_finishes = free == 0 || skipped || !self.waiting.is_empty();
+            tokio::select! {
+                _ = this.wake.notified() => break,
+                _ = tokio::time::sleep_until(claim_at) => break,
+                _ = shutdown.cancelled() => break,
+                // A finished delivery frees a worker, or a slot of a paced trigger.
+                Some(done) = self.in_flight.join_next(), if watch_finishes => {
+                    let trigger = self.note_finished(done);
+                    // Claim again for freed workers, for rows to hand back, and for a
+                    // trigger with nothing waiting here (its rows are in the database).
+                    if free == 0
+                        || !self.give_back.is_empty()
+                        || trigger.is_none_or(|trigger| !self.waiting.has(&trigger))
+                    {
+                        break;
+                    }
+                    next_start = self.start_ready().await;
+                }
+                _ = tokio::time::sleep(start_in.unwrap_or_default()), if start_in.is_some() => {
+                    next_start = self.start_ready().await;
+                }
+            }
+        }
+    }
+
+    /// Starts the waiting rows the pacer lets start now (as many as workers are free);
+    /// returns how soon a rate-limited one may start.
+    async fn start_ready(&mut self) -> Option<Duration> {
+        let (ready, soonest) = self
+            .waiting
+            .ready(&self.pacer, self.permits.available_permits());
+        for (row, plan) in ready {
+            self.start(row, plan).await;
+        }
+        soonest
+    }
+
+    /// Spawns the delivery of a row the pacer admitted.
+    async fn start(&mut self, row: ClaimedRow, plan: DeliveryPlan) {
+        // Never more rows are started than permits are free: this does not wait.
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        let this = self.dispatcher.clone();
+        let trigger = row.trigger_id.clone();
+        // The trigger's in-flight slot is given back when the task ends, however it ends.
+        let slot = pacing::Slot::held(self.pacer.clone(), trigger.clone(), row.app_id.clone());
+        self.in_flight.spawn(async move {
+            let delivered = this.deliver(row, plan).await;
+            drop((slot, permit));
+            (trigger, delivered)
+        });
+    }
+
+    /// Notes every delivery task that has finished, without waiting.
+    fn note_all_finished(&mut self) {
+        while let Some(done) = self.in_flight.try_join_next() {
+            self.note_finished(done);
+        }
+    }
+
+    /// Notes a finished delivery task and returns its trigger: when the delivery failed,
+    /// the rows waiting for that trigger go back to the database, where the circuit
+    /// breaker decides when they are tried.
+    fn note_finished(
+        &mut self,
+        done: std::result::Result<Delivery, tokio::task::JoinError>,
+    ) -> Option<String> {
+        let (trigger, delivered) = done.ok()?;
+        if !delivered {
+            let now = now_ms();
+            self.give_back
+                .extend(self.waiting.take(&trigger).into_iter().map(|id| (id, now)));
+        }
+        Some(trigger)
+    }
+
+    /// Lets in-flight deliveries finish within the shutdown grace period, then aborts
+    /// the rest (their leases are released by the caller).
+    async fn drain(&mut self) {
+        let grace = self.dispatcher.config.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            while self.in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.in_flight.abort_all();
+            while self.in_flight.join_next().await.is_some() {}
+        }
+    }
+}
