@@ -12,7 +12,7 @@ use picloud_manager_core::api_keys::MAX_KEY_NAME_LEN;
 use picloud_manager_core::apps::MAX_APP_NAME_LEN;
 use picloud_manager_core::deliveries::DELIVERY_STATES;
 use picloud_manager_core::http::deliveries::MAX_REPLAY_PER_SECOND;
-use picloud_manager_core::publish::{EVENT_TYPE_PATTERN, MAX_EVENT_TYPE_LEN};
+use picloud_manager_core::http::event_input::{EVENT_TYPE_PATTERN, MAX_EVENT_TYPE_LEN};
 use picloud_orchestrator_core::realtime_api::{MAX_GRACE_SECS, MAX_TOKEN_TOPICS};
 use picloud_shared::access::{self, Access};
 use picloud_shared::{AppId, TopicName};

@@ -11,11 +11,12 @@ use picloud_shared::{ApiError, AppId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::event_input::validate_idempotency_key;
 use super::topics::topic_from_path;
 use super::ManagerState;
 use crate::error::Error;
 use crate::event_log::LoggedEvent;
-use crate::publish::{validate_idempotency_key, Publication, PublishRequest, PublishedEvent};
+use crate::publish::{Publication, PublishRequest, PublishedEvent};
 
 /// Body of a single publish.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

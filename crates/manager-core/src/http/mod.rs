@@ -9,11 +9,13 @@ use utoipa_axum::routes;
 
 use crate::auth::Authenticator;
 use crate::db::Db;
-use crate::publish::{PublishLimits, Publisher};
+use crate::http::event_input::PublishLimits;
+use crate::publish::Publisher;
 
 pub mod admin_session;
 pub mod apps;
 pub mod deliveries;
+pub mod event_input;
 pub mod events;
 pub mod keys;
 pub mod topics;
