@@ -18,9 +18,15 @@ PACING="${PACING:-}"
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-step "building (release)"
-cargo build --release -q -p picloud -p picloud-bench
-BIN="$REPO_ROOT/target/release"
+# PICLOUD_BIN_DIR=dir runs the binaries in dir (picloud, webhook-sink, paced-publisher)
+# instead of building this checkout: to compare two commits in one sitting.
+if [ -n "${PICLOUD_BIN_DIR:-}" ]; then
+    BIN="$PICLOUD_BIN_DIR"
+else
+    step "building (release)"
+    cargo build --release -q -p picloud -p picloud-bench
+    BIN="$REPO_ROOT/target/release"
+fi
 
 # shellcheck source=scripts/lib/postgres.sh
 source "$REPO_ROOT/scripts/lib/postgres.sh"

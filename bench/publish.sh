@@ -7,6 +7,7 @@
 # PostgreSQL with fsync and synchronous_commit on.
 #
 #   bench/publish.sh            # DURATION=10 seconds per run by default
+#   PICLOUD_BIN_DIR=/some/target/release bench/publish.sh   # prebuilt binaries
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT="$(pwd)"
@@ -21,9 +22,15 @@ if ! command -v wrk >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
 
-step "building picloud (release)"
-cargo build --release -q -p picloud
-BIN="$REPO_ROOT/target/release/picloud"
+# PICLOUD_BIN_DIR=dir runs the binaries in dir instead of building this checkout: to
+# compare two commits with one harness in one sitting.
+if [ -n "${PICLOUD_BIN_DIR:-}" ]; then
+    BIN="$PICLOUD_BIN_DIR/picloud"
+else
+    step "building picloud (release)"
+    cargo build --release -q -p picloud
+    BIN="$REPO_ROOT/target/release/picloud"
+fi
 
 # shellcheck source=scripts/lib/postgres.sh
 source "$REPO_ROOT/scripts/lib/postgres.sh"
