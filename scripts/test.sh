@@ -68,7 +68,8 @@ step "schemathesis against the served OpenAPI document"
 # ---------------------------------------------------------------------------
 # TypeScript client and dashboard tests
 # ---------------------------------------------------------------------------
-# @picloud/client (clients/typescript): lint, typecheck, unit tests, build, then the
+# @picloud/client (clients/typescript): its wire types regenerated from docs/openapi.json
+# (fails when the committed ones are stale), lint, typecheck, unit tests, build, then the
 # integration tests against target/debug/picloud and the headless Chromium test.
 step "TypeScript client: chromium for the browser test"
 if [ ! -x /usr/bin/chromium ]; then
@@ -88,6 +89,12 @@ cargo build -p picloud
     cd "$REPO_ROOT/clients/typescript"
     step "TypeScript client: npm ci"
     npm ci --no-audit --no-fund
+    step "TypeScript client: regenerate the wire types from docs/openapi.json"
+    npm run generate
+    if [ -n "$(git -C "$REPO_ROOT" status --porcelain -- clients/typescript/src/generated)" ]; then
+        git -C "$REPO_ROOT" status --short -- clients/typescript/src/generated
+        die "clients/typescript/src/generated is stale: run 'npm ci && npm run generate' in clients/typescript and commit it"
+    fi
     step "TypeScript client: npm run lint"
     npm run lint
     step "TypeScript client: npm run typecheck"

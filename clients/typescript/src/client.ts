@@ -6,6 +6,7 @@ import { iterate, type StreamOptions } from './iterator.js';
 import type { PicloudEvent } from './protocol.js';
 import { startSubscription, type SubscribeOptions, type Unsubscribe } from './subscription.js';
 import { browserTabEnvironment, subscribeAcrossTabs } from './tabs.js';
+import type { Body, WireSchema } from './wire.js';
 
 /** Options of {@link createClient}. */
 export interface ClientOptions {
@@ -71,7 +72,7 @@ export interface SubscriberToken {
 }
 
 /** How subscribers authenticate to a topic. */
-export type AuthMode = 'public' | 'token';
+export type AuthMode = WireSchema<'AuthMode'>;
 
 /** What a topic keeps; `null` means no limit of that kind. */
 export interface Retention {
@@ -142,31 +143,8 @@ export interface TopicsApi {
   delete(name: string): Promise<void>;
 }
 
-interface RawPublished {
-  topic: string;
-  seq: number;
-  id: string;
-  published_at: number;
-  deliveries: number;
-}
-interface RawTopic {
-  name: string;
-  external_subscribable: boolean;
-  auth_mode: AuthMode;
-  retention: { max_events: number | null; max_age_secs: number | null };
-  last_seq: number;
-  event_count: number;
-  created_at: number;
-  updated_at: number;
-}
-interface RawLogged {
-  topic: string;
-  seq: number;
-  id: string;
-  type: string;
-  data: unknown;
-  published_at: number;
-}
+type RawPublished = WireSchema<'PublishedEvent'>;
+type RawTopic = WireSchema<'Topic'>;
 
 const published = (e: RawPublished): PublishedEvent => ({
   topic: e.topic,
@@ -180,7 +158,7 @@ const topic = (t: RawTopic): Topic => ({
   name: t.name,
   externalSubscribable: t.external_subscribable,
   authMode: t.auth_mode,
-  retention: { maxEvents: t.retention.max_events, maxAgeSecs: t.retention.max_age_secs },
+  retention: { maxEvents: t.retention.max_events ?? null, maxAgeSecs: t.retention.max_age_secs ?? null },
   lastSeq: t.last_seq,
   eventCount: t.event_count,
   createdAt: t.created_at,
@@ -203,7 +181,7 @@ export class PicloudClient {
     const base = (): string => `/v1/apps/${seg(this.app)}/topics`;
     this.topics = {
       list: async () => {
-        const body = await this.#http.request<{ topics: RawTopic[] }>('GET', base());
+        const body = await this.#http.request<WireSchema<'TopicList'>>('GET', base());
         return body.topics.map(topic);
       },
       get: async (name) => topic(await this.#http.request<RawTopic>('GET', `${base()}/${seg(name)}`)),
@@ -213,14 +191,14 @@ export class PicloudClient {
           max_age_secs: options.retention.maxAgeSecs ?? null,
         };
         const raw = await this.#http.request<RawTopic>('POST', base(), {
-          body: { name, auth_mode: options.authMode, retention },
+          body: { name, auth_mode: options.authMode, retention } satisfies Body<WireSchema<'CreateTopic'>>,
         });
         return topic(raw);
       },
       setExternal: async (name, external) =>
         topic(
           await this.#http.request<RawTopic>('PATCH', `${base()}/${seg(name)}/external`, {
-            body: { external_subscribable: external },
+            body: { external_subscribable: external } satisfies WireSchema<'SetExternal'>,
           }),
         ),
       delete: async (name) => {
@@ -239,7 +217,10 @@ export class PicloudClient {
     const raw = await this.#http.request<RawPublished>(
       'POST',
       `/v1/apps/${seg(this.app)}/topics/${seg(topicName)}/events`,
-      { body: { type: options.type, data }, headers: idempotency(options.idempotencyKey) },
+      {
+        body: { type: options.type, data } satisfies Body<WireSchema<'PublishBody'>>,
+        headers: idempotency(options.idempotencyKey),
+      },
     );
     return published(raw);
   }
@@ -249,8 +230,10 @@ export class PicloudClient {
     events: readonly BatchEvent[],
     options: { idempotencyKey?: string | undefined } = {},
   ): Promise<PublishedEvent[]> {
-    const raw = await this.#http.request<{ events: RawPublished[] }>('POST', `/v1/apps/${seg(this.app)}/events`, {
-      body: { events: events.map((e) => ({ topic: e.topic, type: e.type, data: e.data })) },
+    const raw = await this.#http.request<WireSchema<'BatchAnswer'>>('POST', `/v1/apps/${seg(this.app)}/events`, {
+      body: {
+        events: events.map((e) => ({ topic: e.topic, type: e.type, data: e.data })),
+      } satisfies { events: Body<WireSchema<'BatchEvent'>>[] },
       headers: idempotency(options.idempotencyKey),
     });
     return raw.events.map(published);
@@ -265,17 +248,17 @@ export class PicloudClient {
     ttlSecs?: number,
     options: { sub?: string | undefined } = {},
   ): Promise<SubscriberToken> {
-    const raw = await this.#http.request<{ token: string; expires_at: number }>(
+    const raw = await this.#http.request<WireSchema<'TokenResponse'>>(
       'POST',
       `/v1/apps/${seg(this.app)}/subscriber-tokens`,
-      { body: { topics: toList(topics), ttl_secs: ttlSecs, sub: options.sub } },
+      { body: { topics: toList(topics), ttl_secs: ttlSecs, sub: options.sub } satisfies Body<WireSchema<'TokenRequest'>> },
     );
     return { token: raw.token, expiresAt: raw.expires_at };
   }
 
   /** Reads a page of a topic's log (needs `app:read`). */
   async readEvents<T = unknown>(topicName: string, options: ReadEventsOptions = {}): Promise<EventPage<T>> {
-    const raw = await this.#http.request<{ events: RawLogged[]; last_seq: number }>(
+    const raw = await this.#http.request<WireSchema<'EventPage'>>(
       'GET',
       `/v1/apps/${seg(this.app)}/topics/${seg(topicName)}/events`,
       { query: { after: options.after, limit: options.limit } },

@@ -1,5 +1,7 @@
 /** The one error type the SDK throws and reports. */
 
+import type { WireSchema } from './wire.js';
+
 /** Codes the client itself produces; the server's own codes (`topic_not_found`, …) pass through. */
 export type ClientErrorCode =
   /** The request never got an answer (DNS, refused, reset, offline). */
@@ -51,7 +53,8 @@ export async function errorFromResponse(response: Response): Promise<PicloudErro
     // The body is optional; the status still says what happened.
   }
   try {
-    const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
+    // An `ErrorBody`, read defensively: any field may be missing or of another type.
+    const body = JSON.parse(text) as { error?: { [K in keyof WireSchema<'ErrorDetail'>]?: unknown } };
     const { code, message } = body.error ?? {};
     if (typeof code === 'string') {
       return new PicloudError(response.status, code, typeof message === 'string' ? message : code, {

@@ -43,4 +43,5 @@ export type {
   TokenResult,
   Unsubscribe,
 } from './subscription.js';
+export type { WirePaths, WireSchema } from './wire.js';
 export { TopicStore, type Subscriber, type TopicState, type TopicStoreOptions } from './store.js';

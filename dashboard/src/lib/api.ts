@@ -7,139 +7,41 @@
  * session cookie, which scripts cannot read.
  */
 
-import { createClient, endpoint, PicloudError, type Endpoint, type PicloudClient } from '@picloud/client';
+import {
+  createClient,
+  endpoint,
+  PicloudError,
+  type Endpoint,
+  type HttpMethod,
+  type PicloudClient,
+  type WirePaths,
+  type WireSchema,
+} from '@picloud/client';
 
 export { PicloudError };
 
 // ---------------------------------------------------------------------------
-// Wire types (snake_case, as the server sends them)
+// Wire types (snake_case, as the server sends them): the server's OpenAPI schemas
 // ---------------------------------------------------------------------------
 
-export interface Admin {
-  id: string;
-  email: string;
-}
+export type SessionInfo = WireSchema<'SessionInfo'>;
+export type App = WireSchema<'App'>;
+export type AuthMode = WireSchema<'AuthMode'>;
+export type Topic = WireSchema<'Topic'>;
+export type RetryPolicy = WireSchema<'RetryPolicy'>;
+export type CircuitState = WireSchema<'CircuitState'>;
+export type Trigger = WireSchema<'Trigger'>;
+export type Delivery = WireSchema<'Delivery'>;
+export type DeliveryState = Delivery['state'];
+export type Attempt = WireSchema<'Attempt'>;
+export type DeliveryDetail = WireSchema<'DeliveryDetail'>;
+export type DeadLetter = WireSchema<'DeadLetter'>;
+export type DeadLetterDetail = WireSchema<'DeadLetterDetail'>;
+export type ApiKey = WireSchema<'ApiKey'>;
+export type CreatedKey = WireSchema<'CreatedKeyResponse'>;
+export type StatsSeries = WireSchema<'StatsSeries'>;
 
-export interface SessionInfo {
-  admin: Admin;
-  csrf_token: string;
-  expires_at: number;
-}
-
-export interface App {
-  id: string;
-  name: string;
-  created_at: number;
-}
-
-export type AuthMode = 'public' | 'token';
-
-export interface Retention {
-  max_events?: number | null;
-  max_age_secs?: number | null;
-}
-
-export interface Topic {
-  name: string;
-  external_subscribable: boolean;
-  auth_mode: AuthMode;
-  retention: Retention;
-  last_seq: number;
-  event_count: number;
-  created_at: number;
-  updated_at: number;
-}
-
-export interface LiveSubscribers {
-  streams: number;
-  topics: { topic: string; subscribers: number }[];
-}
-
-export type TriggerSource = { kind: 'topic'; topic: string } | { kind: 'dead_letter' };
-
-export interface RetryPolicy {
-  max_attempts: number;
-  schedule_secs: number[];
-}
-
-export type CircuitState = 'closed' | 'open' | 'half_open';
-
-export interface Trigger {
-  id: string;
-  app: string;
-  source: TriggerSource;
-  handler: { kind: 'webhook'; url: string };
-  retry: RetryPolicy;
-  ordered: boolean;
-  pacing: { max_in_flight?: number | null; max_per_second?: number | null };
-  enabled: boolean;
-  disabled_reason?: string | null;
-  circuit_state: CircuitState;
-  /** While the circuit is open: when its probe delivery goes out (ms). */
-  circuit_probe_at?: number | null;
-  consecutive_failures: number;
-  created_at: number;
-  updated_at: number;
-}
-
-export interface NewTrigger {
-  source: TriggerSource;
-  handler: { kind: 'webhook'; url: string };
-  retry?: { max_attempts?: number; schedule_secs?: number[] };
-}
-
-export type DeliveryState = 'pending' | 'delivered' | 'failed' | 'dead';
-
-export interface Delivery {
-  id: number;
-  trigger_id: string;
-  topic: string;
-  seq: number;
-  dead_letter_id?: number | null;
-  state: DeliveryState;
-  attempts: number;
-  next_attempt_at: number;
-  last_error?: string | null;
-  last_status?: number | null;
-  created_at: number;
-  finished_at?: number | null;
-}
-
-export interface Attempt {
-  attempt: number;
-  started_at: number;
-  duration_ms: number;
-  status_code?: number | null;
-  error?: string | null;
-  response_body?: string | null;
-}
-
-export type DeliveryDetail = Omit<Delivery, 'attempts'> & { attempts: Attempt[] };
-
-export interface LoggedEvent {
-  topic: string;
-  seq: number;
-  id: string;
-  type: string;
-  data: unknown;
-  published_at: number;
-}
-
-export interface DeadLetter {
-  id: number;
-  outbox_id: number;
-  trigger_id: string;
-  topic: string;
-  seq: number;
-  attempts: number;
-  last_error?: string | null;
-  last_status?: number | null;
-  created_at: number;
-  replayed_at?: number | null;
-}
-
-export type DeadLetterDetail = DeadLetter & { event?: LoggedEvent | null };
-
+/** The scopes an app key may hold (every scope but `instance:admin`). */
 export const APP_SCOPES = [
   'app:admin',
   'app:read',
@@ -147,112 +49,80 @@ export const APP_SCOPES = [
   'pubsub:token',
   'triggers:manage',
   'deliveries:manage',
-] as const;
+] as const satisfies readonly WireSchema<'Scope'>[];
 export type AppScope = (typeof APP_SCOPES)[number];
 
-export interface ApiKey {
-  id: string;
-  app?: string | null;
-  name: string;
-  prefix: string;
-  scopes: string[];
-  created_at: number;
-  last_used_at?: number | null;
-  revoked_at?: number | null;
-}
-
-export interface CreatedKey extends ApiKey {
-  key: string;
-}
-
-export interface Sample {
-  at: number;
-  publishes: number;
-  deliveries_ok: number;
-  deliveries_failed: number;
-  dead_letters: number;
-  sse_streams: number;
-  outbox_pending: number;
-}
-
-export interface StatsSeries {
-  app?: string | null;
-  interval_secs: number;
-  window_secs: number;
-  samples: Sample[];
-}
-
 // ---------------------------------------------------------------------------
-// Routes
+// Routes, typed from the OpenAPI document: a path, parameter or field the server does
+// not have fails to compile
 // ---------------------------------------------------------------------------
 
-type AppReq<T = object> = T & { app: string };
-type Page = { before?: number | undefined; limit?: number | undefined };
+/** The operation the document declares for `method path` (`never` if none). */
+type Operation<P extends keyof WirePaths, M extends HttpMethod> = NonNullable<WirePaths[P][Lowercase<M>]>;
+/** The methods the document declares on `P`. */
+type MethodOf<P extends keyof WirePaths> = {
+  [M in HttpMethod]: [Operation<P, M>] extends [never] ? never : M;
+}[HttpMethod];
+/** `T` without `undefined`, or `unknown` (no fields) when that leaves nothing. */
+type Fields<T> = [NonNullable<T>] extends [never] ? unknown : NonNullable<T>;
+type OrVoid<T> = unknown extends T ? void : T;
+type JsonOf<T> = T extends { content: { 'application/json': infer J } } ? J : undefined;
+/** A request's fields: path and query parameters and the JSON body's fields; `void` if none. */
+type RequestOf<O> = O extends { parameters: { path?: infer Path; query?: infer Query } }
+  ? OrVoid<Fields<Path> & Fields<Query> & Fields<O extends { requestBody?: infer B } ? JsonOf<B> : never>>
+  : never;
+/** The JSON of the success answer (`undefined` for 204). */
+type ResponseOf<O> = O extends { responses: infer R } ? JsonOf<R[keyof R & (200 | 201 | 204)]> : never;
 
+/** Declares `method path` with the request and response types the OpenAPI document gives it. */
+function route<P extends keyof WirePaths, M extends MethodOf<P>>(
+  method: M,
+  path: P,
+): Endpoint<RequestOf<Operation<P, M>>, ResponseOf<Operation<P, M>>> {
+  return endpoint(method, path);
+}
+
+/** `POST …/triggers` takes either retry field alone and defaults the other, which the
+ * document's `RetryPolicy` (required fields, the response's shape) does not say. */
+type NewTriggerRequest = { app: string } & Omit<WireSchema<'NewTrigger'>, 'retry'> & {
+  retry?: Partial<RetryPolicy> | undefined;
+};
+
+/** Every route the dashboard calls. */
 export const routes = {
-  session: endpoint<void, SessionInfo>('GET', '/v1/admin/session'),
-  signIn: endpoint<{ email: string; password: string }, SessionInfo>('POST', '/v1/admin/session'),
-  signOut: endpoint<void, undefined>('DELETE', '/v1/admin/session'),
-  stats: endpoint<{ app?: string | undefined }, StatsSeries>('GET', '/v1/admin/stats'),
+  session: route('GET', '/v1/admin/session'),
+  signIn: route('POST', '/v1/admin/session'),
+  signOut: route('DELETE', '/v1/admin/session'),
+  stats: route('GET', '/v1/admin/stats'),
 
-  listApps: endpoint<void, { apps: App[] }>('GET', '/v1/apps'),
-  createApp: endpoint<{ id: string; name?: string | undefined }, App>('POST', '/v1/apps'),
-  getApp: endpoint<AppReq, App>('GET', '/v1/apps/{app}'),
-  deleteApp: endpoint<AppReq, undefined>('DELETE', '/v1/apps/{app}'),
+  listApps: route('GET', '/v1/apps'),
+  createApp: route('POST', '/v1/apps'),
+  getApp: route('GET', '/v1/apps/{app}'),
+  deleteApp: route('DELETE', '/v1/apps/{app}'),
 
-  subscribers: endpoint<AppReq, LiveSubscribers>('GET', '/v1/apps/{app}/realtime/subscribers'),
+  subscribers: route('GET', '/v1/apps/{app}/realtime/subscribers'),
 
-  listTriggers: endpoint<AppReq, { triggers: Trigger[] }>('GET', '/v1/apps/{app}/triggers'),
-  createTrigger: endpoint<AppReq<NewTrigger>, Trigger & { secret: string }>('POST', '/v1/apps/{app}/triggers'),
-  updateTrigger: endpoint<AppReq<{ trigger: string; enabled: boolean }>, Trigger>(
-    'PATCH',
-    '/v1/apps/{app}/triggers/{trigger}',
-  ),
-  deleteTrigger: endpoint<AppReq<{ trigger: string }>, undefined>('DELETE', '/v1/apps/{app}/triggers/{trigger}'),
-  revealSecret: endpoint<AppReq<{ trigger: string }>, { secret: string }>(
-    'GET',
-    '/v1/apps/{app}/triggers/{trigger}/secret',
-  ),
-  rotateSecret: endpoint<AppReq<{ trigger: string }>, { secret: string; previous_secret_expires_at: number }>(
-    'POST',
-    '/v1/apps/{app}/triggers/{trigger}/secret/rotate',
-  ),
+  listTriggers: route('GET', '/v1/apps/{app}/triggers'),
+  createTrigger: endpoint<NewTriggerRequest, WireSchema<'CreatedTrigger'>>('POST', '/v1/apps/{app}/triggers'),
+  updateTrigger: route('PATCH', '/v1/apps/{app}/triggers/{trigger_id}'),
+  deleteTrigger: route('DELETE', '/v1/apps/{app}/triggers/{trigger_id}'),
+  revealSecret: route('GET', '/v1/apps/{app}/triggers/{trigger_id}/secret'),
+  rotateSecret: route('POST', '/v1/apps/{app}/triggers/{trigger_id}/secret/rotate'),
 
-  listDeliveries: endpoint<
-    AppReq<Page & { state?: DeliveryState | undefined; trigger?: string | undefined }>,
-    { deliveries: Delivery[] }
-  >('GET', '/v1/apps/{app}/deliveries'),
-  getDelivery: endpoint<AppReq<{ delivery: number }>, DeliveryDetail>('GET', '/v1/apps/{app}/deliveries/{delivery}'),
-  retryDelivery: endpoint<AppReq<{ delivery: number }>, Delivery>(
-    'POST',
-    '/v1/apps/{app}/deliveries/{delivery}/retry',
-  ),
+  listDeliveries: route('GET', '/v1/apps/{app}/deliveries'),
+  getDelivery: route('GET', '/v1/apps/{app}/deliveries/{delivery_id}'),
+  retryDelivery: route('POST', '/v1/apps/{app}/deliveries/{delivery_id}/retry'),
 
-  listDeadLetters: endpoint<AppReq<Page & { trigger?: string | undefined }>, { dead_letters: DeadLetter[] }>(
-    'GET',
-    '/v1/apps/{app}/dead-letters',
-  ),
-  getDeadLetter: endpoint<AppReq<{ dead_letter: number }>, DeadLetterDetail>(
-    'GET',
-    '/v1/apps/{app}/dead-letters/{dead_letter}',
-  ),
-  replayDeadLetter: endpoint<AppReq<{ dead_letter: number }>, { count: number }>(
-    'POST',
-    '/v1/apps/{app}/dead-letters/{dead_letter}/replay',
-  ),
-  replayDeadLetters: endpoint<AppReq<{ ids?: number[] | undefined; per_second: number }>, { count: number }>(
-    'POST',
-    '/v1/apps/{app}/dead-letters/replay',
-  ),
-  purgeDeadLetters: endpoint<AppReq, { count: number }>('DELETE', '/v1/apps/{app}/dead-letters'),
-  purgeDeadLetter: endpoint<AppReq<{ dead_letter: number }>, undefined>(
-    'DELETE',
-    '/v1/apps/{app}/dead-letters/{dead_letter}',
-  ),
+  listDeadLetters: route('GET', '/v1/apps/{app}/dead-letters'),
+  getDeadLetter: route('GET', '/v1/apps/{app}/dead-letters/{dead_letter_id}'),
+  replayDeadLetter: route('POST', '/v1/apps/{app}/dead-letters/{dead_letter_id}/replay'),
+  replayDeadLetters: route('POST', '/v1/apps/{app}/dead-letters/replay'),
+  purgeDeadLetters: route('DELETE', '/v1/apps/{app}/dead-letters'),
+  purgeDeadLetter: route('DELETE', '/v1/apps/{app}/dead-letters/{dead_letter_id}'),
 
-  listKeys: endpoint<AppReq, { keys: ApiKey[] }>('GET', '/v1/apps/{app}/keys'),
-  createKey: endpoint<AppReq<{ name: string; scopes: string[] }>, CreatedKey>('POST', '/v1/apps/{app}/keys'),
-  revokeKey: endpoint<AppReq<{ key: string }>, ApiKey>('DELETE', '/v1/apps/{app}/keys/{key}'),
+  listKeys: route('GET', '/v1/apps/{app}/keys'),
+  createKey: route('POST', '/v1/apps/{app}/keys'),
+  revokeKey: route('DELETE', '/v1/apps/{app}/keys/{key_id}'),
 };
 
 // ---------------------------------------------------------------------------

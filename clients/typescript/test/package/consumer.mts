@@ -1,5 +1,5 @@
 // Type-checks an ES module consumer against the built package (dist/*.d.ts).
-import { createClient, endpoint, PicloudError, type PicloudEvent } from '@picloud/client';
+import { createClient, endpoint, PicloudError, type PicloudEvent, type WireSchema } from '@picloud/client';
 import { useTopic } from '@picloud/client/react';
 import { topicStore } from '@picloud/client/svelte';
 
@@ -9,6 +9,8 @@ const stop: () => void = client.subscribe<{ id: number }>('orders', {
 });
 const ep = endpoint<{ topic: string }, { name: string }>('GET', '/v1/apps/{app}/topics/{topic}');
 const name: Promise<{ name: string }> = client.call(ep, { topic: 'orders' });
+const getTrigger = endpoint<{ trigger_id: string }, WireSchema<'Trigger'>>('GET', '/v1/apps/{app}/triggers/{trigger_id}');
+const url: Promise<string> = client.call(getTrigger, { trigger_id: 'trg_1' }).then((t) => t.handler.url);
 const health = endpoint<void, unknown>('GET', '/healthz');
 const ok: Promise<unknown> = client.call(health);
-export { stop, name, ok, PicloudError, useTopic, topicStore };
+export { stop, name, url, ok, PicloudError, useTopic, topicStore };
