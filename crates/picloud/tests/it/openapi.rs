@@ -289,3 +289,25 @@ async fn body_constraints_are_the_ones_the_server_checks() {
     assert_eq!(status, 400);
     app.stop().await;
 }
+
+/// `docs/openapi.json`, the copy the TypeScript wire types of @picloud/client and the
+/// dashboard are generated from, is the document the server serves. With
+/// `PICLOUD_BLESS=1` the test rewrites it first.
+#[tokio::test]
+async fn the_committed_document_is_the_served_one() {
+    let app = app().await;
+    let served = document(&app).await;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    if std::env::var_os("PICLOUD_BLESS").is_some() {
+        let pretty = serde_json::to_string_pretty(&served).expect("a document serializes");
+        std::fs::write(path, pretty + "\n").expect("write docs/openapi.json");
+    }
+    let committed = std::fs::read_to_string(path).expect("docs/openapi.json exists");
+    let committed: Value = serde_json::from_str(&committed).expect("docs/openapi.json is JSON");
+    assert!(
+        committed == served,
+        "docs/openapi.json differs from the served document: run \
+         `PICLOUD_BLESS=1 cargo test -p picloud --test it the_committed_document`, then \
+         `npm run generate` in clients/typescript, and commit both"
+    );
+}
