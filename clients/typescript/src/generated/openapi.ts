@@ -934,7 +934,7 @@ export interface components {
          * @description A machine-readable error code; clients match on these, never on messages.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_request" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "app_not_found" | "key_not_found" | "app_exists" | "topic_not_found" | "topic_exists" | "trigger_not_found" | "delivery_not_found" | "dead_letter_not_found" | "rate_limited" | "unavailable" | "internal" | "request_timeout" | "headers_too_large";
+        ErrorCode: "invalid_json" | "invalid_request" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "app_not_found" | "key_not_found" | "app_exists" | "topic_not_found" | "topic_exists" | "admin_exists" | "trigger_not_found" | "delivery_not_found" | "dead_letter_not_found" | "rate_limited" | "unavailable" | "internal" | "request_timeout" | "headers_too_large";
         /** @description The inside of [`ErrorBody`]. */
         ErrorDetail: {
             /** @description A stable machine-readable code. */
