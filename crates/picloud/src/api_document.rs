@@ -67,6 +67,10 @@ fn field_constraints() -> Vec<(String, Value)> {
             property("Delivery", "state"),
             json!({"enum": DELIVERY_STATES}),
         ),
+        (
+            property("DeliveryDetail", "state"),
+            json!({"enum": DELIVERY_STATES}),
+        ),
         (property("PublishBody", "type"), event_type.clone()),
         (property("BatchEvent", "type"), event_type),
         (

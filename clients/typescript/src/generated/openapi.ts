@@ -913,8 +913,11 @@ export interface components {
              * @description The event's seq.
              */
             seq: number;
-            /** @description `pending`, `delivered`, `failed` (a dead-letter delivery that gave up) or `dead`. */
-            state: string;
+            /**
+             * @description `pending`, `delivered`, `failed` (a dead-letter delivery that gave up) or `dead`.
+             * @enum {string}
+             */
+            state: "pending" | "delivered" | "failed" | "dead";
             /** @description The event's topic. */
             topic: string;
             /** @description The trigger. */
@@ -1009,7 +1012,7 @@ export interface components {
              */
             pacing?: components["schemas"]["Pacing"];
             /** @description How failed deliveries are retried; 8 attempts on the standard schedule if absent. */
-            retry?: components["schemas"]["RetryPolicy"];
+            retry?: components["schemas"]["RetryPolicyRequest"];
             /** @description What fires it. */
             source: components["schemas"]["TriggerSource"];
         };
@@ -1108,6 +1111,23 @@ export interface components {
             max_attempts: number;
             /** @description Seconds to wait before each retry. */
             schedule_secs: number[];
+        };
+        /**
+         * @description A retry policy as a request gives it: either field may be left out (`max_attempts`
+         *     defaults to 8, `schedule_secs` to the standard schedule). Responses always hold both
+         *     (`RetryPolicy`).
+         */
+        RetryPolicyRequest: {
+            /**
+             * Format: int32
+             * @description Delivery attempts in all, 1 to 50; 8 if absent.
+             */
+            max_attempts?: number | null;
+            /**
+             * @description Seconds to wait before each retry: 1 to 50 delays of 1 s to 7 days, at most
+             *     `max_attempts - 1` of them; the standard schedule if absent.
+             */
+            schedule_secs?: number[] | null;
         };
         /** @description The result of a rotation. */
         RotatedKey: {
@@ -1345,7 +1365,7 @@ export interface components {
             /** @description Turn in-order delivery on or off. */
             ordered?: boolean | null;
             pacing?: null | components["schemas"]["Pacing"];
-            retry?: null | components["schemas"]["RetryPolicy"];
+            retry?: null | components["schemas"]["RetryPolicyRequest"];
             source?: null | components["schemas"]["TriggerSource"];
         };
         /** @description A trigger's signing secret. */

@@ -7,6 +7,7 @@ use picloud_shared::ids::random_bytes;
 use picloud_shared::AppId;
 use serde::{Deserialize, Serialize};
 
+use super::retry::RetrySpec;
 use super::{RetryPolicy, TopicPattern};
 use crate::error::{Error, Result};
 
@@ -229,6 +230,7 @@ pub struct NewTrigger {
     pub handler: Handler,
     /// How failed deliveries are retried; 8 attempts on the standard schedule if absent.
     #[serde(default)]
+    #[schema(value_type = RetrySpec)]
     pub retry: RetryPolicy,
     /// Whether it fires; `true` if absent.
     #[serde(default = "default_true")]
@@ -270,7 +272,9 @@ pub struct TriggerPatch {
     pub source: Option<TriggerSource>,
     /// A new handler (URL).
     pub handler: Option<Handler>,
-    /// A new retry policy, replacing the old one whole.
+    /// A new retry policy, replacing the old one whole (a field left out takes its
+    /// default, not the old value).
+    #[schema(value_type = Option<RetrySpec>)]
     pub retry: Option<RetryPolicy>,
     /// Turn in-order delivery on or off.
     pub ordered: Option<bool>,

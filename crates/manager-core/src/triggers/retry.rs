@@ -37,11 +37,18 @@ pub struct RetryPolicy {
     schedule_secs: Vec<u64>,
 }
 
-/// The wire form of [`RetryPolicy`] before validation.
-#[derive(Deserialize)]
+/// A retry policy as a request gives it: either field may be left out (`max_attempts`
+/// defaults to 8, `schedule_secs` to the standard schedule). Responses always hold both
+/// (`RetryPolicy`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RetrySpec {
+#[schema(as = RetryPolicyRequest)]
+pub(crate) struct RetrySpec {
+    /// Delivery attempts in all, 1 to 50; 8 if absent.
+    #[schema(minimum = 1, maximum = 50)]
     max_attempts: Option<u32>,
+    /// Seconds to wait before each retry: 1 to 50 delays of 1 s to 7 days, at most
+    /// `max_attempts - 1` of them; the standard schedule if absent.
     schedule_secs: Option<Vec<u64>>,
 }
 

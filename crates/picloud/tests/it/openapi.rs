@@ -290,6 +290,64 @@ async fn body_constraints_are_the_ones_the_server_checks() {
     app.stop().await;
 }
 
+/// The retry policy a request gives may leave out either field (the server fills in the
+/// default), while a trigger in a response always shows both; and a delivery's `state`
+/// is one of the same states whether listed or inspected.
+#[tokio::test]
+async fn request_and_response_shapes_differ_where_the_server_treats_them_differently() {
+    // Webhooks to loopback allowed: the trigger below points at a closed local port.
+    let mut args = picloud::config::ServeArgs::for_tests();
+    args.webhook_allow_private = true;
+    let t = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let app = crate::common::spawn_app_with(t, args).await;
+    let doc = document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    // The property's schema, through a nullable `oneOf` if it is one.
+    let field = |schema: &str, name: &str| -> Value {
+        let property = &schemas[schema]["properties"][name];
+        let reference = property["oneOf"]
+            .as_array()
+            .and_then(|options| options.iter().find(|o| o.get("$ref").is_some()))
+            .unwrap_or(property);
+        resolve(&doc, reference).clone()
+    };
+    for (schema, name) in [("NewTrigger", "retry"), ("TriggerPatch", "retry")] {
+        let retry = field(schema, name);
+        assert!(retry["properties"]["max_attempts"].is_object(), "{schema}.{name}: {retry}");
+        let required = retry["required"].as_array().map_or(0, Vec::len);
+        assert_eq!(required, 0, "{schema}.{name} requires nothing: {retry}");
+    }
+    let shown = field("Trigger", "retry");
+    assert_eq!(
+        shown["required"],
+        serde_json::json!(["max_attempts", "schedule_secs"]),
+        "{shown}"
+    );
+    let states = schemas["Delivery"]["properties"]["state"]["enum"].clone();
+    assert!(states.as_array().is_some_and(|s| s.len() == 4), "{states}");
+    assert_eq!(schemas["DeliveryDetail"]["properties"]["state"]["enum"], states);
+
+    // And the server takes a policy with one field.
+    app.create_app("shop").await;
+    let key = app.create_key("shop", &["triggers:manage"]).await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/triggers",
+            Some(&key),
+            Some(serde_json::json!({
+                "source": {"kind": "topic", "topic": "orders"},
+                "handler": {"kind": "webhook", "url": "http://127.0.0.1:9/hook"},
+                "retry": {"max_attempts": 3},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["retry"]["max_attempts"], 3);
+    assert_eq!(body["retry"]["schedule_secs"].as_array().map(Vec::len), Some(2));
+    app.stop().await;
+}
+
 /// `docs/openapi.json`, the copy the TypeScript wire types of @picloud/client and the
 /// dashboard are generated from, is the document the server serves. With
 /// `PICLOUD_BLESS=1` the test rewrites it first.
