@@ -37,7 +37,7 @@ pub mod ssrf;
 pub mod webhook;
 
 pub use circuit::CircuitPolicy;
-use outbox::{ClaimedRow, Finished};
+use outbox::Finished;
 use ssrf::{webhook_client, AddressPolicy};
 
 /// Dispatcher settings.
@@ -69,7 +69,7 @@ pub struct DispatcherConfig {
 
 /// A test's choice of rows (feature `testing`).
 #[cfg(feature = "testing")]
-pub type RowPredicate = Arc<dyn Fn(&ClaimedRow) -> bool + Send + Sync>;
+pub type RowPredicate = Arc<dyn Fn(&outbox::ClaimedRow) -> bool + Send + Sync>;
 
 /// Faults a test can inject into the dispatcher, to show what it does when code that
 /// should not fail does (feature `testing` only).
