@@ -13,11 +13,12 @@ use picloud_shared::{AppId, Scope, ScopeSet};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cluster_feed::{key_revoked_payload, FeedNotify};
+use crate::cluster_feed::FeedNotify;
 use crate::db::{begin_write, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
 use crate::settings::BOOTSTRAP_MARKER;
+use picloud_shared::cluster::key_revoked_payload;
 
 /// Every key secret starts with this.
 pub const KEY_PREFIX: &str = "pk_";

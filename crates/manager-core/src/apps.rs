@@ -5,10 +5,11 @@ use picloud_shared::time::now_ms;
 use picloud_shared::AppId;
 use serde::Serialize;
 
-use crate::cluster_feed::{app_deleted_payload, FeedNotify};
+use crate::cluster_feed::FeedNotify;
 use crate::db::{begin_write, is_unique_violation, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
+use picloud_shared::cluster::app_deleted_payload;
 
 /// An app as stored and as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

@@ -6,10 +6,11 @@ use picloud_shared::time::now_ms;
 use picloud_shared::TopicName;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster_feed::{closed_payload, FeedNotify};
+use crate::cluster_feed::FeedNotify;
 use crate::db::{begin_write, is_unique_violation, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
+use picloud_shared::cluster::topic_closed_payload;
 
 /// How browsers authenticate to subscribe to an external topic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -235,7 +236,7 @@ impl Db {
             .await?
             .rows_affected();
             if updated > 0 && !external {
-                tx.notify_feed(closed_payload(app, name)).await?;
+                tx.notify_feed(topic_closed_payload(app, name)).await?;
             }
             tx.commit().await?;
             updated
@@ -270,7 +271,7 @@ impl Db {
                 .await?
                 .rows_affected();
             if deleted > 0 {
-                tx.notify_feed(closed_payload(app, name)).await?;
+                tx.notify_feed(topic_closed_payload(app, name)).await?;
             }
             tx.commit().await?;
             deleted

@@ -142,6 +142,23 @@ fn ended_receiver() -> broadcast::Receiver<Frame> {
     broadcast::channel(1).1
 }
 
+impl Broadcaster {
+    /// Whether anyone here listens to the topic, so events nobody will receive need not
+    /// be read.
+    pub fn wants(&self, app: &AppId, topic: &TopicName) -> bool {
+        self.subscriber_count(app, topic) > 0
+    }
+
+    /// The topics someone here listens to now.
+    pub fn live_topics(&self) -> Vec<(AppId, TopicName)> {
+        self.read()
+            .iter()
+            .filter(|(_, sender)| sender.receiver_count() > 0)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+}
+
 impl RealtimeBroadcaster for Broadcaster {
     fn broadcast(&self, events: &[CommittedEvent]) -> Result<(), BroadcastError> {
         let channels = self.read();
@@ -159,18 +176,6 @@ impl RealtimeBroadcaster for Broadcaster {
         }
         metrics::counter!("picloud_realtime_events_broadcast_total").increment(sent);
         Ok(())
-    }
-
-    fn wants(&self, app: &AppId, topic: &TopicName) -> bool {
-        self.subscriber_count(app, topic) > 0
-    }
-
-    fn live_topics(&self) -> Vec<(AppId, TopicName)> {
-        self.read()
-            .iter()
-            .filter(|(_, sender)| sender.receiver_count() > 0)
-            .map(|(key, _)| key.clone())
-            .collect()
     }
 
     fn close_topic(&self, app: &AppId, topic: &TopicName) {

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub mod broadcaster;
+pub mod cluster_relay;
 pub mod connection_limits;
 pub mod cursor;
 pub mod direct_sse;
@@ -106,6 +107,14 @@ impl Realtime {
     /// The broadcaster the publisher must call after each commit.
     pub fn broadcaster(&self) -> Arc<Broadcaster> {
         self.state.broadcaster.clone()
+    }
+
+    /// What other nodes' notices mean for this node's streams, for the cluster feed.
+    pub fn cluster_relay(&self) -> Arc<cluster_relay::ClusterRelay> {
+        Arc::new(cluster_relay::ClusterRelay::new(
+            self.state.store.clone(),
+            self.state.broadcaster.clone(),
+        ))
     }
 
     /// A reader of how many SSE streams are open on this process, per app with any.

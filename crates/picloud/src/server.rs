@@ -25,6 +25,7 @@ use picloud_manager_core::retention::run_retention;
 use picloud_manager_core::Db;
 use picloud_orchestrator_core::realtime_api::RealtimeState;
 use picloud_orchestrator_core::Realtime;
+use picloud_shared::cluster::NoticeHandler;
 use picloud_shared::{ApiError, ErrorCode};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -153,11 +154,13 @@ pub async fn build_app_with(
     })?;
     let cors = cors_layer(&serve.cors_origins)?;
     let node_id = wiring.publisher.node_id.clone();
+    // Other nodes' notices: the relay acts for the streams, the authenticator for its
+    // key cache.
+    let handlers: Vec<Arc<dyn NoticeHandler>> = vec![realtime.cluster_relay(), auth.clone()];
     let cluster_feed = tokio::spawn(run_cluster_feed(
         db.clone(),
         node_id.clone(),
-        realtime.broadcaster(),
-        auth.clone(),
+        handlers,
         background.clone(),
     ));
     let (publisher, writer) = Publisher::spawn(

@@ -39,18 +39,6 @@ pub trait RealtimeBroadcaster: Send + Sync + 'static {
     /// Delivers `events` (possibly of several apps and topics) to live subscribers.
     fn broadcast(&self, events: &[CommittedEvent]) -> Result<(), BroadcastError>;
 
-    /// Whether anyone here listens to the topic, so callers can skip reading events
-    /// nobody will receive (the cluster feed does).
-    fn wants(&self, _app: &AppId, _topic: &TopicName) -> bool {
-        true
-    }
-
-    /// The topics someone here listens to now, so the cluster feed can re-read their
-    /// heads after it lost notifications.
-    fn live_topics(&self) -> Vec<(AppId, TopicName)> {
-        Vec::new()
-    }
-
     /// Ends every live stream of the topic: it was deleted or is no longer external, so
     /// its subscribers must reconnect and be judged again.
     fn close_topic(&self, _app: &AppId, _topic: &TopicName) {}

@@ -5,6 +5,7 @@
 //! scope, how errors look on the wire) lives here.
 
 pub mod access;
+pub mod cluster;
 pub mod error;
 pub mod events;
 pub mod extract;

@@ -12,12 +12,13 @@ use picloud_shared::AppId;
 
 use super::trigger_index::AppTriggers;
 use super::{BeforeCommitHook, NewEvent, Publication, PublishRequest, PublishedEvent};
-use crate::cluster_feed::{self, SeqRange};
+use crate::cluster_feed::FeedNotify;
 use crate::db::{Db, WriteTx};
 use crate::error::{Error, Result};
 use crate::on_tx;
 use crate::topics::{Retention, TOPIC_INSERT};
 use crate::triggers::ENABLED_TOPIC_TRIGGERS;
+use picloud_shared::cluster::{committed_payloads, SeqRange};
 
 /// One event row about to be written.
 struct EventRow<'a> {
@@ -309,14 +310,8 @@ impl<'r> GroupWrite<'r> {
     /// Phase 4 (PostgreSQL): tells the other nodes' cluster feeds which seq ranges this
     /// group commits. `NOTIFY` is delivered if, and when, the transaction commits.
     pub(super) async fn notify_cluster(&mut self, node_id: &str, seqs: &Seqs<'r>) -> Result<()> {
-        for payload in cluster_feed::payloads(node_id, &seqs.ranges) {
-            on_tx!(&mut self.tx, conn, {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(cluster_feed::CHANNEL)
-                    .bind(payload)
-                    .execute(&mut **conn)
-                    .await?;
-            });
+        for payload in committed_payloads(node_id, &seqs.ranges) {
+            on_tx!(&mut self.tx, conn, conn.notify_feed(payload).await?);
         }
         Ok(())
     }
