@@ -313,7 +313,10 @@ async fn request_and_response_shapes_differ_where_the_server_treats_them_differe
     };
     for (schema, name) in [("NewTrigger", "retry"), ("TriggerPatch", "retry")] {
         let retry = field(schema, name);
-        assert!(retry["properties"]["max_attempts"].is_object(), "{schema}.{name}: {retry}");
+        assert!(
+            retry["properties"]["max_attempts"].is_object(),
+            "{schema}.{name}: {retry}"
+        );
         let required = retry["required"].as_array().map_or(0, Vec::len);
         assert_eq!(required, 0, "{schema}.{name} requires nothing: {retry}");
     }
@@ -325,7 +328,10 @@ async fn request_and_response_shapes_differ_where_the_server_treats_them_differe
     );
     let states = schemas["Delivery"]["properties"]["state"]["enum"].clone();
     assert!(states.as_array().is_some_and(|s| s.len() == 4), "{states}");
-    assert_eq!(schemas["DeliveryDetail"]["properties"]["state"]["enum"], states);
+    assert_eq!(
+        schemas["DeliveryDetail"]["properties"]["state"]["enum"],
+        states
+    );
 
     // And the server takes a policy with one field.
     app.create_app("shop").await;
@@ -344,7 +350,10 @@ async fn request_and_response_shapes_differ_where_the_server_treats_them_differe
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["retry"]["max_attempts"], 3);
-    assert_eq!(body["retry"]["schedule_secs"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        body["retry"]["schedule_secs"].as_array().map(Vec::len),
+        Some(2)
+    );
     app.stop().await;
 }
 
