@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use picloud_shared::events::CommittedEvent;
-use picloud_shared::realtime::{RealtimeStore, SigningKey, StoreResult, TopicAccess};
-use picloud_shared::{ApiError, AppId, TopicName};
+use picloud_shared::realtime::{RealtimeStore, SigningKey, StoreError, StoreResult, TopicAccess};
+use picloud_shared::{ApiError, AppId, ErrorCode, TopicName};
 
 use crate::db::{begin_write, Db};
 use crate::error::Error;
@@ -37,8 +37,15 @@ struct KeyRow {
     retired_at: Option<i64>,
 }
 
-fn api(error: sqlx::Error) -> ApiError {
-    Error::from(error).into()
+/// A storage failure as the realtime layer sees it. manager-core's one mapping decides
+/// (and logs what is internal); only its verdict crosses the seam.
+fn store_error(error: impl Into<Error>) -> StoreError {
+    let api = ApiError::from(error.into());
+    match api.code {
+        ErrorCode::Unavailable => StoreError::Unavailable(api.message),
+        ErrorCode::InvalidRequest => StoreError::Refused(api.message),
+        _ => StoreError::Failed(api.message),
+    }
 }
 
 impl Db {
@@ -52,7 +59,7 @@ impl Db {
         let aad = Aad::app_secret(app.as_str(), purpose, &key.kid);
         Ok(self
             .master_key()
-            .map_err(ApiError::from)?
+            .map_err(store_error)?
             .seal(&aad, &key.secret)
             .into_bytes())
     }
@@ -76,7 +83,7 @@ impl RealtimeStore for Db {
                 .bind(topic.as_str())
                 .fetch_optional(pool)
                 .await
-                .map_err(api)?
+                .map_err(store_error)?
             });
             found.push(row.map(|r| TopicAccess {
                 external_subscribable: r.external_subscribable,
@@ -106,7 +113,7 @@ impl RealtimeStore for Db {
             .bind(limit)
             .fetch_all(pool)
             .await
-            .map_err(api)?
+            .map_err(store_error)?
         });
         Ok(rows
             .into_iter()
@@ -129,7 +136,7 @@ impl RealtimeStore for Db {
                 .bind(topic.as_str())
                 .fetch_one(pool)
                 .await
-                .map_err(api)?
+                .map_err(store_error)?
         });
         Ok(start)
     }
@@ -144,14 +151,14 @@ impl RealtimeStore for Db {
             .bind(purpose)
             .fetch_all(pool)
             .await
-            .map_err(api)?
+            .map_err(store_error)?
         });
-        let key = self.master_key().map_err(ApiError::from)?;
+        let key = self.master_key().map_err(store_error)?;
         rows.into_iter()
             .map(|r| {
                 let aad = Aad::app_secret(app.as_str(), purpose, &r.kid);
                 Ok(SigningKey {
-                    secret: key.open(&aad, &r.secret).map_err(ApiError::from)?.to_vec(),
+                    secret: key.open(&aad, &r.secret).map_err(store_error)?.to_vec(),
                     kid: r.kid,
                     created_at: r.created_at,
                     retired_at: r.retired_at,
@@ -187,9 +194,9 @@ impl RealtimeStore for Db {
         match result {
             Ok(()) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
-                Err(Error::AppNotFound(app.to_string()).into())
+                Err(StoreError::AppNotFound(app.to_string()))
             }
-            Err(e) => Err(api(e)),
+            Err(e) => Err(store_error(e)),
         }
     }
 
@@ -203,7 +210,7 @@ impl RealtimeStore for Db {
         let sealed = self.sealed_signing_key(app, purpose, key)?;
         let _gate = self.write_gate().await;
         on_db!(self, pool, {
-            let mut tx = begin_write(pool).await.map_err(api)?;
+            let mut tx = begin_write(pool).await.map_err(store_error)?;
             sqlx::query(
                 "UPDATE app_secrets SET retired_at = $3
                  WHERE app_id = $1 AND purpose = $2 AND (retired_at IS NULL OR retired_at > $3)",
@@ -213,7 +220,7 @@ impl RealtimeStore for Db {
             .bind(retire_at)
             .execute(&mut *tx)
             .await
-            .map_err(api)?;
+            .map_err(store_error)?;
             sqlx::query(
                 "INSERT INTO app_secrets (app_id, purpose, kid, secret, created_at, retired_at)
                  VALUES ($1, $2, $3, $4, $5, NULL)",
@@ -225,13 +232,17 @@ impl RealtimeStore for Db {
             .bind(key.created_at)
             .execute(&mut *tx)
             .await
-            .map_err(api)?;
-            tx.commit().await.map_err(api)?;
+            .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
         });
         Ok(())
     }
 
     async fn session_active(&self, secret: &str) -> StoreResult<bool> {
-        Ok(self.find_admin_session(secret).await?.is_some())
+        Ok(self
+            .find_admin_session(secret)
+            .await
+            .map_err(store_error)?
+            .is_some())
     }
 }

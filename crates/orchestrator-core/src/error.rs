@@ -1,13 +1,15 @@
 //! The orchestrator-core error type and its one mapping onto the HTTP error taxonomy.
 
+use picloud_shared::access::app_not_found;
+use picloud_shared::realtime::StoreError;
 use picloud_shared::{ApiError, ErrorCode};
 
 /// Everything that can go wrong in the realtime layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Storage failed; already mapped to the API taxonomy (and logged) by the store.
+    /// Storage failed (the store logged what is internal).
     #[error(transparent)]
-    Store(#[from] ApiError),
+    Store(#[from] StoreError),
     /// A request field is invalid; the message says which and why.
     #[error("{0}")]
     Invalid(String),
@@ -36,7 +38,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         match error {
-            Error::Store(e) => e,
+            Error::Store(StoreError::Unavailable(_)) => ApiError::new(
+                ErrorCode::Unavailable,
+                "the database is unavailable; retry later",
+            ),
+            Error::Store(StoreError::Refused(message)) => ApiError::invalid(message),
+            Error::Store(StoreError::AppNotFound(app)) => app_not_found(&app),
+            Error::Store(StoreError::Failed(_)) => ApiError::internal(),
             Error::Invalid(message) => ApiError::invalid(message),
             Error::NotSubscribable => ApiError::new(ErrorCode::NotFound, error.to_string()),
             Error::Unauthorized => ApiError::unauthorized(),

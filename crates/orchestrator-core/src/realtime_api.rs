@@ -319,7 +319,11 @@ pub async fn create_subscriber_token(
         .collect::<Result<Vec<_>, _>>()?;
     topics.sort();
     topics.dedup();
-    let access = rt.store.topic_access(&app, &topics).await?;
+    let access = rt
+        .store
+        .topic_access(&app, &topics)
+        .await
+        .map_err(Error::Store)?;
     if let Some((topic, _)) = topics
         .iter()
         .zip(&access)

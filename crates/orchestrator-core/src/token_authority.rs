@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use picloud_shared::ids::{random_bytes, random_id};
-use picloud_shared::realtime::{RealtimeStore, SigningKey, SUBSCRIBER_TOKEN_PURPOSE};
+use picloud_shared::realtime::{RealtimeStore, SigningKey, StoreError, SUBSCRIBER_TOKEN_PURPOSE};
 use picloud_shared::time::now_ms;
 use picloud_shared::{AppId, TopicName};
 
@@ -177,9 +177,11 @@ impl TokenAuthority {
             .await?;
         // Read back: a concurrent first use on another node may have won the insert.
         let keys = self.keys(app, true).await?;
-        current(&keys)
-            .cloned()
-            .ok_or_else(|| Error::Store(picloud_shared::ApiError::internal()))
+        current(&keys).cloned().ok_or_else(|| {
+            Error::Store(StoreError::Failed(format!(
+                "app '{app}' has no current signing key after one was stored"
+            )))
+        })
     }
 
     async fn keys(&self, app: &AppId, reload: bool) -> Result<Arc<[SigningKey]>> {

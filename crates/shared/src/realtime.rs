@@ -4,13 +4,29 @@
 
 use async_trait::async_trait;
 
-use crate::error::ApiError;
 use crate::events::CommittedEvent;
 use crate::names::{AppId, TopicName};
 
-/// Storage results: errors arrive already mapped to the API taxonomy (and logged by the
-/// store where they are internal).
-pub type StoreResult<T> = Result<T, ApiError>;
+/// Storage results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Why a store call failed, in storage terms: the realtime layer decides what its caller
+/// is told. The store logs what is internal before it answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot serve now (unreachable, overloaded, out of space): retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The request carried something storage cannot keep (text with NUL characters).
+    #[error("{0}")]
+    Refused(String),
+    /// The app does not exist (it was deleted meanwhile).
+    #[error("app '{0}' not found")]
+    AppNotFound(String),
+    /// Anything else: a bug, or stored data that does not read back.
+    #[error("storage failed: {0}")]
+    Failed(String),
+}
 
 /// The facts about a topic that decide who may subscribe and where its log stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
