@@ -51,7 +51,10 @@ start_sink() { # start_sink NAME EXPECT -> sets SINK_PID SINK_URL
 wait_sink() { # wait_sink NAME: waits for the sink to stop by itself (bounded), prints its JSON
     for _ in $(seq 600); do kill -0 "$SINK_PID" 2>/dev/null || break; sleep 0.1; done
     kill -TERM "$SINK_PID" 2>/dev/null || true
-    wait "$SINK_PID" 2>/dev/null || true
+    # Called in a command substitution (a subshell), so `wait` cannot wait for the sink:
+    # wait for its JSON line instead. A sink stopped early reports what it got, so a
+    # run that lost or delayed deliveries shows it in "distinct/received".
+    for _ in $(seq 50); do tail -1 "$WORK/$1.sink" | grep -q '^{' && break; sleep 0.1; done
     tail -1 "$WORK/$1.sink"
 }
 
@@ -92,7 +95,7 @@ PY
     python3 - "$name" "$throughput" "$latency" "$(cat "$WORK/$name.pub")" <<'PY'
 import json, sys
 name, t, l, p = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
-print(f"| {name} | {t['per_second']:.0f} | {t['distinct']}/{t['deliveries']} | {l['p50_ms']} ms | {l['p99_ms']} ms | {l['max_ms']} ms | {p['published']}/{p['asked']} |")
+print(f"| {name} | {t['per_second']:.0f} | {t['distinct']}/{t['deliveries']} | {l['p50_ms']} ms | {l['p99_ms']} ms | {l['max_ms']} ms | {p['published']}/{p['asked']} | {l['distinct']} |")
 PY
 }
 
@@ -102,7 +105,7 @@ POSTGRES="$(run_backend postgres "postgres://postgres@127.0.0.1:$PGPORT/bench")"
 
 step "results"
 printf '\nmachine: %s cores, %s\n\n' "$(nproc)" "$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs)"
-echo "| backend | deliveries/s | distinct/received | p50 publish-to-webhook at ${RATE}/s | p99 | max | published/asked |"
-echo "|---|---|---|---|---|---|---|"
+echo "| backend | deliveries/s | distinct/received | p50 publish-to-webhook at ${RATE}/s | p99 | max | published/asked | delivered (paced) |"
+echo "|---|---|---|---|---|---|---|---|"
 echo "$SQLITE"
 echo "$POSTGRES"
