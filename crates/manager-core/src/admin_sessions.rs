@@ -22,9 +22,6 @@ use crate::on_db;
 pub use picloud_shared::extract::{session_cookie, SESSION_COOKIE};
 /// The header a cookie-authenticated state-changing request carries its CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// How long a session lasts when not configured: 12 hours.
-pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-
 /// A signed-in admin, as the auth middleware leaves it in the request extensions.
 #[derive(Debug, Clone)]
 pub struct SignedIn {

@@ -15,9 +15,6 @@ use std::time::{Duration, Instant};
 /// Most addresses tracked at once.
 pub const MAX_TRACKED: usize = 10_000;
 
-/// Default sign-in attempts per address per minute.
-pub const DEFAULT_PER_MINUTE: u32 = 10;
-
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,

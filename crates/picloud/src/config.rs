@@ -12,6 +12,8 @@ use picloud_manager_core::dispatcher::ssrf::AddressPolicy;
 use picloud_manager_core::dispatcher::{
     CircuitPolicy, DispatcherConfig, CLAIM_BATCH, MAX_RETRY_AFTER,
 };
+use picloud_manager_core::http::admin_session::{AdminSettings, SignInGuard};
+use picloud_manager_core::http::event_input::PublishLimits;
 use picloud_manager_core::secret_box::MasterKey;
 use picloud_orchestrator_core::connection_limits::Limits;
 use picloud_orchestrator_core::stream::StreamTiming;
@@ -344,6 +346,23 @@ impl ServeArgs {
             dispatch_workers: 16,
             shutdown_grace_sec: 5,
             ..Self::defaults()
+        }
+    }
+
+    /// What one publish request may hold.
+    pub fn publish_limits(&self) -> PublishLimits {
+        PublishLimits {
+            max_event_bytes: self.max_event_bytes as usize,
+            max_batch_events: self.max_batch_events as usize,
+        }
+    }
+
+    /// Dashboard sessions, and the guard that bounds sign-in attempts.
+    pub fn admin_settings(&self) -> AdminSettings {
+        AdminSettings {
+            session_ttl: Duration::from_secs(self.admin_session_ttl_sec),
+            secure_cookies: self.secure_cookies,
+            guard: Arc::new(SignInGuard::new(self.admin_sign_ins_per_address_per_minute)),
         }
     }
 

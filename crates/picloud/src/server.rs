@@ -17,8 +17,6 @@ use picloud_manager_core::cluster_feed::run_cluster_feed;
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
 use picloud_manager_core::dispatcher::ssrf::{parse_cidrs, AddressPolicy};
 use picloud_manager_core::dispatcher::Dispatcher;
-use picloud_manager_core::http::admin_session::{AdminSettings, SignInGuard};
-use picloud_manager_core::http::event_input::PublishLimits;
 use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
@@ -139,19 +137,7 @@ pub async fn build_app_with(
     let background = CancellationToken::new();
     let dispatch_wake = Arc::new(Notify::new());
     let realtime_stop = CancellationToken::new();
-    let realtime = Realtime::new(
-        Arc::new(db.clone()),
-        serve
-            .realtime
-            .to_config()
-            .map_err(|m| Error::Config(picloud_manager_core::Error::Invalid(m)))?,
-        realtime_stop.clone(),
-    )
-    .map_err(|e| {
-        Error::Config(picloud_manager_core::Error::Invalid(format!(
-            "cannot start the realtime threads: {e}"
-        )))
-    })?;
+    let realtime = start_realtime(&db, serve, realtime_stop.clone())?;
     let cors = cors_layer(&serve.cors_origins)?;
     let node_id = wiring.publisher.node_id.clone();
     // Other nodes' notices: the relay acts for the streams, the authenticator for its
@@ -199,18 +185,9 @@ pub async fn build_app_with(
         db: db.clone(),
         auth: auth.clone(),
         publisher,
-        limits: PublishLimits {
-            max_event_bytes: serve.max_event_bytes as usize,
-            max_batch_events: serve.max_batch_events as usize,
-        },
+        limits: serve.publish_limits(),
         dispatch_wake: dispatch_wake.clone(),
-        admin: AdminSettings {
-            session_ttl: Duration::from_secs(serve.admin_session_ttl_sec),
-            secure_cookies: serve.secure_cookies,
-            guard: Arc::new(SignInGuard::new(
-                serve.admin_sign_ins_per_address_per_minute,
-            )),
-        },
+        admin: serve.admin_settings(),
         realtime: realtime.broadcaster(),
         node_id,
         webhook_policy: address_policy,
@@ -255,12 +232,25 @@ pub async fn build_app_with(
             sampling,
         ],
         door_rules: door_rules(&serve.connections),
-        http_limits: HttpLimits {
-            idle_timeout: Duration::from_secs(serve.connections.idle_timeout_sec),
-            body_timeout: Duration::from_secs(serve.connections.body_timeout_sec),
-            max_header_bytes: serve.connections.max_header_bytes as usize,
-        },
+        http_limits: http_limits(&serve.connections),
     })
+}
+
+/// The realtime layer for `serve`'s settings, its streams ending with `stop`.
+fn start_realtime(db: &Db, serve: &ServeArgs, stop: CancellationToken) -> Result<Realtime, Error> {
+    let invalid = |message: String| Error::Config(picloud_manager_core::Error::Invalid(message));
+    let config = serve.realtime.to_config().map_err(invalid)?;
+    Realtime::new(Arc::new(db.clone()), config, stop)
+        .map_err(|e| invalid(format!("cannot start the realtime threads: {e}")))
+}
+
+/// The HTTP stack's timeouts and head limit for `args`.
+fn http_limits(args: &ConnectionArgs) -> HttpLimits {
+    HttpLimits {
+        idle_timeout: Duration::from_secs(args.idle_timeout_sec),
+        body_timeout: Duration::from_secs(args.body_timeout_sec),
+        max_header_bytes: args.max_header_bytes as usize,
+    }
 }
 
 /// The front door's rules for `args`; automatic caps follow the open-file limit now in

@@ -37,7 +37,7 @@ use crate::admin_sessions::{session_clear_cookie, session_set_cookie, SignedIn};
 use crate::admins::{dummy_hash, verify_password, Admin, SignInClaim};
 use crate::error::Error;
 use crate::password_gate::PasswordGate;
-use crate::sign_in_throttle::{SignInThrottle, DEFAULT_PER_MINUTE};
+use crate::sign_in_throttle::SignInThrottle;
 use crate::unknown_admins::UnknownAdmins;
 
 /// How dashboard sessions behave.
@@ -50,16 +50,6 @@ pub struct AdminSettings {
     pub secure_cookies: bool,
     /// What bounds sign-in attempts, shared by every request of this server.
     pub guard: Arc<SignInGuard>,
-}
-
-impl Default for AdminSettings {
-    fn default() -> Self {
-        AdminSettings {
-            session_ttl: crate::admin_sessions::DEFAULT_SESSION_TTL,
-            secure_cookies: false,
-            guard: Arc::new(SignInGuard::new(DEFAULT_PER_MINUTE)),
-        }
-    }
 }
 
 /// The state that bounds sign-in attempts: the argon2 gate, the per-address rate limit
