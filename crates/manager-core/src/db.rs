@@ -131,15 +131,10 @@ impl WriteHealth {
 /// new one) before it is answered `503 unavailable`.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How many connections a pool may open.
+/// How many connections a pool may open (the server's comes from
+/// `--database-max-connections`).
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSize(pub u32);
-
-impl Default for PoolSize {
-    fn default() -> Self {
-        PoolSize(16)
-    }
-}
 
 impl Db {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`) with the default acquire
