@@ -36,8 +36,10 @@ const ROWS_PER_INSERT: usize = 500;
 /// The seqs a group takes: per (app, topic), the first of its range, and the ranges
 /// themselves (what other nodes are told).
 pub(super) struct Seqs<'r> {
-    first: HashMap<(&'r str, &'r str), i64>,
-    ranges: Vec<SeqRange>,
+    /// Per (app, topic), the first seq of its range.
+    pub(super) first: HashMap<(&'r str, &'r str), i64>,
+    /// The ranges, as other nodes are told them.
+    pub(super) ranges: Vec<SeqRange>,
 }
 
 /// A group of publish requests being written in one transaction.
@@ -244,12 +246,12 @@ impl<'r> GroupWrite<'r> {
     /// the commit) and how many outbox rows were written.
     pub(super) async fn write_rows(
         &mut self,
-        seqs: &Seqs<'r>,
+        mut next_seq: HashMap<(&'r str, &'r str), i64>,
     ) -> Result<(Vec<CommittedEvent>, u64)> {
         let requests = self.requests;
         let now = self.now;
-        let accepted = self.accepted.clone();
-        let mut next_seq = seqs.first.clone();
+        // Taken for the phase (the outbox rows borrow trigger ids from it) and put back.
+        let accepted = std::mem::take(&mut self.accepted);
         let mut rows: Vec<EventRow> = Vec::new();
         let mut outbox: Vec<(&str, &str, &str, i64)> = Vec::new();
         for (index, app_triggers) in &accepted {
@@ -304,13 +306,20 @@ impl<'r> GroupWrite<'r> {
                 published_at: now,
             })
             .collect();
-        Ok((committed, outbox.len() as u64))
+        let outbox_rows = outbox.len() as u64;
+        drop(outbox);
+        self.accepted = accepted;
+        Ok((committed, outbox_rows))
     }
 
     /// Phase 4 (PostgreSQL): tells the other nodes' cluster feeds which seq ranges this
     /// group commits. `NOTIFY` is delivered if, and when, the transaction commits.
-    pub(super) async fn notify_cluster(&mut self, node_id: &str, seqs: &Seqs<'r>) -> Result<()> {
-        for payload in committed_payloads(node_id, &seqs.ranges) {
+    pub(super) async fn notify_cluster(
+        &mut self,
+        node_id: &str,
+        ranges: &[SeqRange],
+    ) -> Result<()> {
+        for payload in committed_payloads(node_id, ranges) {
             on_tx!(&mut self.tx, conn, conn.notify_feed(payload).await?);
         }
         Ok(())

@@ -142,9 +142,11 @@ impl Writer {
         let mut group = GroupWrite::begin(&self.db, requests).await?;
         group.admit(&mut self.triggers).await?;
         let seqs = group.take_seqs().await?;
-        let (committed, outbox_rows) = group.write_rows(&seqs).await?;
+        let (committed, outbox_rows) = group.write_rows(seqs.first).await?;
         if self.db.backend() == Backend::Postgres {
-            group.notify_cluster(&self.config.node_id, &seqs).await?;
+            group
+                .notify_cluster(&self.config.node_id, &seqs.ranges)
+                .await?;
         }
         group.remember_answers().await?;
         let answers = group.commit(self.config.before_commit.as_ref()).await?;
