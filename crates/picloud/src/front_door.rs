@@ -1,10 +1,8 @@
-//! The front door: accepts TCP connections, reads the first request head, and either
-//! serves an SSE subscription straight on the socket
-//! ([`picloud_orchestrator_core::direct_sse`]) or hands the connection, with the bytes
-//! already read replayed first, to the HTTP stack ([`crate::http_connection`]).
-//! A browser subscribing from another origin sends a CORS preflight first, usually on
-//! the same connection: the front door answers it (with the routed path's own CORS
-//! layer, so the answer is the same) and looks at the next request.
+//! The front door: accepts TCP connections, reads the first request head, and hands the
+//! connection once to where it belongs: a subscription (or a CORS preflight for one) to
+//! the direct SSE path ([`picloud_orchestrator_core::direct_sse`]), which owns it from
+//! then on and may hand it back; anything else to the HTTP stack
+//! ([`crate::http_connection`]), with the bytes already read replayed first.
 //!
 //! It also guards the door: every connection takes a slot of the
 //! [`ConnectionLimits`] before anything is read (over a cap: a short 503 or 429 and the
@@ -18,12 +16,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
-use picloud_orchestrator_core::direct_sse::{self, Recognised, MAX_HEAD};
+use picloud_orchestrator_core::direct_sse::{self, HeadError, HeadLimits, Outcome, Recognised};
 use picloud_orchestrator_core::realtime_api::RealtimeState;
 use picloud_shared::{ApiError, ErrorCode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,9 +28,6 @@ use tower::{service_fn, Layer, ServiceExt};
 use tower_http::cors::CorsLayer;
 
 use crate::connection_limits::{count_refused, ConnectionLimits, ConnectionSlot};
-
-/// Most CORS preflights answered on one connection before it goes to the HTTP stack.
-const MAX_PREFLIGHTS: usize = 4;
 
 /// What the front door enforces before a connection reaches a handler.
 #[derive(Clone)]
@@ -44,6 +38,15 @@ pub struct DoorRules {
     pub header_timeout: Duration,
     /// Largest first request head, in bytes.
     pub max_header_bytes: usize,
+}
+
+impl DoorRules {
+    fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            timeout: self.header_timeout,
+            max_bytes: self.max_header_bytes,
+        }
+    }
 }
 
 /// The connections the HTTP stack serves.
@@ -62,9 +65,12 @@ impl FrontDoor {
         stop: CancellationToken,
     ) -> Self {
         let (hand_over, handed_over) = mpsc::channel(1024);
-        tokio::spawn(accept_loop(
-            listener, realtime, cors, rules, hand_over, stop,
-        ));
+        let door = Entrance {
+            realtime,
+            cors,
+            rules,
+        };
+        tokio::spawn(accept_loop(listener, door, hand_over, stop));
         FrontDoor { handed_over }
     }
 
@@ -76,9 +82,7 @@ impl FrontDoor {
 
 async fn accept_loop(
     listener: TcpListener,
-    realtime: RealtimeState,
-    cors: Option<CorsLayer>,
-    rules: DoorRules,
+    door: Entrance,
     hand_over: mpsc::Sender<(Replayed, SocketAddr)>,
     stop: CancellationToken,
 ) {
@@ -88,17 +92,9 @@ async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((socket, peer)) => match rules.limits.acquire(peer.ip()) {
+            Ok((socket, peer)) => match door.rules.limits.acquire(peer.ip()) {
                 Ok(slot) => {
-                    tokio::spawn(triage(
-                        socket,
-                        slot,
-                        peer,
-                        realtime.clone(),
-                        cors.clone(),
-                        rules.clone(),
-                        hand_over.clone(),
-                    ));
+                    tokio::spawn(triage(socket, slot, peer, door.clone(), hand_over.clone()));
                 }
                 Err(refusal) => refuse(socket, refusal.into()),
             },
@@ -128,67 +124,39 @@ fn refuse(socket: TcpStream, error: ApiError) {
     }
 }
 
-/// Whether `bytes` hold a whole request head (they reach its empty line).
-fn head_ends(bytes: &[u8]) -> bool {
-    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
-}
-
-/// Reads the first request head and sends the connection where it belongs.
+/// Reads the first request head and sends the connection where it belongs: to the
+/// direct path (which may hand it back) or to the HTTP stack.
 async fn triage(
     mut socket: TcpStream,
     slot: ConnectionSlot,
     peer: SocketAddr,
-    realtime: RealtimeState,
-    cors: Option<CorsLayer>,
-    rules: DoorRules,
+    door: Entrance,
     hand_over: mpsc::Sender<(Replayed, SocketAddr)>,
 ) {
     let mut read = Vec::with_capacity(1024);
-    let mut deadline = tokio::time::Instant::now() + rules.header_timeout;
-    let mut preflights = 0;
-    let head = loop {
-        match direct_sse::recognise(&read) {
-            Recognised::Partial => {}
-            Recognised::Subscribe(head) => break Some(head),
-            Recognised::Preflight { headers, len } if preflights < MAX_PREFLIGHTS => {
-                // Without CORS configured the HTTP stack gives the usual answer.
-                let Some(cors) = &cors else { break None };
-                let started = Instant::now();
-                let (status, headers) = cors_answer(cors, Method::OPTIONS, headers).await;
-                let mut response = direct_sse::response_head(status, &headers, Some(0));
-                response.extend_from_slice(
-                    format!("x-request-id: {}\r\n\r\n", uuid::Uuid::new_v4()).as_bytes(),
-                );
-                if socket.write_all(&response).await.is_err() {
-                    return;
-                }
-                crate::telemetry::record_request(
-                    &Method::OPTIONS,
-                    direct_sse::ROUTE.to_owned(),
-                    status,
-                    started,
-                );
-                read.drain(..len);
-                preflights += 1;
-                deadline = tokio::time::Instant::now() + rules.header_timeout;
-                continue;
-            }
-            Recognised::BadFraming => {
-                let started = Instant::now();
-                let request_id = uuid::Uuid::new_v4().to_string();
-                let status = direct_sse::reject_framing(&mut socket, &request_id).await;
-                let route = direct_sse::ROUTE.to_owned();
-                crate::telemetry::record_request(&Method::GET, route, status, started);
-                return;
-            }
-            Recognised::Preflight { .. } => break None,
-            Recognised::Other if read.len() < MAX_HEAD || head_ends(&read) => break None,
-            // A head longer than direct subscriptions may have: read on, up to the limit.
-            Recognised::Other => {}
+    let limits = door.rules.head_limits();
+    let outcome = match direct_sse::read_head(&mut socket, &mut read, limits).await {
+        Ok(Recognised::Other) => Outcome::HandBack {
+            socket,
+            read,
+            held: slot,
+        },
+        Ok(first) => {
+            let realtime = door.realtime.clone();
+            direct_sse::take(&realtime, &door, socket, read, first, limits, slot).await
         }
-        if read.len() >= rules.max_header_bytes {
+        Err(error) => Outcome::NoHead(error, socket),
+    };
+    match outcome {
+        Outcome::Served => {}
+        Outcome::HandBack { socket, read, held } => {
+            let _ = hand_over
+                .send((Replayed::new(socket, read, held), peer))
+                .await;
+        }
+        Outcome::NoHead(HeadError::TooLarge, socket) => {
             count_refused("header_too_large");
-            let limit = rules.max_header_bytes;
+            let limit = door.rules.max_header_bytes;
             refuse(
                 socket,
                 ApiError::new(
@@ -196,81 +164,38 @@ async fn triage(
                     format!("the request head is larger than {limit} bytes"),
                 ),
             );
-            return;
         }
-        if read.len() == read.capacity() {
-            read.reserve(read.len().min(MAX_HEAD));
-        }
-        match tokio::time::timeout_at(deadline, socket.read_buf(&mut read)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return, // closed before a full head
-            Ok(Ok(_)) => {}
-            Err(_) => {
-                count_refused("header_timeout");
-                return;
-            }
-        }
-    };
-    match head {
-        Some(head) => {
-            let request_id = uuid::Uuid::new_v4().to_string();
-            let span = tracing::info_span!(
-                "request",
-                method = "GET",
-                path = direct_sse::ROUTE,
-                request_id,
-                direct = true
-            );
-            let started = Instant::now();
-            drop(read);
-            // A cross-origin subscriber gets the CORS headers the routed path would add.
-            let response_headers = match &cors {
-                Some(cors) if head.headers.contains_key(ORIGIN) => {
-                    cors_answer(cors, Method::GET, head.headers.clone()).await.1
-                }
-                _ => HeaderMap::new(),
-            };
-            direct_sse::spawn(
-                realtime,
-                socket,
-                head,
-                response_headers,
-                request_id,
-                span,
-                move |status| {
-                    crate::telemetry::record_request(
-                        &Method::GET,
-                        direct_sse::ROUTE.to_owned(),
-                        status,
-                        started,
-                    );
-                },
-                slot,
-            );
-        }
-        None => {
-            let _ = hand_over
-                .send((Replayed::new(socket, read, slot), peer))
-                .await;
-        }
+        Outcome::NoHead(HeadError::Timeout, _) => count_refused("header_timeout"),
+        Outcome::NoHead(HeadError::Closed, _) => {}
     }
 }
 
-/// What `cors` answers to a request with `method` and `headers`: for a preflight the
-/// whole response, otherwise the headers it adds to the response.
-async fn cors_answer(
-    cors: &CorsLayer,
-    method: Method,
-    headers: HeaderMap,
-) -> (StatusCode, HeaderMap) {
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.headers_mut() = headers;
-    let service = cors.layer(service_fn(|_: Request<()>| async {
-        Ok::<_, Infallible>(Response::new(()))
-    }));
-    match service.oneshot(request).await {
-        Ok(response) => (response.status(), response.headers().clone()),
-        Err(never) => match never {},
+/// What the front door lends the direct path ([`direct_sse::Door`]): the routed path's
+/// CORS layer and the request metrics.
+#[derive(Clone)]
+struct Entrance {
+    realtime: RealtimeState,
+    cors: Option<CorsLayer>,
+    rules: DoorRules,
+}
+
+impl direct_sse::Door for Entrance {
+    async fn cors(&self, method: Method, headers: HeaderMap) -> Option<(StatusCode, HeaderMap)> {
+        let cors = self.cors.as_ref()?;
+        let mut request = Request::new(());
+        *request.method_mut() = method;
+        *request.headers_mut() = headers;
+        let service = cors.layer(service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(()))
+        }));
+        match service.oneshot(request).await {
+            Ok(response) => Some((response.status(), response.headers().clone())),
+            Err(never) => match never {},
+        }
+    }
+
+    fn record_request(&self, method: &Method, status: StatusCode, started: Instant) {
+        crate::telemetry::record_request(method, direct_sse::ROUTE.to_owned(), status, started);
     }
 }
 

@@ -1,0 +1,205 @@
+//! A subscription's stream, written straight to its socket until either side ends it.
+
+use std::io::IoSlice;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use futures::FutureExt;
+use picloud_shared::ApiError;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use super::head::SubscribeHead;
+use super::response::{error_response, response_head};
+use crate::realtime_api::{start, RealtimeState};
+use crate::stream::Subscription;
+
+/// Serves a recognised subscription on the stream runtime (see
+/// [`crate::stream_runtime`]); see [`serve`]. `held` is dropped when the stream ends.
+#[allow(clippy::too_many_arguments)] // each is one thing the stream needs or holds
+pub(super) fn spawn(
+    rt: RealtimeState,
+    socket: TcpStream,
+    head: SubscribeHead,
+    response_headers: HeaderMap,
+    request_id: String,
+    span: tracing::Span,
+    on_status: impl FnOnce(StatusCode) + Send + 'static,
+    held: impl Send + 'static,
+) {
+    // A socket belongs to the runtime that registered it: move it over.
+    let Ok(socket) = socket.into_std() else {
+        return;
+    };
+    let runtime = rt.streams.clone();
+    runtime.spawn(async move {
+        // Whatever the caller holds for the stream's life (its connection slot).
+        let _held = held;
+        let Ok(socket) = TcpStream::from_std(socket) else {
+            return;
+        };
+        serve(
+            rt,
+            socket,
+            head,
+            response_headers,
+            &request_id,
+            span,
+            on_status,
+        )
+        .await;
+    });
+}
+
+/// Serves a recognised subscription on `socket` until the stream ends or the client
+/// goes away. `response_headers` (CORS) go on the response, whatever its status.
+/// `on_status` is told the response status once the head is written (for request
+/// metrics).
+async fn serve(
+    rt: RealtimeState,
+    mut socket: TcpStream,
+    head: SubscribeHead,
+    response_headers: HeaderMap,
+    request_id: &str,
+    span: tracing::Span,
+    on_status: impl FnOnce(StatusCode),
+) {
+    let _ = socket.set_nodelay(true);
+    // Requests with a cookie (a dashboard session) never come here: no superuser. The span
+    // covers the checks; the stream itself is not instrumented (a span entered on every
+    // frame is a measurable share of a fan-out).
+    let started = start(&rt, &head.app, &head.query, &head.headers, false)
+        .instrument(span)
+        .await;
+    let subscription = match started {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            let error = ApiError::from(error);
+            let status = error.code.status();
+            let _ = socket
+                .write_all(&error_response(
+                    status,
+                    error,
+                    &response_headers,
+                    request_id,
+                ))
+                .await;
+            let _ = socket.shutdown().await;
+            on_status(status);
+            return;
+        }
+    };
+    drop(head);
+    let mut response_head = response_head(StatusCode::OK, &response_headers, None);
+    // Nothing of the request is kept for the life of the stream.
+    drop(response_headers);
+    response_head.extend_from_slice(
+        format!(
+            "content-type: text/event-stream\r\ncache-control: no-cache\r\n\
+             x-accel-buffering: no\r\nconnection: close\r\nx-request-id: {request_id}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    if socket.write_all(&response_head).await.is_err() {
+        return;
+    }
+    drop(response_head);
+    on_status(StatusCode::OK);
+    if pump(subscription, &mut socket).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
+    }
+}
+
+/// Writes the stream's chunks to `socket` until the stream ends (`Ok`) or the client goes
+/// away (`Err`).
+async fn pump(mut subscription: Subscription, socket: &mut TcpStream) -> Result<(), Gone> {
+    let mut batch: Vec<Bytes> = Vec::new();
+    let (mut reader, mut writer) = socket.split();
+    let mut unread = [0u8; 512];
+    let mut discarded = 0;
+    loop {
+        // The read half is watched so a client that goes away frees its stream (and
+        // its slot) at once, not at the next heartbeat's failed write. A subscriber has
+        // nothing more to say: what it sends anyway is dropped, up to a bound.
+        let first = tokio::select! {
+            biased;
+            read = reader.read(&mut unread) => match read {
+                Ok(n) if n > 0 && discarded + n <= MAX_DISCARDED => {
+                    discarded += n;
+                    continue;
+                }
+                _ => return Err(Gone), // closed, reset, or too chatty
+            },
+            chunk = subscription.next_chunk() => match chunk {
+                Some(chunk) => chunk,
+                None => return Ok(()),
+            },
+        };
+        // Whatever else is ready now goes out in the same write: a subscriber that fell
+        // behind catches up with fewer system calls, so a busy server slows down less.
+        batch.push(first);
+        let mut bytes = batch[0].len();
+        while batch.len() < MAX_BATCH_CHUNKS && bytes < MAX_BATCH_BYTES && subscription.has_ready()
+        {
+            match subscription.next_chunk().now_or_never() {
+                Some(Some(chunk)) => {
+                    bytes += chunk.len();
+                    batch.push(chunk);
+                }
+                Some(None) | None => break,
+            }
+        }
+        if write_all_vectored(&mut writer, &mut batch).await.is_err() {
+            return Err(Gone);
+        }
+    }
+}
+
+/// The client went away (or was too chatty) while its stream ran.
+struct Gone;
+
+/// Most bytes a subscriber may send while its stream runs before it is closed.
+const MAX_DISCARDED: usize = 16 * 1024;
+
+/// Most chunks gathered into one write.
+const MAX_BATCH_CHUNKS: usize = 64;
+
+/// Most bytes gathered into one write (a batch may end up to one chunk over).
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Writes every chunk of `batch` (emptying it) with as few system calls as the socket
+/// takes.
+async fn write_all_vectored(
+    socket: &mut (impl AsyncWrite + Unpin),
+    batch: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    if let [only] = batch.as_slice() {
+        socket.write_all(only).await?;
+        batch.clear();
+        return Ok(());
+    }
+    let mut start = 0;
+    while start < batch.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_BATCH_CHUNKS];
+        let count = (batch.len() - start).min(MAX_BATCH_CHUNKS);
+        for (slice, chunk) in slices.iter_mut().zip(&batch[start..start + count]) {
+            *slice = IoSlice::new(chunk);
+        }
+        let mut written = socket.write_vectored(&slices[..count]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while start < batch.len() && written >= batch[start].len() {
+            written -= batch[start].len();
+            start += 1;
+        }
+        if written > 0 {
+            let rest = batch[start].slice(written..);
+            batch[start] = rest;
+        }
+    }
+    batch.clear();
+    Ok(())
+}
