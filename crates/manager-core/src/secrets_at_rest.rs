@@ -9,9 +9,9 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::db::{begin_write, Db};
+use crate::db::{Db, WriteTx};
 use crate::error::{Error, Result};
-use crate::on_db;
+use crate::on_tx;
 use crate::secret_box::{is_sealed, sealed_key_id, Aad, MasterKey};
 
 /// The `settings` row holding the key check value.
@@ -90,88 +90,117 @@ impl Db {
     /// `to` if there is none, or if `to` is another key), then seals every plaintext
     /// secret under `to` and, when `to` is not `from`, every sealed one too.
     async fn reseal(&self, from: &MasterKey, to: &MasterKey) -> Result<Resealed> {
-        let rekey = from.id() != to.id();
-        let check_aad = Aad::key_check();
-        let verify = |stored: &str| match from.open(&check_aad, stored.as_bytes()) {
-            Ok(opened) if opened.as_slice() == KEY_CHECK_PLAINTEXT => Ok(()),
-            _ => Err(Error::MasterKeyMismatch {
-                stored: sealed_key_id(stored.as_bytes())
-                    .unwrap_or("unknown")
-                    .to_owned(),
-                given: from.id().to_owned(),
-            }),
+        let pass = Reseal {
+            from,
+            to,
+            rekey: from.id() != to.id(),
+            done: Resealed::default(),
         };
-        let reseal_one = |aad: &Aad, stored: &[u8]| -> Result<Option<String>> {
-            if !is_sealed(stored) {
-                return Ok(Some(to.seal(aad, stored)));
-            }
-            let opened = from.open(aad, stored)?;
-            Ok(rekey.then(|| to.seal(aad, &opened)))
-        };
-        let now = picloud_shared::time::now_ms();
-        let mut resealed = Resealed::default();
         let _gate = self.write_gate().await;
-        on_db!(self, pool, {
-            let mut tx = begin_write(pool).await?;
-            let select_check = "SELECT value FROM settings WHERE name = $1";
-            let check: Option<String> = sqlx::query_scalar(select_check)
+        let mut tx = self.begin_write_tx().await?;
+        let resealed = pass.run(&mut tx).await?;
+        tx.commit().await?;
+        Ok(resealed)
+    }
+}
+
+/// One reseal pass from one master key to another (possibly the same), counting what it
+/// changed.
+struct Reseal<'k> {
+    from: &'k MasterKey,
+    to: &'k MasterKey,
+    /// Whether `to` is another key, so sealed secrets are sealed again.
+    rekey: bool,
+    done: Resealed,
+}
+
+impl Reseal<'_> {
+    async fn run(mut self, tx: &mut WriteTx) -> Result<Resealed> {
+        self.check_key(tx).await?;
+        self.triggers(tx).await?;
+        self.app_secrets(tx).await?;
+        Ok(self.done)
+    }
+
+    /// Checks `from` against the stored check value (recording one if there is none),
+    /// and records `to`'s when rekeying.
+    async fn check_key(&self, tx: &mut WriteTx) -> Result<()> {
+        let check_aad = Aad::key_check();
+        let now = picloud_shared::time::now_ms();
+        let select_check = "SELECT value FROM settings WHERE name = $1";
+        let check: String = on_tx!(tx, conn, {
+            // Nodes starting together with different keys: one insert wins and the
+            // others are measured against it.
+            sqlx::query(
+                "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(KEY_CHECK_SETTING)
+            .bind(self.from.seal(&check_aad, KEY_CHECK_PLAINTEXT))
+            .bind(now)
+            .execute(&mut **conn)
+            .await?;
+            sqlx::query_scalar(select_check)
                 .bind(KEY_CHECK_SETTING)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let check = match check {
-                Some(check) => check,
-                None => {
-                    // Nodes starting together with different keys: one insert wins and
-                    // the others are measured against it.
-                    sqlx::query(
-                        "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3)
-                         ON CONFLICT (name) DO NOTHING",
-                    )
-                    .bind(KEY_CHECK_SETTING)
-                    .bind(from.seal(&check_aad, KEY_CHECK_PLAINTEXT))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query_scalar(select_check)
-                        .bind(KEY_CHECK_SETTING)
-                        .fetch_one(&mut *tx)
-                        .await?
-                }
-            };
-            verify(&check)?;
-            if rekey {
+                .fetch_one(&mut **conn)
+                .await?
+        });
+        match self.from.open(&check_aad, check.as_bytes()) {
+            Ok(opened) if opened.as_slice() == KEY_CHECK_PLAINTEXT => {}
+            _ => {
+                return Err(Error::MasterKeyMismatch {
+                    stored: sealed_key_id(check.as_bytes())
+                        .unwrap_or("unknown")
+                        .to_owned(),
+                    given: self.from.id().to_owned(),
+                })
+            }
+        }
+        if self.rekey {
+            on_tx!(tx, conn, {
                 sqlx::query("UPDATE settings SET value = $2, updated_at = $3 WHERE name = $1")
                     .bind(KEY_CHECK_SETTING)
-                    .bind(to.seal(&check_aad, KEY_CHECK_PLAINTEXT))
+                    .bind(self.to.seal(&check_aad, KEY_CHECK_PLAINTEXT))
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut **conn)
                     .await?;
-            }
+            });
+        }
+        Ok(())
+    }
 
-            let triggers: Vec<(String, String, Option<String>)> =
-                sqlx::query_as("SELECT id, secret, previous_secret FROM triggers")
-                    .fetch_all(&mut *tx)
-                    .await?;
-            for (id, secret, previous) in triggers {
-                let aad = Aad::trigger_secret(&id);
-                let new_secret = reseal_one(&aad, secret.as_bytes())?;
-                let new_previous = match &previous {
-                    Some(previous) => reseal_one(&aad, previous.as_bytes())?,
-                    None => None,
-                };
-                if new_secret.is_none() && new_previous.is_none() {
-                    continue;
-                }
-                for (old, new) in [
-                    (Some(&secret), &new_secret),
-                    (previous.as_ref(), &new_previous),
-                ] {
-                    match (old, new) {
-                        (Some(old), Some(_)) if is_sealed(old.as_bytes()) => resealed.rekeyed += 1,
-                        (Some(_), Some(_)) => resealed.plaintext += 1,
-                        _ => {}
-                    }
-                }
+    /// `stored` sealed under `to`, counted; `None` when it needs no change.
+    fn reseal_one(&mut self, aad: &Aad, stored: &[u8]) -> Result<Option<String>> {
+        if !is_sealed(stored) {
+            self.done.plaintext += 1;
+            return Ok(Some(self.to.seal(aad, stored)));
+        }
+        let opened = self.from.open(aad, stored)?;
+        if !self.rekey {
+            return Ok(None);
+        }
+        self.done.rekeyed += 1;
+        Ok(Some(self.to.seal(aad, &opened)))
+    }
+
+    /// Webhook signing secrets, current and previous.
+    async fn triggers(&mut self, tx: &mut WriteTx) -> Result<()> {
+        let triggers: Vec<(String, String, Option<String>)> = on_tx!(tx, conn, {
+            sqlx::query_as("SELECT id, secret, previous_secret FROM triggers")
+                .fetch_all(&mut **conn)
+                .await?
+        });
+        for (id, secret, previous) in triggers {
+            let aad = Aad::trigger_secret(&id);
+            let new_secret = self.reseal_one(&aad, secret.as_bytes())?;
+            let new_previous = match &previous {
+                Some(previous) => self.reseal_one(&aad, previous.as_bytes())?,
+                None => None,
+            };
+            if new_secret.is_none() && new_previous.is_none() {
+                continue;
+            }
+            on_tx!(tx, conn, {
                 sqlx::query(
                     "UPDATE triggers SET secret = COALESCE($2, secret),
                          previous_secret = COALESCE($3, previous_secret)
@@ -180,24 +209,26 @@ impl Db {
                 .bind(&id)
                 .bind(new_secret)
                 .bind(new_previous)
-                .execute(&mut *tx)
+                .execute(&mut **conn)
                 .await?;
-            }
+            });
+        }
+        Ok(())
+    }
 
-            let keys: Vec<(String, String, String, Vec<u8>)> =
-                sqlx::query_as("SELECT app_id, purpose, kid, secret FROM app_secrets")
-                    .fetch_all(&mut *tx)
-                    .await?;
-            for (app, purpose, kid, secret) in keys {
-                let Some(new_secret) = reseal_one(&Aad::app_secret(&app, &purpose, &kid), &secret)?
-                else {
-                    continue;
-                };
-                if is_sealed(&secret) {
-                    resealed.rekeyed += 1;
-                } else {
-                    resealed.plaintext += 1;
-                }
+    /// Realtime signing keys.
+    async fn app_secrets(&mut self, tx: &mut WriteTx) -> Result<()> {
+        let keys: Vec<(String, String, String, Vec<u8>)> = on_tx!(tx, conn, {
+            sqlx::query_as("SELECT app_id, purpose, kid, secret FROM app_secrets")
+                .fetch_all(&mut **conn)
+                .await?
+        });
+        for (app, purpose, kid, secret) in keys {
+            let aad = Aad::app_secret(&app, &purpose, &kid);
+            let Some(new_secret) = self.reseal_one(&aad, &secret)? else {
+                continue;
+            };
+            on_tx!(tx, conn, {
                 sqlx::query(
                     "UPDATE app_secrets SET secret = $4
                      WHERE app_id = $1 AND purpose = $2 AND kid = $3",
@@ -205,12 +236,11 @@ impl Db {
                 .bind(&app)
                 .bind(&purpose)
                 .bind(&kid)
-                .bind(new_secret.into_bytes())
-                .execute(&mut *tx)
+                .bind(new_secret.as_bytes())
+                .execute(&mut **conn)
                 .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(resealed)
+            });
+        }
+        Ok(())
     }
 }
