@@ -145,72 +145,23 @@ impl Subscription {
             token_expires_at,
             slot,
         } = request;
-        let cursor = last_event_id.as_deref().map(Cursor::parse);
-        let mut invalid = matches!(cursor, Some(None));
-        let mut lost = Vec::new();
-        let mut states = Vec::with_capacity(topics.len());
-        for (name, access) in topics {
-            let head = access.last_seq;
-            let asked = cursor.as_ref().and_then(|c| c.as_ref()?.position(&name));
-            let mut pos = head;
-            match asked {
-                None => {}
-                Some(p) if p > head => invalid = true,
-                Some(p) if p == head => {}
-                Some(p) => {
-                    metrics::lag(head - p);
-                    pos = match store.log_start(&app, &name).await? {
-                        Some(start) if start <= p + 1 => p,
-                        Some(start) => {
-                            lost.push(lost_range(&name, p + 1, start - 1));
-                            start - 1
-                        }
-                        None => {
-                            lost.push(lost_range(&name, p + 1, head));
-                            head
-                        }
-                    };
-                }
-            }
-            states.push(TopicState {
-                catching_up: pos < head,
-                known_head: head,
-                name,
-                pos,
-            });
-        }
-        let live = LiveInput::new(receivers);
+        let resume = Resume::start(&app, topics, last_event_id.as_deref(), &*store).await?;
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + timing.heartbeat, timing.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let token = token_expires_at.map(|expires_at| {
-            let now = Instant::now();
-            let left = Duration::from_millis((expires_at - now_ms()).max(0) as u64);
-            let expire_at = now + left;
-            // The notice period, but never before halfway through the token's remaining
-            // life: a short-lived token must not be told to refresh the moment it connects.
-            let notice = timing.token_notice.min(left / 2);
-            TokenClock {
-                expires_at,
-                notice_at: expire_at - notice,
-                expire_at,
-                notice_sent: false,
-            }
-        });
         let mut subscription = Subscription {
             app,
-            topics: states,
-            live,
+            topics: resume.topics,
+            live: LiveInput::new(receivers),
             pending: VecDeque::new(),
             store,
             heartbeat,
-            token,
+            token: token_expires_at.map(|expires_at| TokenClock::new(expires_at, timing)),
             in_catch_up: false,
             done: false,
             session: None,
             _slot: slot,
         };
-
         let cursor_text = subscription.cursor();
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
@@ -226,13 +177,10 @@ impl Subscription {
             .pending
             .push_back(sse::control("hello", Some(&cursor_text), &hello));
         if last_event_id.is_some() {
-            if invalid || !lost.is_empty() {
-                let reason = if invalid {
-                    "cursor_invalid"
-                } else {
-                    "cursor_expired"
-                };
-                subscription.push_reset(reason, &cursor_text, &lost);
+            if resume.invalid {
+                subscription.push_reset("cursor_invalid", &cursor_text, &resume.lost);
+            } else if !resume.lost.is_empty() {
+                subscription.push_reset("cursor_expired", &cursor_text, &resume.lost);
             } else {
                 metrics::resumed();
             }
@@ -536,6 +484,83 @@ fn live_feed(receiver: broadcast::Receiver<Frame>) -> LiveFeed {
     BroadcastStream::new(receiver)
         .map(classify as fn(_) -> Live)
         .chain(futures::stream::once(std::future::ready(Live::Closed)))
+}
+
+/// Where each topic of a new stream starts, from the client's `Last-Event-ID`.
+struct Resume {
+    topics: Vec<TopicState>,
+    /// The cursor did not parse, or is ahead of a topic's head.
+    invalid: bool,
+    /// Ranges the cursor asks for that the log no longer holds.
+    lost: Vec<Lost>,
+}
+
+impl Resume {
+    /// Positions for `topics` (each with its head): the cursor's position where the log
+    /// still holds what follows it, else the log's start (recording what is lost), else
+    /// the head.
+    async fn start(
+        app: &AppId,
+        topics: Vec<(TopicName, TopicAccess)>,
+        last_event_id: Option<&str>,
+        store: &dyn RealtimeStore,
+    ) -> Result<Resume> {
+        let cursor = last_event_id.map(Cursor::parse);
+        let mut resume = Resume {
+            topics: Vec::with_capacity(topics.len()),
+            invalid: matches!(cursor, Some(None)),
+            lost: Vec::new(),
+        };
+        for (name, access) in topics {
+            let head = access.last_seq;
+            let asked = cursor.as_ref().and_then(|c| c.as_ref()?.position(&name));
+            let mut pos = head;
+            match asked {
+                None => {}
+                Some(p) if p > head => resume.invalid = true,
+                Some(p) if p == head => {}
+                Some(p) => {
+                    metrics::lag(head - p);
+                    pos = match store.log_start(app, &name).await? {
+                        Some(start) if start <= p + 1 => p,
+                        Some(start) => {
+                            resume.lost.push(lost_range(&name, p + 1, start - 1));
+                            start - 1
+                        }
+                        None => {
+                            resume.lost.push(lost_range(&name, p + 1, head));
+                            head
+                        }
+                    };
+                }
+            }
+            resume.topics.push(TopicState {
+                catching_up: pos < head,
+                known_head: head,
+                name,
+                pos,
+            });
+        }
+        Ok(resume)
+    }
+}
+
+impl TokenClock {
+    /// The clock of a token expiring at `expires_at` (Unix ms).
+    fn new(expires_at: i64, timing: &StreamTiming) -> Self {
+        let now = Instant::now();
+        let left = Duration::from_millis((expires_at - now_ms()).max(0) as u64);
+        let expire_at = now + left;
+        // The notice period, but never before halfway through the token's remaining
+        // life: a short-lived token must not be told to refresh the moment it connects.
+        let notice = timing.token_notice.min(left / 2);
+        TokenClock {
+            expires_at,
+            notice_at: expire_at - notice,
+            expire_at,
+            notice_sent: false,
+        }
+    }
 }
 
 fn lost_range(topic: &TopicName, from_seq: i64, to_seq: i64) -> Lost {
