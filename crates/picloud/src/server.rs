@@ -135,64 +135,21 @@ pub async fn build_app_with(
     let bootstrap_key = db.bootstrap_instance_key().await?;
     let auth = Arc::new(Authenticator::new(db.clone(), DEFAULT_KEY_CACHE_TTL));
     let background = CancellationToken::new();
-    let dispatch_wake = Arc::new(Notify::new());
     let realtime_stop = CancellationToken::new();
     let realtime = start_realtime(&db, serve, realtime_stop.clone())?;
     let cors = cors_layer(&serve.cors_origins)?;
-    let node_id = wiring.publisher.node_id.clone();
-    // Other nodes' notices: the relay acts for the streams, the authenticator for its
-    // key cache.
-    let handlers: Vec<Arc<dyn NoticeHandler>> = vec![realtime.cluster_relay(), auth.clone()];
-    let cluster_feed = tokio::spawn(run_cluster_feed(
-        db.clone(),
-        node_id.clone(),
-        handlers,
-        background.clone(),
-    ));
-    let (publisher, writer) = Publisher::spawn(
-        db.clone(),
-        realtime.broadcaster(),
-        dispatch_wake.clone(),
-        wiring.publisher,
-        background.clone(),
-    );
-    let address_policy = Arc::new(AddressPolicy::new(
-        serve.webhook_allow_private,
-        parse_cidrs(&serve.webhook_allow_cidrs).map_err(Error::Config)?,
-    ));
-    let dispatcher = Dispatcher::new(
-        db.clone(),
-        serve.dispatcher_config(node_id.clone(), address_policy.clone()),
-        dispatch_wake.clone(),
-    );
-    let dispatching = tokio::spawn(dispatcher.run(background.clone()));
-    let retention = tokio::spawn(run_retention(
-        db.clone(),
-        Duration::from_secs(serve.retention_interval_sec),
-        background.clone(),
-    ));
+    let (manager, mut tasks) = start_manager(&db, serve, wiring, &auth, &realtime, &background)?;
     // The first sign-in with an unknown email would otherwise pay for the dummy hash.
     drop(tokio::task::spawn_blocking(|| {
         picloud_manager_core::admins::dummy_hash();
     }));
     let stats = Stats::new(Duration::from_secs(serve.stats_interval_sec));
-    let sampling = tokio::spawn(stats.clone().run(
+    tasks.push(tokio::spawn(stats.clone().run(
         db.clone(),
         Arc::new(realtime.stream_counter()),
         background.clone(),
-    ));
-    let manager = ManagerState {
-        db: db.clone(),
-        auth: auth.clone(),
-        publisher,
-        limits: serve.publish_limits(),
-        dispatch_wake: dispatch_wake.clone(),
-        admin: serve.admin_settings(),
-        realtime: realtime.broadcaster(),
-        node_id,
-        webhook_policy: address_policy,
-    };
-    let realtime_gc = realtime.spawn_background(background.clone());
+    )));
+    tasks.push(realtime.spawn_background(background.clone()));
     let mut router = routes(
         db.clone(),
         manager,
@@ -223,17 +180,68 @@ pub async fn build_app_with(
         realtime_stop,
         realtime: realtime.state(),
         cors,
-        tasks: vec![
-            writer,
-            retention,
-            dispatching,
-            realtime_gc,
-            cluster_feed,
-            sampling,
-        ],
+        tasks,
         door_rules: door_rules(&serve.connections),
         http_limits: http_limits(&serve.connections),
     })
+}
+
+/// Starts the control plane's background tasks (the cluster feed, the publish writer,
+/// the dispatcher, retention), which run until `background` is cancelled, and returns
+/// the state its handlers share with them.
+fn start_manager(
+    db: &Db,
+    serve: &ServeArgs,
+    wiring: Wiring,
+    auth: &Arc<Authenticator>,
+    realtime: &Realtime,
+    background: &CancellationToken,
+) -> Result<(ManagerState, Vec<JoinHandle<()>>), Error> {
+    let address_policy = Arc::new(AddressPolicy::new(
+        serve.webhook_allow_private,
+        parse_cidrs(&serve.webhook_allow_cidrs).map_err(Error::Config)?,
+    ));
+    let dispatch_wake = Arc::new(Notify::new());
+    let node_id = wiring.publisher.node_id.clone();
+    // Other nodes' notices: the relay acts for the streams, the authenticator for its
+    // key cache.
+    let handlers: Vec<Arc<dyn NoticeHandler>> = vec![realtime.cluster_relay(), auth.clone()];
+    let cluster_feed = tokio::spawn(run_cluster_feed(
+        db.clone(),
+        node_id.clone(),
+        handlers,
+        background.clone(),
+    ));
+    let (publisher, writer) = Publisher::spawn(
+        db.clone(),
+        realtime.broadcaster(),
+        dispatch_wake.clone(),
+        wiring.publisher,
+        background.clone(),
+    );
+    let dispatcher = Dispatcher::new(
+        db.clone(),
+        serve.dispatcher_config(node_id.clone(), address_policy.clone()),
+        dispatch_wake.clone(),
+    );
+    let dispatching = tokio::spawn(dispatcher.run(background.clone()));
+    let retention = tokio::spawn(run_retention(
+        db.clone(),
+        Duration::from_secs(serve.retention_interval_sec),
+        background.clone(),
+    ));
+    let manager = ManagerState {
+        db: db.clone(),
+        auth: auth.clone(),
+        publisher,
+        limits: serve.publish_limits(),
+        dispatch_wake,
+        admin: serve.admin_settings(),
+        realtime: realtime.broadcaster(),
+        node_id,
+        webhook_policy: address_policy,
+    };
+    Ok((manager, vec![writer, retention, dispatching, cluster_feed]))
 }
 
 /// The realtime layer for `serve`'s settings, its streams ending with `stop`.
