@@ -131,6 +131,61 @@ pub async fn keys(db: &Db, command: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `picloud admins create`: the password from stdin or a prompt, hashed off the runtime.
+async fn create_admin(
+    db: &Db,
+    email: &str,
+    password_stdin: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let email = normalize_email(email)?;
+    let password = if password_stdin {
+        read_password_line()?
+    } else {
+        prompt_new_password()?
+    };
+    validate_password(&password)?;
+    let hash = PasswordGate::per_core()
+        .run(move || hash_password(&password))
+        .await??;
+    let admin = db.create_admin(&email, &hash).await?;
+    if json {
+        println!("{}", serde_json::to_string(&admin)?);
+    } else {
+        println!(
+            "created admin {}; sign in to the dashboard at {} (the address \
+             `picloud serve` listens on: --bind / PICLOUD_BIND, default {DEFAULT_BIND})",
+            admin.admin.email,
+            dashboard_url(std::env::var("PICLOUD_BIND").ok().as_deref())
+        );
+    }
+    Ok(())
+}
+
+/// `picloud admins list`.
+async fn list_admins(db: &Db, json: bool) -> anyhow::Result<()> {
+    let admins = db.list_admins().await?;
+    if json {
+        println!("{}", json!({ "admins": admins }));
+    } else if admins.is_empty() {
+        println!("no admins yet: picloud admins create --email EMAIL");
+    } else {
+        let now = picloud_shared::time::now_ms();
+        let rows = admins
+            .into_iter()
+            .map(|admin| {
+                let state = match admin.locked_until {
+                    Some(until) if until > now => "locked",
+                    _ => "active",
+                };
+                vec![admin.admin.id, admin.admin.email, state.to_owned()]
+            })
+            .collect();
+        print_table(&["ID", "EMAIL", "STATE"], rows);
+    }
+    Ok(())
+}
+
 /// Runs `picloud admins …`.
 pub async fn admins(db: &Db, command: AdminsCommand) -> anyhow::Result<()> {
     match command {
@@ -138,50 +193,8 @@ pub async fn admins(db: &Db, command: AdminsCommand) -> anyhow::Result<()> {
             email,
             password_stdin,
             json,
-        } => {
-            let email = normalize_email(&email)?;
-            let password = if password_stdin {
-                read_password_line()?
-            } else {
-                prompt_new_password()?
-            };
-            validate_password(&password)?;
-            let hash = PasswordGate::per_core()
-                .run(move || hash_password(&password))
-                .await??;
-            let admin = db.create_admin(&email, &hash).await?;
-            if json {
-                println!("{}", serde_json::to_string(&admin)?);
-            } else {
-                println!(
-                    "created admin {}; sign in to the dashboard at {} (the address \
-                     `picloud serve` listens on: --bind / PICLOUD_BIND, default {DEFAULT_BIND})",
-                    admin.admin.email,
-                    dashboard_url(std::env::var("PICLOUD_BIND").ok().as_deref())
-                );
-            }
-        }
-        AdminsCommand::List { json } => {
-            let admins = db.list_admins().await?;
-            if json {
-                println!("{}", json!({ "admins": admins }));
-            } else if admins.is_empty() {
-                println!("no admins yet: picloud admins create --email EMAIL");
-            } else {
-                let now = picloud_shared::time::now_ms();
-                let rows = admins
-                    .into_iter()
-                    .map(|admin| {
-                        let state = match admin.locked_until {
-                            Some(until) if until > now => "locked",
-                            _ => "active",
-                        };
-                        vec![admin.admin.id, admin.admin.email, state.to_owned()]
-                    })
-                    .collect();
-                print_table(&["ID", "EMAIL", "STATE"], rows);
-            }
-        }
+        } => create_admin(db, &email, password_stdin, json).await?,
+        AdminsCommand::List { json } => list_admins(db, json).await?,
         AdminsCommand::Delete { email, json } => {
             let admin = db.delete_admin(&email).await?;
             if json {
@@ -221,7 +234,6 @@ pub async fn admins(db: &Db, command: AdminsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The first line of stdin, without its line ending.
 /// Runs `picloud secrets …`.
 pub async fn secrets(
     db: &Db,
@@ -300,6 +312,7 @@ pub async fn secrets(
     Ok(())
 }
 
+/// The first line of stdin, without its line ending.
 fn read_password_line() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
