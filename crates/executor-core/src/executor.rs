@@ -1,0 +1,288 @@
+//! The executor: a fixed pool of threads, each with its own sandboxed engine, fed from a
+//! bounded queue. Scripts run there, never on the async runtime, so a slow script slows
+//! only other scripts; when every worker is busy and the queue is full, a run is refused
+//! at once ([`RunError::Overloaded`]) instead of waiting without bound.
+
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use picloud_shared::AppId;
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
+use tokio::sync::oneshot;
+
+use crate::error::{CompileError, RunError};
+use crate::host::Host;
+use crate::sandbox::{self, LogLine, RunState, OUT_OF_MEMORY, TIMED_OUT};
+use crate::script::Script;
+use crate::value::{from_script, to_script};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub enum Run {
+    /// The whole script, with `event` in scope (a trigger handler); its value is the
+    /// script's last expression.
+    Handler {
+        /// The event envelope, as a webhook gets it.
+        event: serde_json::Value,
+    },
+    /// The script's function `name`, called with `arg` (an HTTP function's `handle(req)`).
+    Call {
+        /// The function's name.
+        name: String,
+        /// Its one argument.
+        arg: serde_json::Value,
+    },
+}
+
+/// How a run went.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// What the run returned (as JSON), or why it did not.
+    pub result: Result<serde_json::Value, RunError>,
+    /// What it logged.
+    pub logs: Vec<LogLine>,
+    /// Log lines over the limit, not kept.
+    pub dropped_logs: usize,
+    /// How long it ran (queueing not included).
+    pub took: Duration,
+}
+
+/// A job on the queue.
+struct Job {
+    app: AppId,
+    script: Script,
+    run: Run,
+    kind: &'static str,
+    reply: oneshot::Sender<RunOutcome>,
+}
+
+/// The pool scripts run on. Dropping every clone stops the workers once the queue is
+/// drained.
+#[derive(Clone)]
+pub struct Executor {
+    queue: SyncSender<Job>,
+    host: Arc<dyn Host>,
+    limits: sandbox::Limits,
+    /// An engine for compiling (compiling needs no run state, only the limits).
+    compiler: Arc<Engine>,
+}
+
+impl Executor {
+    /// Starts `workers` threads with a queue of `queue` runs; scripts reach PiCloud
+    /// through `host`.
+    pub fn start(
+        workers: usize,
+        queue: usize,
+        limits: sandbox::Limits,
+        host: Arc<dyn Host>,
+    ) -> std::io::Result<Executor> {
+        crate::metrics::describe();
+        let (sender, receiver) = mpsc::sync_channel(queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for n in 0..workers.max(1) {
+            let receiver = receiver.clone();
+            let host = host.clone();
+            std::thread::Builder::new()
+                .name(format!("picloud-script-{n}"))
+                .spawn(move || work(receiver, limits, host))?;
+        }
+        Ok(Executor {
+            queue: sender,
+            host,
+            limits,
+            compiler: Arc::new(sandbox::engine(&limits)),
+        })
+    }
+
+    /// The limits every run has.
+    pub fn limits(&self) -> &sandbox::Limits {
+        &self.limits
+    }
+
+    /// Compiles `source` (on the calling thread: parsing is bounded by the source size
+    /// limit and the engine's depth limits).
+    pub fn compile(&self, source: &str) -> Result<Script, CompileError> {
+        Script::compile(&self.compiler, source)
+    }
+
+    /// Runs `script` of `app` on a worker and waits for the outcome. `kind` labels the
+    /// run in metrics (`handler`, `function`, `cron`, `test`).
+    pub async fn run(
+        &self,
+        app: AppId,
+        script: Script,
+        run: Run,
+        kind: &'static str,
+    ) -> RunOutcome {
+        match self.submit(app, script, run, kind) {
+            Ok(pending) => pending.outcome().await,
+            Err(refused) => refused,
+        }
+    }
+
+    /// Queues a run without waiting for it: refused at once (as its outcome) when the
+    /// queue is full or the executor has stopped.
+    pub fn submit(
+        &self,
+        app: AppId,
+        script: Script,
+        run: Run,
+        kind: &'static str,
+    ) -> Result<Pending, RunOutcome> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job {
+            app,
+            script,
+            run,
+            kind,
+            reply,
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => Ok(Pending { outcome, kind }),
+            Err(TrySendError::Full(_)) => Err(refused(kind, RunError::Overloaded)),
+            Err(TrySendError::Disconnected(_)) => Err(refused(kind, RunError::Stopped)),
+        }
+    }
+
+    /// The host scripts reach PiCloud through.
+    pub fn host(&self) -> &Arc<dyn Host> {
+        &self.host
+    }
+}
+
+/// A queued run.
+pub struct Pending {
+    outcome: oneshot::Receiver<RunOutcome>,
+    kind: &'static str,
+}
+
+impl Pending {
+    /// Waits for the run's outcome.
+    pub async fn outcome(self) -> RunOutcome {
+        let kind = self.kind;
+        self.outcome
+            .await
+            .unwrap_or_else(|_| refused(kind, RunError::Stopped))
+    }
+}
+
+/// The outcome of a run that never started.
+fn refused(kind: &'static str, error: RunError) -> RunOutcome {
+    crate::metrics::run(kind, error.outcome(), Duration::ZERO);
+    RunOutcome {
+        result: Err(error),
+        logs: Vec::new(),
+        dropped_logs: 0,
+        took: Duration::ZERO,
+    }
+}
+
+/// One worker: takes jobs until the queue closes.
+fn work(queue: Arc<Mutex<Receiver<Job>>>, limits: sandbox::Limits, host: Arc<dyn Host>) {
+    let engine = sandbox::engine(&limits);
+    loop {
+        let job = match queue.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let outcome = execute(&engine, &limits, host.clone(), &job);
+        crate::metrics::run(
+            job.kind,
+            match &outcome.result {
+                Ok(_) => "ok",
+                Err(e) => e.outcome(),
+            },
+            outcome.took,
+        );
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// Runs one job on this thread.
+fn execute(
+    engine: &Engine,
+    limits: &sandbox::Limits,
+    host: Arc<dyn Host>,
+    job: &Job,
+) -> RunOutcome {
+    let started = Instant::now();
+    let state = RunState {
+        app: job.app.clone(),
+        host,
+        started,
+        deadline: started + limits.timeout,
+        logs: Vec::new(),
+        max_log_lines: limits.max_log_lines,
+        dropped_logs: 0,
+        memory_at_start: crate::memory::net_allocated(),
+        max_memory: limits.max_memory_bytes as i64,
+    };
+    let (result, state) = sandbox::with_run(state, || {
+        // A panic inside the engine or an SDK function is this run's failure, not the
+        // worker's end.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            evaluate(engine, &job.script, &job.run)
+        }))
+        .unwrap_or_else(|_| {
+            Err(RunError::Failed(
+                "the script run failed unexpectedly".into(),
+            ))
+        })
+    });
+    let result = result.map_err(|error| match error {
+        RunError::Timeout(_) => RunError::Timeout(limits.timeout.as_millis() as u64),
+        RunError::Failed(text) if text == OUT_OF_MEMORY => RunError::Failed(format!(
+            "the script used more than its limit of {} MiB of memory",
+            limits.max_memory_bytes / (1024 * 1024)
+        )),
+        other => other,
+    });
+    RunOutcome {
+        result,
+        logs: state.logs,
+        dropped_logs: state.dropped_logs,
+        took: started.elapsed(),
+    }
+}
+
+/// Evaluates `run` of `script`, its value as JSON.
+fn evaluate(engine: &Engine, script: &Script, run: &Run) -> Result<serde_json::Value, RunError> {
+    let mut scope = Scope::new();
+    let value = match run {
+        Run::Handler { event } => {
+            scope.push_constant_dynamic("event", to_script(event));
+            engine.eval_ast_with_scope::<Dynamic>(&mut scope, script.ast())
+        }
+        Run::Call { name, arg } => {
+            if !script.defines(name, 1) {
+                return Err(RunError::Failed(format!(
+                    "the script has no function `{name}` taking one argument"
+                )));
+            }
+            let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
+            engine.call_fn_with_options::<Dynamic>(
+                options,
+                &mut scope,
+                script.ast(),
+                name,
+                (to_script(arg),),
+            )
+        }
+    };
+    let value = value.map_err(|error| run_error(*error))?;
+    from_script(&value).map_err(|e| RunError::Failed(format!("the script's result: {e}")))
+}
+
+/// A Rhai error as a run error, with the position where there is one.
+fn run_error(error: EvalAltResult) -> RunError {
+    if let EvalAltResult::ErrorTerminated(token, _) = &error {
+        match token.clone().into_string().ok().as_deref() {
+            Some(TIMED_OUT) => return RunError::Timeout(0),
+            Some(OUT_OF_MEMORY) => return RunError::Failed(OUT_OF_MEMORY.into()),
+            _ => {}
+        }
+    }
+    RunError::Failed(error.to_string())
+}

@@ -1,0 +1,111 @@
+//! `pubsub::publish(topic, type, data)` (and with a fourth argument, an idempotency key),
+//! `pubsub::publish_batch([#{topic, type, data, idempotency_key}, …])` and
+//! `pubsub::subscriber_token(topics, ttl_secs)` / `(topics, ttl_secs, sub)`, for the app
+//! the script belongs to: the same paths and rules as the HTTP API.
+
+use rhai::{Array, Dynamic, Map};
+
+use super::{sdk_fn, throw, SdkResult};
+use crate::host::PublishRequest;
+use crate::sandbox::current_app;
+use crate::value::from_script;
+use rhai::Module;
+
+pub(super) fn register(module: &mut Module) {
+    sdk_fn("publish").set_into_module(module, |topic: &str, event_type: &str, data: Dynamic| {
+        publish_one(topic, event_type, data, None)
+    });
+    sdk_fn("publish").set_into_module(
+        module,
+        |topic: &str, event_type: &str, data: Dynamic, key: &str| {
+            publish_one(topic, event_type, data, Some(key.to_owned()))
+        },
+    );
+    sdk_fn("publish_batch").set_into_module(module, publish_batch);
+    sdk_fn("subscriber_token").set_into_module(module, |topics: Array, ttl_secs: i64| {
+        subscriber_token(topics, ttl_secs, None)
+    });
+    sdk_fn("subscriber_token").set_into_module(
+        module,
+        |topics: Array, ttl_secs: i64, sub: &str| {
+            subscriber_token(topics, ttl_secs, Some(sub.to_owned()))
+        },
+    );
+}
+
+fn publish_one(
+    topic: &str,
+    event_type: &str,
+    data: Dynamic,
+    idempotency_key: Option<String>,
+) -> SdkResult<i64> {
+    let data = from_script(&data).or_else(|e| throw(format!("pubsub::publish: data: {e}")))?;
+    let request = PublishRequest {
+        topic: topic.to_owned(),
+        event_type: event_type.to_owned(),
+        data,
+        idempotency_key,
+    };
+    let seqs = publish(vec![request], "pubsub::publish")?;
+    Ok(seqs[0])
+}
+
+fn publish_batch(events: Array) -> SdkResult<Array> {
+    let where_ = "pubsub::publish_batch";
+    let mut requests = Vec::with_capacity(events.len());
+    for (i, event) in events.into_iter().enumerate() {
+        let Some(map) = event.try_cast::<Map>() else {
+            return throw(format!(
+                "{where_}: event {i} is not a map #{{topic, type, data}}"
+            ));
+        };
+        let text = |name: &str| -> SdkResult<Option<String>> {
+            match map.get(name) {
+                None => Ok(None),
+                Some(v) if v.is_unit() => Ok(None),
+                Some(v) => match v.clone().into_string() {
+                    Ok(s) => Ok(Some(s)),
+                    Err(_) => throw(format!("{where_}: event {i}: `{name}` is not a string")),
+                },
+            }
+        };
+        let (Some(topic), Some(event_type)) = (text("topic")?, text("type")?) else {
+            return throw(format!("{where_}: event {i} needs `topic` and `type`"));
+        };
+        let data = match map.get("data") {
+            Some(data) => {
+                from_script(data).or_else(|e| throw(format!("{where_}: event {i}: data: {e}")))?
+            }
+            None => serde_json::Value::Null,
+        };
+        requests.push(PublishRequest {
+            topic,
+            event_type,
+            data,
+            idempotency_key: text("idempotency_key")?,
+        });
+    }
+    let seqs = publish(requests, where_)?;
+    Ok(seqs.into_iter().map(Dynamic::from_int).collect())
+}
+
+fn publish(requests: Vec<PublishRequest>, where_: &str) -> SdkResult<Vec<i64>> {
+    let (app, host, deadline) = current_app().or_else(|e| throw(format!("{where_}: {e}")))?;
+    host.publish(&app, requests, deadline)
+        .or_else(|e| throw(format!("{where_}: {e}")))
+}
+
+fn subscriber_token(topics: Array, ttl_secs: i64, sub: Option<String>) -> SdkResult<String> {
+    let where_ = "pubsub::subscriber_token";
+    let topics = topics
+        .into_iter()
+        .map(|t| t.into_string())
+        .collect::<Result<Vec<_>, _>>()
+        .or_else(|_| throw(format!("{where_}: topics must be an array of strings")))?;
+    if ttl_secs <= 0 {
+        return throw(format!("{where_}: ttl_secs must be positive"));
+    }
+    let (app, host, deadline) = current_app().or_else(|e| throw(format!("{where_}: {e}")))?;
+    host.subscriber_token(&app, topics, Some(ttl_secs as u64), sub, deadline)
+        .or_else(|e| throw(format!("{where_}: {e}")))
+}
