@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::error::{CompileError, RunError};
 use crate::host::Host;
 use crate::sandbox::{self, LogLine, RunState, OUT_OF_MEMORY, TIMED_OUT};
-use crate::script::Script;
+use crate::script::{Compiler, Script};
 use crate::value::{from_script, to_script};
 
 /// What to run.
@@ -64,8 +64,8 @@ pub struct Executor {
     queue: SyncSender<Job>,
     host: Arc<dyn Host>,
     limits: sandbox::Limits,
-    /// An engine for compiling (compiling needs no run state, only the limits).
-    compiler: Arc<Engine>,
+    /// Compiling needs no run state, only the limits.
+    compiler: Arc<Compiler>,
 }
 
 impl Executor {
@@ -91,7 +91,7 @@ impl Executor {
             queue: sender,
             host,
             limits,
-            compiler: Arc::new(sandbox::engine(&limits)),
+            compiler: Arc::new(Compiler::new(&limits)),
         })
     }
 
@@ -103,7 +103,7 @@ impl Executor {
     /// Compiles `source` (on the calling thread: parsing is bounded by the source size
     /// limit and the engine's depth limits).
     pub fn compile(&self, source: &str) -> Result<Script, CompileError> {
-        Script::compile(&self.compiler, source)
+        self.compiler.compile(source)
     }
 
     /// Runs `script` of `app` on a worker and waits for the outcome. `kind` labels the

@@ -35,4 +35,4 @@ pub use error::{CompileError, RunError};
 pub use executor::{Executor, Pending, Run, RunOutcome};
 pub use host::{Host, HttpRequest, HttpResponse, PublishRequest};
 pub use sandbox::Limits;
-pub use script::Script;
+pub use script::{Compiler, Script};

@@ -9,6 +9,26 @@ use crate::error::CompileError;
 /// Longest script source, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
 
+/// Compiles scripts with the sandboxed engine's rules, without running them: what the
+/// control plane uses to refuse a script that does not compile before storing it.
+pub struct Compiler {
+    engine: Engine,
+}
+
+impl Compiler {
+    /// A compiler whose engine has `limits` (depth limits apply to parsing).
+    pub fn new(limits: &crate::sandbox::Limits) -> Self {
+        Compiler {
+            engine: crate::sandbox::engine(limits),
+        }
+    }
+
+    /// Compiles `source`.
+    pub fn compile(&self, source: &str) -> Result<Script, CompileError> {
+        Script::compile(&self.engine, source)
+    }
+}
+
 /// A compiled script, cheap to clone and share between threads.
 #[derive(Clone)]
 pub struct Script {
