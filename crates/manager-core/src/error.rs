@@ -1,6 +1,7 @@
 //! The manager-core error type and its one mapping onto the HTTP error taxonomy.
 
 use picloud_shared::access::app_not_found;
+use picloud_shared::error::SourcePosition;
 use picloud_shared::{ApiError, AppId, ErrorCode};
 
 /// Everything that can go wrong in manager-core.
@@ -39,6 +40,12 @@ pub enum Error {
     /// No such dead letter in this app.
     #[error("dead letter '{0}' not found")]
     DeadLetterNotFound(String),
+    /// No such script (or version of it) in this app.
+    #[error("script '{0}' not found")]
+    ScriptNotFound(String),
+    /// A script's source does not compile.
+    #[error("the script does not compile: {0}")]
+    ScriptCompile(picloud_executor_core::CompileError),
     /// An admin with this email exists already.
     #[error("an admin with email '{0}' already exists")]
     AdminExists(String),
@@ -101,6 +108,14 @@ impl From<Error> for ApiError {
             }
             Error::DeadLetterNotFound(_) => {
                 ApiError::new(ErrorCode::DeadLetterNotFound, error.to_string())
+            }
+            Error::ScriptNotFound(_) => ApiError::new(ErrorCode::ScriptNotFound, error.to_string()),
+            Error::ScriptCompile(ref compile) => {
+                let at = SourcePosition {
+                    line: compile.line,
+                    column: compile.column,
+                };
+                ApiError::new(ErrorCode::ScriptCompileError, error.to_string()).at(at)
             }
             Error::AdminExists(_) => ApiError::new(ErrorCode::AdminExists, error.to_string()),
             Error::AdminNotFound(_) => ApiError::new(ErrorCode::NotFound, error.to_string()),

@@ -44,6 +44,7 @@ pub mod private_files;
 pub mod publish;
 pub mod realtime_store;
 pub mod retention;
+pub mod scripts;
 pub mod secret_box;
 pub mod secrets_at_rest;
 pub mod settings;

@@ -250,7 +250,8 @@ fn add_generated_responses(operation: &mut Operation, rule: Option<Access>) {
     }
 }
 
-/// Gives `{app}` and `{topic}` path parameters the rules the server checks them by.
+/// Gives `{app}`, `{topic}` and `{script}` path parameters the rules the server checks
+/// them by (script names follow topic-name rules).
 fn constrain_path_parameters(operation: &mut Operation) {
     for parameter in operation.parameters.iter_mut().flatten() {
         if parameter.parameter_in != ParameterIn::Path {
@@ -258,7 +259,7 @@ fn constrain_path_parameters(operation: &mut Operation) {
         }
         match parameter.name.as_str() {
             "app" => parameter.schema = Some(AppId::schema()),
-            "topic" => parameter.schema = Some(TopicName::schema()),
+            "topic" | "script" => parameter.schema = Some(TopicName::schema()),
             _ => {}
         }
     }

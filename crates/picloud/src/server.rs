@@ -11,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::server::graceful::GracefulShutdown;
+use picloud_executor_core::Compiler;
 use picloud_manager_core::api_keys::CreatedKey;
 use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACHE_TTL};
 use picloud_manager_core::cluster_feed::run_cluster_feed;
@@ -240,6 +241,7 @@ fn start_manager(
         realtime: realtime.broadcaster(),
         node_id,
         webhook_policy: address_policy,
+        scripts: Arc::new(Compiler::new(&serve.script_limits())),
     };
     Ok((manager, vec![writer, retention, dispatching, cluster_feed]))
 }

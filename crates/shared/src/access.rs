@@ -231,6 +231,37 @@ pub const ROUTES: &[RouteAccess] = &[
         "/v1/apps/{app}/dead-letters/{dead_letter_id}/replay",
         Access::App(Scope::DeliveriesManage),
     ),
+    // scripts
+    route(
+        "GET",
+        "/v1/apps/{app}/scripts",
+        Access::App(Scope::ScriptsManage),
+    ),
+    route(
+        "GET",
+        "/v1/apps/{app}/scripts/{script}",
+        Access::App(Scope::ScriptsManage),
+    ),
+    route(
+        "PUT",
+        "/v1/apps/{app}/scripts/{script}",
+        Access::App(Scope::ScriptsManage),
+    ),
+    route(
+        "DELETE",
+        "/v1/apps/{app}/scripts/{script}",
+        Access::App(Scope::ScriptsManage),
+    ),
+    route(
+        "GET",
+        "/v1/apps/{app}/scripts/{script}/versions",
+        Access::App(Scope::ScriptsManage),
+    ),
+    route(
+        "POST",
+        "/v1/apps/{app}/scripts/{script}/versions/{version}/restore",
+        Access::App(Scope::ScriptsManage),
+    ),
 ];
 
 /// The access rule for a matched route, if the table has one.

@@ -46,6 +46,10 @@ pub enum ErrorCode {
     DeliveryNotFound,
     /// The dead letter does not exist in this app.
     DeadLetterNotFound,
+    /// The script (or the version of it) does not exist in this app.
+    ScriptNotFound,
+    /// The script's source does not compile; `line` and `column` say where.
+    ScriptCompileError,
     /// Too many requests or connections; retry later.
     RateLimited,
     /// A dependency (the database) is unreachable.
@@ -62,7 +66,9 @@ impl ErrorCode {
     /// The HTTP status for this code.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::InvalidJson | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidJson | ErrorCode::InvalidRequest | ErrorCode::ScriptCompileError => {
+                StatusCode::BAD_REQUEST
+            }
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -73,7 +79,8 @@ impl ErrorCode {
             | ErrorCode::TopicNotFound
             | ErrorCode::TriggerNotFound
             | ErrorCode::DeliveryNotFound
-            | ErrorCode::DeadLetterNotFound => StatusCode::NOT_FOUND,
+            | ErrorCode::DeadLetterNotFound
+            | ErrorCode::ScriptNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::AppExists | ErrorCode::TopicExists | ErrorCode::AdminExists => {
                 StatusCode::CONFLICT
@@ -95,6 +102,17 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
+    /// Where in a submitted source text, for errors about one (a script's).
+    pub at: Option<SourcePosition>,
+}
+
+/// A place in a source text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SourcePosition {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
 }
 
 impl ApiError {
@@ -103,7 +121,14 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            at: None,
         }
+    }
+
+    /// The error, pointing at `at` in the submitted source.
+    pub fn at(mut self, at: SourcePosition) -> Self {
+        self.at = Some(at);
+        self
     }
 
     /// The one 401 every authentication failure gets, so callers learn nothing about
@@ -137,19 +162,35 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// A human-readable explanation.
     pub message: String,
+    /// Line of the error in the submitted source (script compile errors only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// Column of the error in the submitted source (script compile errors only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+impl ErrorDetail {
+    /// The body of `error`.
+    pub fn of(error: ApiError) -> Self {
+        ErrorDetail {
+            code: error.code,
+            message: error.message,
+            line: error.at.map(|at| at.line),
+            column: error.at.map(|at| at.column),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.code.status();
+        let code = self.code;
         let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message,
-            },
+            error: ErrorDetail::of(self),
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if self.code == ErrorCode::Unavailable {
+        if code == ErrorCode::Unavailable {
             // A dependency is down: tell clients when a retry makes sense.
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

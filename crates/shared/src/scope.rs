@@ -1,4 +1,4 @@
-//! The seven API-key scopes and sets of them.
+//! The API-key scopes and sets of them.
 
 use std::fmt;
 
@@ -40,11 +40,17 @@ pub enum Scope {
     /// Retry deliveries and replay or purge dead letters.
     #[serde(rename = "deliveries:manage")]
     DeliveriesManage,
+    /// Save, restore and delete scripts, and read their source and runs.
+    #[serde(rename = "scripts:manage")]
+    ScriptsManage,
+    /// Call the app's HTTP functions whose access is `key`.
+    #[serde(rename = "functions:invoke")]
+    FunctionsInvoke,
 }
 
 impl Scope {
     /// Every scope, in a stable order.
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 9] = [
         Scope::InstanceAdmin,
         Scope::AppAdmin,
         Scope::AppRead,
@@ -52,6 +58,8 @@ impl Scope {
         Scope::PubsubToken,
         Scope::TriggersManage,
         Scope::DeliveriesManage,
+        Scope::ScriptsManage,
+        Scope::FunctionsInvoke,
     ];
 
     /// The scope's wire name, e.g. `pubsub:publish`.
@@ -64,6 +72,8 @@ impl Scope {
             Scope::PubsubToken => "pubsub:token",
             Scope::TriggersManage => "triggers:manage",
             Scope::DeliveriesManage => "deliveries:manage",
+            Scope::ScriptsManage => "scripts:manage",
+            Scope::FunctionsInvoke => "functions:invoke",
         }
     }
 
@@ -77,8 +87,8 @@ impl Scope {
         self != Scope::InstanceAdmin
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
@@ -93,7 +103,7 @@ impl fmt::Display for Scope {
 /// `app:admin` grants every other app scope, so [`ScopeSet::grants`] is the one place
 /// that implication lives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct ScopeSet(u8);
+pub struct ScopeSet(u16);
 
 impl ScopeSet {
     /// The empty set.

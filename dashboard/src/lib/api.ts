@@ -49,6 +49,8 @@ export const APP_SCOPES = [
   'pubsub:token',
   'triggers:manage',
   'deliveries:manage',
+  'scripts:manage',
+  'functions:invoke',
 ] as const satisfies readonly WireSchema<'Scope'>[];
 export type AppScope = (typeof APP_SCOPES)[number];
 

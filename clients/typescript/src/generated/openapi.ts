@@ -376,6 +376,76 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/apps/{app}/scripts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists the app's scripts. */
+        get: operations["list_scripts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/apps/{app}/scripts/{script}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Gets a script with the source of its current version. */
+        get: operations["get_script"];
+        /** Saves a script: compiles it, then stores it as its next version. */
+        put: operations["save_script"];
+        post?: never;
+        /** Deletes a script with all its versions. */
+        delete: operations["delete_script"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/apps/{app}/scripts/{script}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists a script's saved versions, newest first. */
+        get: operations["list_script_versions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/apps/{app}/scripts/{script}/versions/{version}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Restores a saved version: saves its source again as the newest version. */
+        post: operations["restore_script_version"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/apps/{app}/subscriber-tokens": {
         parameters: {
             query?: never;
@@ -937,11 +1007,15 @@ export interface components {
          * @description A machine-readable error code; clients match on these, never on messages.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_request" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "app_not_found" | "key_not_found" | "app_exists" | "topic_not_found" | "topic_exists" | "admin_exists" | "trigger_not_found" | "delivery_not_found" | "dead_letter_not_found" | "rate_limited" | "unavailable" | "internal" | "request_timeout" | "headers_too_large";
+        ErrorCode: "invalid_json" | "invalid_request" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "app_not_found" | "key_not_found" | "app_exists" | "topic_not_found" | "topic_exists" | "admin_exists" | "trigger_not_found" | "delivery_not_found" | "dead_letter_not_found" | "script_not_found" | "script_compile_error" | "rate_limited" | "unavailable" | "internal" | "request_timeout" | "headers_too_large";
         /** @description The inside of [`ErrorBody`]. */
         ErrorDetail: {
             /** @description A stable machine-readable code. */
             code: components["schemas"]["ErrorCode"];
+            /** @description Column of the error in the submitted source (script compile errors only). */
+            column?: number | null;
+            /** @description Line of the error in the submitted source (script compile errors only). */
+            line?: number | null;
             /** @description A human-readable explanation. */
             message: string;
         };
@@ -955,6 +1029,11 @@ export interface components {
              */
             last_seq: number;
         };
+        /**
+         * @description Who may call a script as an HTTP function.
+         * @enum {string}
+         */
+        FunctionAccess: "key" | "public";
         /** @description Where a trigger delivers. */
         Handler: {
             /** @enum {string} */
@@ -1187,11 +1266,69 @@ export interface components {
              */
             sse_streams: number;
         };
+        /** @description Body of `PUT /v1/apps/{app}/scripts/{script}`. */
+        SaveScript: {
+            access?: null | components["schemas"]["FunctionAccess"];
+            /** @description The Rhai source (at most 256 KiB). */
+            source: string;
+        };
         /**
          * @description What an API key may do. Every route names the scope it needs in [`crate::access`].
          * @enum {string}
          */
-        Scope: "instance:admin" | "app:admin" | "app:read" | "pubsub:publish" | "pubsub:token" | "triggers:manage" | "deliveries:manage";
+        Scope: "instance:admin" | "app:admin" | "app:read" | "pubsub:publish" | "pubsub:token" | "triggers:manage" | "deliveries:manage" | "scripts:manage" | "functions:invoke";
+        /** @description A script with the source of its current version. */
+        Script: components["schemas"]["ScriptSummary"] & {
+            /** @description The source of the current version. */
+            source: string;
+        };
+        /** @description A list of scripts. */
+        ScriptList: {
+            /** @description The scripts, by name. */
+            scripts: components["schemas"]["ScriptSummary"][];
+        };
+        /** @description A script as listed: its current version and settings, without the source. */
+        ScriptSummary: {
+            /** @description Who may call it as an HTTP function. */
+            access: components["schemas"]["FunctionAccess"];
+            /**
+             * Format: int64
+             * @description First save, ms since the epoch.
+             */
+            created_at: number;
+            /** @description The script's name. */
+            name: string;
+            /**
+             * Format: int64
+             * @description Last save or restore, ms since the epoch.
+             */
+            updated_at: number;
+            /**
+             * Format: int64
+             * @description The current version (1 for the first save).
+             */
+            version: number;
+        };
+        /** @description One saved version of a script. */
+        ScriptVersion: {
+            /**
+             * Format: int64
+             * @description When it was saved, ms since the epoch.
+             */
+            created_at: number;
+            /** @description Its source. */
+            source: string;
+            /**
+             * Format: int64
+             * @description The version number.
+             */
+            version: number;
+        };
+        /** @description A script's versions. */
+        ScriptVersionList: {
+            /** @description The versions, newest first. */
+            versions: components["schemas"]["ScriptVersion"][];
+        };
         /** @description A signed-in session, as the dashboard sees it. */
         SessionInfo: {
             /** @description Who is signed in. */
@@ -3112,6 +3249,435 @@ export interface operations {
                 };
             };
             /** @description the app does not exist, or the key may not see it */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_scripts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScriptList"];
+                };
+            };
+            /** @description a path or query parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'scripts:manage'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_script: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+                /** @description script name */
+                script: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Script"];
+                };
+            };
+            /** @description a path or query parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'scripts:manage'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    save_script: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+                /** @description script name (topic-name rules) */
+                script: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SaveScript"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Script"];
+                };
+            };
+            /** @description does not compile (`line`, `column`) or a bad name */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'scripts:manage'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is larger than the server's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not sent as Content-Type: application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_script: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+                /** @description script name */
+                script: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description a path or query parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'scripts:manage'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_script_versions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+                /** @description script name */
+                script: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScriptVersionList"];
+                };
+            };
+            /** @description a path or query parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'scripts:manage'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    restore_script_version: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+                /** @description script name */
+                script: string;
+                /** @description the version to restore */
+                version: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Script"];
+                };
+            };
+            /** @description a path or query parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'scripts:manage'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -18,6 +18,7 @@ pub mod deliveries;
 pub mod event_input;
 pub mod events;
 pub mod keys;
+pub mod scripts;
 pub mod topics;
 pub mod triggers;
 
@@ -42,6 +43,8 @@ pub struct ManagerState {
     pub node_id: String,
     /// Which addresses webhooks may reach: trigger URLs are checked against it when saved.
     pub webhook_policy: Arc<crate::dispatcher::ssrf::AddressPolicy>,
+    /// Compiles scripts before they are saved.
+    pub scripts: Arc<picloud_executor_core::Compiler>,
 }
 
 impl ManagerState {
@@ -97,5 +100,13 @@ pub fn router(state: ManagerState) -> OpenApiRouter {
         ))
         .routes(routes!(deliveries::replay_dead_letter))
         .routes(routes!(deliveries::replay_dead_letters))
+        .routes(routes!(scripts::list_scripts))
+        .routes(routes!(
+            scripts::save_script,
+            scripts::get_script,
+            scripts::delete_script
+        ))
+        .routes(routes!(scripts::list_script_versions))
+        .routes(routes!(scripts::restore_script_version))
         .with_state(state)
 }

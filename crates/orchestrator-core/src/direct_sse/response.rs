@@ -50,10 +50,7 @@ pub fn error_response(
     request_id: &str,
 ) -> Vec<u8> {
     let body = serde_json::to_vec(&ErrorBody {
-        error: ErrorDetail {
-            code: error.code,
-            message: error.message,
-        },
+        error: ErrorDetail::of(error),
     })
     .expect("error bodies serialize");
     let mut out = response_head(status, headers, Some(body.len()));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, FromArgMatches, ValueEnum};
+use picloud_executor_core::Limits as ScriptLimits;
 use picloud_manager_core::dispatcher::ssrf::AddressPolicy;
 use picloud_manager_core::dispatcher::{
     CircuitPolicy, DispatcherConfig, CLAIM_BATCH, MAX_RETRY_AFTER,
@@ -95,6 +96,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PICLOUD_STATS_INTERVAL_SEC", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=600))]
     pub stats_interval_sec: u64,
+    /// Longest a script may run, in ms; then it ends with a timeout error.
+    #[arg(long, env = "PICLOUD_SCRIPT_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub script_timeout_ms: u64,
     /// Realtime (SSE) settings.
     #[command(flatten)]
     pub realtime: RealtimeArgs,
@@ -247,6 +252,11 @@ impl ServeArgs {
             shutdown_grace_sec: 5,
             ..Self::defaults()
         }
+    }
+
+    /// What one script run may use.
+    pub fn script_limits(&self) -> ScriptLimits {
+        ScriptLimits::with_timeout(Duration::from_millis(self.script_timeout_ms))
     }
 
     /// What one publish request may hold.

@@ -249,6 +249,36 @@ const SPEC: &[(&str, &str, Access)] = &[
         "/v1/apps/{app}/dead-letters/{dead_letter_id}/replay",
         Access::App(Scope::DeliveriesManage),
     ),
+    (
+        "GET",
+        "/v1/apps/{app}/scripts",
+        Access::App(Scope::ScriptsManage),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/scripts/{script}",
+        Access::App(Scope::ScriptsManage),
+    ),
+    (
+        "PUT",
+        "/v1/apps/{app}/scripts/{script}",
+        Access::App(Scope::ScriptsManage),
+    ),
+    (
+        "DELETE",
+        "/v1/apps/{app}/scripts/{script}",
+        Access::App(Scope::ScriptsManage),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/scripts/{script}/versions",
+        Access::App(Scope::ScriptsManage),
+    ),
+    (
+        "POST",
+        "/v1/apps/{app}/scripts/{script}/versions/{version}/restore",
+        Access::App(Scope::ScriptsManage),
+    ),
 ];
 
 fn concrete_path(template: &str) -> String {
@@ -259,6 +289,8 @@ fn concrete_path(template: &str) -> String {
         .replace("{trigger_id}", "trg_doesnotexist")
         .replace("{delivery_id}", "999999")
         .replace("{dead_letter_id}", "999999")
+        .replace("{script}", "mint_token")
+        .replace("{version}", "1")
         .replace("{*path}", "apps/shop")
 }
 
@@ -348,7 +380,7 @@ async fn every_route_with_every_kind_of_key(t: TestDb) {
     let key = |k: String| Credentials::Key(k);
     let mut callers: Vec<(Caller, Credentials)> = vec![
         (Caller::Anonymous, Credentials::None),
-        (Caller::Garbage, key("pk_".to_owned() + &"A".repeat(43))),
+        (Caller::Garbage, key(format!("pk_{}", "A".repeat(43)))),
         (Caller::Garbage, key("not a key".to_owned())),
         (Caller::Revoked, key(revoked)),
         (Caller::OtherApp, key(other)),

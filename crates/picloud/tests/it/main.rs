@@ -18,6 +18,7 @@ mod publish;
 mod readme;
 mod realtime;
 mod realtime_server;
+mod scripts;
 mod secrets;
 mod smuggling;
 mod storage;

@@ -136,6 +136,8 @@ fn concrete(path: &str) -> String {
         .replace("{trigger_id}", "trg_doesnotexist")
         .replace("{delivery_id}", "999999")
         .replace("{dead_letter_id}", "999999")
+        .replace("{script}", "mint_token")
+        .replace("{version}", "1")
 }
 
 #[tokio::test]
@@ -206,7 +208,7 @@ async fn path_parameters_that_are_ids_are_named_as_ids_and_names_are_constrained
     for (path, item) in doc["paths"].as_object().unwrap() {
         for name in path.split('{').skip(1).map(|s| &s[..s.find('}').unwrap()]) {
             assert!(
-                matches!(name, "app" | "topic") || name.ends_with("_id"),
+                matches!(name, "app" | "topic" | "script" | "version") || name.ends_with("_id"),
                 "{path}: {{{name}}} names an id"
             );
         }
@@ -224,7 +226,7 @@ async fn path_parameters_that_are_ids_are_named_as_ids_and_names_are_constrained
                         "{path}"
                     );
                 }
-                if p["in"] == "path" && p["name"] == "topic" {
+                if p["in"] == "path" && (p["name"] == "topic" || p["name"] == "script") {
                     assert_eq!(
                         p["schema"]["maxLength"],
                         picloud_shared::TopicName::MAX_LEN,
