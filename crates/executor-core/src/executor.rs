@@ -3,6 +3,7 @@
 //! only other scripts; when every worker is busy and the queue is full, a run is refused
 //! at once ([`RunError::Overloaded`]) instead of waiting without bound.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,7 +67,15 @@ pub struct Executor {
     limits: sandbox::Limits,
     /// Compiling needs no run state, only the limits.
     compiler: Arc<Compiler>,
+    /// Compiled scripts, so a function call does not compile again.
+    cache: Arc<Mutex<CompiledCache>>,
 }
+
+/// Compiled scripts by (app, name), each with the version it was compiled from.
+type CompiledCache = HashMap<(AppId, String), (i64, Script)>;
+
+/// Most compiled scripts kept; past it the cache starts over.
+const MAX_CACHED: usize = 10_000;
 
 impl Executor {
     /// Starts `workers` threads with a queue of `queue` runs; scripts reach PiCloud
@@ -92,6 +101,7 @@ impl Executor {
             host,
             limits,
             compiler: Arc::new(Compiler::new(&limits)),
+            cache: Arc::default(),
         })
     }
 
@@ -104,6 +114,31 @@ impl Executor {
     /// limit and the engine's depth limits).
     pub fn compile(&self, source: &str) -> Result<Script, CompileError> {
         self.compiler.compile(source)
+    }
+
+    /// Script `name` of `app` at `version`, compiled from `source` unless this version is
+    /// cached. Versions only grow, so a newer save anywhere replaces the cached one on
+    /// first use here.
+    pub fn compiled(
+        &self,
+        app: &AppId,
+        name: &str,
+        version: i64,
+        source: &str,
+    ) -> Result<Script, CompileError> {
+        let key = (app.clone(), name.to_owned());
+        if let Some((cached, script)) = self.cache.lock().expect("cache lock").get(&key) {
+            if *cached == version {
+                return Ok(script.clone());
+            }
+        }
+        let script = self.compile(source)?;
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, (version, script.clone()));
+        Ok(script)
     }
 
     /// Runs `script` of `app` on a worker and waits for the outcome. `kind` labels the

@@ -12,15 +12,13 @@ use picloud_shared::AppId;
 
 /// One event a script publishes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PublishRequest {
+pub struct ScriptEvent {
     /// The topic name.
     pub topic: String,
     /// The event type.
     pub event_type: String,
     /// The payload.
     pub data: serde_json::Value,
-    /// Deduplicates retries, as the HTTP API's `idempotency_key`.
-    pub idempotency_key: Option<String>,
 }
 
 /// An outbound HTTP request from `http::request`.
@@ -50,11 +48,13 @@ pub struct HttpResponse {
 /// The rest of PiCloud, as scripts of app `app` see it.
 pub trait Host: Send + Sync + 'static {
     /// Publishes `events` to `app` in one transaction (log + outbox, broadcast after
-    /// commit), as the HTTP API's batch publish; returns each event's seq.
+    /// commit), as the HTTP API's batch publish with its `Idempotency-Key`; returns each
+    /// event's seq.
     fn publish(
         &self,
         app: &AppId,
-        events: Vec<PublishRequest>,
+        events: Vec<ScriptEvent>,
+        idempotency_key: Option<String>,
         deadline: Instant,
     ) -> Result<Vec<i64>, String>;
 

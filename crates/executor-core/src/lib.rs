@@ -33,6 +33,6 @@ pub mod value;
 
 pub use error::{CompileError, RunError};
 pub use executor::{Executor, Pending, Run, RunOutcome};
-pub use host::{Host, HttpRequest, HttpResponse, PublishRequest};
+pub use host::{Host, HttpRequest, HttpResponse, ScriptEvent};
 pub use sandbox::Limits;
 pub use script::{Compiler, Script};

@@ -1,12 +1,12 @@
-//! `pubsub::publish(topic, type, data)` (and with a fourth argument, an idempotency key),
-//! `pubsub::publish_batch([#{topic, type, data, idempotency_key}, …])` and
+//! `pubsub::publish(topic, type, data)` and `pubsub::publish_batch([#{topic, type, data},
+//! …])` (each with an optional last argument, an idempotency key for the whole call), and
 //! `pubsub::subscriber_token(topics, ttl_secs)` / `(topics, ttl_secs, sub)`, for the app
 //! the script belongs to: the same paths and rules as the HTTP API.
 
 use rhai::{Array, Dynamic, Map};
 
 use super::{sdk_fn, throw, SdkResult};
-use crate::host::PublishRequest;
+use crate::host::ScriptEvent;
 use crate::sandbox::current_app;
 use crate::value::from_script;
 use rhai::Module;
@@ -21,7 +21,10 @@ pub(super) fn register(module: &mut Module) {
             publish_one(topic, event_type, data, Some(key.to_owned()))
         },
     );
-    sdk_fn("publish_batch").set_into_module(module, publish_batch);
+    sdk_fn("publish_batch").set_into_module(module, |events: Array| publish_batch(events, None));
+    sdk_fn("publish_batch").set_into_module(module, |events: Array, key: &str| {
+        publish_batch(events, Some(key.to_owned()))
+    });
     sdk_fn("subscriber_token").set_into_module(module, |topics: Array, ttl_secs: i64| {
         subscriber_token(topics, ttl_secs, None)
     });
@@ -40,17 +43,16 @@ fn publish_one(
     idempotency_key: Option<String>,
 ) -> SdkResult<i64> {
     let data = from_script(&data).or_else(|e| throw(format!("pubsub::publish: data: {e}")))?;
-    let request = PublishRequest {
+    let event = ScriptEvent {
         topic: topic.to_owned(),
         event_type: event_type.to_owned(),
         data,
-        idempotency_key,
     };
-    let seqs = publish(vec![request], "pubsub::publish")?;
+    let seqs = publish(vec![event], idempotency_key, "pubsub::publish")?;
     Ok(seqs[0])
 }
 
-fn publish_batch(events: Array) -> SdkResult<Array> {
+fn publish_batch(events: Array, idempotency_key: Option<String>) -> SdkResult<Array> {
     let where_ = "pubsub::publish_batch";
     let mut requests = Vec::with_capacity(events.len());
     for (i, event) in events.into_iter().enumerate() {
@@ -78,20 +80,23 @@ fn publish_batch(events: Array) -> SdkResult<Array> {
             }
             None => serde_json::Value::Null,
         };
-        requests.push(PublishRequest {
+        requests.push(ScriptEvent {
             topic,
             event_type,
             data,
-            idempotency_key: text("idempotency_key")?,
         });
     }
-    let seqs = publish(requests, where_)?;
+    let seqs = publish(requests, idempotency_key, where_)?;
     Ok(seqs.into_iter().map(Dynamic::from_int).collect())
 }
 
-fn publish(requests: Vec<PublishRequest>, where_: &str) -> SdkResult<Vec<i64>> {
+fn publish(
+    events: Vec<ScriptEvent>,
+    idempotency_key: Option<String>,
+    where_: &str,
+) -> SdkResult<Vec<i64>> {
     let (app, host, deadline) = current_app().or_else(|e| throw(format!("{where_}: {e}")))?;
-    host.publish(&app, requests, deadline)
+    host.publish(&app, events, idempotency_key, deadline)
         .or_else(|e| throw(format!("{where_}: {e}")))
 }
 

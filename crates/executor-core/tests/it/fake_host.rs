@@ -3,7 +3,7 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
-use picloud_executor_core::{Host, HttpRequest, HttpResponse, PublishRequest};
+use picloud_executor_core::{Host, HttpRequest, HttpResponse, ScriptEvent};
 use picloud_shared::AppId;
 
 /// A token request: app, topics, TTL, subject.
@@ -19,7 +19,7 @@ pub struct Gate {
 /// Records publishes and token requests; `publish` can be held until released.
 #[derive(Default)]
 pub struct FakeHost {
-    pub published: Mutex<Vec<(AppId, PublishRequest)>>,
+    pub published: Mutex<Vec<(AppId, ScriptEvent, Option<String>)>>,
     pub tokens: Mutex<Vec<TokenAsked>>,
     pub requests: Mutex<Vec<HttpRequest>>,
     /// Whether `publish` waits, and how many publishes have entered.
@@ -52,7 +52,8 @@ impl Host for FakeHost {
     fn publish(
         &self,
         app: &AppId,
-        events: Vec<PublishRequest>,
+        events: Vec<ScriptEvent>,
+        idempotency_key: Option<String>,
         _deadline: Instant,
     ) -> Result<Vec<i64>, String> {
         {
@@ -72,7 +73,11 @@ impl Host for FakeHost {
         let mut published = self.published.lock().unwrap();
         let first = published.len() as i64 + 1;
         let count = events.len() as i64;
-        published.extend(events.into_iter().map(|e| (app.clone(), e)));
+        published.extend(
+            events
+                .into_iter()
+                .map(|e| (app.clone(), e, idempotency_key.clone())),
+        );
         Ok((first..first + count).collect())
     }
 

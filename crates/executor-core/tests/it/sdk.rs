@@ -59,8 +59,8 @@ async fn publish_goes_to_the_host_for_the_scripts_app() {
         let two = pubsub::publish("orders", "paid", [1, 2], "key-2");
         let batch = pubsub::publish_batch([
             #{ topic: "orders", type: "shipped", data: () },
-            #{ topic: "audit", type: "note", data: "x", idempotency_key: "k" },
-        ]);
+            #{ topic: "audit", type: "note", data: "x" },
+        ], "k");
         [one, two] + batch
         "#,
         json!(null),
@@ -70,13 +70,13 @@ async fn publish_goes_to_the_host_for_the_scripts_app() {
     let published = host.published.lock().unwrap();
     let seen: Vec<_> = published
         .iter()
-        .map(|(app, e)| {
+        .map(|(app, e, key)| {
             (
                 app.as_str(),
                 e.topic.as_str(),
                 e.event_type.as_str(),
                 e.data.clone(),
-                e.idempotency_key.as_deref(),
+                key.as_deref(),
             )
         })
         .collect();
