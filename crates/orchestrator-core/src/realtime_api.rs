@@ -25,6 +25,7 @@ use crate::broadcaster::Broadcaster;
 use crate::connection_limits::ConnectionLimits;
 use crate::error::{Error, Result};
 use crate::stream::{StreamRequest, StreamTiming, Subscription};
+use crate::token_authority::MintedToken;
 use crate::token_authority::TokenAuthority;
 
 /// Most topics one subscriber token may list.
@@ -283,6 +284,54 @@ pub struct TokenResponse {
     pub expires_at: i64,
 }
 
+/// Mints a subscriber token for `topics` of `app` with the API's rules: 1 to 32 topic
+/// names, each registered and external; `sub` at most 256 characters; `ttl` clamped to
+/// the configured range. The route and scripts' `pubsub::subscriber_token` both mint here.
+pub async fn mint_subscriber_token(
+    rt: &RealtimeState,
+    app: &AppId,
+    topics: &[String],
+    ttl: Option<Duration>,
+    sub: Option<String>,
+) -> Result<MintedToken, ApiError> {
+    if topics.is_empty() || topics.len() > MAX_TOKEN_TOPICS {
+        return Err(ApiError::invalid(format!(
+            "topics must list 1 to {MAX_TOKEN_TOPICS} topics"
+        )));
+    }
+    if sub
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > MAX_SUB_LEN)
+    {
+        return Err(ApiError::invalid(format!(
+            "sub must be at most {MAX_SUB_LEN} characters"
+        )));
+    }
+    let mut topics = topics
+        .iter()
+        .map(|t| {
+            TopicName::parse(t).map_err(|e| ApiError::invalid(format!("topic '{t}': {}", e.0)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    topics.sort();
+    topics.dedup();
+    let access = rt
+        .store
+        .topic_access(app, &topics)
+        .await
+        .map_err(Error::Store)?;
+    if let Some((topic, _)) = topics
+        .iter()
+        .zip(&access)
+        .find(|(_, a)| !a.is_some_and(|a| a.external_subscribable))
+    {
+        return Err(ApiError::invalid(format!(
+            "topic '{topic}' is not registered as external_subscribable"
+        )));
+    }
+    Ok(rt.tokens.mint(app, &topics, ttl, sub).await?)
+}
+
 /// Mints a subscriber token (`pubsub::subscriber_token`) for the app's browsers.
 #[utoipa::path(post, path = "/v1/apps/{app}/subscriber-tokens", tag = "realtime",
     request_body = TokenRequest,
@@ -296,52 +345,8 @@ pub async fn create_subscriber_token(
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let app = AppId::parse(&app).map_err(|e| ApiError::invalid(e.0))?;
-    if body.topics.is_empty() || body.topics.len() > MAX_TOKEN_TOPICS {
-        return Err(ApiError::invalid(format!(
-            "topics must list 1 to {MAX_TOKEN_TOPICS} topics"
-        )));
-    }
-    if body
-        .sub
-        .as_ref()
-        .is_some_and(|s| s.chars().count() > MAX_SUB_LEN)
-    {
-        return Err(ApiError::invalid(format!(
-            "sub must be at most {MAX_SUB_LEN} characters"
-        )));
-    }
-    let mut topics = body
-        .topics
-        .iter()
-        .map(|t| {
-            TopicName::parse(t).map_err(|e| ApiError::invalid(format!("topic '{t}': {}", e.0)))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    topics.sort();
-    topics.dedup();
-    let access = rt
-        .store
-        .topic_access(&app, &topics)
-        .await
-        .map_err(Error::Store)?;
-    if let Some((topic, _)) = topics
-        .iter()
-        .zip(&access)
-        .find(|(_, a)| !a.is_some_and(|a| a.external_subscribable))
-    {
-        return Err(ApiError::invalid(format!(
-            "topic '{topic}' is not registered as external_subscribable"
-        )));
-    }
-    let minted = rt
-        .tokens
-        .mint(
-            &app,
-            &topics,
-            body.ttl_secs.map(Duration::from_secs),
-            body.sub,
-        )
-        .await?;
+    let ttl = body.ttl_secs.map(Duration::from_secs);
+    let minted = mint_subscriber_token(&rt, &app, &body.topics, ttl, body.sub).await?;
     Ok((
         StatusCode::CREATED,
         Json(TokenResponse {
