@@ -26,7 +26,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_sessions::{session_cookie, SignedIn, CSRF_HEADER};
-use crate::api_keys::{hash_secret, looks_like_key};
+use crate::api_keys::{hash_secret, looks_like_key, KEY_PREFIX};
 use crate::db::Db;
 use crate::error::Result;
 
@@ -242,6 +242,20 @@ async fn authorize(auth: &Authenticator, mut request: Request) -> Result<Request
             }
             return Ok(request);
         }
+        // Only an API key is ours to check; any other Authorization (the app's own
+        // session token, say) is for the script.
+        access::Access::Function => {
+            let key = bearer_token(request.headers()).filter(|t| t.starts_with(KEY_PREFIX));
+            let Some(secret) = key else {
+                return Ok(request);
+            };
+            let principal = auth.authenticate(secret).await.map_err(ApiError::from)?;
+            let principal = principal.ok_or_else(ApiError::unauthorized)?;
+            rule.check(Some(&principal), path_app(&mut request).await?.as_deref())?;
+            tracing::Span::current().record("key_id", principal.key_id.as_str());
+            request.extensions_mut().insert(principal);
+            return Ok(request);
+        }
         _ => {}
     }
     let (principal, signed_in) = if request.headers().contains_key(AUTHORIZATION) {
@@ -270,14 +284,7 @@ async fn authorize(auth: &Authenticator, mut request: Request) -> Result<Request
             None => (None, None),
         }
     };
-    let params = request
-        .extract_parts::<RawPathParams>()
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::NotFound, "no such route"))?;
-    let path_app = params
-        .iter()
-        .find(|(name, _)| *name == "app")
-        .map(|(_, value)| value.to_owned());
+    let path_app = path_app(&mut request).await?;
     rule.check(principal.as_ref(), path_app.as_deref())?;
     if let Some(signed_in) = signed_in {
         insert_admin(&mut request, signed_in);
@@ -286,6 +293,18 @@ async fn authorize(auth: &Authenticator, mut request: Request) -> Result<Request
         request.extensions_mut().insert(principal);
     }
     Ok(request)
+}
+
+/// The `{app}` of the matched route's path, if it has one.
+async fn path_app(request: &mut Request) -> Result<Option<String>, ApiError> {
+    let params = request
+        .extract_parts::<RawPathParams>()
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::NotFound, "no such route"))?;
+    Ok(params
+        .iter()
+        .find(|(name, _)| *name == "app")
+        .map(|(_, value)| value.to_owned()))
 }
 
 /// The admin a request's session cookie signs in, if any.

@@ -195,6 +195,11 @@ pub fn generated_statuses(
         Some(Access::Admin) => {
             Some("an API key: this route needs a signed-in dashboard admin".into())
         }
+        Some(Access::Function) => Some(
+            "an instance key, or a key of this app without 'functions:invoke' (callers \
+             without an API key reach public functions only)"
+                .into(),
+        ),
         None => Some("the route is refused to everyone".into()),
     };
     if let Some(forbidden) = forbidden {
@@ -207,7 +212,10 @@ pub fn generated_statuses(
             ),
         );
     }
-    if matches!(rule, Some(Access::App(_) | Access::InstanceOrApp(_))) {
+    if matches!(
+        rule,
+        Some(Access::App(_) | Access::InstanceOrApp(_) | Access::Function)
+    ) {
         push(
             404,
             "the app does not exist, or the key may not see it".to_owned(),

@@ -11,6 +11,8 @@
 //! - [`system_api`]: health, readiness, metrics and the OpenAPI document;
 //!   [`api_document`]: the document's statuses and constraints generated from the rules.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
+//! - [`script_host`]: what scripts reach PiCloud through (publishing, tokens, outbound
+//!   HTTP), wired from the control plane and the realtime layer.
 //! - [`commands`]: the administrative CLI commands (`apps`, `keys`, `admins`, `migrate`).
 //! - [`master_key`]: where the master key sealing stored secrets comes from.
 //! - [`dashboard`]: the embedded admin UI at `/_/`; [`stats`]: its overview series.
@@ -28,6 +30,7 @@ pub mod fd_limit;
 pub mod front_door;
 pub mod http_connection;
 pub mod master_key;
+pub mod script_host;
 pub mod server;
 pub mod stats;
 pub mod system_api;

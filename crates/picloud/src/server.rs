@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::server::graceful::GracefulShutdown;
-use picloud_executor_core::Compiler;
+use picloud_executor_core::Executor;
 use picloud_manager_core::api_keys::CreatedKey;
 use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACHE_TTL};
 use picloud_manager_core::cluster_feed::run_cluster_feed;
@@ -42,6 +42,7 @@ use crate::dashboard;
 use crate::fd_limit;
 use crate::front_door::{DoorRules, FrontDoor};
 use crate::http_connection::{HttpConnections, HttpLimits};
+use crate::script_host::ScriptHost;
 use crate::stats::{self, Stats};
 use crate::system_api::{self, SystemState};
 use crate::telemetry::{metrics_handle, record_http_metrics, record_request};
@@ -187,6 +188,9 @@ pub async fn build_app_with(
     })
 }
 
+/// Script runs waiting for a worker before more are refused (503).
+const SCRIPT_QUEUE: usize = 256;
+
 /// Starts the control plane's background tasks (the cluster feed, the publish writer,
 /// the dispatcher, retention), which run until `background` is cancelled, and returns
 /// the state its handlers share with them.
@@ -220,6 +224,23 @@ fn start_manager(
         wiring.publisher,
         background.clone(),
     );
+    let host = ScriptHost::new(
+        publisher.clone(),
+        serve.publish_limits(),
+        realtime.state(),
+        address_policy.clone(),
+    );
+    let scripts = Executor::start(
+        serve.script_workers(),
+        SCRIPT_QUEUE,
+        serve.script_limits(),
+        Arc::new(host),
+    )
+    .map_err(|e| {
+        Error::Config(picloud_manager_core::Error::Invalid(format!(
+            "cannot start the script workers: {e}"
+        )))
+    })?;
     let dispatcher = Dispatcher::new(
         db.clone(),
         serve.dispatcher_config(node_id.clone(), address_policy.clone()),
@@ -241,7 +262,7 @@ fn start_manager(
         realtime: realtime.broadcaster(),
         node_id,
         webhook_policy: address_policy,
-        scripts: Arc::new(Compiler::new(&serve.script_limits())),
+        scripts,
     };
     Ok((manager, vec![writer, retention, dispatching, cluster_feed]))
 }
@@ -314,30 +335,19 @@ fn cors_layer(origins: &str) -> Result<Option<CorsLayer>, Error> {
     ))
 }
 
-/// Whether `path` is one of the two routes docs/realtime-protocol.md opens to other
-/// origins: the SSE stream (`GET /v1/apps/{app}/realtime`) and
-/// `POST /v1/apps/{app}/subscriber-tokens`. Every other route takes an API key, which
-/// belongs on a server, so it never answers cross-origin.
+/// Whether `path` is one of the routes browsers may call from other origins: the two
+/// docs/realtime-protocol.md opens (`GET /v1/apps/{app}/realtime` and
+/// `POST /v1/apps/{app}/subscriber-tokens`) and HTTP functions
+/// (`/v1/apps/{app}/functions/{script}`), which public scripts serve to browsers. Every
+/// other route takes an API key, which belongs on a server, so it never answers
+/// cross-origin.
 fn browser_facing(path: &str) -> bool {
-    let mut parts = path.split('/');
-    matches!(
-        (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next()
-        ),
-        (
-            Some(""),
-            Some("v1"),
-            Some("apps"),
-            Some(app),
-            Some("realtime" | "subscriber-tokens"),
-            None
-        ) if !app.is_empty()
-    )
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["", "v1", "apps", app, "realtime" | "subscriber-tokens"] => !app.is_empty(),
+        ["", "v1", "apps", app, "functions", script] => !app.is_empty() && !script.is_empty(),
+        _ => false,
+    }
 }
 
 /// Applies `cors` to the [`browser_facing`] routes only (preflights included).

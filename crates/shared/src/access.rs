@@ -27,6 +27,11 @@ pub enum Access {
     App(Scope),
     /// A signed-in dashboard admin (a session cookie); no API key reaches these routes.
     Admin,
+    /// An HTTP function: anyone reaches the handler, which serves callers without an
+    /// API key only when the script's access is `public`. A bearer token that is an API
+    /// key (`pk_…`) must be a key of the route's `{app}` holding `functions:invoke`; any
+    /// other `Authorization` is the app's own and passes to the script untouched.
+    Function,
 }
 
 /// One row of [`ROUTES`].
@@ -231,7 +236,13 @@ pub const ROUTES: &[RouteAccess] = &[
         "/v1/apps/{app}/dead-letters/{dead_letter_id}/replay",
         Access::App(Scope::DeliveriesManage),
     ),
-    // scripts
+    // scripts and HTTP functions
+    route("GET", "/v1/apps/{app}/functions/{script}", Access::Function),
+    route(
+        "POST",
+        "/v1/apps/{app}/functions/{script}",
+        Access::Function,
+    ),
     route(
         "GET",
         "/v1/apps/{app}/scripts",
@@ -308,15 +319,21 @@ impl Access {
         principal: Option<&Principal>,
         path_app: Option<&str>,
     ) -> Result<(), ApiError> {
-        if matches!(self, Access::Public | Access::Subscriber) {
+        if matches!(self, Access::Public | Access::Subscriber)
+            || (self == Access::Function && principal.is_none())
+        {
             return Ok(());
         }
         let principal = principal.ok_or_else(ApiError::unauthorized)?;
+        let this = match self {
+            Access::Function => Access::App(Scope::FunctionsInvoke),
+            other => other,
+        };
         if principal.superuser {
             return Ok(());
         }
-        match (self, &principal.app) {
-            (Access::Public | Access::Subscriber, _) => Ok(()),
+        match (this, &principal.app) {
+            (Access::Public | Access::Subscriber | Access::Function, _) => Ok(()),
             (Access::Admin, _) => Err(forbidden(
                 "this route needs a signed-in dashboard admin, not an API key",
             )),

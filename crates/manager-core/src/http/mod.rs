@@ -17,6 +17,7 @@ pub mod apps;
 pub mod deliveries;
 pub mod event_input;
 pub mod events;
+pub mod functions;
 pub mod keys;
 pub mod scripts;
 pub mod topics;
@@ -43,8 +44,8 @@ pub struct ManagerState {
     pub node_id: String,
     /// Which addresses webhooks may reach: trigger URLs are checked against it when saved.
     pub webhook_policy: Arc<crate::dispatcher::ssrf::AddressPolicy>,
-    /// Compiles scripts before they are saved.
-    pub scripts: Arc<picloud_executor_core::Compiler>,
+    /// Runs scripts (and compiles them before they are saved).
+    pub scripts: picloud_executor_core::Executor,
 }
 
 impl ManagerState {
@@ -108,5 +109,9 @@ pub fn router(state: ManagerState) -> OpenApiRouter {
         ))
         .routes(routes!(scripts::list_script_versions))
         .routes(routes!(scripts::restore_script_version))
+        .routes(routes!(
+            functions::call_function_get,
+            functions::call_function_post
+        ))
         .with_state(state)
 }

@@ -100,6 +100,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PICLOUD_SCRIPT_TIMEOUT_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub script_timeout_ms: u64,
+    /// Threads scripts run on (apart from the API's and the streams'); 0 = one per core.
+    #[arg(long, env = "PICLOUD_SCRIPT_WORKERS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1024))]
+    pub script_workers: u64,
     /// Realtime (SSE) settings.
     #[command(flatten)]
     pub realtime: RealtimeArgs,
@@ -257,6 +261,14 @@ impl ServeArgs {
     /// What one script run may use.
     pub fn script_limits(&self) -> ScriptLimits {
         ScriptLimits::with_timeout(Duration::from_millis(self.script_timeout_ms))
+    }
+
+    /// How many threads run scripts.
+    pub fn script_workers(&self) -> usize {
+        match self.script_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        }
     }
 
     /// What one publish request may hold.

@@ -55,6 +55,20 @@ fn expected(access: Access, method: &str, caller: &Caller) -> Expect {
     match (access, caller) {
         // No API key is involved: the handler judges subscriber tokens itself.
         (Access::Public | Access::Subscriber, _) => Allowed,
+        // HTTP functions: callers without an API key (a session cookie is not one)
+        // reach the handler, which serves them public scripts only; an API key must be
+        // one of the app's with functions:invoke.
+        (Access::Function, Anonymous | Admin | CookieWithoutCsrf) => Allowed,
+        (Access::Function, Garbage | Revoked) => Unauthorized,
+        (Access::Function, Instance) => Forbidden,
+        (Access::Function, OtherApp) => HiddenApp,
+        (Access::Function, OwnApp(held)) => {
+            if grants(*held, Scope::FunctionsInvoke) {
+                Allowed
+            } else {
+                Forbidden
+            }
+        }
         // A signed-in admin is a superuser; reads need no CSRF token, changes do.
         (_, Admin) => Allowed,
         (_, CookieWithoutCsrf) if method == "GET" => Allowed,
@@ -249,6 +263,12 @@ const SPEC: &[(&str, &str, Access)] = &[
         "/v1/apps/{app}/dead-letters/{dead_letter_id}/replay",
         Access::App(Scope::DeliveriesManage),
     ),
+    ("GET", "/v1/apps/{app}/functions/{script}", Access::Function),
+    (
+        "POST",
+        "/v1/apps/{app}/functions/{script}",
+        Access::Function,
+    ),
     (
         "GET",
         "/v1/apps/{app}/scripts",
@@ -303,7 +323,14 @@ async fn check(
     access: Access,
 ) {
     let path = concrete_path(template);
-    let want = expected(access, method, caller);
+    let mut want = expected(access, method, caller);
+    // A function's caller may send the app's own Authorization (a session token, say):
+    // only an API key (`pk_…`) is PiCloud's to judge; anything else goes to the script.
+    if let (Access::Function, Credentials::Key(sent)) = (access, credentials) {
+        if !sent.starts_with("pk_") {
+            want = Expect::Allowed;
+        }
+    }
     let method = Method::from_bytes(method.as_bytes()).unwrap();
     let mut request = app.client.request(method.clone(), app.url(&path));
     request = match credentials {

@@ -49,10 +49,13 @@ async fn only_browser_facing_routes_answer_other_origins(t: TestDb) {
             .map(|v| v.to_str().unwrap().to_owned())
     };
 
-    // The stream and token minting: browsers on the listed origin may call them.
+    // The stream, token minting and HTTP functions: browsers on the listed origin may
+    // call them.
     for (path, method) in [
         ("/v1/apps/shop/realtime", "GET"),
         ("/v1/apps/shop/subscriber-tokens", "POST"),
+        ("/v1/apps/shop/functions/mint_token", "POST"),
+        ("/v1/apps/shop/functions/mint_token", "GET"),
     ] {
         let answer = preflight(path, method).await.unwrap();
         assert!(answer.status().is_success(), "{path}: {}", answer.status());
@@ -79,6 +82,7 @@ async fn only_browser_facing_routes_answer_other_origins(t: TestDb) {
         ("/v1/apps/shop/topics/orders/events", "POST"),
         ("/v1/apps/shop/keys", "GET"),
         ("/v1/apps/shop/realtime/keys/rotate", "POST"),
+        ("/v1/apps/shop/scripts/mint_token", "PUT"),
         ("/metrics", "GET"),
     ] {
         let answer = preflight(path, method).await.unwrap();

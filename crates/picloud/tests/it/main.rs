@@ -13,6 +13,7 @@ mod connections;
 mod crash;
 mod dispatch;
 mod early_rejections;
+mod functions;
 mod openapi;
 mod publish;
 mod readme;

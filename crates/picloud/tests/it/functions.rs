@@ -1,0 +1,238 @@
+//! HTTP functions end to end: a public script mints a subscriber token for the app's own
+//! signed-in user and a browser streams with it; key scripts need functions:invoke;
+//! scripts publish through the normal path; failures are generic 500s.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use reqwest::Method;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::common::sse::Subscribe;
+use crate::common::{code, spawn_app, TestApp};
+use picloud_manager_core::backend_test;
+use picloud_manager_core::testing::TestDb;
+
+/// The app's own session secret (the app, not PiCloud, signs its users' sessions).
+const SESSION_SECRET: &str = "the-apps-own-session-secret";
+
+/// A session token the app would give its signed-in user `sub`.
+fn app_session(sub: &str) -> String {
+    let head = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let exp = picloud_shared::time::now_ms() / 1000 + 600;
+    let body = URL_SAFE_NO_PAD.encode(json!({"sub": sub, "exp": exp}).to_string());
+    let mut mac = Hmac::<Sha256>::new_from_slice(SESSION_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{head}.{body}").as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{head}.{body}.{sig}")
+}
+
+const MINT: &str = r#"
+fn handle(req) {
+    let session = req.headers["authorization"];
+    let claims = crypto::verify_hs256_jwt(session.sub_string(7), "the-apps-own-session-secret");
+    let token = pubsub::subscriber_token(["chat"], 600, claims.sub);
+    #{ status: 200, headers: #{ "cache-control": "no-store" }, body: #{ token: token } }
+}
+"#;
+
+/// Saves `source` as script `name` with `access`.
+async fn save(app: &TestApp, key: &str, name: &str, source: &str, access: &str) {
+    let path = format!("/v1/apps/shop/scripts/{name}");
+    let body = json!({"source": source, "access": access});
+    let (status, saved) = app.call(Method::PUT, &path, Some(key), Some(body)).await;
+    assert_eq!(status, 200, "{saved}");
+}
+
+/// Calls function `name` with `authorization` and a JSON `body`.
+async fn call(
+    app: &TestApp,
+    name: &str,
+    authorization: Option<&str>,
+    body: Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/v1/apps/shop/functions/{name}?x=1")))
+        .json(&body);
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+backend_test!(a_public_function_mints_a_token_a_browser_streams_with);
+async fn a_public_function_mints_a_token_a_browser_streams_with(t: TestDb) {
+    let app = spawn_app(t).await;
+    app.create_app("shop").await;
+    let admin = app.create_key("shop", &["app:admin"]).await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics",
+            Some(&admin),
+            Some(json!({"name": "chat"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            "/v1/apps/shop/topics/chat/external",
+            Some(&admin),
+            Some(json!({"external_subscribable": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    save(&app, &admin, "mint_token", MINT, "public").await;
+
+    // The browser calls with the app's own session, no PiCloud key.
+    let session = format!("Bearer {}", app_session("user-7"));
+    let (status, headers, body) = call(&app, "mint_token", Some(&session), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["content-security-policy"], "sandbox");
+    let token = body["token"].as_str().expect("a token").to_owned();
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (&claims["sub"], &claims["app"]),
+        (&json!("user-7"), &json!("shop"))
+    );
+    assert_eq!(claims["topics"], json!(["chat"]));
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        600
+    );
+
+    let mut stream = app
+        .subscribe(
+            "shop",
+            &["chat"],
+            Subscribe {
+                token: Some(&token),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the minted token streams");
+    stream.expect("hello").await;
+
+    // A forged session: the script throws; the caller gets a generic 500 and an id.
+    let forged = format!("Bearer {}x", app_session("user-7"));
+    let (status, headers, body) = call(&app, "mint_token", Some(&forged), json!({})).await;
+    assert_eq!((status, code(&body)), (500, "internal"), "{body}");
+    assert!(!body.to_string().contains("signature"), "{body}");
+    assert!(headers.contains_key("x-request-id"));
+}
+
+backend_test!(key_functions_need_functions_invoke_and_scripts_publish);
+async fn key_functions_need_functions_invoke_and_scripts_publish(t: TestDb) {
+    let app = spawn_app(t).await;
+    app.create_app("shop").await;
+    let admin = app.create_key("shop", &["app:admin"]).await;
+    let invoker = app.create_key("shop", &["functions:invoke"]).await;
+    let reader = app.create_key("shop", &["app:read"]).await;
+    let source = r#"
+        fn handle(req) {
+            let seq = pubsub::publish("orders", "created", req.json, req.headers["x-key"]);
+            #{ seq: seq, method: req.method, q: req.query.x }
+        }
+    "#;
+    save(&app, &admin, "place_order", source, "key").await;
+
+    let (status, _, body) = call(&app, "place_order", None, json!({"id": 1})).await;
+    assert_eq!((status, code(&body)), (401, "unauthorized"), "{body}");
+    let bearer = |key: &str| format!("Bearer {key}");
+    let (status, _, body) = call(&app, "place_order", Some(&bearer(&reader)), json!({})).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+
+    let request = |key: &'static str| {
+        app.client
+            .post(app.url("/v1/apps/shop/functions/place_order?x=1"))
+            .bearer_auth(&invoker)
+            .header("x-key", key)
+            .json(&json!({"id": 1}))
+    };
+    let first: Value = request("order-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first, json!({"seq": 1, "method": "POST", "q": "1"}));
+    // The idempotency key dedupes a retry, as on the HTTP API.
+    let retry: Value = request("order-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(retry["seq"], 1);
+    let (_, events) = app
+        .call(
+            Method::GET,
+            "/v1/apps/shop/topics/orders/events",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"], json!({"id": 1}));
+
+    let (status, _, body) = call(&app, "nothing_here", Some(&bearer(&invoker)), json!({})).await;
+    assert_eq!((status, code(&body)), (404, "script_not_found"), "{body}");
+}
+
+backend_test!(failing_and_misbehaving_functions_are_generic_500s);
+async fn failing_and_misbehaving_functions_are_generic_500s(t: TestDb) {
+    let mut args = picloud::config::ServeArgs::for_tests();
+    args.script_timeout_ms = 200;
+    let app = crate::common::spawn_app_with(t, args).await;
+    app.create_app("shop").await;
+    let admin = app.create_key("shop", &["app:admin"]).await;
+    for (name, source) in [
+        ("spins", "fn handle(req) { loop { } }"),
+        ("throws", r#"fn handle(req) { throw "secret detail"; }"#),
+        (
+            "cookie",
+            r#"fn handle(req) { #{ status: 200, headers: #{ "set-cookie": "a=b" } } }"#,
+        ),
+        ("bad_status", "fn handle(req) { #{ status: 42 } }"),
+        ("no_handle", "40 + 2"),
+    ] {
+        save(&app, &admin, name, source, "public").await;
+        let (status, _, body) = call(&app, name, None, json!({})).await;
+        assert_eq!((status, code(&body)), (500, "internal"), "{name}: {body}");
+        assert!(!body.to_string().contains("secret detail"), "{body}");
+    }
+    // Text bodies are sent as text, with the status asked for.
+    save(
+        &app,
+        &admin,
+        "text",
+        r#"fn handle(req) { #{ status: 201, body: "made" } }"#,
+        "public",
+    )
+    .await;
+    let (status, headers, body) = call(&app, "text", None, json!({})).await;
+    assert_eq!((status, body), (201, json!("made")));
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+}
