@@ -27,6 +27,7 @@ use picloud_shared::{ApiError, AppId, ErrorCode};
 use serde_json::{json, Value};
 
 use super::ManagerState;
+use crate::error::Error;
 use crate::scripts::{script_name, FunctionAccess};
 
 /// The function a script exposes to HTTP callers.
@@ -85,8 +86,15 @@ async fn call(
         .map_err(|rejection| ApiError::new(ErrorCode::PayloadTooLarge, rejection.body_text()))?;
     let app_id = AppId::parse(&app).map_err(|e| ApiError::invalid(e.0))?;
     let name = script_name(&name)?;
-    state.db.get_app(&app).await?;
-    let stored = state.db.get_script(&app, name.as_str()).await?;
+    // One query when the script exists; the app is looked up only to tell a missing
+    // app (404 app_not_found) from a missing script.
+    let stored = match state.db.get_script(&app, name.as_str()).await {
+        Err(Error::ScriptNotFound(missing)) => {
+            state.db.get_app(&app).await?;
+            return Err(Error::ScriptNotFound(missing).into());
+        }
+        other => other?,
+    };
     if principal.is_none() && stored.summary.access != FunctionAccess::Public {
         return Err(ApiError::unauthorized());
     }
