@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# HTTP functions (issue #14), on SQLite:
+#   - the tail of a token-minting public function at RATE calls/s (default 500) for
+#     SECONDS_ (default 10), measured by bench/src/bin/paced-caller.rs: the call checks
+#     the app's own HS256 session and mints a subscriber token (target: p99 < 5 ms);
+#   - the same token minted by POST /v1/apps/{app}/subscriber-tokens with an API key at
+#     the same rate: the baseline the function is compared with;
+#   - the most calls/s of a trivial function, closed loop, 32 connections (wrk);
+#   - the server's RSS after RUNS token calls, against right after start.
+# Three runs of each; the table has every run, so the spread shows.
+#
+#   bench/functions.sh
+#   PICLOUD_BIN_DIR=/some/target/release bench/functions.sh   # prebuilt binaries
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO_ROOT="$(pwd)"
+RATE="${RATE:-500}"
+SECONDS_="${SECONDS_:-10}"
+DURATION="${DURATION:-10}"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+if ! command -v wrk >/dev/null; then
+    [ "$(id -u)" -eq 0 ] || die "wrk is missing: apt-get install wrk"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+if [ -n "${PICLOUD_BIN_DIR:-}" ]; then
+    BIN="$PICLOUD_BIN_DIR"
+else
+    step "building picloud and the bench tools (release)"
+    cargo build --release -q -p picloud -p picloud-bench
+    BIN="$REPO_ROOT/target/release"
+fi
+
+WORK="$(mktemp -d)"
+SERVER_PID=""
+cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# The app's session for user-7, signed with the secret the script checks.
+SESSION="$(python3 - <<'PY'
+import base64, hashlib, hmac, json, time
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+head = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b(json.dumps({"sub": "user-7", "exp": int(time.time()) + 3600}).encode())
+sig = b(hmac.new(b"bench-session-secret", f"{head}.{body}".encode(), hashlib.sha256).digest())
+print(f"{head}.{body}.{sig}")
+PY
+)"
+MINT='fn handle(req) {
+    let claims = crypto::verify_hs256_jwt(req.headers["authorization"].sub_string(7), "bench-session-secret");
+    #{ token: pubsub::subscriber_token(["chat"], 600, claims.sub) }
+}'
+
+run() { # run N -> one table row
+    local n="$1" port base admin key
+    port="$(free_port)"; base="http://127.0.0.1:$port"
+    PICLOUD_LOG=warn "$BIN/picloud" --data-dir "$WORK/data-$n" serve --bind "127.0.0.1:$port" >"$WORK/out-$n" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do curl -fs "$base/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+    admin="$(grep -o 'pk_[A-Za-z0-9_-]\{43\}' "$WORK/out-$n" | head -1)"
+    curl -fs -X POST "$base/v1/apps" -H "Authorization: Bearer $admin" -H 'content-type: application/json' -d '{"id":"bench"}' >/dev/null
+    key="$(curl -fs -X POST "$base/v1/apps/bench/keys" -H "Authorization: Bearer $admin" -H 'content-type: application/json' \
+        -d '{"name":"bench","scopes":["app:admin"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+    curl -fs -X POST "$base/v1/apps/bench/topics" -H "Authorization: Bearer $key" -H 'content-type: application/json' -d '{"name":"chat"}' >/dev/null
+    curl -fs -X PATCH "$base/v1/apps/bench/topics/chat/external" -H "Authorization: Bearer $key" -H 'content-type: application/json' \
+        -d '{"external_subscribable":true}' >/dev/null
+    python3 - "$base" "$key" "$MINT" <<'PY'
+import json, sys, urllib.request
+base, key, mint = sys.argv[1:4]
+for name, source in [("mint_token", mint), ("trivial", "fn handle(req) { #{ ok: true } }")]:
+    req = urllib.request.Request(f"{base}/v1/apps/bench/scripts/{name}", method="PUT",
+        data=json.dumps({"source": source, "access": "public"}).encode(),
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+    urllib.request.urlopen(req).read()
+PY
+    local rss_before; rss_before="$(rss_kb "$SERVER_PID")"
+    step "run $n: token function at $RATE/s for ${SECONDS_}s"
+    local paced; paced="$("$BIN/paced-caller" --url "$base/v1/apps/bench/functions/mint_token" \
+        --authorization "Bearer $SESSION" --rate "$RATE" --seconds "$SECONDS_")"
+    local rss_after; rss_after="$(rss_kb "$SERVER_PID")"
+    step "run $n: the same token from POST /subscriber-tokens at $RATE/s (the baseline)"
+    local route; route="$("$BIN/paced-caller" --url "$base/v1/apps/bench/subscriber-tokens" \
+        --authorization "Bearer $key" --body '{"topics":["chat"],"ttl_secs":600,"sub":"user-7"}' \
+        --rate "$RATE" --seconds "$SECONDS_")"
+    step "run $n: trivial function, closed loop, ${DURATION}s"
+    local wrk_out; wrk_out="$(wrk -t2 -c32 -d"${DURATION}s" -s "$REPO_ROOT/bench/wrk/function.lua" "$base/v1/apps/bench/functions/trivial")"
+    local rps; rps="$(awk '/Requests\/sec/ {print $2}' <<<"$wrk_out")"
+    local non2xx; non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$wrk_out")"
+    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+    python3 - "$n" "$paced" "$route" "$rps" "${non2xx:-0}" "$rss_before" "$rss_after" <<'PY'
+import json, sys
+n, paced, route = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+rps, bad, before, after = sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
+print(f"| {n} | {paced['ok']}/{paced['asked']} | {paced['p50_ms']} ms | {paced['p99_ms']} ms | {paced['max_ms']} ms "
+      f"| {route['p50_ms']} ms | {route['p99_ms']} ms | {float(rps):.0f} ({bad} non-2xx) | {before/1024:.1f} → {after/1024:.1f} MiB |")
+PY
+}
+
+ROWS=()
+for n in 1 2 3; do ROWS+=("$(run "$n")"); done
+step "results"
+printf '\nmachine: %s cores, %s\n\n' "$(nproc)" "$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs)"
+echo "| run | function token calls ok/asked at ${RATE}/s | p50 | p99 | max | route p50 | route p99 | trivial function calls/s | server RSS before → after |"
+echo "|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
