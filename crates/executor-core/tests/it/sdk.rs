@@ -85,7 +85,7 @@ async fn publish_goes_to_the_host_for_the_scripts_app() {
         vec![
             ("shop", "orders", "created", json!({"id": 1}), None),
             ("shop", "orders", "paid", json!([1, 2]), Some("key-2")),
-            ("shop", "orders", "shipped", json!(null), None),
+            ("shop", "orders", "shipped", json!(null), Some("k")),
             ("shop", "audit", "note", json!("x"), Some("k")),
         ]
     );
