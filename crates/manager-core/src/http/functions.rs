@@ -6,6 +6,8 @@
 //! Who may call: a script whose access is `public` answers anyone (the script checks
 //! the caller itself, e.g. the app's own session token in `Authorization`); any script
 //! answers an API key of the app with `functions:invoke` (the access layer checks keys).
+//! The script never sees PiCloud's credentials: `Cookie` (a dashboard session would be
+//! a superuser's) and an `Authorization` carrying an API key are left out of `req`.
 //! A script that throws, times out or returns something unsendable is a 500 with a
 //! generic body and the request id; the detail goes to the log, never to the caller.
 //! Answers carry `Content-Security-Policy: sandbox` and `nosniff`, and may not set
@@ -15,18 +17,19 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use picloud_executor_core::{Run, RunError};
 use picloud_shared::access::Principal;
 use picloud_shared::error::ErrorBody;
-use picloud_shared::extract::ApiPath;
+use picloud_shared::extract::{bearer_token, ApiPath};
 use picloud_shared::{ApiError, AppId, ErrorCode};
 use serde_json::{json, Value};
 
 use super::ManagerState;
+use crate::api_keys::KEY_PREFIX;
 use crate::error::Error;
 use crate::scripts::{script_name, FunctionAccess};
 
@@ -159,6 +162,9 @@ fn request_value(
         .unwrap_or_default();
     let mut header_map = serde_json::Map::new();
     for (name, value) in headers {
+        if name == COOKIE || (name == AUTHORIZATION && carries_key(value)) {
+            continue; // PiCloud's credentials are never the script's to see
+        }
         if let Ok(value) = value.to_str() {
             header_map.insert(name.as_str().to_owned(), Value::String(value.to_owned()));
         }
@@ -181,6 +187,14 @@ fn request_value(
         "body": text,
         "json": json,
     })
+}
+
+/// Whether an `Authorization` value is a bearer PiCloud API key, read as the access layer
+/// reads it (scheme case-insensitive, spaces trimmed).
+fn carries_key(value: &HeaderValue) -> bool {
+    let mut single = HeaderMap::new();
+    single.insert(AUTHORIZATION, value.clone());
+    bearer_token(&single).is_some_and(|token| token.starts_with(KEY_PREFIX))
 }
 
 /// The HTTP response for what `handle` returned.

@@ -236,3 +236,60 @@ async fn failing_and_misbehaving_functions_are_generic_500s(t: TestDb) {
     assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
     assert_eq!(headers["x-content-type-options"], "nosniff");
 }
+
+backend_test!(scripts_never_see_picloud_credentials);
+async fn scripts_never_see_picloud_credentials(t: TestDb) {
+    let app = spawn_app(t).await;
+    app.create_app("shop").await;
+    let admin = app.create_key("shop", &["app:admin"]).await;
+    save(
+        &app,
+        &admin,
+        "echo",
+        "fn handle(req) { req.headers }",
+        "public",
+    )
+    .await;
+    let session = app.admin_session().await;
+    // A signed-in admin's browser calling a public function, and a key holder.
+    let cookie = format!("{}; theme=dark", session.cookie);
+    let seen: Value = app
+        .client
+        .get(app.url("/v1/apps/shop/functions/echo"))
+        .header("cookie", &cookie)
+        .header("x-app", "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["x-app"], "1", "{seen}");
+    assert!(seen.get("cookie").is_none(), "{seen}");
+    for scheme in ["Bearer", "bearer"] {
+        let seen: Value = app
+            .client
+            .get(app.url("/v1/apps/shop/functions/echo"))
+            .header("authorization", format!("{scheme} {admin}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(seen.get("authorization").is_none(), "{seen}");
+        assert!(!seen.to_string().contains(&admin), "{seen}");
+    }
+    // The app's own Authorization is the script's.
+    let seen: Value = app
+        .client
+        .get(app.url("/v1/apps/shop/functions/echo"))
+        .header("authorization", "Bearer app-session")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["authorization"], "Bearer app-session");
+}
