@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Map};
 
-use super::{sdk_fn, throw, SdkResult};
+use super::{optional_string, sdk_fn, throw, SdkResult};
 use crate::host::HttpRequest;
 use crate::sandbox::current_app;
 use rhai::Module;
@@ -19,16 +19,7 @@ pub(super) fn register(module: &mut Module) {
 
 fn request(options: Map) -> SdkResult<Map> {
     let where_ = "http::request";
-    let text = |name: &str| -> SdkResult<Option<String>> {
-        match options.get(name) {
-            None => Ok(None),
-            Some(v) if v.is_unit() => Ok(None),
-            Some(v) => match v.clone().into_string() {
-                Ok(s) => Ok(Some(s)),
-                Err(_) => throw(format!("{where_}: `{name}` is not a string")),
-            },
-        }
-    };
+    let text = |name: &str| optional_string(&options, name, where_);
     let Some(url) = text("url")? else {
         return throw(format!("{where_}: `url` is required"));
     };

@@ -49,6 +49,23 @@ pub(crate) fn sdk_fn(name: &str) -> FuncRegistration {
 /// The result of an SDK function: an error text becomes a thrown runtime error.
 pub(crate) type SdkResult<T> = Result<T, Box<EvalAltResult>>;
 
+/// The string at `name` in `map`; `None` when absent or `()`. `context` prefixes the
+/// error thrown when it is something else.
+pub(crate) fn optional_string(
+    map: &rhai::Map,
+    name: &str,
+    context: &str,
+) -> SdkResult<Option<String>> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) => match v.clone().into_string() {
+            Ok(s) => Ok(Some(s)),
+            Err(_) => throw(format!("{context}: `{name}` is not a string")),
+        },
+    }
+}
+
 /// Throws `message` in the script.
 pub(crate) fn throw<T>(message: impl Into<String>) -> SdkResult<T> {
     Err(message.into().into())

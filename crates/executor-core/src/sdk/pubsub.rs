@@ -5,7 +5,7 @@
 
 use rhai::{Array, Dynamic, Map};
 
-use super::{sdk_fn, throw, SdkResult};
+use super::{optional_string, sdk_fn, throw, SdkResult};
 use crate::host::ScriptEvent;
 use crate::sandbox::current_app;
 use crate::value::from_script;
@@ -61,16 +61,8 @@ fn publish_batch(events: Array, idempotency_key: Option<String>) -> SdkResult<Ar
                 "{where_}: event {i} is not a map #{{topic, type, data}}"
             ));
         };
-        let text = |name: &str| -> SdkResult<Option<String>> {
-            match map.get(name) {
-                None => Ok(None),
-                Some(v) if v.is_unit() => Ok(None),
-                Some(v) => match v.clone().into_string() {
-                    Ok(s) => Ok(Some(s)),
-                    Err(_) => throw(format!("{where_}: event {i}: `{name}` is not a string")),
-                },
-            }
-        };
+        let context = format!("{where_}: event {i}");
+        let text = |name: &str| optional_string(&map, name, &context);
         let (Some(topic), Some(event_type)) = (text("topic")?, text("type")?) else {
             return throw(format!("{where_}: event {i} needs `topic` and `type`"));
         };
