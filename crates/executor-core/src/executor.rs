@@ -63,8 +63,6 @@ struct Job {
 #[derive(Clone)]
 pub struct Executor {
     queue: SyncSender<Job>,
-    host: Arc<dyn Host>,
-    limits: sandbox::Limits,
     /// Compiling needs no run state, only the limits.
     compiler: Arc<Compiler>,
     /// Compiled scripts, so a function call does not compile again.
@@ -98,16 +96,9 @@ impl Executor {
         }
         Ok(Executor {
             queue: sender,
-            host,
-            limits,
             compiler: Arc::new(Compiler::new(&limits)),
             cache: Arc::default(),
         })
-    }
-
-    /// The limits every run has.
-    pub fn limits(&self) -> &sandbox::Limits {
-        &self.limits
     }
 
     /// Compiles `source` (on the calling thread: parsing is bounded by the source size
@@ -178,11 +169,6 @@ impl Executor {
             Err(TrySendError::Full(_)) => Err(refused(kind, RunError::Overloaded)),
             Err(TrySendError::Disconnected(_)) => Err(refused(kind, RunError::Stopped)),
         }
-    }
-
-    /// The host scripts reach PiCloud through.
-    pub fn host(&self) -> &Arc<dyn Host> {
-        &self.host
     }
 }
 
