@@ -5,7 +5,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
@@ -175,8 +175,12 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 
 /// The bearer credential of a request (an API key or a subscriber token), if it sent one.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
+    bearer_credential(headers.get(AUTHORIZATION)?)
+}
+
+/// The credential of one `Authorization` value if its scheme is `Bearer` (any case).
+pub fn bearer_credential(value: &HeaderValue) -> Option<&str> {
+    let (scheme, token) = value.to_str().ok()?.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 

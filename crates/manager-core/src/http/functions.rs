@@ -24,7 +24,7 @@ use axum::Extension;
 use picloud_executor_core::{Run, RunError};
 use picloud_shared::access::Principal;
 use picloud_shared::error::ErrorBody;
-use picloud_shared::extract::{bearer_token, ApiPath};
+use picloud_shared::extract::{bearer_credential, ApiPath};
 use picloud_shared::{ApiError, AppId, ErrorCode};
 use serde_json::{json, Value};
 
@@ -192,9 +192,7 @@ fn request_value(
 /// Whether an `Authorization` value is a bearer PiCloud API key, read as the access layer
 /// reads it (scheme case-insensitive, spaces trimmed).
 fn carries_key(value: &HeaderValue) -> bool {
-    let mut single = HeaderMap::new();
-    single.insert(AUTHORIZATION, value.clone());
-    bearer_token(&single).is_some_and(|token| token.starts_with(KEY_PREFIX))
+    bearer_credential(value).is_some_and(|token| token.starts_with(KEY_PREFIX))
 }
 
 /// The HTTP response for what `handle` returned.
