@@ -106,7 +106,8 @@ impl Db {
     /// Saves `source` as the next version of script `name` of `app` (creating the script
     /// at version 1), in one transaction; `access` changes the script's access when
     /// given. The caller has compiled the source. Concurrent saves each get their own
-    /// version; the last to commit is current.
+    /// version; the last to commit is current. A missing app is
+    /// [`Error::AppNotFound`] (from the foreign key, without a lookup first).
     pub async fn save_script(
         &self,
         app: &str,
@@ -114,7 +115,6 @@ impl Db {
         source: &str,
         access: Option<FunctionAccess>,
     ) -> Result<Script> {
-        self.get_app(app).await?;
         let now = now_ms();
         let summary: SummaryRow = on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;

@@ -40,7 +40,8 @@ pub struct ScriptVersionList {
 }
 
 impl ManagerState {
-    /// Compiles `source`, then saves it as the next version of `name`.
+    /// Compiles `source`, then saves it as the next version of `name`. The caller has
+    /// checked that the app exists (so a missing app is a 404 before any compile error).
     async fn compile_and_save(
         &self,
         app: &str,
@@ -49,7 +50,6 @@ impl ManagerState {
         access: Option<FunctionAccess>,
     ) -> Result<Script, ApiError> {
         let name = script_name(name)?;
-        self.db.get_app(app).await?;
         self.scripts.compile(source).map_err(Error::ScriptCompile)?;
         let script = self.db.save_script(app, &name, source, access).await?;
         tracing::info!(app, script = %name, version = script.summary.version, "script saved");
@@ -87,6 +87,7 @@ pub async fn save_script(
     ApiPath((app, name)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<SaveScript>,
 ) -> Result<Json<Script>, ApiError> {
+    state.db.get_app(&app).await?;
     let script = state
         .compile_and_save(&app, &name, &body.source, body.access)
         .await?;
