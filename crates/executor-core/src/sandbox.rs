@@ -122,6 +122,18 @@ pub enum LogLevel {
     Error,
 }
 
+impl LogLevel {
+    /// Its name, as it is serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
 /// One line a run logged.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LogLine {

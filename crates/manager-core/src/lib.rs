@@ -10,6 +10,8 @@
 //! - [`realtime_store`]: the storage the realtime layer reads, behind the
 //!   [`picloud_shared::realtime::RealtimeStore`] trait.
 //! - [`retention`]: pruning logs to their retention.
+//! - [`scripts`]: app scripts and their versions; [`run_log`]: the last runs of each app's
+//!   scripts, recorded off the request path.
 //! - [`dispatcher`]: delivering outbox rows to signed webhooks; [`deliveries`]: the
 //!   deliveries and dead letters it leaves, for the API.
 //! - [`triggers`]: topic patterns, webhook handlers, retry policies and trigger storage.
@@ -44,6 +46,7 @@ pub mod private_files;
 pub mod publish;
 pub mod realtime_store;
 pub mod retention;
+pub mod run_log;
 pub mod scripts;
 pub mod secret_box;
 pub mod secrets_at_rest;

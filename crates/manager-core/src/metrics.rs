@@ -39,6 +39,10 @@ pub fn describe() {
     );
     ::metrics::describe_counter!("picloud_events_pruned_total", "Events removed by retention");
     ::metrics::describe_counter!(
+        "picloud_script_run_log_dropped_total",
+        "Script runs left out of the run log because its writer was behind or failing"
+    );
+    ::metrics::describe_counter!(
         "picloud_deliveries_total",
         "Logical deliveries finished, by outcome (delivered, dead_lettered, failed); each \
          once, however many attempts"
@@ -100,6 +104,11 @@ pub fn idempotent_replay() {
 /// A stored trigger pattern did not parse when an app's triggers were loaded.
 pub fn trigger_pattern_invalid() {
     counter!("picloud_trigger_patterns_invalid_total").increment(1);
+}
+
+/// A script run was left out of the run log.
+pub fn script_run_dropped() {
+    counter!("picloud_script_run_log_dropped_total").increment(1);
 }
 
 /// Retention removed `events` events.

@@ -251,15 +251,23 @@ impl Db {
         })
     }
 
-    /// Deletes script `name` with all its versions.
+    /// Deletes script `name` with all its versions and its run log.
     pub async fn delete_script(&self, app: &str, name: &str) -> Result<()> {
         let deleted = on_db!(self, pool, {
-            sqlx::query("DELETE FROM scripts WHERE app_id = $1 AND name = $2")
+            let mut tx = begin_write(pool).await?;
+            let deleted = sqlx::query("DELETE FROM scripts WHERE app_id = $1 AND name = $2")
                 .bind(app)
                 .bind(name)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            sqlx::query("DELETE FROM script_runs WHERE app_id = $1 AND script = $2")
+                .bind(app)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            deleted
         });
         if deleted == 0 {
             return Err(Error::ScriptNotFound(name.to_owned()));

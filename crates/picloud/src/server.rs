@@ -21,6 +21,7 @@ use picloud_manager_core::dispatcher::Dispatcher;
 use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
+use picloud_manager_core::run_log::RunLog;
 use picloud_manager_core::Db;
 use picloud_orchestrator_core::realtime_api::RealtimeState;
 use picloud_orchestrator_core::Realtime;
@@ -241,6 +242,8 @@ fn start_manager(
             "cannot start the script workers: {e}"
         )))
     })?;
+    let (run_log, run_log_writer) =
+        RunLog::spawn(db.clone(), serve.script_run_log, background.clone());
     let dispatcher = Dispatcher::new(
         db.clone(),
         serve.dispatcher_config(node_id.clone(), address_policy.clone()),
@@ -263,8 +266,10 @@ fn start_manager(
         node_id,
         webhook_policy: address_policy,
         scripts,
+        run_log,
     };
-    Ok((manager, vec![writer, retention, dispatching, cluster_feed]))
+    let tasks = vec![writer, retention, dispatching, cluster_feed, run_log_writer];
+    Ok((manager, tasks))
 }
 
 /// The realtime layer for `serve`'s settings, its streams ending with `stop`.

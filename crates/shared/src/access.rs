@@ -273,6 +273,11 @@ pub const ROUTES: &[RouteAccess] = &[
         "/v1/apps/{app}/scripts/{script}/versions/{version}/restore",
         Access::App(Scope::ScriptsManage),
     ),
+    route(
+        "GET",
+        "/v1/apps/{app}/scripts/{script}/runs",
+        Access::App(Scope::ScriptsManage),
+    ),
 ];
 
 /// The access rule for a matched route, if the table has one.

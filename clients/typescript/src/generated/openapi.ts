@@ -430,6 +430,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/apps/{app}/scripts/{script}/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Lists a script's last runs, newest first: how each went, its error and what it
+         *     logged. The log keeps each app's newest runs (`PICLOUD_SCRIPT_RUN_LOG`), and a run
+         *     shows up moments after it ends.
+         */
+        get: operations["list_script_runs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/apps/{app}/scripts/{script}/versions": {
         parameters: {
             query?: never;
@@ -1246,6 +1267,18 @@ export interface components {
             /** @description The new secret, used to sign from now on. */
             secret: string;
         };
+        /** @description One line a script logged. */
+        RunLogLine: {
+            /**
+             * Format: int64
+             * @description Milliseconds since the run started.
+             */
+            at_ms: number;
+            /** @description `debug`, `info`, `warn` or `error`. */
+            level: string;
+            /** @description What it said. */
+            message: string;
+        };
         /** @description One sample: what happened during the interval that ended at `at`. */
         Sample: {
             /**
@@ -1304,6 +1337,56 @@ export interface components {
         ScriptList: {
             /** @description The scripts, by name. */
             scripts: components["schemas"]["ScriptSummary"][];
+        };
+        /** @description A run as the API lists it. */
+        ScriptRun: {
+            /**
+             * Format: int64
+             * @description The delivery that ran a trigger handler.
+             */
+            delivery_id?: number | null;
+            /**
+             * Format: int64
+             * @description Lines logged over the limit, not kept.
+             */
+            dropped_logs: number;
+            /**
+             * Format: int64
+             * @description How long it ran, in microseconds (0 for a run refused before it started).
+             */
+            duration_us: number;
+            /** @description Why it failed, when it did. */
+            error?: string | null;
+            /**
+             * Format: int64
+             * @description The run's id: later runs have larger ids.
+             */
+            id: number;
+            /** @description How it ran: `function`, `handler`, `cron` or `test`. */
+            kind: string;
+            /** @description What it logged, in order. */
+            logs: components["schemas"]["RunLogLine"][];
+            /** @description `ok`, `error`, `timeout`, `overloaded` or `stopped`. */
+            outcome: string;
+            /** @description The `x-request-id` of the HTTP request that ran a function. */
+            request_id?: string | null;
+            /** @description The script's name. */
+            script: string;
+            /**
+             * Format: int64
+             * @description When it started, ms since the epoch.
+             */
+            started_at: number;
+            /**
+             * Format: int64
+             * @description The version that ran.
+             */
+            version: number;
+        };
+        /** @description A page of a script's runs. */
+        ScriptRunList: {
+            /** @description The runs, newest first. */
+            runs: components["schemas"]["ScriptRun"][];
         };
         /** @description A script as listed: its current version and settings, without the source. */
         ScriptSummary: {
@@ -3582,9 +3665,11 @@ export interface operations {
             };
             cookie?: never;
         };
+        /** @description JSON, or the bare source as text/plain (access unchanged) */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["SaveScript"];
+                "text/plain": string;
             };
         };
         responses: {
@@ -3682,6 +3767,78 @@ export interface operations {
                 content?: never;
             };
             /** @description a path or query parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'scripts:manage'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_script_runs: {
+        parameters: {
+            query?: {
+                /** @description Only runs below this id: the last id of the previous page. */
+                before?: number;
+                /** @description Page size (default 50, at most 1000). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+                /** @description script name */
+                script: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScriptRunList"];
+                };
+            };
             400: {
                 headers: {
                     [name: string]: unknown;

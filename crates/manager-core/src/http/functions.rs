@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 use super::ManagerState;
 use crate::api_keys::KEY_PREFIX;
 use crate::error::Error;
+use crate::run_log::RunRecord;
 use crate::scripts::{script_name, FunctionAccess};
 
 /// The function a script exposes to HTTP callers.
@@ -113,12 +114,20 @@ async fn call(
             tracing::error!(app, script = %name, error = %e, "a stored script does not compile");
             ApiError::internal()
         })?;
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let req = request_value(&method, &app, name.as_str(), query, headers, &body);
     let run = Run::Call {
         name: ENTRY_POINT.to_owned(),
         arg: req,
     };
+    let version = stored.summary.version;
     let outcome = state.scripts.run(app_id, script, run, "function").await;
+    let mut record = RunRecord::of(&app, name.as_str(), version, "function", &outcome);
+    record.request_id = request_id;
+    state.run_log.record(record);
     match outcome.result {
         Ok(value) => response(value).map_err(|why| {
             tracing::warn!(app, script = %name, why, "function answered something unsendable");

@@ -46,6 +46,8 @@ pub struct ManagerState {
     pub webhook_policy: Arc<crate::dispatcher::ssrf::AddressPolicy>,
     /// Runs scripts (and compiles them before they are saved).
     pub scripts: picloud_executor_core::Executor,
+    /// Where finished script runs are recorded.
+    pub run_log: crate::run_log::RunLog,
 }
 
 impl ManagerState {
@@ -109,6 +111,7 @@ pub fn router(state: ManagerState) -> OpenApiRouter {
         ))
         .routes(routes!(scripts::list_script_versions))
         .routes(routes!(scripts::restore_script_version))
+        .routes(routes!(scripts::list_script_runs))
         .routes(routes!(
             functions::call_function_get,
             functions::call_function_post

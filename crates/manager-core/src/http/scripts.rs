@@ -1,17 +1,20 @@
 //! `/v1/apps/{app}/scripts`: saving (each save a new version, compiled first: a script
 //! that does not compile is refused with its line and column, and nothing is stored),
-//! reading, listing versions, restoring one, deleting.
+//! reading, listing versions, restoring one, deleting. A save's body is JSON or the bare
+//! source as `text/plain`.
 
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::Json;
 use picloud_shared::error::ErrorBody;
-use picloud_shared::extract::{ApiJson, ApiPath};
-use picloud_shared::ApiError;
+use picloud_shared::extract::{ApiJson, ApiPath, ApiQuery};
+use picloud_shared::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 use super::ManagerState;
 use crate::error::Error;
+use crate::run_log::ScriptRun;
 use crate::scripts::{script_name, FunctionAccess, Script, ScriptSummary, ScriptVersion};
 
 /// Body of `PUT /v1/apps/{app}/scripts/{script}`.
@@ -23,6 +26,62 @@ pub struct SaveScript {
     /// Who may call it as an HTTP function; unchanged when absent (`key` for a new
     /// script).
     pub access: Option<FunctionAccess>,
+}
+
+/// A save's body: JSON ([`SaveScript`]), or the bare source as `text/plain` (which
+/// leaves the access setting as it is).
+pub struct SaveBody(pub SaveScript);
+
+impl<S: Send + Sync> FromRequest<S> for SaveBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_text = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/plain")
+            });
+        if !is_text {
+            let ApiJson(body) = ApiJson::from_request(request, state).await?;
+            return Ok(SaveBody(body));
+        }
+        let source = String::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ErrorCode::PayloadTooLarge
+                } else {
+                    ErrorCode::InvalidRequest
+                };
+                ApiError::new(code, rejection.body_text())
+            })?;
+        Ok(SaveBody(SaveScript {
+            source,
+            access: None,
+        }))
+    }
+}
+
+/// Query of a run list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    /// Only runs below this id: the last id of the previous page.
+    pub before: Option<i64>,
+    /// Page size (default 50, at most 1000).
+    pub limit: Option<i64>,
+}
+
+/// A page of a script's runs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScriptRunList {
+    /// The runs, newest first.
+    pub runs: Vec<ScriptRun>,
 }
 
 /// A list of scripts.
@@ -74,7 +133,8 @@ pub async fn list_scripts(
 
 /// Saves a script: compiles it, then stores it as its next version.
 #[utoipa::path(put, path = "/v1/apps/{app}/scripts/{script}", tag = "scripts",
-    request_body = SaveScript,
+    request_body(description = "JSON, or the bare source as text/plain (access unchanged)",
+        content((SaveScript = "application/json"), (String = "text/plain"))),
     params(("app" = String, Path, description = "app id"),
            ("script" = String, Path, description = "script name (topic-name rules)")),
     security(("api_key" = ["scripts:manage"])),
@@ -85,7 +145,7 @@ pub async fn list_scripts(
 pub async fn save_script(
     State(state): State<ManagerState>,
     ApiPath((app, name)): ApiPath<(String, String)>,
-    ApiJson(body): ApiJson<SaveScript>,
+    SaveBody(body): SaveBody,
 ) -> Result<Json<Script>, ApiError> {
     state.db.get_app(&app).await?;
     let script = state
@@ -158,4 +218,29 @@ pub async fn restore_script_version(
         .compile_and_save(&app, &name, &old.source, None)
         .await?;
     Ok(Json(script))
+}
+
+/// Lists a script's last runs, newest first: how each went, its error and what it
+/// logged. The log keeps each app's newest runs (`PICLOUD_SCRIPT_RUN_LOG`), and a run
+/// shows up moments after it ends.
+#[utoipa::path(get, path = "/v1/apps/{app}/scripts/{script}/runs", tag = "scripts",
+    params(("app" = String, Path, description = "app id"),
+           ("script" = String, Path, description = "script name"), RunQuery),
+    security(("api_key" = ["scripts:manage"])),
+    responses((status = 200, body = ScriptRunList), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn list_script_runs(
+    State(state): State<ManagerState>,
+    ApiPath((app, name)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<RunQuery>,
+) -> Result<Json<ScriptRunList>, ApiError> {
+    state.db.get_app(&app).await?;
+    state.db.get_script(&app, &name).await?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    Ok(Json(ScriptRunList {
+        runs: state
+            .db
+            .list_script_runs(&app, &name, query.before, limit)
+            .await?,
+    }))
 }

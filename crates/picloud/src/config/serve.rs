@@ -104,6 +104,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PICLOUD_SCRIPT_WORKERS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=1024))]
     pub script_workers: u64,
+    /// Script runs kept in each app's run log (the newest; older ones are trimmed).
+    #[arg(long, env = "PICLOUD_SCRIPT_RUN_LOG", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub script_run_log: u32,
     /// Realtime (SSE) settings.
     #[command(flatten)]
     pub realtime: RealtimeArgs,

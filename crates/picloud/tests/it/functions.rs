@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::common::sse::Subscribe;
-use crate::common::{code, spawn_app, TestApp};
+use crate::common::{code, spawn_app, spawn_app_with, TestApp};
+use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use picloud_manager_core::testing::TestDb;
 
@@ -292,4 +293,117 @@ async fn scripts_never_see_picloud_credentials(t: TestDb) {
         .await
         .unwrap();
     assert_eq!(seen["authorization"], "Bearer app-session");
+}
+
+/// The runs of script `name` once `done` holds of them (the run log is written moments
+/// after each run ends).
+async fn runs_once(
+    app: &TestApp,
+    key: &str,
+    name: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let path = format!("/v1/apps/shop/scripts/{name}/runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = app.call(Method::GET, &path, Some(key), None).await;
+        assert_eq!(status, 200, "{body}");
+        let runs = body["runs"].as_array().unwrap().clone();
+        if done(&runs) || std::time::Instant::now() > deadline {
+            return runs;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+backend_test!(every_function_run_lands_in_the_run_log_newest_first);
+async fn every_function_run_lands_in_the_run_log_newest_first(t: TestDb) {
+    let mut args = ServeArgs::for_tests();
+    args.script_run_log = 3;
+    let app = spawn_app_with(t, args).await;
+    app.create_app("shop").await;
+    let key = app.create_key("shop", &["app:admin"]).await;
+    let flaky = r#"
+fn handle(req) {
+    log::info(`called with ${req.json.n}`);
+    if req.json.n == 2 { throw `no stock for ${req.json.n}`; }
+    #{ n: req.json.n }
+}
+"#;
+    save(&app, &key, "flaky", flaky, "public").await;
+    let mut request_ids = Vec::new();
+    for n in 1..=4 {
+        let (status, headers, body) = call(&app, "flaky", None, json!({"n": n})).await;
+        assert_eq!(status, if n == 2 { 500 } else { 200 }, "{body}");
+        request_ids.push(headers["x-request-id"].to_str().unwrap().to_owned());
+    }
+
+    // The log keeps the app's newest 3 runs, newest first.
+    let runs = runs_once(&app, &key, "flaky", |runs| {
+        runs.first()
+            .is_some_and(|r| r["logs"][0]["message"] == "called with 4")
+    })
+    .await;
+    let seen: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap(),
+                r["logs"][0]["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("ok", "called with 4"),
+            ("ok", "called with 3"),
+            ("error", "called with 2")
+        ]
+    );
+    let failed = &runs[2];
+    assert!(
+        failed["error"].as_str().unwrap().contains("no stock for 2"),
+        "{failed}"
+    );
+    assert_eq!(
+        (
+            &failed["kind"],
+            &failed["version"],
+            &failed["logs"][0]["level"]
+        ),
+        (&json!("function"), &json!(1), &json!("info"))
+    );
+    assert_eq!(failed["request_id"], json!(request_ids[1]));
+    assert_eq!(runs[0]["error"], Value::Null);
+
+    // Pages: the newest, then the one before it.
+    let path = "/v1/apps/shop/scripts/flaky/runs";
+    let (_, page) = app
+        .call(Method::GET, &format!("{path}?limit=1"), Some(&key), None)
+        .await;
+    assert_eq!(page["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(page["runs"][0]["id"], runs[0]["id"]);
+    let before = runs[0]["id"].as_i64().unwrap();
+    let (_, page) = app
+        .call(
+            Method::GET,
+            &format!("{path}?limit=1&before={before}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(page["runs"][0]["id"], runs[1]["id"]);
+
+    // Deleting the script deletes its runs; a new script of that name starts afresh.
+    let script = "/v1/apps/shop/scripts/flaky";
+    assert_eq!(
+        app.call(Method::DELETE, script, Some(&key), None).await.0,
+        204
+    );
+    let (status, gone) = app.call(Method::GET, path, Some(&key), None).await;
+    assert_eq!((status, code(&gone)), (404, "script_not_found"));
+    save(&app, &key, "flaky", flaky, "public").await;
+    let (_, fresh) = app.call(Method::GET, path, Some(&key), None).await;
+    assert_eq!(fresh["runs"], json!([]));
 }

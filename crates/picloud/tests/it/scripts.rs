@@ -113,6 +113,60 @@ async fn scripts_save_as_versions_and_restore(t: TestDb) {
     assert_eq!((status, code(&gone)), (404, "script_not_found"));
 }
 
+backend_test!(a_script_saves_from_a_plain_text_body);
+async fn a_script_saves_from_a_plain_text_body(t: TestDb) {
+    let app = spawn_app(t).await;
+    app.create_app("shop").await;
+    let key = app.create_key("shop", &["scripts:manage"]).await;
+    let put_text = |body: Vec<u8>| {
+        reqwest::Client::new()
+            .put(app.url(PATH))
+            .bearer_auth(&key)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(body)
+    };
+
+    let source = "// minted for the signed-in user\nfn handle(req) { #{ ok: true } }\n";
+    let (status, _, saved) = app.exchange(put_text(source.into())).await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(
+        (&saved["version"], &saved["access"], &saved["source"]),
+        (&json!(1), &json!("key"), &json!(source))
+    );
+
+    // A text body leaves the access setting as the last JSON save made it.
+    let (status, _) = app
+        .call(
+            Method::PUT,
+            PATH,
+            Some(&key),
+            Some(json!({"source": source, "access": "public"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, saved) = app.exchange(put_text(source.into())).await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(
+        (&saved["version"], &saved["access"]),
+        (&json!(3), &json!("public"))
+    );
+
+    let (status, _, refused) = app.exchange(put_text("fn handle(req) {".into())).await;
+    assert_eq!(
+        (status, code(&refused)),
+        (400, "script_compile_error"),
+        "{refused}"
+    );
+    let (status, _, refused) = app.exchange(put_text(vec![0x66, 0x6e, 0xff])).await;
+    assert_eq!(
+        (status, code(&refused)),
+        (400, "invalid_request"),
+        "{refused}"
+    );
+    let (_, current) = app.call(Method::GET, PATH, Some(&key), None).await;
+    assert_eq!(current["version"], json!(3), "refused saves store nothing");
+}
+
 backend_test!(a_script_that_does_not_compile_is_refused_with_its_position);
 async fn a_script_that_does_not_compile_is_refused_with_its_position(t: TestDb) {
     let app = spawn_app(t).await;
