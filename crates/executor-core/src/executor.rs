@@ -21,11 +21,14 @@ use crate::value::{from_script, to_script};
 /// What to run.
 #[derive(Debug, Clone)]
 pub enum Run {
-    /// The whole script, with `event` in scope (a trigger handler); its value is the
-    /// script's last expression.
+    /// The whole script, with `event` and `delivery` in scope (a trigger handler); its
+    /// value is the script's last expression.
     Handler {
         /// The event envelope, as a webhook gets it.
         event: serde_json::Value,
+        /// Which delivery this is (`#{id, attempt}`), so a handler can drop repeats:
+        /// delivery is at least once.
+        delivery: serde_json::Value,
     },
     /// The script's function `name`, called with `arg` (an HTTP function's `handle(req)`).
     Call {
@@ -272,8 +275,9 @@ fn execute(
 fn evaluate(engine: &Engine, script: &Script, run: &Run) -> Result<serde_json::Value, RunError> {
     let mut scope = Scope::new();
     let value = match run {
-        Run::Handler { event } => {
+        Run::Handler { event, delivery } => {
             scope.push_constant_dynamic("event", to_script(event));
+            scope.push_constant_dynamic("delivery", to_script(delivery));
             engine.eval_ast_with_scope::<Dynamic>(&mut scope, script.ast())
         }
         Run::Call { name, arg } => {

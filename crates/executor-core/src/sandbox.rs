@@ -192,12 +192,7 @@ pub(crate) fn log_line(level: LogLevel, text: &str) {
                 return;
             }
             let mut message = text.to_owned();
-            if message.len() > MAX_LOG_LINE {
-                let mut end = MAX_LOG_LINE;
-                while !message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                message.truncate(end);
+            if picloud_shared::text::cut_to(&mut message, MAX_LOG_LINE) {
                 message.push('…');
             }
             run.logs.push(LogLine {

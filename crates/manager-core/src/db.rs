@@ -232,13 +232,57 @@ impl Db {
 
     /// Brings the schema up to date with the migrations embedded in the binary.
     pub async fn migrate(&self) -> Result<()> {
+        self.migrate_through(i64::MAX).await
+    }
+
+    /// Applies the embedded migrations numbered up to `version` (the server applies
+    /// them all; tests start from an older schema with it).
+    pub async fn migrate_through(&self, version: i64) -> Result<()> {
+        let mut migrator = match self {
+            Db::Sqlite(..) => sqlx::migrate!("../../migrations/sqlite"),
+            Db::Postgres(..) => sqlx::migrate!("../../migrations/postgres"),
+        };
+        let wanted: Vec<_> = migrator
+            .migrations
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect();
+        migrator.migrations = wanted.into();
         match self {
-            Db::Sqlite(pool, ..) => sqlx::migrate!("../../migrations/sqlite").run(pool).await?,
-            Db::Postgres(pool, _) => {
-                sqlx::migrate!("../../migrations/postgres")
-                    .run(pool)
-                    .await?
+            Db::Sqlite(pool, ..) => {
+                // SQLite cannot alter a constraint, so some migrations rebuild a table;
+                // with foreign keys on, dropping the old table would delete the rows
+                // that reference it. Migrations run on a connection of their own with
+                // foreign keys off (SQLite's documented way), then every key is checked.
+                let mut conn = pool.acquire().await?;
+                sqlx::query("PRAGMA foreign_keys = OFF")
+                    .execute(&mut *conn)
+                    .await?;
+                let migrated = migrator.run(&mut *conn).await;
+                let checked = match migrated {
+                    Ok(()) => sqlx::query("PRAGMA foreign_key_check")
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(Error::from),
+                    Err(e) => Err(e.into()),
+                };
+                let restored = sqlx::query("PRAGMA foreign_keys = ON")
+                    .execute(&mut *conn)
+                    .await;
+                if checked.is_err() || restored.is_err() {
+                    // Never hand the pool a connection that may still have keys off.
+                    sqlx::Connection::close(conn.detach()).await?;
+                }
+                let broken = checked?;
+                if !broken.is_empty() {
+                    return Err(Error::Corrupt(format!(
+                        "{} rows break a foreign key after migrating",
+                        broken.len()
+                    )));
+                }
             }
+            Db::Postgres(pool, _) => migrator.run(pool).await?,
         }
         Ok(())
     }

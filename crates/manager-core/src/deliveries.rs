@@ -53,7 +53,7 @@ pub struct Attempt {
     /// HTTP status, if a response came.
     pub status_code: Option<i64>,
     /// What went wrong; without `deliveries:manage` only its class (`http_status`,
-    /// `timeout`, `connect_failed`, `refused_address`, `request_failed`,
+    /// `timeout`, `connect_failed`, `refused_address`, `request_failed`, `script_failed`,
     /// `delivery_failed`).
     pub error: Option<String>,
     /// The first KiB of the response body, kept only for JSON and plain-text answers;
@@ -105,6 +105,8 @@ pub fn error_class(error: &str) -> &'static str {
         "refused_address"
     } else if error.starts_with("request failed") {
         "request_failed"
+    } else if error.starts_with("script ") {
+        "script_failed"
     } else {
         "delivery_failed"
     }

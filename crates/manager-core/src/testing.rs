@@ -27,6 +27,12 @@ pub struct TestDb {
 impl TestDb {
     /// A fresh database on `backend`; `None` for PostgreSQL when no test server is set.
     pub async fn new(backend: Backend) -> Option<TestDb> {
+        TestDb::migrated_through(backend, i64::MAX).await
+    }
+
+    /// A fresh database on `backend` with the migrations up to `version` only, for
+    /// testing the later ones on data in the old schema.
+    pub async fn migrated_through(backend: Backend, version: i64) -> Option<TestDb> {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("picloud.db").display()),
@@ -35,7 +41,9 @@ impl TestDb {
         let db = Db::connect(&url, PoolSize(8))
             .await
             .expect("connect test database");
-        db.migrate().await.expect("migrate test database");
+        db.migrate_through(version)
+            .await
+            .expect("migrate test database");
         let t = TestDb { db, url, dir };
         t.db.unlock_secrets(t.master_key())
             .await

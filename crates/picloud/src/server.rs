@@ -17,7 +17,7 @@ use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACH
 use picloud_manager_core::cluster_feed::run_cluster_feed;
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
 use picloud_manager_core::dispatcher::ssrf::{parse_cidrs, AddressPolicy};
-use picloud_manager_core::dispatcher::Dispatcher;
+use picloud_manager_core::dispatcher::{Dispatcher, ScriptHandlers};
 use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
@@ -248,7 +248,11 @@ fn start_manager(
         db.clone(),
         serve.dispatcher_config(node_id.clone(), address_policy.clone()),
         dispatch_wake.clone(),
-    );
+    )
+    .with_scripts(ScriptHandlers {
+        executor: scripts.clone(),
+        run_log: run_log.clone(),
+    });
     let dispatching = tokio::spawn(dispatcher.run(background.clone()));
     let retention = tokio::spawn(run_retention(
         db.clone(),

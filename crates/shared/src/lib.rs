@@ -13,6 +13,7 @@ pub mod ids;
 pub mod names;
 pub mod realtime;
 pub mod scope;
+pub mod text;
 pub mod time;
 
 pub use error::{ApiError, ErrorCode};

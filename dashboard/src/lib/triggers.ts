@@ -3,10 +3,15 @@
 import type { CircuitState, RetryPolicy, Trigger } from './api';
 import { dateTime, duration } from './format';
 
-/** A trigger's name: "orders.* → https://…", or "dead letters → https://…". */
+/** Where a trigger delivers: the webhook's URL, or "script on_order". */
+export function handlerName(handler: Trigger['handler']): string {
+  return handler.kind === 'webhook' ? handler.url : `script ${handler.script}`;
+}
+
+/** A trigger's name: "orders.* → https://…", "dead letters → script on_dead". */
 export function triggerName(trigger: Pick<Trigger, 'source' | 'handler'>): string {
   const source = trigger.source.kind === 'topic' ? trigger.source.topic : 'dead letters';
-  return `${source} → ${trigger.handler.url}`;
+  return `${source} → ${handlerName(trigger.handler)}`;
 }
 
 /** The name of the trigger `id` among `triggers`, or the id when it is not listed (deleted). */

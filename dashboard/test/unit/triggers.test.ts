@@ -1,4 +1,5 @@
 import { render, screen, within } from '@testing-library/svelte';
+import userEvent from '@testing-library/user-event';
 import { describe, expect, it } from 'vitest';
 import Triggers from '../../src/tabs/Triggers.svelte';
 import { fakeServer } from './fake-server';
@@ -42,5 +43,29 @@ describe('Triggers', () => {
     const card = await screen.findByRole('listitem', { name: /^Trigger orders/ });
     expect(within(card).getByTestId('trigger-last-error').textContent).toBe('—');
     expect(within(card).queryByTestId('circuit-note')).toBeNull();
+  });
+
+  it('names a script handler and creates one without showing a signing secret', async () => {
+    const created: unknown[] = [];
+    const scripted = { ...trigger, id: 'trg_2', handler: { kind: 'script', script: 'on_order' }, circuit_state: 'closed', circuit_probe_at: null, consecutive_failures: 0 };
+    fakeServer({
+      'GET /v1/apps/shop/triggers': () => ({ body: { triggers: created.length ? [scripted] : [] } }),
+      'POST /v1/apps/shop/triggers': (c) => {
+        created.push(c.body);
+        return { status: 201, body: { ...scripted, secret: 'whsec_x' } };
+      },
+      'GET /v1/apps/shop/deliveries': () => ({ body: { deliveries: [] } }),
+    });
+    const user = userEvent.setup();
+    render(Triggers, { props: { app: 'shop' } });
+    await screen.findByText('No triggers yet');
+    await user.type(screen.getByLabelText('Topic pattern'), 'orders');
+    await user.selectOptions(screen.getByLabelText('Handler'), 'script');
+    await user.type(await screen.findByLabelText('Script'), 'on_order');
+    await user.click(screen.getByRole('button', { name: 'Create trigger' }));
+    const card = await screen.findByRole('listitem', { name: 'Trigger orders → script on_order' });
+    expect(created).toEqual([{ source: { kind: 'topic', topic: 'orders' }, handler: { kind: 'script', script: 'on_order' } }]);
+    expect(within(card).queryByRole('button', { name: /Reveal secret/ })).toBeNull();
+    expect(screen.queryByTestId('trigger-secret')).toBeNull();
   });
 });

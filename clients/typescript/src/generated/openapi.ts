@@ -757,7 +757,7 @@ export interface components {
             duration_ms: number;
             /**
              * @description What went wrong; without `deliveries:manage` only its class (`http_status`,
-             *     `timeout`, `connect_failed`, `refused_address`, `request_failed`,
+             *     `timeout`, `connect_failed`, `refused_address`, `request_failed`, `script_failed`,
              *     `delivery_failed`).
              */
             error?: string | null;
@@ -1079,6 +1079,11 @@ export interface components {
             kind: "webhook";
             /** @description The endpoint. */
             url: components["schemas"]["WebhookUrl"];
+        } | {
+            /** @enum {string} */
+            kind: "script";
+            /** @description The script's name. */
+            script: string;
         };
         /** @description A list of keys. */
         KeyList: {

@@ -122,7 +122,10 @@ async fn a_full_queue_refuses_at_once() {
             .submit(
                 app(),
                 script.clone(),
-                Run::Handler { event: json!(null) },
+                Run::Handler {
+                    event: json!(null),
+                    delivery: json!(null),
+                },
                 "test",
             )
             .unwrap_or_else(|refused| panic!("refused: {:?}", refused.result))
@@ -140,7 +143,10 @@ async fn a_full_queue_refuses_at_once() {
         .run(
             app(),
             script.clone(),
-            Run::Handler { event: json!(null) },
+            Run::Handler {
+                event: json!(null),
+                delivery: json!(null),
+            },
             "test",
         )
         .await;

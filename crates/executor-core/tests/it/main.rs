@@ -35,6 +35,14 @@ fn app() -> AppId {
 async fn handle(executor: &Executor, source: &str, event: serde_json::Value) -> RunOutcome {
     let script = executor.compile(source).expect("the script compiles");
     executor
-        .run(app(), script, Run::Handler { event }, "test")
+        .run(
+            app(),
+            script,
+            Run::Handler {
+                event,
+                delivery: serde_json::json!({"id": 1, "attempt": 1}),
+            },
+            "test",
+        )
         .await
 }

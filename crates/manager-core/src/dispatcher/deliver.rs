@@ -56,10 +56,16 @@ impl Dispatcher {
         if let Some(error) = record.error.as_deref().filter(|_| !delivered) {
             // The error text never holds the URL (which may carry credentials in its
             // query) nor any signing secret.
-            tracing::warn!(app = %row.app_id, trigger = %row.trigger_id, topic = %row.topic,
-                seq = row.seq, attempt = row.attempts, status = record.status,
-                retrying = matches!(verdict, Verdict::Retry { .. }), %error,
-                "webhook delivery attempt failed");
+            let retrying = matches!(verdict, Verdict::Retry { .. });
+            if plan.handler_kind == "script" {
+                tracing::warn!(app = %row.app_id, trigger = %row.trigger_id, topic = %row.topic,
+                    seq = row.seq, attempt = row.attempts, retrying, %error,
+                    "script handler attempt failed");
+            } else {
+                tracing::warn!(app = %row.app_id, trigger = %row.trigger_id, topic = %row.topic,
+                    seq = row.seq, attempt = row.attempts, status = record.status, retrying,
+                    %error, "webhook delivery attempt failed");
+            }
         }
         // The recorder commits outcomes in groups; until then the lease keeps the row ours,
         // and a crash before the commit only means the row is delivered again.
@@ -107,8 +113,8 @@ impl Dispatcher {
         }
     }
 
-    /// Builds, signs and sends one attempt; `None` when there is nothing to deliver (the
-    /// dead letter was purged while its delivery was pending).
+    /// Makes one attempt: a signed webhook request, or a script run; `None` when there is
+    /// nothing to deliver (the dead letter was purged while its delivery was pending).
     async fn make_attempt(
         &self,
         row: &ClaimedRow,
@@ -118,26 +124,39 @@ impl Dispatcher {
         if self.faults.panic_if.as_ref().is_some_and(|hook| hook(row)) {
             panic!("injected delivery panic");
         }
-        let prepared = match row.dead_letter_id {
+        let body = match row.dead_letter_id {
             Some(id) => match self.db.dead_letter_info(id).await? {
                 Some(info) => webhook::dead_letter_body(row, plan, &info),
                 None => return Ok(None),
             },
             None => webhook::event_body(row, plan),
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(error) => return Ok(Some(failed_attempt(error.to_string()))),
+        };
+        if plan.handler_kind == "script" {
+            return Ok(Some(match &self.scripts {
+                Some(scripts) => {
+                    scripts
+                        .attempt(&self.db, row, &plan.handler_target, &body)
+                        .await
+                }
+                None => failed_attempt(format!(
+                    "script '{}': this node does not run scripts",
+                    plan.handler_target
+                )),
+            }));
         }
-        .and_then(|body| {
-            Ok((
-                check_url(&self.config.address_policy, &plan.handler_url)?,
-                body,
-            ))
-        });
-        Ok(Some(match prepared {
-            Ok((url, body)) => {
-                let secrets = webhook::signing_secrets(plan, now_ms());
-                webhook::attempt(&self.client, &url, row, &secrets, body).await
-            }
-            Err(error) => failed_attempt(error.to_string()),
-        }))
+        Ok(Some(
+            match check_url(&self.config.address_policy, &plan.handler_target) {
+                Ok(url) => {
+                    let secrets = webhook::signing_secrets(plan, now_ms());
+                    webhook::attempt(&self.client, &url, row, &secrets, body).await
+                }
+                Err(error) => failed_attempt(error.to_string()),
+            },
+        ))
     }
 
     /// The wait before the next attempt: the schedule's delay with ±20% jitter, at least

@@ -1,4 +1,5 @@
-//! The dispatcher: delivers outbox rows to their triggers' webhooks.
+//! The dispatcher: delivers outbox rows to their triggers' handlers (webhooks and
+//! scripts).
 //!
 //! One loop per node claims due rows in batches under a lease (counting the attempt at
 //! claim time), delivers them concurrently up to a worker limit, and records each outcome:
@@ -15,6 +16,7 @@
 //! - [`pacing`]: per-trigger windows and rates, and the apps' fair shares.
 //! - [`outbox`]: the queries.
 //! - [`webhook`]: one signed attempt and its classification.
+//! - [`script_handler`]: one attempt of a script handler.
 //! - [`signing`]: Standard Webhooks signatures.
 //! - [`ssrf`]: which addresses webhooks may reach.
 
@@ -32,12 +34,14 @@ mod deliver;
 pub mod outbox;
 pub mod pacing;
 mod recorder;
+pub mod script_handler;
 pub mod signing;
 pub mod ssrf;
 pub mod webhook;
 
 pub use circuit::CircuitPolicy;
 use outbox::Finished;
+pub use script_handler::ScriptHandlers;
 use ssrf::{webhook_client, AddressPolicy};
 
 /// Dispatcher settings.
@@ -128,6 +132,9 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     finished: mpsc::UnboundedSender<Finished>,
     recorder: std::sync::Mutex<Option<(mpsc::UnboundedReceiver<Finished>, CancellationToken)>>,
+    /// Runs script handlers; without it (a dispatcher built for a test) their attempts
+    /// fail.
+    scripts: Option<ScriptHandlers>,
     /// Faults tests inject (feature `testing`).
     #[cfg(feature = "testing")]
     faults: Faults,
@@ -145,8 +152,17 @@ impl Dispatcher {
             wake,
             finished,
             recorder: std::sync::Mutex::new(Some((queue, CancellationToken::new()))),
+            scripts: None,
             #[cfg(feature = "testing")]
             faults: Faults::default(),
+        }
+    }
+
+    /// This dispatcher running script handlers with `scripts`.
+    pub fn with_scripts(self, scripts: ScriptHandlers) -> Self {
+        Self {
+            scripts: Some(scripts),
+            ..self
         }
     }
 

@@ -32,7 +32,7 @@ pub struct ClaimedRow {
     pub attempts: i64,
 }
 
-/// Everything needed to make one webhook request.
+/// Everything needed to make one delivery attempt.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryPlan {
     /// The outbox row this plan is for.
@@ -41,8 +41,10 @@ pub struct DeliveryPlan {
     pub max_in_flight: Option<i64>,
     /// The trigger's stored pacing: most started per second.
     pub max_per_second: Option<i64>,
-    /// Where to POST.
-    pub handler_url: String,
+    /// `webhook` or `script`.
+    pub handler_kind: String,
+    /// The webhook's URL, or the script's name.
+    pub handler_target: String,
     /// The current signing secret.
     pub secret: String,
     /// The previous secret, while it is still honoured after a rotation.
@@ -251,7 +253,7 @@ impl Db {
         let plans: Vec<DeliveryPlan> = on_db!(self, pool, {
             let mut query = sqlx::QueryBuilder::new(
                 "SELECT o.id AS outbox_id, t.max_in_flight, t.max_per_second,
-                        t.handler_url, t.secret, t.previous_secret,
+                        t.handler_kind, t.handler_target, t.secret, t.previous_secret,
                         t.previous_secret_until, t.retry_max_attempts, t.retry_schedule_ms,
                         e.id AS event_id, e.event_type, e.payload, e.published_at
                  FROM outbox o

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::ManagerState;
 use crate::dispatcher::ssrf::check_webhook_host;
+use crate::error::Error;
 use crate::triggers::{CreatedTrigger, Handler, NewTrigger, RotatedSecret, Trigger, TriggerPatch};
 
 /// A list of triggers.
@@ -43,10 +44,20 @@ pub async fn list_triggers(
     }))
 }
 
-/// Refuses a webhook URL no delivery could reach: a refused or unresolvable host.
-async fn check_handler(state: &ManagerState, handler: &Handler) -> Result<(), ApiError> {
-    let Handler::Webhook { url } = handler;
-    check_webhook_host(&state.webhook_policy, url.as_str()).await?;
+/// Refuses a handler no delivery could reach: a webhook URL with a refused or
+/// unresolvable host, or a script the app does not have.
+async fn check_handler(state: &ManagerState, app: &str, handler: &Handler) -> Result<(), ApiError> {
+    match handler {
+        Handler::Webhook { url } => check_webhook_host(&state.webhook_policy, url.as_str()).await?,
+        Handler::Script { script } => match state.db.get_script(app, script.as_str()).await {
+            Err(Error::ScriptNotFound(_)) => {
+                return Err(ApiError::invalid(format!(
+                    "handler: the app has no script '{script}'; save it first"
+                )))
+            }
+            other => drop(other?),
+        },
+    }
     Ok(())
 }
 
@@ -64,7 +75,7 @@ pub async fn create_trigger(
     ApiJson(body): ApiJson<NewTrigger>,
 ) -> Result<(StatusCode, Json<CreatedTrigger>), ApiError> {
     let app = state.db.get_app(&app).await?.id;
-    check_handler(&state, &body.handler).await?;
+    check_handler(&state, app.as_str(), &body.handler).await?;
     let created = state.db.create_trigger(&app, body).await?;
     tracing::info!(app = %app, trigger_id = %created.trigger.id, "trigger created");
     Ok((StatusCode::CREATED, Json(created)))
@@ -100,7 +111,7 @@ pub async fn update_trigger(
 ) -> Result<Json<Trigger>, ApiError> {
     state.db.get_app(&app).await?;
     if let Some(handler) = &patch.handler {
-        check_handler(&state, handler).await?;
+        check_handler(&state, &app, handler).await?;
     }
     let updated = state.db.update_trigger(&app, &trigger, patch).await?;
     tracing::info!(app, trigger_id = %updated.id, "trigger updated");

@@ -4,7 +4,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use picloud_shared::ids::random_bytes;
-use picloud_shared::AppId;
+use picloud_shared::{AppId, TopicName};
 use serde::{Deserialize, Serialize};
 
 use super::retry::RetrySpec;
@@ -101,6 +101,24 @@ pub enum Handler {
         /// The endpoint.
         url: WebhookUrl,
     },
+    /// A script of the app, run with `event` (the body a webhook would get) and
+    /// `delivery` (its id and attempt) in scope. Returning is delivered; throwing or
+    /// running out of time is a failed attempt, retried like a webhook's.
+    Script {
+        /// The script's name.
+        #[schema(value_type = String)]
+        script: TopicName,
+    },
+}
+
+impl Handler {
+    /// The stored form: `handler_kind` and `handler_target`.
+    pub fn stored(&self) -> (&'static str, &str) {
+        match self {
+            Handler::Webhook { url } => ("webhook", url.as_str()),
+            Handler::Script { script } => ("script", script.as_str()),
+        }
+    }
 }
 
 /// A trigger's circuit breaker, maintained by the dispatcher.

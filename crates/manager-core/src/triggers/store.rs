@@ -5,7 +5,7 @@ use std::fmt;
 
 use picloud_shared::ids::random_id;
 use picloud_shared::time::now_ms;
-use picloud_shared::AppId;
+use picloud_shared::{AppId, TopicName};
 
 use super::model::new_secret;
 use super::*;
@@ -21,7 +21,7 @@ struct TriggerRow {
     source_kind: String,
     source_topic: Option<String>,
     handler_kind: String,
-    handler_url: String,
+    handler_target: String,
     retry_max_attempts: i64,
     retry_schedule_ms: Option<String>,
     ordered: bool,
@@ -36,7 +36,8 @@ struct TriggerRow {
     updated_at: i64,
 }
 
-const TRIGGER_COLUMNS: &str = "id, app_id, source_kind, source_topic, handler_kind, handler_url, \
+const TRIGGER_COLUMNS: &str =
+    "id, app_id, source_kind, source_topic, handler_kind, handler_target, \
      retry_max_attempts, retry_schedule_ms, ordered, max_in_flight, max_per_second, enabled, \
      disabled_reason, circuit_state, circuit_open_until, \
      consecutive_failures, created_at, updated_at";
@@ -59,7 +60,10 @@ impl TriggerRow {
         };
         let handler = match self.handler_kind.as_str() {
             "webhook" => Handler::Webhook {
-                url: WebhookUrl::parse(&self.handler_url).map_err(|e| corrupt(&id, e))?,
+                url: WebhookUrl::parse(&self.handler_target).map_err(|e| corrupt(&id, e))?,
+            },
+            "script" => Handler::Script {
+                script: TopicName::parse(&self.handler_target).map_err(|e| corrupt(&id, e.0))?,
             },
             kind => return Err(corrupt(&id, format!("handler '{kind}'"))),
         };
@@ -95,7 +99,7 @@ struct ConfigColumns<'a> {
     source_kind: &'static str,
     source_topic: Option<&'a str>,
     handler_kind: &'static str,
-    handler_url: &'a str,
+    handler_target: &'a str,
     retry_max_attempts: i64,
     retry_schedule_ms: String,
 }
@@ -106,7 +110,7 @@ impl<'a> ConfigColumns<'a> {
             TriggerSource::Topic { topic } => ("topic", Some(topic.as_str())),
             TriggerSource::DeadLetter {} => ("dead_letter", None),
         };
-        let Handler::Webhook { url } = &trigger.handler;
+        let (handler_kind, handler_target) = trigger.handler.stored();
         let schedule_ms: Vec<u64> = trigger
             .retry
             .schedule_secs()
@@ -116,8 +120,8 @@ impl<'a> ConfigColumns<'a> {
         ConfigColumns {
             source_kind,
             source_topic,
-            handler_kind: "webhook",
-            handler_url: url.as_str(),
+            handler_kind,
+            handler_target,
             retry_max_attempts: i64::from(trigger.retry.max_attempts()),
             retry_schedule_ms: serde_json::to_string(&schedule_ms).expect("a list of numbers"),
         }
@@ -178,7 +182,7 @@ impl Db {
             }
             sqlx::query(
                 "INSERT INTO triggers (id, app_id, source_kind, source_topic, handler_kind,
-                     handler_url, secret, retry_max_attempts, retry_schedule_ms, ordered,
+                     handler_target, secret, retry_max_attempts, retry_schedule_ms, ordered,
                      enabled, circuit_state, created_at, updated_at, max_in_flight, max_per_second)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15)",
             )
@@ -187,7 +191,7 @@ impl Db {
             .bind(c.source_kind)
             .bind(c.source_topic)
             .bind(c.handler_kind)
-            .bind(c.handler_url)
+            .bind(c.handler_target)
             .bind(&sealed)
             .bind(c.retry_max_attempts)
             .bind(&c.retry_schedule_ms)
@@ -269,7 +273,7 @@ impl Db {
             let c = ConfigColumns::of(&trigger);
             sqlx::query(
                 "UPDATE triggers SET source_kind = $1, source_topic = $2, handler_kind = $3,
-                     handler_url = $4, retry_max_attempts = $5, retry_schedule_ms = $6,
+                     handler_target = $4, retry_max_attempts = $5, retry_schedule_ms = $6,
                      ordered = $7, enabled = $8, disabled_reason = $9, updated_at = $10,
                      max_in_flight = $13, max_per_second = $14
                  WHERE app_id = $11 AND id = $12",
@@ -277,7 +281,7 @@ impl Db {
             .bind(c.source_kind)
             .bind(c.source_topic)
             .bind(c.handler_kind)
-            .bind(c.handler_url)
+            .bind(c.handler_target)
             .bind(c.retry_max_attempts)
             .bind(&c.retry_schedule_ms)
             .bind(trigger.ordered)

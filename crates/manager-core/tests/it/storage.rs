@@ -230,3 +230,57 @@ async fn migrations_are_idempotent_and_ping_works(t: TestDb) {
     t.db.migrate().await.unwrap();
     t.db.ping().await.unwrap();
 }
+
+backend_test!(widening_trigger_handlers_keeps_every_delivery);
+async fn widening_trigger_handlers_keeps_every_delivery(t: TestDb) {
+    // Migration 6 rebuilds `triggers` on SQLite; the outbox rows and attempts that
+    // reference a trigger must come through it (a drop with foreign keys on would
+    // cascade into them).
+    let old = TestDb::migrated_through(t.db.backend(), 5).await.unwrap();
+    let db = &old.db;
+    db.create_app(&app("shop"), "Shop").await.unwrap();
+    picloud_manager_core::on_db!(db, pool, {
+        for statement in [
+            "INSERT INTO triggers (id, app_id, source_kind, source_topic, handler_kind,
+                 handler_url, secret, retry_max_attempts, created_at, updated_at)
+             VALUES ('trg_1', 'shop', 'topic', 'orders', 'webhook', 'https://h.io/x',
+                 'whsec_x', 8, 1, 1)",
+            "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
+                 next_attempt_at, created_at, updated_at)
+             VALUES ('shop', 'trg_1', 'orders', 1, 'delivered', 1, 0, 1, 1),
+                    ('shop', 'trg_1', 'orders', 2, 'pending', 0, 0, 1, 1)",
+            "INSERT INTO delivery_attempts (outbox_id, app_id, attempt, started_at,
+                 duration_ms, status_code)
+             SELECT id, 'shop', 1, 1, 3, 200 FROM outbox WHERE seq = 1",
+        ] {
+            sqlx::query(statement).execute(pool).await.unwrap();
+        }
+    });
+    db.migrate().await.unwrap();
+    let counts: (i64, i64, String, String) = picloud_manager_core::on_db!(db, pool, {
+        sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM outbox), (SELECT COUNT(*) FROM delivery_attempts),
+                    handler_kind, handler_target
+             FROM triggers WHERE id = 'trg_1'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    });
+    assert_eq!(
+        counts,
+        (2, 1, "webhook".to_owned(), "https://h.io/x".to_owned())
+    );
+    // Foreign keys still hold after the rebuild: deleting the trigger takes its rows.
+    picloud_manager_core::on_db!(db, pool, {
+        sqlx::query("DELETE FROM triggers WHERE id = 'trg_1'")
+            .execute(pool)
+            .await
+            .unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    });
+}

@@ -298,7 +298,8 @@ const SPEC: &[(&str, &str, Access)] = &[
         "POST",
         "/v1/apps/{app}/scripts/{script}/versions/{version}/restore",
         Access::App(Scope::ScriptsManage),
-    ),    (
+    ),
+    (
         "GET",
         "/v1/apps/{app}/scripts/{script}/runs",
         Access::App(Scope::ScriptsManage),

@@ -12,7 +12,7 @@ use picloud_manager_core::testing::TestDb;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-fn fast_args(allow_private: bool) -> ServeArgs {
+pub(crate) fn fast_args(allow_private: bool) -> ServeArgs {
     let mut args = ServeArgs::for_tests();
     args.dispatch_backoff_scale = 0.001; // 5 s -> 5 ms
     args.dispatch_poll_ms = 50;
@@ -21,7 +21,7 @@ fn fast_args(allow_private: bool) -> ServeArgs {
     args
 }
 
-/// Creates a trigger and returns (id, secret).
+/// Creates a webhook trigger and returns (id, secret).
 async fn trigger(
     app: &TestApp,
     key: &str,
@@ -29,6 +29,22 @@ async fn trigger(
     url: &str,
     max_attempts: u32,
 ) -> (String, String) {
+    let handler = json!({"kind": "webhook", "url": url});
+    let body = create_trigger(app, key, source, handler, max_attempts).await;
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Creates a trigger of app "shop" and returns it as created.
+pub(crate) async fn create_trigger(
+    app: &TestApp,
+    key: &str,
+    source: Value,
+    handler: Value,
+    max_attempts: u32,
+) -> Value {
     let (status, body) = app
         .call(
             Method::POST,
@@ -36,20 +52,17 @@ async fn trigger(
             Some(key),
             Some(json!({
                 "source": source,
-                "handler": {"kind": "webhook", "url": url},
+                "handler": handler,
                 "retry": {"max_attempts": max_attempts},
             })),
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    (
-        body["id"].as_str().unwrap().to_owned(),
-        body["secret"].as_str().unwrap().to_owned(),
-    )
+    body
 }
 
 /// Polls the outbox until no row is pending (bounded).
-async fn settle(app: &TestApp) -> Vec<(String, String, i64)> {
+pub(crate) async fn settle(app: &TestApp) -> Vec<(String, String, i64)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let rows: Vec<(String, String, i64)> = picloud_manager_core::on_db!(&app.t.db, pool, {
@@ -308,7 +321,7 @@ async fn loopback_webhooks_are_refused_by_default(t: TestDb) {
         (second, "http://localhost:9/hook".to_owned()),
     ] {
         picloud_manager_core::on_db!(&app.t.db, pool, {
-            sqlx::query("UPDATE triggers SET handler_url = $1 WHERE id = $2")
+            sqlx::query("UPDATE triggers SET handler_target = $1 WHERE id = $2")
                 .bind(&url)
                 .bind(&id)
                 .execute(pool)

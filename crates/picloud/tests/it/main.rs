@@ -19,6 +19,7 @@ mod publish;
 mod readme;
 mod realtime;
 mod realtime_server;
+mod script_handlers;
 mod scripts;
 mod secrets;
 mod smuggling;
