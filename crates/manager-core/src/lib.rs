@@ -10,6 +10,7 @@
 //! - [`realtime_store`]: the storage the realtime layer reads, behind the
 //!   [`picloud_shared::realtime::RealtimeStore`] trait.
 //! - [`retention`]: pruning logs to their retention.
+//! - [`cron`]: the ticker that fires cron triggers once per tick across nodes.
 //! - [`scripts`]: app scripts and their versions; [`run_log`]: the last runs of each app's
 //!   scripts, recorded off the request path.
 //! - [`dispatcher`]: delivering outbox rows to signed webhooks; [`deliveries`]: the
@@ -34,6 +35,7 @@ pub mod api_keys;
 pub mod apps;
 pub mod auth;
 pub mod cluster_feed;
+pub mod cron;
 pub mod db;
 pub mod deliveries;
 pub mod dispatcher;

@@ -39,6 +39,14 @@ pub fn describe() {
     );
     ::metrics::describe_counter!("picloud_events_pruned_total", "Events removed by retention");
     ::metrics::describe_counter!(
+        "picloud_cron_ticks_total",
+        "Cron ticks handled, by outcome: fired, or skipped (missed with catch_up none)"
+    );
+    ::metrics::describe_counter!(
+        "picloud_cron_ticks_missed_total",
+        "Cron ticks that went by late or unfired (no node ran at their time)"
+    );
+    ::metrics::describe_counter!(
         "picloud_script_run_log_dropped_total",
         "Script runs left out of the run log because its writer was behind or failing"
     );
@@ -104,6 +112,16 @@ pub fn idempotent_replay() {
 /// A stored trigger pattern did not parse when an app's triggers were loaded.
 pub fn trigger_pattern_invalid() {
     counter!("picloud_trigger_patterns_invalid_total").increment(1);
+}
+
+/// A cron trigger's due tick was handled: fired or skipped, and whether ticks were
+/// missed.
+pub fn cron_tick(fired: bool, missed: bool) {
+    let outcome = if fired { "fired" } else { "skipped" };
+    counter!("picloud_cron_ticks_total", "outcome" => outcome).increment(1);
+    if missed {
+        counter!("picloud_cron_ticks_missed_total").increment(1);
+    }
 }
 
 /// A script run was left out of the run log.

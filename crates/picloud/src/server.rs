@@ -15,6 +15,7 @@ use picloud_executor_core::Executor;
 use picloud_manager_core::api_keys::CreatedKey;
 use picloud_manager_core::auth::{require_access, Authenticator, DEFAULT_KEY_CACHE_TTL};
 use picloud_manager_core::cluster_feed::run_cluster_feed;
+use picloud_manager_core::cron::run_cron;
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
 use picloud_manager_core::dispatcher::ssrf::{parse_cidrs, AddressPolicy};
 use picloud_manager_core::dispatcher::{Dispatcher, ScriptHandlers};
@@ -254,6 +255,11 @@ fn start_manager(
         run_log: run_log.clone(),
     });
     let dispatching = tokio::spawn(dispatcher.run(background.clone()));
+    let cron = tokio::spawn(run_cron(
+        db.clone(),
+        dispatch_wake.clone(),
+        background.clone(),
+    ));
     let retention = tokio::spawn(run_retention(
         db.clone(),
         Duration::from_secs(serve.retention_interval_sec),
@@ -272,7 +278,14 @@ fn start_manager(
         scripts,
         run_log,
     };
-    let tasks = vec![writer, retention, dispatching, cluster_feed, run_log_writer];
+    let tasks = vec![
+        writer,
+        retention,
+        dispatching,
+        cluster_feed,
+        run_log_writer,
+        cron,
+    ];
     Ok((manager, tasks))
 }
 

@@ -8,10 +8,21 @@ export function handlerName(handler: Trigger['handler']): string {
   return handler.kind === 'webhook' ? handler.url : `script ${handler.script}`;
 }
 
+/** What fires a trigger: "orders.*", "dead letters", "cron 0 9 * * 1-5 (Europe/Berlin)". */
+export function sourceName(source: Trigger['source']): string {
+  switch (source.kind) {
+    case 'topic':
+      return source.topic;
+    case 'dead_letter':
+      return 'dead letters';
+    case 'cron':
+      return `cron ${source.schedule} (${source.timezone ?? 'UTC'})`;
+  }
+}
+
 /** A trigger's name: "orders.* → https://…", "dead letters → script on_dead". */
 export function triggerName(trigger: Pick<Trigger, 'source' | 'handler'>): string {
-  const source = trigger.source.kind === 'topic' ? trigger.source.topic : 'dead letters';
-  return `${source} → ${handlerName(trigger.handler)}`;
+  return `${sourceName(trigger.source)} → ${handlerName(trigger.handler)}`;
 }
 
 /** The name of the trigger `id` among `triggers`, or the id when it is not listed (deleted). */

@@ -68,4 +68,37 @@ describe('Triggers', () => {
     expect(within(card).queryByRole('button', { name: /Reveal secret/ })).toBeNull();
     expect(screen.queryByTestId('trigger-secret')).toBeNull();
   });
+
+  it('creates a cron trigger and shows when it ticks next', async () => {
+    const user = userEvent.setup();
+    const created: unknown[] = [];
+    const next = new Date(2030, 0, 2, 9, 0, 0).getTime();
+    const cron = {
+      ...trigger, id: 'trg_3', source: { kind: 'cron', schedule: '0 9 * * 1-5', timezone: 'Europe/Berlin', catch_up: 'one' },
+      handler: { kind: 'script', script: 'daily_report' }, circuit_state: 'closed', circuit_probe_at: null, consecutive_failures: 0, next_tick_at: next,
+    };
+    fakeServer({
+      'GET /v1/apps/shop/triggers': () => ({ body: { triggers: created.length ? [cron] : [] } }),
+      'POST /v1/apps/shop/triggers': (c) => {
+        created.push(c.body);
+        return { status: 201, body: { ...cron, secret: 'whsec_x' } };
+      },
+      'GET /v1/apps/shop/deliveries': () => ({ body: { deliveries: [] } }),
+    });
+    render(Triggers, { props: { app: 'shop' } });
+    await screen.findByText('No triggers yet');
+    await user.selectOptions(screen.getByLabelText('Source'), 'cron');
+    await user.type(await screen.findByLabelText('Schedule'), '0 9 * * 1-5');
+    await user.clear(screen.getByLabelText('Time zone'));
+    await user.type(screen.getByLabelText('Time zone'), 'Europe/Berlin');
+    await user.selectOptions(screen.getByLabelText('Handler'), 'script');
+    await user.type(await screen.findByLabelText('Script'), 'daily_report');
+    await user.click(screen.getByRole('button', { name: 'Create trigger' }));
+    const card = await screen.findByRole('listitem', { name: 'Trigger cron 0 9 * * 1-5 (Europe/Berlin) → script daily_report' });
+    expect(created).toEqual([{
+      source: { kind: 'cron', schedule: '0 9 * * 1-5', timezone: 'Europe/Berlin' },
+      handler: { kind: 'script', script: 'daily_report' },
+    }]);
+    expect(card.textContent).toContain('2030-01-02 09:00:00');
+  });
 });

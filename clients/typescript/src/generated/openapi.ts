@@ -809,6 +809,11 @@ export interface components {
             type?: string | null;
         };
         /**
+         * @description What a cron trigger does about ticks that passed while no node was running.
+         * @enum {string}
+         */
+        CatchUp: "one" | "none";
+        /**
          * @description A trigger's circuit breaker, maintained by the dispatcher.
          * @enum {string}
          */
@@ -874,6 +879,8 @@ export interface components {
             /** @description The signing secret, `whsec_` and base64. Also available later through reveal. */
             secret: string;
         };
+        /** @example *\/5 * * * * */
+        CronPattern: string;
         /** @description A dead letter: a delivery whose attempts were exhausted. */
         DeadLetter: {
             /**
@@ -1481,6 +1488,12 @@ export interface components {
             /** @description `ok` or `ready`. */
             status: string;
         };
+        /**
+         * @default UTC
+         * @example UTC
+         * @example Europe/Berlin
+         */
+        TimeZoneName: string;
         /** @description Body of `POST /v1/apps/{app}/subscriber-tokens`. */
         TokenRequest: {
             /** @description An opaque subject (a user id, say), carried in the token. */
@@ -1578,6 +1591,12 @@ export interface components {
             handler: components["schemas"]["Handler"];
             /** @description `trg_` and 32 hex characters. */
             id: string;
+            /**
+             * Format: int64
+             * @description A `cron` trigger's next tick, ms since the epoch (null for other triggers, and
+             *     for a schedule with no tick left).
+             */
+            next_tick_at?: number | null;
             /** @description Whether deliveries of one topic go out one at a time, in seq order. */
             ordered: boolean;
             /** @description Limits on how hard deliveries hit the endpoint. */
@@ -1625,6 +1644,18 @@ export interface components {
         } | {
             /** @enum {string} */
             kind: "dead_letter";
+        } | {
+            /**
+             * @description What to do about ticks that went by while no node ran: fire `one` for them
+             *     all (the default), or `none`.
+             */
+            catch_up?: components["schemas"]["CatchUp"];
+            /** @enum {string} */
+            kind: "cron";
+            /** @description A cron pattern: five fields (minute first), or six with seconds first. */
+            schedule: components["schemas"]["CronPattern"];
+            /** @description The IANA time zone the pattern is read in; `UTC` if absent. */
+            timezone?: components["schemas"]["TimeZoneName"];
         };
         /** Format: uri */
         WebhookUrl: string;

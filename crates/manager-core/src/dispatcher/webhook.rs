@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 
 use super::outbox::{AttemptRecord, ClaimedRow, DeadLetterInfo, DeliveryPlan};
 use super::signing::signature_header;
+use crate::cron::CRON_TOPIC;
 use crate::error::{Error, Result};
 
 /// Longest response-body prefix kept per attempt.
@@ -45,11 +46,34 @@ struct EventBody<'a> {
     published_at: i64,
 }
 
-/// The event a dead letter points at, or just its place when it left the log.
+/// A cron trigger's tick, as its handler gets it.
+#[derive(Debug, serde::Serialize)]
+struct TickBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    app: &'a str,
+    trigger_id: &'a str,
+    scheduled_at: i64,
+}
+
+impl<'a> TickBody<'a> {
+    fn new(app: &'a str, trigger_id: &'a str, scheduled_at: i64) -> Self {
+        TickBody {
+            kind: "cron.tick",
+            app,
+            trigger_id,
+            scheduled_at,
+        }
+    }
+}
+
+/// The event a dead letter points at (a cron tick's own body), or just its place when it
+/// left the log.
 #[derive(Debug, serde::Serialize)]
 #[serde(untagged)]
 enum DeadEvent<'a> {
     Logged(EventBody<'a>),
+    Tick(TickBody<'a>),
     Gone { topic: &'a str, seq: i64 },
 }
 
@@ -96,8 +120,11 @@ fn to_json(body: &impl serde::Serialize) -> Result<Vec<u8>> {
         .map_err(|e| Error::Invalid(format!("cannot write the webhook body: {e}")))
 }
 
-/// The webhook body for an event delivery: the event as JSON.
+/// The webhook body for an event delivery: the event as JSON, or a cron trigger's tick.
 pub fn event_body(row: &ClaimedRow, plan: &DeliveryPlan) -> Result<Vec<u8>> {
+    if row.topic == CRON_TOPIC {
+        return to_json(&TickBody::new(&row.app_id, &row.trigger_id, row.seq));
+    }
     to_json(&logged_event(row, plan)?)
 }
 
@@ -107,12 +134,16 @@ pub fn dead_letter_body(
     plan: &DeliveryPlan,
     dead_letter: &DeadLetterInfo,
 ) -> Result<Vec<u8>> {
-    let event = match logged_event(row, plan) {
-        Ok(event) => DeadEvent::Logged(event),
-        Err(_) => DeadEvent::Gone {
-            topic: &row.topic,
-            seq: row.seq,
-        },
+    let event = if row.topic == CRON_TOPIC {
+        DeadEvent::Tick(TickBody::new(&row.app_id, &dead_letter.trigger_id, row.seq))
+    } else {
+        match logged_event(row, plan) {
+            Ok(event) => DeadEvent::Logged(event),
+            Err(_) => DeadEvent::Gone {
+                topic: &row.topic,
+                seq: row.seq,
+            },
+        }
     };
     to_json(&DeadLetterBody {
         kind: "dead_letter",

@@ -8,6 +8,7 @@ use picloud_shared::{AppId, TopicName};
 use serde::{Deserialize, Serialize};
 
 use super::retry::RetrySpec;
+use super::schedule::{CatchUp, CronPattern, Schedule, TimeZoneName};
 use super::{RetryPolicy, TopicPattern};
 use crate::error::{Error, Result};
 
@@ -23,6 +24,34 @@ pub enum TriggerSource {
     /// The app's dead letters (deliveries that ran out of attempts). Failures of these
     /// triggers are never dead-lettered again.
     DeadLetter {},
+    /// A schedule: each tick fires once, whatever the number of nodes, with
+    /// `#{type: "cron.tick", app, trigger_id, scheduled_at}` as its event.
+    Cron {
+        /// A cron pattern: five fields (minute first), or six with seconds first.
+        schedule: CronPattern,
+        /// The IANA time zone the pattern is read in; `UTC` if absent.
+        #[serde(default)]
+        timezone: TimeZoneName,
+        /// What to do about ticks that went by while no node ran: fire `one` for them
+        /// all (the default), or `none`.
+        #[serde(default)]
+        catch_up: CatchUp,
+    },
+}
+
+impl TriggerSource {
+    /// The schedule of a `cron` source.
+    pub fn schedule(&self) -> Option<Schedule> {
+        match self {
+            TriggerSource::Cron {
+                schedule, timezone, ..
+            } => Some(Schedule {
+                pattern: schedule.clone(),
+                timezone: *timezone,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Longest accepted webhook URL.
@@ -232,6 +261,9 @@ pub struct Trigger {
     /// While the circuit is open: when one probe delivery is tried, ms since the epoch
     /// (null otherwise), so an admin can tell when deliveries may resume.
     pub circuit_probe_at: Option<i64>,
+    /// A `cron` trigger's next tick, ms since the epoch (null for other triggers, and
+    /// for a schedule with no tick left).
+    pub next_tick_at: Option<i64>,
     /// Creation time, ms since the epoch.
     pub created_at: i64,
     /// Last change, ms since the epoch.

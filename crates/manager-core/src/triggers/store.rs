@@ -8,6 +8,7 @@ use picloud_shared::time::now_ms;
 use picloud_shared::{AppId, TopicName};
 
 use super::model::new_secret;
+use super::schedule::{CatchUp, CronPattern, TimeZoneName};
 use super::*;
 use crate::db::{begin_write, Db};
 use crate::error::{Error, Result};
@@ -31,6 +32,10 @@ struct TriggerRow {
     disabled_reason: Option<String>,
     circuit_state: String,
     circuit_open_until: Option<i64>,
+    cron_schedule: Option<String>,
+    cron_timezone: Option<String>,
+    cron_catch_up: Option<String>,
+    cron_next_at: Option<i64>,
     consecutive_failures: i64,
     created_at: i64,
     updated_at: i64,
@@ -39,8 +44,8 @@ struct TriggerRow {
 const TRIGGER_COLUMNS: &str =
     "id, app_id, source_kind, source_topic, handler_kind, handler_target, \
      retry_max_attempts, retry_schedule_ms, ordered, max_in_flight, max_per_second, enabled, \
-     disabled_reason, circuit_state, circuit_open_until, \
-     consecutive_failures, created_at, updated_at";
+     disabled_reason, circuit_state, circuit_open_until, cron_schedule, cron_timezone, \
+     cron_catch_up, cron_next_at, consecutive_failures, created_at, updated_at";
 
 /// A stored trigger that does not read back: logged and answered 500, never blamed on
 /// the caller.
@@ -56,6 +61,14 @@ impl TriggerRow {
                 topic: TopicPattern::parse(&topic).map_err(|e| corrupt(&id, e))?,
             },
             ("dead_letter", _) => TriggerSource::DeadLetter {},
+            ("cron", _) => TriggerSource::Cron {
+                schedule: CronPattern::parse(self.cron_schedule.as_deref().unwrap_or_default())
+                    .map_err(|e| corrupt(&id, e))?,
+                timezone: TimeZoneName::parse(self.cron_timezone.as_deref().unwrap_or("UTC"))
+                    .map_err(|e| corrupt(&id, e))?,
+                catch_up: CatchUp::parse(self.cron_catch_up.as_deref().unwrap_or("one"))
+                    .ok_or_else(|| corrupt(&id, "catch_up"))?,
+            },
             (kind, _) => return Err(corrupt(&id, format!("source '{kind}'"))),
         };
         let handler = match self.handler_kind.as_str() {
@@ -86,6 +99,7 @@ impl TriggerRow {
             circuit_probe_at: self
                 .circuit_open_until
                 .filter(|_| circuit_state == CircuitState::Open),
+            next_tick_at: self.cron_next_at,
             consecutive_failures: self.consecutive_failures,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -102,6 +116,9 @@ struct ConfigColumns<'a> {
     handler_target: &'a str,
     retry_max_attempts: i64,
     retry_schedule_ms: String,
+    cron_schedule: Option<&'a str>,
+    cron_timezone: Option<&'static str>,
+    cron_catch_up: Option<&'static str>,
 }
 
 impl<'a> ConfigColumns<'a> {
@@ -109,6 +126,19 @@ impl<'a> ConfigColumns<'a> {
         let (source_kind, source_topic) = match &trigger.source {
             TriggerSource::Topic { topic } => ("topic", Some(topic.as_str())),
             TriggerSource::DeadLetter {} => ("dead_letter", None),
+            TriggerSource::Cron { .. } => ("cron", None),
+        };
+        let (cron_schedule, cron_timezone, cron_catch_up) = match &trigger.source {
+            TriggerSource::Cron {
+                schedule,
+                timezone,
+                catch_up,
+            } => (
+                Some(schedule.as_str()),
+                Some(timezone.as_str()),
+                Some(catch_up.as_str()),
+            ),
+            _ => (None, None, None),
         };
         let (handler_kind, handler_target) = trigger.handler.stored();
         let schedule_ms: Vec<u64> = trigger
@@ -124,6 +154,9 @@ impl<'a> ConfigColumns<'a> {
             handler_target,
             retry_max_attempts: i64::from(trigger.retry.max_attempts()),
             retry_schedule_ms: serde_json::to_string(&schedule_ms).expect("a list of numbers"),
+            cron_schedule,
+            cron_timezone,
+            cron_catch_up,
         }
     }
 }
@@ -154,6 +187,7 @@ impl Db {
     /// Creates a trigger for `app` with a fresh signing secret.
     pub async fn create_trigger(&self, app: &AppId, new: NewTrigger) -> Result<CreatedTrigger> {
         let now = now_ms();
+        let next_tick_at = new.source.schedule().and_then(|s| s.next_after(now));
         let trigger = Trigger {
             id: random_id("trg"),
             app: app.clone(),
@@ -167,6 +201,7 @@ impl Db {
             circuit_state: CircuitState::Closed,
             consecutive_failures: 0,
             circuit_probe_at: None,
+            next_tick_at,
             created_at: now,
             updated_at: now,
         };
@@ -183,8 +218,10 @@ impl Db {
             sqlx::query(
                 "INSERT INTO triggers (id, app_id, source_kind, source_topic, handler_kind,
                      handler_target, secret, retry_max_attempts, retry_schedule_ms, ordered,
-                     enabled, circuit_state, created_at, updated_at, max_in_flight, max_per_second)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15)",
+                     enabled, circuit_state, created_at, updated_at, max_in_flight, max_per_second,
+                     cron_schedule, cron_timezone, cron_catch_up, cron_next_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15,
+                     $16, $17, $18, $19)",
             )
             .bind(&trigger.id)
             .bind(app.as_str())
@@ -201,6 +238,10 @@ impl Db {
             .bind(now)
             .bind(trigger.pacing.max_in_flight.map(i64::from))
             .bind(trigger.pacing.max_per_second.map(i64::from))
+            .bind(c.cron_schedule)
+            .bind(c.cron_timezone)
+            .bind(c.cron_catch_up)
+            .bind(trigger.next_tick_at)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -268,14 +309,22 @@ impl Db {
                 return Err(Error::TriggerNotFound(id.to_owned()));
             };
             let mut trigger = row.into_trigger()?;
+            let before = (trigger.source.clone(), trigger.enabled);
             patch.apply(&mut trigger);
-            trigger.updated_at = now_ms().max(trigger.updated_at);
+            let now = now_ms();
+            trigger.updated_at = now.max(trigger.updated_at);
+            // A new schedule, or one turned back on, counts from now: ticks that went by
+            // while it was off are not "missed".
+            if (trigger.source.clone(), trigger.enabled) != before {
+                trigger.next_tick_at = trigger.source.schedule().and_then(|s| s.next_after(now));
+            }
             let c = ConfigColumns::of(&trigger);
             sqlx::query(
                 "UPDATE triggers SET source_kind = $1, source_topic = $2, handler_kind = $3,
                      handler_target = $4, retry_max_attempts = $5, retry_schedule_ms = $6,
                      ordered = $7, enabled = $8, disabled_reason = $9, updated_at = $10,
-                     max_in_flight = $13, max_per_second = $14
+                     max_in_flight = $13, max_per_second = $14, cron_schedule = $15,
+                     cron_timezone = $16, cron_catch_up = $17, cron_next_at = $18
                  WHERE app_id = $11 AND id = $12",
             )
             .bind(c.source_kind)
@@ -292,6 +341,10 @@ impl Db {
             .bind(id)
             .bind(trigger.pacing.max_in_flight.map(i64::from))
             .bind(trigger.pacing.max_per_second.map(i64::from))
+            .bind(c.cron_schedule)
+            .bind(c.cron_timezone)
+            .bind(c.cron_catch_up)
+            .bind(trigger.next_tick_at)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

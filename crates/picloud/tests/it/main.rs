@@ -11,6 +11,7 @@ mod browsers;
 mod cli;
 mod connections;
 mod crash;
+mod cron;
 mod dispatch;
 mod early_rejections;
 mod functions;

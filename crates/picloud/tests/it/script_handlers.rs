@@ -20,8 +20,8 @@ async fn setup(t: TestDb) -> (TestApp, String) {
     (app, key)
 }
 
-/// Saves `source` as script `name`.
-async fn save(app: &TestApp, key: &str, name: &str, source: &str) {
+/// Saves `source` as script `name` of app "shop".
+pub(crate) async fn save(app: &TestApp, key: &str, name: &str, source: &str) {
     let path = format!("/v1/apps/shop/scripts/{name}");
     let (status, body) = app
         .call(
