@@ -53,7 +53,7 @@ impl NoticeHandler for Authenticator {
         match notice {
             Notice::KeyRevoked { key_id } => self.forget_key(key_id),
             Notice::AppDeleted { app } => self.forget_app(app),
-            Notice::Committed(_) | Notice::TopicClosed { .. } => {}
+            Notice::Committed(_) | Notice::TopicClosed { .. } | Notice::ScriptChanged { .. } => {}
         }
     }
 }

@@ -11,7 +11,8 @@
 //!   [`picloud_shared::realtime::RealtimeStore`] trait.
 //! - [`retention`]: pruning logs to their retention.
 //! - [`cron`]: the ticker that fires cron triggers once per tick across nodes.
-//! - [`scripts`]: app scripts and their versions; [`run_log`]: the last runs of each app's
+//! - [`scripts`]: app scripts and their versions, [`script_cache`] their current
+//!   versions in memory; [`run_log`]: the last runs of each app's
 //!   scripts, recorded off the request path.
 //! - [`dispatcher`]: delivering outbox rows to signed webhooks; [`deliveries`]: the
 //!   deliveries and dead letters it leaves, for the API.
@@ -49,6 +50,7 @@ pub mod publish;
 pub mod realtime_store;
 pub mod retention;
 pub mod run_log;
+pub mod script_cache;
 pub mod scripts;
 pub mod secret_box;
 pub mod secrets_at_rest;

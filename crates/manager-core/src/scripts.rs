@@ -6,9 +6,11 @@ use picloud_shared::time::now_ms;
 use picloud_shared::TopicName;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster_feed::FeedNotify;
 use crate::db::{begin_write, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
+use picloud_shared::cluster::script_changed_payload;
 
 /// Who may call a script as an HTTP function.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -150,6 +152,8 @@ impl Db {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            tx.notify_feed(script_changed_payload(app, name.as_str()))
+                .await?;
             tx.commit().await?;
             row
         });
@@ -266,6 +270,9 @@ impl Db {
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
+            if deleted > 0 {
+                tx.notify_feed(script_changed_payload(app, name)).await?;
+            }
             tx.commit().await?;
             deleted
         });

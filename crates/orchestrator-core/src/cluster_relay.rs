@@ -110,7 +110,7 @@ impl NoticeHandler for ClusterRelay {
                     self.broadcaster.close_app(&app);
                 }
             }
-            Notice::KeyRevoked { .. } => {}
+            Notice::KeyRevoked { .. } | Notice::ScriptChanged { .. } => {}
         }
     }
 

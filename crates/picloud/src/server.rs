@@ -23,6 +23,7 @@ use picloud_manager_core::http::ManagerState;
 use picloud_manager_core::publish::{Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
 use picloud_manager_core::run_log::RunLog;
+use picloud_manager_core::script_cache::ScriptCache;
 use picloud_manager_core::Db;
 use picloud_orchestrator_core::realtime_api::RealtimeState;
 use picloud_orchestrator_core::Realtime;
@@ -212,7 +213,9 @@ fn start_manager(
     let node_id = wiring.publisher.node_id.clone();
     // Other nodes' notices: the relay acts for the streams, the authenticator for its
     // key cache.
-    let handlers: Vec<Arc<dyn NoticeHandler>> = vec![realtime.cluster_relay(), auth.clone()];
+    let script_cache = Arc::new(ScriptCache::default());
+    let handlers: Vec<Arc<dyn NoticeHandler>> =
+        vec![realtime.cluster_relay(), auth.clone(), script_cache.clone()];
     let cluster_feed = tokio::spawn(run_cluster_feed(
         db.clone(),
         node_id.clone(),
@@ -253,6 +256,7 @@ fn start_manager(
     .with_scripts(ScriptHandlers {
         executor: scripts.clone(),
         run_log: run_log.clone(),
+        cache: script_cache.clone(),
     });
     let dispatching = tokio::spawn(dispatcher.run(background.clone()));
     let cron = tokio::spawn(run_cron(
@@ -277,6 +281,7 @@ fn start_manager(
         webhook_policy: address_policy,
         scripts,
         run_log,
+        script_cache,
     };
     let tasks = vec![
         writer,

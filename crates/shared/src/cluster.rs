@@ -17,7 +17,8 @@
 //! db                       an access change (one per payload), acted on by every node,
 //! !close shop orders       the sender too: a topic stopped being subscribable,
 //! !key-revoked key_0123…   a key was revoked,
-//! !app-deleted shop        an app was deleted
+//! !app-deleted shop        an app was deleted,
+//! !script-changed shop x   script x was saved, restored or deleted
 //! ```
 
 use async_trait::async_trait;
@@ -64,6 +65,13 @@ pub enum Notice {
     AppDeleted {
         /// The app.
         app: String,
+    },
+    /// A script was saved, restored or deleted: forget its cached version.
+    ScriptChanged {
+        /// The app.
+        app: String,
+        /// The script's name.
+        script: String,
     },
 }
 
@@ -114,6 +122,11 @@ pub fn app_deleted_payload(app: &str) -> String {
     format!("{DATABASE_SENDER}\n!app-deleted {app}")
 }
 
+/// The payload announcing that script `script` of `app` changed.
+pub fn script_changed_payload(app: &str, script: &str) -> String {
+    format!("{DATABASE_SENDER}\n!script-changed {app} {script}")
+}
+
 /// Reads a payload back: the sender and the notice; `None` if malformed.
 pub fn parse(payload: &str) -> Option<(&str, Notice)> {
     let mut lines = payload.split('\n');
@@ -131,6 +144,10 @@ pub fn parse(payload: &str) -> Option<(&str, Notice)> {
                 },
                 ["app-deleted", app] => Notice::AppDeleted {
                     app: (*app).to_owned(),
+                },
+                ["script-changed", app, script] => Notice::ScriptChanged {
+                    app: (*app).to_owned(),
+                    script: (*script).to_owned(),
                 },
                 _ => return None,
             };
@@ -192,7 +209,12 @@ mod tests {
             key_id: "key_1".into(),
         };
         let deleted = Notice::AppDeleted { app: "shop".into() };
+        let changed = Notice::ScriptChanged {
+            app: "shop".into(),
+            script: "mint:token".into(),
+        };
         for (payload, notice) in [
+            (script_changed_payload("shop", "mint:token"), changed),
             (topic_closed_payload("shop", "a:b"), closed),
             (key_revoked_payload("key_1"), revoked),
             (app_deleted_payload("shop"), deleted),

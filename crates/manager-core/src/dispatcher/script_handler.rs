@@ -4,6 +4,7 @@
 //! attempt, retried, circuit-broken and dead-lettered exactly as a webhook's. Each run
 //! is recorded in the run log with its delivery id.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use picloud_executor_core::{Executor, Run, RunOutcome};
@@ -16,6 +17,7 @@ use super::webhook::{Outcome, MAX_KEPT_BODY};
 use crate::db::Db;
 use crate::error::Error;
 use crate::run_log::{RunLog, RunRecord};
+use crate::script_cache::ScriptCache;
 
 /// What script handlers need: the pool scripts run on and the run log.
 #[derive(Clone)]
@@ -24,6 +26,8 @@ pub struct ScriptHandlers {
     pub executor: Executor,
     /// Records each run.
     pub run_log: RunLog,
+    /// The scripts' current versions.
+    pub cache: Arc<ScriptCache>,
 }
 
 impl ScriptHandlers {
@@ -55,7 +59,7 @@ impl ScriptHandlers {
             Ok(app) => app,
             Err(e) => return failed(format!("bad app id: {}", e.0)),
         };
-        let stored = match db.get_script(&row.app_id, name).await {
+        let stored = match self.cache.get(db, &row.app_id, name).await {
             Ok(stored) => stored,
             Err(Error::ScriptNotFound(_)) => return failed("the app has no such script".into()),
             Err(e) => return failed(format!("cannot load it: {e}")),

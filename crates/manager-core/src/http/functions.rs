@@ -92,7 +92,7 @@ async fn call(
     let name = script_name(&name)?;
     // One query when the script exists; the app is looked up only to tell a missing
     // app (404 app_not_found) from a missing script.
-    let stored = match state.db.get_script(&app, name.as_str()).await {
+    let stored = match state.script_cache.get(&state.db, &app, name.as_str()).await {
         Err(Error::ScriptNotFound(missing)) => {
             state.db.get_app(&app).await?;
             return Err(Error::ScriptNotFound(missing).into());

@@ -48,6 +48,8 @@ pub struct ManagerState {
     pub scripts: picloud_executor_core::Executor,
     /// Where finished script runs are recorded.
     pub run_log: crate::run_log::RunLog,
+    /// The scripts' current versions, so a call need not read them first.
+    pub script_cache: std::sync::Arc<crate::script_cache::ScriptCache>,
 }
 
 impl ManagerState {

@@ -111,6 +111,7 @@ impl ManagerState {
         let name = script_name(name)?;
         self.scripts.compile(source).map_err(Error::ScriptCompile)?;
         let script = self.db.save_script(app, &name, source, access).await?;
+        self.script_cache.forget(app, name.as_str());
         tracing::info!(app, script = %name, version = script.summary.version, "script saved");
         Ok(script)
     }
@@ -180,6 +181,7 @@ pub async fn delete_script(
 ) -> Result<StatusCode, ApiError> {
     state.db.get_app(&app).await?;
     state.db.delete_script(&app, &name).await?;
+    state.script_cache.forget(&app, &name);
     tracing::info!(app, script = name, "script deleted");
     Ok(StatusCode::NO_CONTENT)
 }

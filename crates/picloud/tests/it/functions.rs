@@ -407,3 +407,55 @@ fn handle(req) {
     let (_, fresh) = app.call(Method::GET, path, Some(&key), None).await;
     assert_eq!(fresh["runs"], json!([]));
 }
+
+backend_test!(a_saved_version_answers_the_next_call_on_every_node);
+async fn a_saved_version_answers_the_next_call_on_every_node(t: TestDb) {
+    let app = spawn_app(t).await;
+    app.create_app("shop").await;
+    let key = app.create_key("shop", &["app:admin"]).await;
+    let version = |v: u32| format!("fn handle(req) {{ #{{ v: {v} }} }}");
+    save(&app, &key, "answer", &version(1), "public").await;
+    assert_eq!(
+        call(&app, "answer", None, json!({})).await.2,
+        json!({"v": 1})
+    );
+    // The node that saved answers with the new version at once, though it cached v1.
+    save(&app, &key, "answer", &version(2), "public").await;
+    assert_eq!(
+        call(&app, "answer", None, json!({})).await.2,
+        json!({"v": 2})
+    );
+    let deleted = app
+        .call(
+            Method::DELETE,
+            "/v1/apps/shop/scripts/answer",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.0, 204);
+    let (status, _, gone) = call(&app, "answer", None, json!({})).await;
+    assert_eq!((status, code(&gone)), (404, "script_not_found"));
+
+    // Another node on the same PostgreSQL hears of a save through the cluster feed.
+    if app.t.db.backend() == picloud_manager_core::db::Backend::Postgres {
+        save(&app, &key, "answer", &version(3), "public").await;
+        let other = app.second_node().await;
+        assert_eq!(
+            call(&other, "answer", None, json!({})).await.2,
+            json!({"v": 3})
+        );
+        save(&app, &key, "answer", &version(4), "public").await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let answer = call(&other, "answer", None, json!({})).await.2;
+            if answer == json!({"v": 4}) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "still {answer}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        other.stop().await;
+    }
+    app.stop().await;
+}
