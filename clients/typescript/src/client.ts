@@ -129,6 +129,30 @@ export interface ReadEventsOptions {
   readonly limit?: number | undefined;
 }
 
+/** Options of {@link FunctionsApi.call}. */
+export interface FunctionCallOptions {
+  /** `POST` (the default, with the body as JSON) or `GET` (no body). */
+  readonly method?: 'GET' | 'POST' | undefined;
+  /** Query parameters, in the script's `req.query`. */
+  readonly query?: Readonly<Record<string, string>> | undefined;
+  /** Headers for the script's `req.headers`, e.g. the app's own session as
+   * `authorization` (it replaces the client's API key for this call). */
+  readonly headers?: Readonly<Record<string, string>> | undefined;
+  /** Aborts the request. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** HTTP functions: scripts whose `handle(req)` answers `/v1/apps/{app}/functions/{name}`. */
+export interface FunctionsApi {
+  /**
+   * Calls function `name` and returns what it answered: JSON parsed, text as a string.
+   * A `public` function answers anyone; a `key` one needs a key with `functions:invoke`.
+   * A function that failed is a {@link PicloudError} with status 500 (its run log on the
+   * server says why).
+   */
+  call<T = unknown>(name: string, body?: unknown, options?: FunctionCallOptions): Promise<T>;
+}
+
 /** Topic administration (needs `app:admin`; reads need `app:read`). */
 export interface TopicsApi {
   /** Every topic of the app. */
@@ -173,6 +197,8 @@ export class PicloudClient {
   readonly app: string;
   /** Topic administration. */
   readonly topics: TopicsApi;
+  /** HTTP functions (scripts). */
+  readonly functions: FunctionsApi;
   readonly #http: HttpTransport;
 
   constructor(options: ClientOptions) {
@@ -203,6 +229,18 @@ export class PicloudClient {
         ),
       delete: async (name) => {
         await this.#http.request<undefined>('DELETE', `${base()}/${seg(name)}`);
+      },
+    };
+    this.functions = {
+      call: <T>(name: string, body?: unknown, options: FunctionCallOptions = {}) => {
+        const method = options.method ?? 'POST';
+        return this.#http.request<T>(method, `/v1/apps/${seg(this.app)}/functions/${seg(name)}`, {
+          query: options.query,
+          body: method === 'POST' ? (body ?? null) : undefined,
+          headers: options.headers,
+          signal: options.signal,
+          text: true,
+        });
       },
     };
   }

@@ -63,6 +63,8 @@ export interface RequestOptions<T> {
   readonly headers?: Readonly<Record<string, string>> | undefined;
   readonly validate?: Validator<T> | undefined;
   readonly signal?: AbortSignal | undefined;
+  /** Return an answer that is not JSON as its text instead of failing. */
+  readonly text?: boolean | undefined;
 }
 
 /** A query parameter: arrays repeat the name, undefined leaves it out. */
@@ -126,6 +128,8 @@ export class HttpTransport {
     if (response.status === 204) return undefined as T;
 
     const text = await response.text();
+    const type = response.headers.get('content-type') ?? '';
+    if (options.text && !type.includes('json')) return text as T;
     let data: unknown;
     try {
       data = text === '' ? undefined : JSON.parse(text);

@@ -14,6 +14,8 @@ export {
   type ClientOptions,
   type CreateTopicOptions,
   type EventPage,
+  type FunctionCallOptions,
+  type FunctionsApi,
   type LoggedEvent,
   type PublishedEvent,
   type PublishOptions,

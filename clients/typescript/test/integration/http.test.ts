@@ -114,4 +114,39 @@ describe('HTTP API against picloud', () => {
     await client.publish('typed', 2);
     expect((await client.call(readLog, { topic: 'typed', after: 1 })).events.map((e) => e.seq)).toEqual([2]);
   });
+
+  it('calls HTTP functions: JSON, text, the caller\'s own headers, and failures', async () => {
+    const saveScript = endpoint<{ script: string; source: string; access: 'public' | 'key' }>('PUT', '/v1/apps/{app}/scripts/{script}');
+    await client.call(saveScript, {
+      script: 'greet',
+      access: 'public',
+      source: 'fn handle(req) { #{ hello: req.json.name, user: req.headers["authorization"], q: req.query.x } }',
+    });
+    await client.call(saveScript, {
+      script: 'plain',
+      access: 'public',
+      source: 'fn handle(req) { #{ status: 200, body: `hi ${req.method}` } }',
+    });
+    await client.call(saveScript, { script: 'broken', access: 'public', source: 'fn handle(req) { throw "secret-detail-42" }' });
+    await client.call(saveScript, { script: 'private', access: 'key', source: 'fn handle(req) { 7 }' });
+
+    // A browser: no API key, the app's own session in `authorization`.
+    const browser = createClient({ baseUrl: server.url, app: 'shop' });
+    const greeting = await browser.functions.call<{ hello: string; user: string; q: string }>(
+      'greet',
+      { name: 'Ada' },
+      { headers: { authorization: 'Bearer app-session-1' }, query: { x: '1' } },
+    );
+    expect(greeting).toEqual({ hello: 'Ada', user: 'Bearer app-session-1', q: '1' });
+    expect(await browser.functions.call('plain', undefined, { method: 'GET' })).toBe('hi GET');
+
+    const failed = await browser.functions.call('broken').catch((e: unknown) => e);
+    expect(failed).toBeInstanceOf(PicloudError);
+    expect((failed as PicloudError).status).toBe(500);
+    expect((failed as PicloudError).message).not.toContain('secret-detail-42');
+
+    const refused = await browser.functions.call('private').catch((e: unknown) => e);
+    expect((refused as PicloudError).status).toBe(401);
+    expect(await client.functions.call('private')).toBe(7);
+  });
 });
