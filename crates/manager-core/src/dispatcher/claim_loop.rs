@@ -41,8 +41,10 @@ struct ClaimLoop {
 struct Round {
     /// Workers that were free when it claimed.
     free: usize,
-    /// Whether some triggers or apps were left out of the claim (at their limits).
-    skipped: bool,
+    /// Triggers left out of the claim (at their pacing limits, or with rows waiting).
+    skipped_triggers: Vec<String>,
+    /// Whether apps were left out of the claim (at their share of the workers).
+    skipped_apps: bool,
     /// It claimed as many rows as it asked for: more may be due at once.
     full_batch: bool,
     /// How soon a rate-limited waiting row may start.
@@ -204,7 +206,8 @@ impl ClaimLoop {
         self.give_back.clear();
         Round {
             free,
-            skipped: !skip.is_empty(),
+            skipped_triggers: skip,
+            skipped_apps: !skip_apps.is_empty(),
             full_batch,
             next_start,
         }
@@ -261,16 +264,23 @@ impl ClaimLoop {
     }
 
     /// Sleeps until the next claim round: a publish wakes it, a row falls due, a trigger
-    /// skipped for its rate may start again, or (with workers busy or triggers paced) a
-    /// delivery finishes. Meanwhile waiting rows start as the pacer lets them.
+    /// skipped for its rate may start again, a paced trigger's delivery finishes, or
+    /// (with workers busy or an app at its share) enough deliveries finish to be worth a
+    /// claim. Meanwhile waiting rows start as the pacer lets them.
     async fn wait_for_work(&mut self, round: Round, shutdown: &CancellationToken) {
         let this = self.dispatcher.clone();
         let Round {
             free,
-            skipped,
+            skipped_triggers,
+            skipped_apps,
             mut next_start,
             ..
         } = round;
+        // Claiming after every finished delivery would cost a write transaction per
+        // delivery: with workers busy (or an app at its share) the loop waits for a
+        // batch of them, never more than are in flight.
+        let batch = self.refill_at().min(self.in_flight.len()).max(1);
+        let mut finished = 0;
         let mut sleep = this.time_to_next_due().await;
         if let Some(soonest) = self.pacer.soonest_start() {
             sleep = sleep.min(soonest.max(Duration::from_millis(1)));
@@ -278,7 +288,10 @@ impl ClaimLoop {
         let claim_at = tokio::time::Instant::now() + sleep;
         loop {
             let start_in = next_start.map(|wait| wait.max(Duration::from_millis(1)));
-            let watch_finishes = free == 0 || skipped || !self.waiting.is_empty();
+            let watch_finishes = free == 0
+                || skipped_apps
+                || !skipped_triggers.is_empty()
+                || !self.waiting.is_empty();
             tokio::select! {
                 _ = this.wake.notified() => break,
                 _ = tokio::time::sleep_until(claim_at) => break,
@@ -286,12 +299,14 @@ impl ClaimLoop {
                 // A finished delivery frees a worker, or a slot of a paced trigger.
                 Some(done) = self.in_flight.join_next(), if watch_finishes => {
                     let trigger = self.note_finished(done);
-                    // Claim again for freed workers, for rows to hand back, and for a
-                    // trigger with nothing waiting here (its rows are in the database).
-                    if free == 0
-                        || !self.give_back.is_empty()
-                        || trigger.is_none_or(|trigger| !self.waiting.has(&trigger))
-                    {
+                    finished += 1;
+                    // Claim again for rows to hand back, for a paced trigger with nothing
+                    // waiting here (its rows are in the database), and for a batch of
+                    // freed workers.
+                    let paced_freed = trigger.is_some_and(|trigger| {
+                        skipped_triggers.contains(&trigger) && !self.waiting.has(&trigger)
+                    });
+                    if !self.give_back.is_empty() || paced_freed || finished >= batch {
                         break;
                     }
                     next_start = self.start_ready().await;
@@ -301,6 +316,12 @@ impl ClaimLoop {
                 }
             }
         }
+    }
+
+    /// How many finished deliveries bring on a claim while workers are busy: a quarter
+    /// of the workers, so a busy node claims in batches.
+    fn refill_at(&self) -> usize {
+        (self.dispatcher.config.workers / 4).clamp(1, self.dispatcher.config.batch_size)
     }
 
     /// Starts the waiting rows the pacer lets start now (as many as workers are free);

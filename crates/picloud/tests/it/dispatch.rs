@@ -1263,3 +1263,44 @@ async fn every_reader_sees_a_responses_size_and_only_managers_its_text(t: TestDb
     );
     app.stop().await;
 }
+
+backend_test!(an_app_at_its_share_of_the_workers_goes_on_as_deliveries_finish);
+async fn an_app_at_its_share_of_the_workers_goes_on_as_deliveries_finish(t: TestDb) {
+    // Four workers: one app may have two deliveries in flight. The poll interval is far
+    // longer than `settle` waits, so only finished deliveries can bring on the claims
+    // of the rest (an app at its share once slept until the next poll).
+    let mut args = fast_args(true);
+    args.dispatch_workers = 4;
+    args.dispatch_poll_ms = 60_000;
+    let (app, key, sink, base) = setup_with(args, t).await;
+    sink.script("hook", &[200]);
+    let (_, secret) = trigger(
+        &app,
+        &key,
+        json!({"kind": "topic", "topic": "orders"}),
+        &format!("{base}/hook"),
+        3,
+    )
+    .await;
+    sink.secret("hook", &secret);
+    let events: Vec<Value> = (0..40)
+        .map(|n| json!({"topic": "orders", "data": {"n": n}}))
+        .collect();
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/events",
+            Some(&key),
+            Some(json!({"events": events})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let rows = settle(&app).await;
+    assert_eq!(rows.len(), 40);
+    assert!(
+        rows.iter().all(|(_, state, _)| state == "delivered"),
+        "{rows:?}"
+    );
+    assert_eq!(sink.received("hook").len(), 40);
+    app.stop().await;
+}
