@@ -212,7 +212,7 @@ fn start_manager(
     let dispatch_wake = Arc::new(Notify::new());
     let node_id = wiring.publisher.node_id.clone();
     // Other nodes' notices: the relay acts for the streams, the authenticator for its
-    // key cache.
+    // key cache, the script cache for saved scripts.
     let script_cache = Arc::new(ScriptCache::default());
     let handlers: Vec<Arc<dyn NoticeHandler>> =
         vec![realtime.cluster_relay(), auth.clone(), script_cache.clone()];
@@ -229,25 +229,11 @@ fn start_manager(
         wiring.publisher,
         background.clone(),
     );
-    let host = ScriptHost::new(
-        publisher.clone(),
-        serve.publish_limits(),
-        realtime.state(),
-        address_policy.clone(),
-    );
-    let scripts = Executor::start(
-        serve.script_workers(),
-        SCRIPT_QUEUE,
-        serve.script_limits(),
-        Arc::new(host),
-    )
-    .map_err(|e| {
-        Error::Config(picloud_manager_core::Error::Invalid(format!(
-            "cannot start the script workers: {e}"
-        )))
-    })?;
-    let (run_log, run_log_writer) =
-        RunLog::spawn(db.clone(), serve.script_run_log, background.clone());
+    let ScriptParts {
+        executor: scripts,
+        run_log,
+        run_log_writer,
+    } = start_scripts(db, serve, &publisher, realtime, &address_policy, background)?;
     let dispatcher = Dispatcher::new(
         db.clone(),
         serve.dispatcher_config(node_id.clone(), address_policy.clone()),
@@ -292,6 +278,49 @@ fn start_manager(
         cron,
     ];
     Ok((manager, tasks))
+}
+
+/// What scripts run on and where their runs are recorded.
+struct ScriptParts {
+    executor: Executor,
+    run_log: RunLog,
+    run_log_writer: JoinHandle<()>,
+}
+
+/// Starts the script workers, which reach PiCloud through a [`ScriptHost`] on
+/// `publisher` and the realtime layer, and the run log's writer.
+fn start_scripts(
+    db: &Db,
+    serve: &ServeArgs,
+    publisher: &Publisher,
+    realtime: &Realtime,
+    address_policy: &Arc<AddressPolicy>,
+    background: &CancellationToken,
+) -> Result<ScriptParts, Error> {
+    let host = ScriptHost::new(
+        publisher.clone(),
+        serve.publish_limits(),
+        realtime.state(),
+        address_policy.clone(),
+    );
+    let executor = Executor::start(
+        serve.script_workers(),
+        SCRIPT_QUEUE,
+        serve.script_limits(),
+        Arc::new(host),
+    )
+    .map_err(|e| {
+        Error::Config(picloud_manager_core::Error::Invalid(format!(
+            "cannot start the script workers: {e}"
+        )))
+    })?;
+    let (run_log, run_log_writer) =
+        RunLog::spawn(db.clone(), serve.script_run_log, background.clone());
+    Ok(ScriptParts {
+        executor,
+        run_log,
+        run_log_writer,
+    })
 }
 
 /// The realtime layer for `serve`'s settings, its streams ending with `stop`.
