@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{begin_write, Db};
 use crate::error::{Error, Result};
 use crate::on_db;
-use crate::triggers::schedule::{plan_tick, CatchUp, CronPattern, Schedule, TimeZoneName};
+use crate::triggers::schedule::{from_stored, plan_tick, CatchUp, Schedule};
 
 /// The topic of a cron tick's outbox row: none (no topic has an empty name).
 pub const CRON_TOPIC: &str = "";
@@ -40,15 +40,12 @@ struct DueTrigger {
 
 impl DueTrigger {
     fn schedule(&self) -> Result<(Schedule, CatchUp)> {
-        let corrupt =
-            |what: &str| Error::Corrupt(format!("stored cron trigger '{}': {what}", self.id));
-        let pattern = CronPattern::parse(self.cron_schedule.as_deref().unwrap_or_default())
-            .map_err(|e| corrupt(&e.to_string()))?;
-        let timezone = TimeZoneName::parse(self.cron_timezone.as_deref().unwrap_or("UTC"))
-            .map_err(|e| corrupt(&e.to_string()))?;
-        let catch_up = CatchUp::parse(self.cron_catch_up.as_deref().unwrap_or("one"))
-            .ok_or_else(|| corrupt("catch_up"))?;
-        Ok((Schedule { pattern, timezone }, catch_up))
+        from_stored(
+            self.cron_schedule.as_deref(),
+            self.cron_timezone.as_deref(),
+            self.cron_catch_up.as_deref(),
+        )
+        .map_err(|what| Error::Corrupt(format!("stored cron trigger '{}': {what}", self.id)))
     }
 }
 

@@ -206,6 +206,21 @@ impl Schedule {
     }
 }
 
+/// A cron source read back from its stored columns (`cron_schedule`, `cron_timezone`,
+/// `cron_catch_up`; the zone defaults to UTC, catch-up to one); the error says which
+/// column does not read.
+pub fn from_stored(
+    schedule: Option<&str>,
+    timezone: Option<&str>,
+    catch_up: Option<&str>,
+) -> std::result::Result<(Schedule, CatchUp), String> {
+    let pattern = CronPattern::parse(schedule.unwrap_or_default()).map_err(|e| e.to_string())?;
+    let timezone = TimeZoneName::parse(timezone.unwrap_or("UTC")).map_err(|e| e.to_string())?;
+    let catch_up = CatchUp::parse(catch_up.unwrap_or("one"))
+        .ok_or_else(|| format!("catch_up '{}'", catch_up.unwrap_or_default()))?;
+    Ok((Schedule { pattern, timezone }, catch_up))
+}
+
 /// What to do for a trigger whose next tick `due` has come at `now`: the tick to fire,
 /// if any, and the tick after `now` to wait for next.
 pub fn plan_tick(schedule: &Schedule, catch_up: CatchUp, due: i64, now: i64) -> TickPlan {

@@ -8,7 +8,7 @@ use picloud_shared::time::now_ms;
 use picloud_shared::{AppId, TopicName};
 
 use super::model::new_secret;
-use super::schedule::{CatchUp, CronPattern, TimeZoneName};
+use super::schedule::from_stored;
 use super::*;
 use crate::db::{begin_write, Db};
 use crate::error::{Error, Result};
@@ -61,14 +61,19 @@ impl TriggerRow {
                 topic: TopicPattern::parse(&topic).map_err(|e| corrupt(&id, e))?,
             },
             ("dead_letter", _) => TriggerSource::DeadLetter {},
-            ("cron", _) => TriggerSource::Cron {
-                schedule: CronPattern::parse(self.cron_schedule.as_deref().unwrap_or_default())
-                    .map_err(|e| corrupt(&id, e))?,
-                timezone: TimeZoneName::parse(self.cron_timezone.as_deref().unwrap_or("UTC"))
-                    .map_err(|e| corrupt(&id, e))?,
-                catch_up: CatchUp::parse(self.cron_catch_up.as_deref().unwrap_or("one"))
-                    .ok_or_else(|| corrupt(&id, "catch_up"))?,
-            },
+            ("cron", _) => {
+                let (schedule, catch_up) = from_stored(
+                    self.cron_schedule.as_deref(),
+                    self.cron_timezone.as_deref(),
+                    self.cron_catch_up.as_deref(),
+                )
+                .map_err(|e| corrupt(&id, e))?;
+                TriggerSource::Cron {
+                    schedule: schedule.pattern,
+                    timezone: schedule.timezone,
+                    catch_up,
+                }
+            }
             (kind, _) => return Err(corrupt(&id, format!("source '{kind}'"))),
         };
         let handler = match self.handler_kind.as_str() {
