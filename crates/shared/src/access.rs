@@ -278,6 +278,11 @@ pub const ROUTES: &[RouteAccess] = &[
         "/v1/apps/{app}/scripts/{script}/runs",
         Access::App(Scope::ScriptsManage),
     ),
+    route(
+        "POST",
+        "/v1/apps/{app}/scripts/{script}/test",
+        Access::App(Scope::ScriptsManage),
+    ),
 ];
 
 /// The access rule for a matched route, if the table has one.

@@ -451,6 +451,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/apps/{app}/scripts/{script}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Runs a script once, as a function or a handler, and answers with what it did. */
+        post: operations["test_script"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/apps/{app}/scripts/{script}/versions": {
         parameters: {
             query?: never;
@@ -1487,6 +1504,61 @@ export interface components {
         Status: {
             /** @description `ok` or `ready`. */
             status: string;
+        };
+        /** @description The request a test run hands to `handle(req)`. */
+        TestRequest: {
+            /** @description The request body. */
+            body?: string;
+            /** @description Request headers (a `content-type` of `application/json` fills `req.json`). */
+            headers?: {
+                [key: string]: string;
+            };
+            /** @description `GET` or `POST` (default `POST`). */
+            method?: string | null;
+            /** @description Query parameters. */
+            query?: {
+                [key: string]: string;
+            };
+        };
+        /** @description Body of a test run: run the script as an HTTP function or as a trigger handler. */
+        TestRun: {
+            /** @enum {string} */
+            kind: "function";
+            /** @description The request the function gets (a bare `POST` when absent). */
+            request?: components["schemas"]["TestRequest"];
+            /** @description Run this source instead of the saved version (it is compiled, not saved). */
+            source?: string | null;
+        } | {
+            /** @description The event envelope, as a webhook would get it. */
+            event: unknown;
+            /** @enum {string} */
+            kind: "handler";
+            /** @description Run this source instead of the saved version (it is compiled, not saved). */
+            source?: string | null;
+        };
+        /** @description What a test run did. */
+        TestRunResult: {
+            /**
+             * Format: int64
+             * @description Lines logged over the limit, not kept.
+             */
+            dropped_logs: number;
+            /**
+             * Format: int64
+             * @description How long it ran, in microseconds.
+             */
+            duration_us: number;
+            /** @description Why it failed, with the line and column when the engine knows them. */
+            error?: string | null;
+            /** @description What it logged. */
+            logs: components["schemas"]["RunLogLine"][];
+            /** @description `ok`, `error` or `timeout`. */
+            outcome: string;
+            /**
+             * @description What the run returned (a function's response map, a handler's last value); null
+             *     when it failed.
+             */
+            result?: unknown;
         };
         /**
          * @default UTC
@@ -3910,6 +3982,98 @@ export interface operations {
                 };
             };
             /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    test_script: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+                /** @description script name */
+                script: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TestRun"];
+            };
+        };
+        responses: {
+            /** @description the run happened (its outcome may be an error) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TestRunResult"];
+                };
+            };
+            /** @description a bad request, or a source that does not compile (`line`, `column`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'scripts:manage'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such app, or no saved script and no source */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is larger than the server's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not sent as Content-Type: application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description every script worker is busy */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -153,7 +153,7 @@ fn function_failed() -> ApiError {
 }
 
 /// `req` as the script sees it.
-fn request_value(
+pub(super) fn request_value(
     method: &Method,
     app: &str,
     name: &str,

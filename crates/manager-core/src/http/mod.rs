@@ -20,6 +20,7 @@ pub mod events;
 pub mod functions;
 pub mod keys;
 pub mod scripts;
+pub mod test_runs;
 pub mod topics;
 pub mod triggers;
 
@@ -114,6 +115,7 @@ pub fn router(state: ManagerState) -> OpenApiRouter {
         .routes(routes!(scripts::list_script_versions))
         .routes(routes!(scripts::restore_script_version))
         .routes(routes!(scripts::list_script_runs))
+        .routes(routes!(test_runs::test_script))
         .routes(routes!(
             functions::call_function_get,
             functions::call_function_post

@@ -304,6 +304,11 @@ const SPEC: &[(&str, &str, Access)] = &[
         "/v1/apps/{app}/scripts/{script}/runs",
         Access::App(Scope::ScriptsManage),
     ),
+    (
+        "POST",
+        "/v1/apps/{app}/scripts/{script}/test",
+        Access::App(Scope::ScriptsManage),
+    ),
 ];
 
 fn concrete_path(template: &str) -> String {

@@ -295,27 +295,6 @@ async fn scripts_never_see_picloud_credentials(t: TestDb) {
     assert_eq!(seen["authorization"], "Bearer app-session");
 }
 
-/// The runs of script `name` once `done` holds of them (the run log is written moments
-/// after each run ends).
-async fn runs_once(
-    app: &TestApp,
-    key: &str,
-    name: &str,
-    done: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let path = format!("/v1/apps/shop/scripts/{name}/runs");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (status, body) = app.call(Method::GET, &path, Some(key), None).await;
-        assert_eq!(status, 200, "{body}");
-        let runs = body["runs"].as_array().unwrap().clone();
-        if done(&runs) || std::time::Instant::now() > deadline {
-            return runs;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 backend_test!(every_function_run_lands_in_the_run_log_newest_first);
 async fn every_function_run_lands_in_the_run_log_newest_first(t: TestDb) {
     let mut args = ServeArgs::for_tests();
@@ -339,11 +318,12 @@ fn handle(req) {
     }
 
     // The log keeps the app's newest 3 runs, newest first.
-    let runs = runs_once(&app, &key, "flaky", |runs| {
-        runs.first()
-            .is_some_and(|r| r["logs"][0]["message"] == "called with 4")
-    })
-    .await;
+    let runs = app
+        .script_runs_once(&key, "flaky", |runs| {
+            runs.first()
+                .is_some_and(|r| r["logs"][0]["message"] == "called with 4")
+        })
+        .await;
     let seen: Vec<(&str, &str)> = runs
         .iter()
         .map(|r| {

@@ -26,4 +26,5 @@ mod secrets;
 mod smuggling;
 mod storage;
 mod stream_lifetimes;
+mod test_runs;
 mod triggers;

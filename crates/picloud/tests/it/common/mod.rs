@@ -142,6 +142,27 @@ impl TestApp {
     }
 
     /// Creates a key of `app` with `scopes` and returns its secret.
+    /// The runs of app `shop`'s script `name` once `done` holds of them (the run log is
+    /// written moments after each run ends), or as they are after ten seconds.
+    pub async fn script_runs_once(
+        &self,
+        key: &str,
+        name: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let path = format!("/v1/apps/shop/scripts/{name}/runs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (status, body) = self.call(Method::GET, &path, Some(key), None).await;
+            assert_eq!(status, 200, "{body}");
+            let runs = body["runs"].as_array().unwrap().clone();
+            if done(&runs) || std::time::Instant::now() > deadline {
+                return runs;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn create_key(&self, app: &str, scopes: &[&str]) -> String {
         let (status, body) = self
             .call(
