@@ -1,7 +1,9 @@
 //! The executor: a fixed pool of threads, each with its own sandboxed engine, fed from a
 //! bounded queue. Scripts run there, never on the async runtime, so a slow script slows
-//! only other scripts; when every worker is busy and the queue is full, a run is refused
-//! at once ([`RunError::Overloaded`]) instead of waiting without bound.
+//! only other scripts; when every thread is busy and the queue is full, a run is refused
+//! at once ([`RunError::Overloaded`]) instead of waiting without bound. At most one run
+//! per worker executes script code at a time ([`crate::cpu_slots`]); the other threads
+//! carry runs waiting on PiCloud.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -12,6 +14,7 @@ use picloud_shared::AppId;
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 use tokio::sync::oneshot;
 
+use crate::cpu_slots::CpuSlots;
 use crate::error::{CompileError, RunError};
 use crate::host::Host;
 use crate::sandbox::{self, LogLine, RunState, OUT_OF_MEMORY, TIMED_OUT};
@@ -78,9 +81,15 @@ type CompiledCache = HashMap<(AppId, String), (i64, Script)>;
 /// Most compiled scripts kept; past it the cache starts over.
 const MAX_CACHED: usize = 10_000;
 
+/// Threads the executor keeps per worker (CPU slot): the rest of a worker's threads
+/// carry runs that wait on PiCloud while another run executes.
+pub const THREADS_PER_WORKER: usize = 16;
+
 impl Executor {
-    /// Starts `workers` threads with a queue of `queue` runs; scripts reach PiCloud
-    /// through `host`.
+    /// Starts an executor on which `workers` runs execute script code at once, with a
+    /// queue of `queue` runs; scripts reach PiCloud through `host`. It keeps
+    /// [`THREADS_PER_WORKER`] threads a worker, so runs waiting on PiCloud (a publish's
+    /// commit, an outbound request) let others run meanwhile.
     pub fn start(
         workers: usize,
         queue: usize,
@@ -90,12 +99,15 @@ impl Executor {
         crate::metrics::describe();
         let (sender, receiver) = mpsc::sync_channel(queue);
         let receiver = Arc::new(Mutex::new(receiver));
-        for n in 0..workers.max(1) {
+        let workers = workers.max(1);
+        let slots = CpuSlots::new(workers);
+        for n in 0..workers * THREADS_PER_WORKER {
             let receiver = receiver.clone();
             let host = host.clone();
+            let slots = slots.clone();
             std::thread::Builder::new()
                 .name(format!("picloud-script-{n}"))
-                .spawn(move || work(receiver, limits, host))?;
+                .spawn(move || work(receiver, &slots, limits, host))?;
         }
         Ok(Executor {
             queue: sender,
@@ -202,8 +214,13 @@ fn refused(kind: &'static str, error: RunError) -> RunOutcome {
     }
 }
 
-/// One worker: takes jobs until the queue closes.
-fn work(queue: Arc<Mutex<Receiver<Job>>>, limits: sandbox::Limits, host: Arc<dyn Host>) {
+/// One executor thread: takes jobs until the queue closes, running each in a CPU slot.
+fn work(
+    queue: Arc<Mutex<Receiver<Job>>>,
+    slots: &Arc<CpuSlots>,
+    limits: sandbox::Limits,
+    host: Arc<dyn Host>,
+) {
     let engine = sandbox::engine(&limits);
     loop {
         let job = match queue.lock() {
@@ -211,7 +228,7 @@ fn work(queue: Arc<Mutex<Receiver<Job>>>, limits: sandbox::Limits, host: Arc<dyn
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let outcome = execute(&engine, &limits, host.clone(), &job);
+        let outcome = slots.holding(|| execute(&engine, &limits, host.clone(), &job));
         crate::metrics::run(
             job.kind,
             match &outcome.result {

@@ -12,6 +12,8 @@
 //!   column.
 //! - [`executor`]: the [`Executor`], a bounded pool of threads scripts run on, so a script
 //!   never blocks the async runtime that serves streams and the API.
+//! - [`cpu_slots`]: how many runs execute script code at once; a run waiting on PiCloud
+//!   gives its slot to another.
 //! - [`host`]: the [`Host`] trait, through which the SDK reaches the rest of PiCloud
 //!   (publishing, minting tokens, outbound HTTP); the server implements it.
 //! - [`sdk`]: the modules a script calls.
@@ -21,6 +23,7 @@
 //! Dependencies point inward: this crate knows `picloud-shared` only; the server wires a
 //! [`Host`] that calls the control plane and the realtime layer.
 
+pub mod cpu_slots;
 pub mod error;
 pub mod executor;
 pub mod host;

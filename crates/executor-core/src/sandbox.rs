@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use picloud_shared::AppId;
 use rhai::{Dynamic, Engine, OptimizationLevel};
 
+use crate::cpu_slots;
 use crate::host::Host;
 use crate::memory;
 use crate::sdk;
@@ -174,13 +175,26 @@ pub(crate) fn with_run<T>(state: RunState, f: impl FnOnce() -> T) -> (T, RunStat
     (result, state)
 }
 
-/// What an SDK function needs of the current run; an error (thrown in the script) when
-/// there is no run with an app, e.g. at compile time.
-pub(crate) fn current_app() -> Result<(AppId, Arc<dyn Host>, Instant), String> {
-    CURRENT.with(|current| match &*current.borrow() {
-        Some(run) => Ok((run.app.clone(), run.host.clone(), run.deadline)),
-        None => Err("this function needs an app context: call it while a script runs".into()),
-    })
+/// Calls the host for the current run: `call` gets the run's app, the host and the
+/// run's deadline, and waits without holding a CPU slot (see [`cpu_slots`]). An error
+/// (thrown in the script) when there is no run with an app, e.g. at compile time.
+pub(crate) fn call_host<T>(
+    call: impl FnOnce(&AppId, &dyn Host, Instant) -> T,
+) -> Result<T, String> {
+    let (app, host, deadline, memory_at_start) =
+        CURRENT.with(|current| match &*current.borrow() {
+            Some(run) => Ok((
+                run.app.clone(),
+                run.host.clone(),
+                run.deadline,
+                run.memory_at_start,
+            )),
+            None => Err(String::from(
+                "this function needs an app context: call it while a script runs",
+            )),
+        })?;
+    let held = memory::net_allocated() - memory_at_start;
+    Ok(cpu_slots::waiting(held, || call(&app, &*host, deadline)))
 }
 
 /// Adds a line to the current run's log (dropped when no run is current).

@@ -10,7 +10,7 @@ use rhai::{Dynamic, Map};
 
 use super::{optional_string, sdk_fn, throw, SdkResult};
 use crate::host::HttpRequest;
-use crate::sandbox::current_app;
+use crate::sandbox::call_host;
 use rhai::Module;
 
 pub(super) fn register(module: &mut Module) {
@@ -38,20 +38,26 @@ fn request(options: Map) -> SdkResult<Map> {
             headers.insert(name.to_string(), value);
         }
     }
-    let (_, host, run_deadline) = current_app().or_else(|e| throw(format!("{where_}: {e}")))?;
-    let deadline = match options.get("timeout_ms").and_then(|t| t.as_int().ok()) {
-        Some(ms) if ms > 0 => run_deadline.min(Instant::now() + Duration::from_millis(ms as u64)),
-        _ => run_deadline,
-    };
+    let timeout = options
+        .get("timeout_ms")
+        .and_then(|t| t.as_int().ok())
+        .filter(|ms| *ms > 0)
+        .map(|ms| Duration::from_millis(ms as u64));
     let request = HttpRequest {
         method,
         url,
         headers,
         body: text("body")?,
     };
-    let response = host
-        .http_request(request, deadline)
-        .or_else(|e| throw(format!("{where_}: {e}")))?;
+    let response = call_host(|_, host, run_deadline| {
+        let deadline = match timeout {
+            Some(timeout) => run_deadline.min(Instant::now() + timeout),
+            None => run_deadline,
+        };
+        host.http_request(request, deadline)
+    })
+    .and_then(|answered| answered)
+    .or_else(|e| throw(format!("{where_}: {e}")))?;
     let mut answer = Map::new();
     answer.insert(
         "status".into(),

@@ -7,7 +7,7 @@ use rhai::{Array, Dynamic, Map};
 
 use super::{optional_string, sdk_fn, throw, SdkResult};
 use crate::host::ScriptEvent;
-use crate::sandbox::current_app;
+use crate::sandbox::call_host;
 use crate::value::from_script;
 use rhai::Module;
 
@@ -87,8 +87,8 @@ fn publish(
     idempotency_key: Option<String>,
     where_: &str,
 ) -> SdkResult<Vec<i64>> {
-    let (app, host, deadline) = current_app().or_else(|e| throw(format!("{where_}: {e}")))?;
-    host.publish(&app, events, idempotency_key, deadline)
+    call_host(|app, host, deadline| host.publish(app, events, idempotency_key, deadline))
+        .and_then(|published| published)
         .or_else(|e| throw(format!("{where_}: {e}")))
 }
 
@@ -102,7 +102,9 @@ fn subscriber_token(topics: Array, ttl_secs: i64, sub: Option<String>) -> SdkRes
     if ttl_secs <= 0 {
         return throw(format!("{where_}: ttl_secs must be positive"));
     }
-    let (app, host, deadline) = current_app().or_else(|e| throw(format!("{where_}: {e}")))?;
-    host.subscriber_token(&app, topics, Some(ttl_secs as u64), sub, deadline)
-        .or_else(|e| throw(format!("{where_}: {e}")))
+    call_host(|app, host, deadline| {
+        host.subscriber_token(app, topics, Some(ttl_secs as u64), sub, deadline)
+    })
+    .and_then(|minted| minted)
+    .or_else(|e| throw(format!("{where_}: {e}")))
 }

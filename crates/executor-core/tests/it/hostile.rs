@@ -1,6 +1,7 @@
 //! Scripts that try to take a worker down end with a clear error, and the worker runs the
 //! next script as usual.
 
+use picloud_executor_core::executor::THREADS_PER_WORKER;
 use picloud_executor_core::{Run, RunError};
 use serde_json::json;
 
@@ -130,14 +131,18 @@ async fn a_full_queue_refuses_at_once() {
             )
             .unwrap_or_else(|refused| panic!("refused: {:?}", refused.result))
     };
-    // One run held in the host, four waiting in the queue: the next is refused.
-    let busy = submit();
-    tokio::task::spawn_blocking({
-        let host = host.clone();
-        move || host.wait_entered(1)
-    })
-    .await
-    .unwrap();
+    // Every thread's run held in the host, four waiting in the queue: the next is
+    // refused.
+    let mut busy = Vec::new();
+    for held in 1..=THREADS_PER_WORKER {
+        busy.push(submit());
+        tokio::task::spawn_blocking({
+            let host = host.clone();
+            move || host.wait_entered(held)
+        })
+        .await
+        .unwrap();
+    }
     let queued: Vec<_> = (0..4).map(|_| submit()).collect();
     let refused = executor
         .run(
@@ -152,8 +157,7 @@ async fn a_full_queue_refuses_at_once() {
         .await;
     assert_eq!(refused.result, Err(RunError::Overloaded));
     host.release();
-    assert!(busy.outcome().await.result.is_ok());
-    for queued in queued {
+    for queued in busy.into_iter().chain(queued) {
         assert!(queued.outcome().await.result.is_ok());
     }
 }
@@ -170,4 +174,38 @@ async fn the_run_log_keeps_a_bounded_number_of_lines() {
     assert_eq!(outcome.logs.len(), 100);
     assert_eq!(outcome.logs[0].message, "line 0");
     assert_eq!(outcome.dropped_logs, 901);
+}
+
+/// A run waiting on the host gives its worker to the next run: with one worker, more
+/// publishes than one are in the host at once (without it `wait_entered` never returns
+/// and the test times out), and a script that only computes still runs meanwhile.
+#[tokio::test]
+async fn runs_waiting_on_the_host_let_others_run() {
+    let (executor, host) = executor(1, 10_000);
+    host.hold_publishes();
+    let script = executor
+        .compile(r#"pubsub::publish("orders", "t", 1)"#)
+        .unwrap();
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let run = Run::Handler {
+                event: json!(null),
+                delivery: json!(null),
+            };
+            executor
+                .submit(app(), script.clone(), run, "test")
+                .unwrap_or_else(|refused| panic!("refused: {:?}", refused.result))
+        })
+        .collect();
+    tokio::task::spawn_blocking({
+        let host = host.clone();
+        move || host.wait_entered(3)
+    })
+    .await
+    .unwrap();
+    still_works(&executor).await;
+    host.release();
+    for run in held {
+        assert!(run.outcome().await.result.is_ok());
+    }
 }

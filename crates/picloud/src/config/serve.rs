@@ -100,9 +100,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PICLOUD_SCRIPT_TIMEOUT_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub script_timeout_ms: u64,
-    /// Threads scripts run on (apart from the API's and the streams'); 0 = one per core.
+    /// Scripts executing at once (apart from the API's and the streams' threads); 0 =
+    /// one per core. Each worker has 16 threads, so runs waiting on a publish, a token or
+    /// a request let other runs execute.
     #[arg(long, env = "PICLOUD_SCRIPT_WORKERS", default_value_t = 0,
-          value_parser = clap::value_parser!(u64).range(0..=1024))]
+          value_parser = clap::value_parser!(u64).range(0..=256))]
     pub script_workers: u64,
     /// Script runs kept in each app's run log (the newest; older ones are trimmed).
     #[arg(long, env = "PICLOUD_SCRIPT_RUN_LOG", default_value_t = 1000,
@@ -267,7 +269,7 @@ impl ServeArgs {
         ScriptLimits::with_timeout(Duration::from_millis(self.script_timeout_ms))
     }
 
-    /// How many threads run scripts.
+    /// How many scripts execute at once.
     pub fn script_workers(&self) -> usize {
         match self.script_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
