@@ -24,6 +24,8 @@ use crate::on_db;
 const QUEUE: usize = 4096;
 /// Most runs stored in one transaction.
 const BATCH: usize = 512;
+/// How long the first run of a batch waits for others before the batch is stored.
+const GATHER: Duration = Duration::from_millis(100);
 
 /// One line a script logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -272,7 +274,8 @@ impl RunLog {
     }
 }
 
-/// The writer: takes what is queued, up to [`BATCH`] runs at a time, and stores it.
+/// The writer: takes what is queued, up to [`BATCH`] runs gathered over [`GATHER`], and
+/// stores it.
 async fn write(db: Db, mut runs: mpsc::Receiver<RunRecord>, keep: i64, stop: CancellationToken) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
@@ -286,6 +289,20 @@ async fn write(db: Db, mut runs: mpsc::Receiver<RunRecord>, keep: i64, stop: Can
         };
         if received == 0 {
             return;
+        }
+        // Runs are diagnostics: letting them gather for a moment makes one transaction
+        // (one fsync) carry many, and leaves the write path to publishes and deliveries.
+        if batch.len() < BATCH {
+            tokio::select! {
+                () = tokio::time::sleep(GATHER) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+        while batch.len() < BATCH {
+            match runs.try_recv() {
+                Ok(run) => batch.push(run),
+                Err(_) => break,
+            }
         }
         if let Err(error) = store(&db, &batch, keep).await {
             tracing::warn!(%error, runs = batch.len(), "script runs not recorded");
