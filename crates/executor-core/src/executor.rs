@@ -83,7 +83,7 @@ const MAX_CACHED: usize = 10_000;
 
 /// Threads the executor keeps per worker (CPU slot): the rest of a worker's threads
 /// carry runs that wait on PiCloud while another run executes.
-pub const THREADS_PER_WORKER: usize = 16;
+pub const THREADS_PER_WORKER: usize = 32;
 
 impl Executor {
     /// Starts an executor on which `workers` runs execute script code at once, with a

@@ -43,7 +43,7 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub retention_interval_sec: u64,
     /// Most webhook deliveries in flight at once on this node.
-    #[arg(long, env = "PICLOUD_DISPATCH_WORKERS", default_value_t = 64,
+    #[arg(long, env = "PICLOUD_DISPATCH_WORKERS", default_value_t = 128,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub dispatch_workers: u64,
     /// Factor on every retry delay (1.0 = the Standard Webhooks schedule; tests use less).
@@ -101,7 +101,7 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub script_timeout_ms: u64,
     /// Scripts executing at once (apart from the API's and the streams' threads); 0 =
-    /// one per core. Each worker has 16 threads, so runs waiting on a publish, a token or
+    /// one per core. Each worker has 32 threads, so runs waiting on a publish, a token or
     /// a request let other runs execute.
     #[arg(long, env = "PICLOUD_SCRIPT_WORKERS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=256))]
