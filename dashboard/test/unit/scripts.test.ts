@@ -290,8 +290,14 @@ describe('Scripts', () => {
     expect((screen.getByRole('button', { name: 'History' }) as HTMLButtonElement).disabled).toBe(true);
     expect(screen.getByRole('button', { name: 'Copy URL' })).toBeTruthy();
     expect(screen.getByText('/v1/apps/shop/functions/hello', { exact: false })).toBeTruthy();
+    // The server keeps no run log for a name never saved: none is asked for until the save.
+    expect(screen.getByText('Not saved yet')).toBeTruthy();
+    const runsOfHello = () => server.calls.filter((c) => c.path === `${BASE}/hello/runs`).length;
+    expect(runsOfHello()).toBe(0);
     await user.click(screen.getByRole('button', { name: 'Save' }));
     await screen.findByText('Version 1 · saved', { exact: false });
+    await screen.findByText('No runs yet');
+    expect(runsOfHello()).toBe(1);
     expect(server.stored.get('hello')?.versions).toHaveLength(1);
     expect(within(screen.getByRole('navigation', { name: 'Scripts' })).getByRole('button', { name: /hello/ })).toBeTruthy();
   });
