@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { highlightLines, tokenize, type Token, type TokenKind } from '../../src/lib/rhai-highlight';
+import { escapeHtml, highlightLines, lineHtml, plainLines, reuseLines, tokenize, type Token, type TokenKind } from '../../src/lib/rhai-highlight';
 
 /** The tokens that are not white space, as [kind, text]. */
 const significant = (source: string): [TokenKind, string][] =>
@@ -99,8 +99,52 @@ describe('highlightLines', () => {
     expect(lines[4]).toEqual([{ kind: 'string', text: 'y`' }]);
   });
 
+  it('keeps the arrays of the lines an edit did not change', () => {
+    const before = highlightLines('let a = 1;\nlet b = 2;\n\nx\n');
+    // A line typed at the top: every old line is kept, moved down one.
+    const inserted = reuseLines(before, highlightLines('// new\nlet a = 1;\nlet b = 2;\n\nx\n'));
+    expect(inserted.slice(1)).toEqual(before);
+    before.forEach((line, k) => expect(inserted[k + 1]).toBe(line));
+    expect(before).not.toContain(inserted[0]);
+    // A line changed in the middle: the others are kept.
+    const changed = reuseLines(before, highlightLines('let a = 1;\nlet b = 3;\n\nx\n'));
+    expect([0, 2, 3, 4].map((k) => changed[k] === before[k])).toEqual([true, true, true, true]);
+    expect(changed[1]).not.toBe(before[1]);
+    // Equal lines: each old array is used once at most.
+    const twice = highlightLines('x\nx');
+    const thrice = reuseLines(twice, highlightLines('x\nx\nx'));
+    expect(new Set(thrice).size).toBe(3);
+    expect(thrice.map((l) => l.map((t) => t.text).join(''))).toEqual(['x', 'x', 'x']);
+  });
+
+  it('has a plain form of the same shape, for sources too large to highlight', () => {
+    expect(plainLines('let a\n\nb')).toEqual([[{ kind: 'plain', text: 'let a' }], [], [{ kind: 'plain', text: 'b' }]]);
+  });
+
   it('keeps markup in the source as text', () => {
     const lines = highlightLines('let x = "<img src=x onerror=alert(1)>";');
     expect(lines[0]?.find((t) => t.kind === 'string')?.text).toBe('"<img src=x onerror=alert(1)>"');
+  });
+});
+
+describe('lineHtml', () => {
+  it('wraps highlighted tokens in spans and escapes everything', () => {
+    const [line] = highlightLines('let s = "<b>&\'</b>"; // a<script>');
+    expect(lineHtml(line ?? [])).toBe(
+      '<span class="tok-keyword">let</span> s <span class="tok-punct">=</span> ' +
+        '<span class="tok-string">&quot;&lt;b&gt;&amp;&#39;&lt;/b&gt;&quot;</span><span class="tok-punct">;</span> ' +
+        '<span class="tok-comment">// a&lt;script&gt;</span>',
+    );
+    expect(lineHtml([])).toBe(' ');
+    expect(escapeHtml('<a href="x">\'&\'</a>')).toBe('&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
+  });
+
+  it('leaves no markup of the source in the page: parsed, the HTML holds the source as text', () => {
+    const nasty = '"</span><img src=x onerror=alert(1)>" /* <script>alert(2)</script> */ `${"<svg onload=alert(3)>"}`';
+    const holder = document.createElement('div');
+    holder.innerHTML = highlightLines(nasty).map((l) => lineHtml(l)).join('\n');
+    expect(holder.querySelector('img, script, svg')).toBeNull();
+    expect([...holder.querySelectorAll('*')].every((el) => el.tagName === 'SPAN' && el.className.startsWith('tok-'))).toBe(true);
+    expect(holder.textContent).toBe(nasty);
   });
 });

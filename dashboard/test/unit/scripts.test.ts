@@ -102,6 +102,19 @@ describe('Scripts', () => {
     expect(highlighted().textContent).toContain('<img src=x onerror=alert(1)>');
   });
 
+  it('shows a very large source unhighlighted, to keep typing quick', async () => {
+    scriptsServer();
+    render(Scripts, { props: { app: 'shop' } });
+    await waitFor(() => expect(editor().value).toBe(SOURCE));
+    await setSource(`let x = 1;\n// ${'filler '.repeat(15_000)}\n`);
+    expect(highlighted().querySelector('[class^="tok-"]')).toBeNull();
+    expect(highlighted().textContent).toContain('let x = 1;');
+    expect(screen.getByText(/Highlighting is off for sources over 100,000 characters/)).toBeTruthy();
+    await setSource('let x = 1;\n');
+    expect(highlighted().querySelector('.tok-keyword')?.textContent).toBe('let');
+    expect(screen.queryByText(/Highlighting is off/)).toBeNull();
+  });
+
   it('saves the source and access as a new version, also with Ctrl+S', async () => {
     const user = userEvent.setup();
     const server = scriptsServer();
