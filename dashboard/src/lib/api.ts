@@ -40,6 +40,15 @@ export type DeadLetterDetail = WireSchema<'DeadLetterDetail'>;
 export type ApiKey = WireSchema<'ApiKey'>;
 export type CreatedKey = WireSchema<'CreatedKeyResponse'>;
 export type StatsSeries = WireSchema<'StatsSeries'>;
+export type ScriptSummary = WireSchema<'ScriptSummary'>;
+export type Script = WireSchema<'Script'>;
+export type ScriptVersion = WireSchema<'ScriptVersion'>;
+export type ScriptRun = WireSchema<'ScriptRun'>;
+export type RunLogLine = WireSchema<'RunLogLine'>;
+export type FunctionAccess = WireSchema<'FunctionAccess'>;
+export type TestRun = WireSchema<'TestRun'>;
+export type TestRequest = WireSchema<'TestRequest'>;
+export type TestRunResult = WireSchema<'TestRunResult'>;
 
 /** The scopes an app key may hold (every scope but `instance:admin`). */
 export const APP_SCOPES = [
@@ -116,6 +125,15 @@ export const routes = {
   purgeDeadLetters: route('DELETE', '/v1/apps/{app}/dead-letters'),
   purgeDeadLetter: route('DELETE', '/v1/apps/{app}/dead-letters/{dead_letter_id}'),
 
+  listScripts: route('GET', '/v1/apps/{app}/scripts'),
+  getScript: route('GET', '/v1/apps/{app}/scripts/{script}'),
+  saveScript: route('PUT', '/v1/apps/{app}/scripts/{script}'),
+  deleteScript: route('DELETE', '/v1/apps/{app}/scripts/{script}'),
+  listScriptVersions: route('GET', '/v1/apps/{app}/scripts/{script}/versions'),
+  restoreScriptVersion: route('POST', '/v1/apps/{app}/scripts/{script}/versions/{version}/restore'),
+  listScriptRuns: route('GET', '/v1/apps/{app}/scripts/{script}/runs'),
+  testScript: route('POST', '/v1/apps/{app}/scripts/{script}/test'),
+
   listKeys: route('GET', '/v1/apps/{app}/keys'),
   createKey: route('POST', '/v1/apps/{app}/keys'),
   revokeKey: route('DELETE', '/v1/apps/{app}/keys/{key_id}'),
@@ -166,6 +184,46 @@ export function client(app = '-'): PicloudClient {
 /** Calls a typed route. */
 export function call<Req, Res>(route: Endpoint<Req, Res>, request: Req): Promise<Res> {
   return client().call(route, request);
+}
+
+/** A `script_compile_error` with the position the server named (`line` and `column`
+ * are 1-based, 0 when the error has no position). */
+export class ScriptCompileError extends PicloudError {
+  readonly line: number;
+  readonly column: number;
+
+  constructor(error: PicloudError, at: { line?: unknown; column?: unknown } | undefined) {
+    super(error.status, error.code, error.message, { cause: error, requestId: error.requestId });
+    this.name = 'ScriptCompileError';
+    this.line = typeof at?.line === 'number' ? at.line : 0;
+    this.column = typeof at?.column === 'number' ? at.column : 0;
+  }
+}
+
+/**
+ * Calls a typed route that compiles a script (save, test run): a source that does not
+ * compile throws a {@link ScriptCompileError} carrying the `line` and `column` of the
+ * answer, which the SDK's `PicloudError` leaves out.
+ */
+export async function callCompiling<Req, Res>(route: Endpoint<Req, Res>, request: Req): Promise<Res> {
+  let at: { line?: unknown; column?: unknown } | undefined;
+  const reading: typeof fetch = async (input, init) => {
+    const response = await adminFetch(input, init);
+    if (response.status === 400) {
+      try {
+        at = ((await response.clone().json()) as { error?: { line?: unknown; column?: unknown } }).error;
+      } catch {
+        // Not JSON: the SDK reports it.
+      }
+    }
+    return response;
+  };
+  try {
+    return await createClient({ baseUrl: globalThis.location.origin, app: '-', fetch: reading }).call(route, request);
+  } catch (e) {
+    if (e instanceof PicloudError && e.code === 'script_compile_error') throw new ScriptCompileError(e, at);
+    throw e;
+  }
 }
 
 /** A human sentence for any error the API or the network produced. */

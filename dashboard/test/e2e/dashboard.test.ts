@@ -3,8 +3,10 @@
  * (PICLOUD_BIN, else ../target/debug/picloud) on a fresh SQLite database: sign in, create
  * an app and a topic, flip it external through the confirmation, publish through the API
  * and watch the event arrive in Live tail, make a failing webhook trigger and see the
- * delivery fail and dead-letter, replay it. Every page is screenshotted into
- * test-results/screenshots/, and any browser console error fails the test.
+ * delivery fail and dead-letter, replay it; write a public script that mints subscriber
+ * tokens (a compile error marked first), test-run it, call it from the page and subscribe
+ * with its token. Every page is screenshotted into test-results/screenshots/, and any
+ * browser console error fails the test.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -38,6 +40,9 @@ let base = '';
 let context: BrowserContext;
 let page: Page;
 const consoleErrors: string[] = [];
+/** 400s of a script save or test run the test provokes on purpose (a source that does
+ * not compile): that many are not console errors. */
+let expectedCompileErrors = 0;
 /** Run after the last test: servers a test started. */
 const cleanups: (() => Promise<void>)[] = [];
 
@@ -101,11 +106,16 @@ async function shot(name: string): Promise<void> {
 }
 
 /** A console error is a failure, except the 401s of /v1/admin/session that the app asks
- * for on purpose: the session probe before sign-in and the deliberately wrong password. */
+ * for on purpose (the session probe before sign-in and the deliberately wrong password),
+ * and the script 400s a test announces in `expectedCompileErrors`. */
 function onConsole(message: ConsoleMessage): void {
   if (message.type() !== 'error') return;
   const url = message.location().url;
   if (/status of 401/.test(message.text()) && new URL(url, base).pathname === '/v1/admin/session') return;
+  if (/status of 400/.test(message.text()) && /^\/v1\/apps\/[^/]+\/scripts\/[^/]+(\/test)?$/.test(new URL(url, base).pathname) && expectedCompileErrors > 0) {
+    expectedCompileErrors -= 1;
+    return;
+  }
   consoleErrors.push(`${message.text()} (${url})`);
 }
 
@@ -413,6 +423,135 @@ describe('the dashboard in Chromium', () => {
     await shot('12c-triggers-open-circuit');
   });
 
+  it('writes a public function that mints a token, test-runs it, and subscribes with the token it mints', async () => {
+    // A topic of its own, external so browsers holding a token may subscribe to it.
+    expect((await api('POST', '/v1/apps/shop/topics', key, { name: 'chat' })).status).toBe(201);
+    expect((await api('PATCH', '/v1/apps/shop/topics/chat/external', key, { external_subscribable: true })).status).toBe(200);
+
+    await tab('Scripts').click();
+    await page.getByText('No scripts yet').waitFor();
+    await page.getByLabel('Script name').fill('mint_token');
+    await page.getByRole('button', { name: 'New script' }).click();
+    await page.getByRole('heading', { name: 'mint_token' }).waitFor();
+    const source = page.getByLabel('Source (Rhai)');
+    expect(await source.inputValue()).toContain('fn handle(req)');
+
+    // A missing comma on line 2: not saved, and the editor marks the line.
+    await source.fill('fn handle(req) {\n    let token = pubsub::subscriber_token(["chat"] 600);\n    #{ token: token }\n}\n');
+    await page.getByLabel('Who may call it').selectOption('public');
+    expectedCompileErrors += 1;
+    await page.getByRole('button', { name: 'Save', exact: true }).click();
+    const problem = page.getByTestId('source-error');
+    await problem.waitFor();
+    expect(await problem.textContent()).toMatch(/Not saved: the script does not compile — Line 2, column \d+:/);
+    expect(await page.locator('.code-gutter .error').textContent()).toBe('2');
+    expect(await page.locator('.code-highlight .code-line').nth(1).evaluate((el) => el.classList.contains('error-line'))).toBe(true);
+    expect(await source.getAttribute('aria-invalid')).toBe('true');
+    expect(expectedCompileErrors).toBe(0);
+    await shot('16-scripts-compile-error');
+
+    // Highlighted as Rhai: the keywords, the module path, the string.
+    const highlight = page.getByTestId('code-highlight');
+    expect(await highlight.locator('.tok-keyword').allTextContents()).toEqual(['fn', 'let']);
+    expect(await highlight.locator('.tok-module').allTextContents()).toEqual(['pubsub']);
+    expect(await highlight.locator('.tok-string').allTextContents()).toEqual(['"chat"']);
+
+    await source.fill('fn handle(req) {\n    log::info("minting");\n    #{ token: pubsub::subscriber_token(["chat"], 600) }\n}\n');
+    expect(await problem.count()).toBe(0);
+    await page.getByRole('button', { name: 'Save', exact: true }).click();
+    await page.getByText('Version 1 · saved').waitFor();
+    await page.getByRole('navigation', { name: 'Scripts' }).getByText('v1 · public').waitFor();
+
+    // A test run shows the token the function answers, and what it logged.
+    await page.getByLabel('Run as').selectOption('function');
+    await page.getByRole('button', { name: 'Run test' }).click();
+    const result = page.getByTestId('test-result');
+    await result.waitFor();
+    expect(await result.getByTestId('test-outcome').textContent()).toBe('ok');
+    expect(await result.getByTestId('test-value').textContent()).toMatch(/"token": "eyJ[\w-]+\.[\w-]+\.[\w-]+"/);
+    expect(await result.getByRole('list', { name: 'Logged lines' }).textContent()).toContain('minting');
+
+    // The page calls the public function with no credentials at all, then subscribes
+    // with the token it minted (no cookie either: the token alone lets it in).
+    const minted = await page.evaluate(async () => {
+      const response = await fetch('/v1/apps/shop/functions/mint_token', { method: 'POST', credentials: 'omit' });
+      return { status: response.status, body: (await response.json()) as { token?: string } };
+    });
+    expect(minted.status).toBe(200);
+    expect(minted.body.token).toMatch(/^eyJ/);
+    await page.evaluate(async (token) => {
+      const w = window as unknown as { frames_: string[]; stream_: AbortController; status_: number; failure_: string };
+      w.frames_ = [];
+      w.stream_ = new AbortController();
+      const response = await fetch('/v1/apps/shop/realtime?topic=chat', {
+        headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
+        credentials: 'omit',
+        signal: w.stream_.signal,
+      });
+      w.status_ = response.status;
+      const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+      const decoder = new TextDecoder();
+      let buffer = '';
+      void (async () => {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) return;
+          buffer += decoder.decode(value, { stream: true });
+          for (let end = buffer.indexOf('\n\n'); end !== -1; end = buffer.indexOf('\n\n')) {
+            w.frames_.push(buffer.slice(0, end));
+            buffer = buffer.slice(end + 2);
+          }
+        }
+      })().catch((error: unknown) => {
+        if (!(error instanceof DOMException && error.name === 'AbortError')) w.failure_ = String(error);
+      });
+    }, minted.body.token as string);
+    const frames = () => page.evaluate(() => (window as unknown as { frames_: string[] }).frames_);
+    expect(await page.evaluate(() => (window as unknown as { status_: number }).status_)).toBe(200);
+    await waitFor('the hello frame', async () => (await frames()).some((f) => f.includes('event: hello')));
+    expect((await api('POST', '/v1/apps/shop/topics/chat/events', key, { type: 'chat.message', data: { text: 'minted by a script' } })).status).toBe(201);
+    const received = await waitFor('the event on the stream', async () => (await frames()).find((f) => f.includes('event: chat.message')));
+    expect(received).toContain('"text":"minted by a script"');
+    await page.evaluate(() => (window as unknown as { stream_: AbortController }).stream_.abort());
+    expect(await page.evaluate(() => (window as unknown as { failure_?: string }).failure_)).toBeUndefined();
+
+    // The run log has the test run and the call.
+    await waitFor('the call in the run log', async () => {
+      await page.getByRole('button', { name: 'Refresh' }).click();
+      await loaded();
+      return (await page.getByTestId('run-row').filter({ hasText: 'Function call' }).count()) > 0;
+    });
+    const call = page.getByTestId('run-row').filter({ hasText: 'Function call' }).first();
+    expect(await call.textContent()).toContain('v1');
+    expect(await call.locator('.badge').textContent()).toBe('ok');
+    const test = page.getByTestId('run-row').filter({ hasText: 'Test run' }).first();
+    await test.getByRole('button', { name: '1 line' }).click();
+    await page.getByRole('list', { name: /^Lines logged by run/ }).getByText('minting').waitFor();
+
+    // The caret stays in view, not under the line numbers: the editor scrolls sideways to
+    // it and back to the start of the line.
+    const good = await source.inputValue();
+    await source.fill(`// ${'wide '.repeat(100)}\n${Array.from({ length: 30 }, (_, i) => `let v${String(i)} = ${String(i)};`).join('\n')}`);
+    const editorBox = page.locator('.code-editor').first();
+    await source.press('Control+Home');
+    await source.press('End');
+    await waitFor('the editor scrolled to the end of the long line', async () => (await editorBox.evaluate((el) => el.scrollLeft)) > 1000);
+    await source.press('Control+End');
+    await waitFor('the editor scrolled back to the caret', async () => {
+      const at = await editorBox.evaluate((el) => ({ left: el.scrollLeft, top: el.scrollTop, bottom: el.scrollHeight - el.clientHeight }));
+      return at.left === 0 && at.top > 0 && at.bottom - at.top < 60;
+    });
+    await source.fill(good);
+    expect(await page.getByTestId('unsaved').count()).toBe(0);
+
+    // Its one version is in the history.
+    await page.getByRole('button', { name: 'History' }).click();
+    const history = page.getByRole('dialog', { name: 'Versions of mint_token' });
+    await history.getByText('Version 1').waitFor();
+    await history.getByRole('button', { name: 'Close', exact: true }).click();
+    await shot('17-scripts');
+  });
+
   it('charts the last hour on the Overview', async () => {
     await tab('Overview').click();
     await waitFor('the charts', async () => (await page.locator('.chart canvas').count()) >= 5, 30_000);
@@ -461,6 +600,12 @@ describe('the dashboard in Chromium', () => {
     // Row actions stay on screen although the table is wider than it.
     await page.getByRole('button', { name: 'Revoke key backend' }).waitFor();
     expect(await inViewport(page.getByRole('button', { name: 'Revoke key backend' }))).toBe(true);
+    // The script editor and its run log fit too (long lines scroll inside the editor).
+    await tab('Scripts').click();
+    await page.getByLabel('Source (Rhai)').waitFor();
+    await loaded();
+    expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth), 'Scripts scrolls sideways at phone width').toBeLessThanOrEqual(1);
+    await shot('14b-phone-scripts');
     await tab('Topics').click();
     await page.getByRole('row', { name: /orders/ }).waitFor();
     expect(await page.locator('.table-wrap').first().evaluate((el) => el.scrollWidth > el.clientWidth)).toBe(true);
