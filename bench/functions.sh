@@ -7,7 +7,9 @@
 #     the same rate: the baseline the function is compared with;
 #   - the most calls/s of a trivial function, closed loop, 32 connections (wrk);
 #   - the server's RSS after RUNS token calls, against right after start.
-# Three runs of each; the table has every run, so the spread shows.
+# Three runs of each; the table has every run, so the spread shows. The server runs on
+# core SERVER_CORE (default 0) and the load generators on LOADGEN_CORE (default 1), so
+# the tail measured is the server's, not the two fighting over both cores.
 #
 #   bench/functions.sh
 #   PICLOUD_BIN_DIR=/some/target/release bench/functions.sh   # prebuilt binaries
@@ -17,6 +19,8 @@ REPO_ROOT="$(pwd)"
 RATE="${RATE:-500}"
 SECONDS_="${SECONDS_:-10}"
 DURATION="${DURATION:-10}"
+SERVER_CORE="${SERVER_CORE:-0}"
+LOADGEN_CORE="${LOADGEN_CORE:-1}"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -58,7 +62,7 @@ MINT='fn handle(req) {
 run() { # run N -> one table row
     local n="$1" port base admin key
     port="$(free_port)"; base="http://127.0.0.1:$port"
-    PICLOUD_LOG=warn "$BIN/picloud" --data-dir "$WORK/data-$n" serve --bind "127.0.0.1:$port" >"$WORK/out-$n" 2>&1 &
+    PICLOUD_LOG=warn taskset -c "$SERVER_CORE" "$BIN/picloud" --data-dir "$WORK/data-$n" serve --bind "127.0.0.1:$port" >"$WORK/out-$n" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do curl -fs "$base/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
     admin="$(grep -o 'pk_[A-Za-z0-9_-]\{43\}' "$WORK/out-$n" | head -1)"
@@ -79,15 +83,15 @@ for name, source in [("mint_token", mint), ("trivial", "fn handle(req) { #{ ok: 
 PY
     local rss_before; rss_before="$(rss_kb "$SERVER_PID")"
     step "run $n: token function at $RATE/s for ${SECONDS_}s"
-    local paced; paced="$("$BIN/paced-caller" --url "$base/v1/apps/bench/functions/mint_token" \
+    local paced; paced="$(taskset -c "$LOADGEN_CORE" "$BIN/paced-caller" --url "$base/v1/apps/bench/functions/mint_token" \
         --authorization "Bearer $SESSION" --rate "$RATE" --seconds "$SECONDS_")"
     local rss_after; rss_after="$(rss_kb "$SERVER_PID")"
     step "run $n: the same token from POST /subscriber-tokens at $RATE/s (the baseline)"
-    local route; route="$("$BIN/paced-caller" --url "$base/v1/apps/bench/subscriber-tokens" \
+    local route; route="$(taskset -c "$LOADGEN_CORE" "$BIN/paced-caller" --url "$base/v1/apps/bench/subscriber-tokens" \
         --authorization "Bearer $key" --body '{"topics":["chat"],"ttl_secs":600,"sub":"user-7"}' \
         --rate "$RATE" --seconds "$SECONDS_")"
     step "run $n: trivial function, closed loop, ${DURATION}s"
-    local wrk_out; wrk_out="$(wrk -t2 -c32 -d"${DURATION}s" -s "$REPO_ROOT/bench/wrk/function.lua" "$base/v1/apps/bench/functions/trivial")"
+    local wrk_out; wrk_out="$(taskset -c "$LOADGEN_CORE" wrk -t2 -c32 -d"${DURATION}s" -s "$REPO_ROOT/bench/wrk/function.lua" "$base/v1/apps/bench/functions/trivial")"
     local rps; rps="$(awk '/Requests\/sec/ {print $2}' <<<"$wrk_out")"
     local non2xx; non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$wrk_out")"
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
