@@ -62,6 +62,17 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo clippy --workspace -- -D warnings (as shipped: no test features)"
 cargo clippy --workspace -- -D warnings
 
+# A test checks a script-minted subscriber token with PyJWT, the independent JWT library
+# apps verify with: a venv with it, made once under the target dir.
+PYJWT_VERSION="2.10.1"
+PYJWT_VENV="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/pyjwt-venv"
+if ! "$PYJWT_VENV/bin/python" -c "import jwt, sys; sys.exit(jwt.__version__ != '$PYJWT_VERSION')" 2>/dev/null; then
+    step "PyJWT $PYJWT_VERSION in $PYJWT_VENV (for the token test)"
+    python3 -m venv "$PYJWT_VENV"
+    "$PYJWT_VENV/bin/pip" install --quiet --disable-pip-version-check "pyjwt==$PYJWT_VERSION"
+fi
+export PICLOUD_TEST_PYTHON="$PYJWT_VENV/bin/python"
+
 step "cargo test --workspace $*"
 cargo test --workspace "$@"
 

@@ -14,6 +14,8 @@ use crate::common::{code, spawn_app, spawn_app_with, TestApp};
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use picloud_manager_core::testing::TestDb;
+use picloud_shared::realtime::{RealtimeStore as _, SUBSCRIBER_TOKEN_PURPOSE};
+use picloud_shared::AppId;
 
 /// The app's own session secret (the app, not PiCloud, signs its users' sessions).
 const SESSION_SECRET: &str = "the-apps-own-session-secret";
@@ -118,6 +120,16 @@ async fn a_public_function_mints_a_token_a_browser_streams_with(t: TestDb) {
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         600
     );
+    // PyJWT, an independent implementation apps use, accepts it with the app's key and
+    // reads the same claims.
+    let keys = app
+        .t
+        .db
+        .signing_keys(&AppId::parse("shop").unwrap(), SUBSCRIBER_TOKEN_PURPOSE)
+        .await
+        .unwrap();
+    let key = keys.last().expect("the app has a signing key");
+    assert_eq!(pyjwt_decode(&token, &key.secret), claims);
 
     let mut stream = app
         .subscribe(
@@ -438,4 +450,27 @@ async fn a_saved_version_answers_the_next_call_on_every_node(t: TestDb) {
         other.stop().await;
     }
     app.stop().await;
+}
+
+/// `token`'s claims as PyJWT decodes them with `key` (HS256; `exp`, `iat` and `sub`
+/// required), run by `PICLOUD_TEST_PYTHON` (scripts/test.sh makes a venv with PyJWT) or
+/// `python3`.
+fn pyjwt_decode(token: &str, key: &[u8]) -> Value {
+    let python = std::env::var("PICLOUD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let program = "import json, sys, jwt\n\
+        claims = jwt.decode(sys.argv[1], bytes.fromhex(sys.argv[2]), algorithms=['HS256'],\n\
+            options={'require': ['exp', 'iat', 'sub']})\n\
+        print(json.dumps(claims))";
+    let out = std::process::Command::new(&python)
+        .args(["-c", program, token, &hex])
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
+    assert!(
+        out.status.success(),
+        "PyJWT refused the token (or is missing: scripts/test.sh sets PICLOUD_TEST_PYTHON to a \
+         venv with it; else `pip install pyjwt`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("PyJWT printed JSON")
 }
