@@ -24,6 +24,8 @@ use crate::on_db;
 const QUEUE: usize = 4096;
 /// Most runs stored in one transaction.
 const BATCH: usize = 512;
+/// Runs per INSERT statement (12 values each, well under both databases' limits).
+const RUNS_PER_INSERT: usize = 128;
 /// How long the first run of a batch waits for others before the batch is stored.
 const GATHER: Duration = Duration::from_millis(100);
 
@@ -174,40 +176,58 @@ impl RunRow {
 }
 
 impl Db {
-    /// Stores `runs` in one transaction, then trims each of their apps' logs to the
-    /// newest `keep_per_app` runs.
+    /// Stores `runs` in one transaction, [`RUNS_PER_INSERT`] to a statement, then trims
+    /// each of their apps' logs to the newest `keep_per_app` runs. Runs of an app
+    /// deleted meanwhile are dropped, not an error for the batch.
     pub async fn record_script_runs(&self, runs: &[RunRecord], keep_per_app: i64) -> Result<()> {
+        let logs = runs
+            .iter()
+            .map(|run| serde_json::to_string(&run.logs))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Corrupt(format!("script run logs: {e}")))?;
+        let apps: BTreeSet<&str> = runs.iter().map(|r| r.app.as_str()).collect();
         let _gate = self.write_gate().await;
         on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;
-            for run in runs {
-                let logs = serde_json::to_string(&run.logs)
-                    .map_err(|e| Error::Corrupt(format!("script run logs: {e}")))?;
-                // A run of an app deleted meanwhile is dropped, not an error for the batch.
-                sqlx::query(
+            let mut live = BTreeSet::new();
+            for app in apps {
+                let found: Option<(String,)> = sqlx::query_as("SELECT id FROM apps WHERE id = $1")
+                    .bind(app)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if found.is_some() {
+                    live.insert(app);
+                }
+            }
+            let kept: Vec<(&RunRecord, &String)> = runs
+                .iter()
+                .zip(&logs)
+                .filter(|(run, _)| live.contains(run.app.as_str()))
+                .collect();
+            for chunk in kept.chunks(RUNS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO script_runs (app_id, script, version, kind, started_at,
                          duration_us, outcome, error, logs, dropped_logs, request_id,
-                         delivery_id)
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
-                     WHERE EXISTS (SELECT 1 FROM apps WHERE id = $1)",
-                )
-                .bind(&run.app)
-                .bind(&run.script)
-                .bind(run.version)
-                .bind(run.kind)
-                .bind(run.started_at)
-                .bind(run.duration_us)
-                .bind(run.outcome)
-                .bind(&run.error)
-                .bind(logs)
-                .bind(run.dropped_logs)
-                .bind(&run.request_id)
-                .bind(run.delivery_id)
-                .execute(&mut *tx)
-                .await?;
+                         delivery_id) ",
+                );
+                insert.push_values(chunk, |mut values, (run, logs)| {
+                    values
+                        .push_bind(run.app.as_str())
+                        .push_bind(run.script.as_str())
+                        .push_bind(run.version)
+                        .push_bind(run.kind)
+                        .push_bind(run.started_at)
+                        .push_bind(run.duration_us)
+                        .push_bind(run.outcome)
+                        .push_bind(run.error.as_deref())
+                        .push_bind(logs.as_str())
+                        .push_bind(run.dropped_logs)
+                        .push_bind(run.request_id.as_deref())
+                        .push_bind(run.delivery_id);
+                });
+                insert.build().execute(&mut *tx).await?;
             }
-            let apps: BTreeSet<&str> = runs.iter().map(|r| r.app.as_str()).collect();
-            for app in apps {
+            for app in live {
                 sqlx::query(
                     "DELETE FROM script_runs WHERE app_id = $1 AND id <= (
                          SELECT id FROM script_runs WHERE app_id = $1

@@ -284,3 +284,63 @@ async fn widening_trigger_handlers_keeps_every_delivery(t: TestDb) {
         assert_eq!(left, 0);
     });
 }
+
+backend_test!(script_runs_store_in_batches_drop_deleted_apps_and_trim);
+async fn script_runs_store_in_batches_drop_deleted_apps_and_trim(t: TestDb) {
+    use picloud_manager_core::run_log::{RunLogLine, RunRecord};
+    let db = &t.db;
+    db.create_app(&app("shop"), "Shop").await.unwrap();
+    let run = |app: &str, n: i64| RunRecord {
+        app: app.to_owned(),
+        script: "greet".to_owned(),
+        version: n,
+        kind: "function",
+        started_at: 1_000 + n,
+        duration_us: n,
+        outcome: if n % 2 == 0 { "ok" } else { "error" },
+        error: (n % 2 == 1).then(|| format!("failed {n}")),
+        logs: vec![RunLogLine {
+            at_ms: 0,
+            level: "info".to_owned(),
+            message: format!("line {n}"),
+        }],
+        dropped_logs: 0,
+        request_id: Some(format!("req-{n}")),
+        delivery_id: None,
+    };
+    // More runs than one INSERT carries, with runs of an app that no longer exists
+    // among them: those are dropped, the rest stored whole and in order.
+    let mut batch: Vec<RunRecord> = (1..=300).map(|n| run("shop", n)).collect();
+    batch.insert(10, run("gone", 7));
+    batch.push(run("gone", 8));
+    db.record_script_runs(&batch, 1000).await.unwrap();
+    let stored = db
+        .list_script_runs("shop", "greet", None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 300);
+    let versions: Vec<i64> = stored.iter().map(|r| r.version).collect();
+    assert_eq!(versions, (1..=300).rev().collect::<Vec<_>>());
+    let newest = &stored[0];
+    assert_eq!(
+        (
+            newest.outcome.as_str(),
+            newest.error.as_deref(),
+            newest.logs[0].message.as_str(),
+            newest.request_id.as_deref()
+        ),
+        ("ok", None, "line 300", Some("req-300"))
+    );
+    assert_eq!(stored[1].error.as_deref(), Some("failed 299"));
+
+    // The next batch trims the app's log to its newest runs.
+    db.record_script_runs(&[run("shop", 301)], 250)
+        .await
+        .unwrap();
+    let stored = db
+        .list_script_runs("shop", "greet", None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 250);
+    assert_eq!((stored[0].version, stored[249].version), (301, 52));
+}
