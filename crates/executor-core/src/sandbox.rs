@@ -176,10 +176,10 @@ pub(crate) fn with_run<T>(state: RunState, f: impl FnOnce() -> T) -> (T, RunStat
 }
 
 /// Calls the host for the current run: `call` gets the run's app, the host and the
-/// run's deadline, and waits without holding a CPU slot (see [`cpu_slots`]). An error
-/// (thrown in the script) when there is no run with an app, e.g. at compile time.
+/// run's deadline, and waits without holding a CPU slot (see [`cpu_slots`]). Its error,
+/// or the lack of a run with an app (e.g. at compile time), is thrown in the script.
 pub(crate) fn call_host<T>(
-    call: impl FnOnce(&AppId, &dyn Host, Instant) -> T,
+    call: impl FnOnce(&AppId, &dyn Host, Instant) -> Result<T, String>,
 ) -> Result<T, String> {
     let (app, host, deadline, memory_at_start) =
         CURRENT.with(|current| match &*current.borrow() {
@@ -194,7 +194,7 @@ pub(crate) fn call_host<T>(
             )),
         })?;
     let held = memory::net_allocated() - memory_at_start;
-    Ok(cpu_slots::waiting(held, || call(&app, &*host, deadline)))
+    cpu_slots::waiting(held, || call(&app, &*host, deadline))
 }
 
 /// Adds a line to the current run's log (dropped when no run is current).

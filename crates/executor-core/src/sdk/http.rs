@@ -56,7 +56,6 @@ fn request(options: Map) -> SdkResult<Map> {
         };
         host.http_request(request, deadline)
     })
-    .and_then(|answered| answered)
     .or_else(|e| throw(format!("{where_}: {e}")))?;
     let mut answer = Map::new();
     answer.insert(

@@ -88,7 +88,6 @@ fn publish(
     where_: &str,
 ) -> SdkResult<Vec<i64>> {
     call_host(|app, host, deadline| host.publish(app, events, idempotency_key, deadline))
-        .and_then(|published| published)
         .or_else(|e| throw(format!("{where_}: {e}")))
 }
 
@@ -105,6 +104,5 @@ fn subscriber_token(topics: Array, ttl_secs: i64, sub: Option<String>) -> SdkRes
     call_host(|app, host, deadline| {
         host.subscriber_token(app, topics, Some(ttl_secs as u64), sub, deadline)
     })
-    .and_then(|minted| minted)
     .or_else(|e| throw(format!("{where_}: {e}")))
 }

@@ -1,10 +1,13 @@
 //! Scripts that try to take a worker down end with a clear error, and the worker runs the
 //! next script as usual.
 
+use std::sync::Arc;
+
 use picloud_executor_core::executor::THREADS_PER_WORKER;
-use picloud_executor_core::{Run, RunError};
+use picloud_executor_core::{Executor, Pending, Run, RunError, Script};
 use serde_json::json;
 
+use crate::fake_host::FakeHost;
 use crate::{app, executor, handle};
 
 /// After a hostile run, the same (single) worker still answers.
@@ -111,39 +114,45 @@ async fn a_panic_in_the_host_is_a_failed_run_and_the_worker_lives() {
     still_works(&executor).await;
 }
 
+/// A script that publishes once: it waits in the host while the host holds publishes.
+fn publishing(executor: &Executor) -> Script {
+    executor
+        .compile(r#"pubsub::publish("orders", "t", 1)"#)
+        .unwrap()
+}
+
+/// Queues `script` as a handler run; panics when it is refused.
+fn submit(executor: &Executor, script: &Script) -> Pending {
+    let run = Run::Handler {
+        event: json!(null),
+        delivery: json!(null),
+    };
+    executor
+        .submit(app(), script.clone(), run, "test")
+        .unwrap_or_else(|refused| panic!("refused: {:?}", refused.result))
+}
+
+/// Waits until `n` publishes have entered the host.
+async fn entered(host: &Arc<FakeHost>, n: usize) {
+    let host = host.clone();
+    tokio::task::spawn_blocking(move || host.wait_entered(n))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_full_queue_refuses_at_once() {
     let (executor, host) = executor(1, 10_000);
     host.hold_publishes();
-    let script = executor
-        .compile(r#"pubsub::publish("orders", "t", 1)"#)
-        .unwrap();
-    let submit = || {
-        executor
-            .submit(
-                app(),
-                script.clone(),
-                Run::Handler {
-                    event: json!(null),
-                    delivery: json!(null),
-                },
-                "test",
-            )
-            .unwrap_or_else(|refused| panic!("refused: {:?}", refused.result))
-    };
+    let script = publishing(&executor);
     // Every thread's run held in the host, four waiting in the queue: the next is
     // refused.
     let mut busy = Vec::new();
     for held in 1..=THREADS_PER_WORKER {
-        busy.push(submit());
-        tokio::task::spawn_blocking({
-            let host = host.clone();
-            move || host.wait_entered(held)
-        })
-        .await
-        .unwrap();
+        busy.push(submit(&executor, &script));
+        entered(&host, held).await;
     }
-    let queued: Vec<_> = (0..4).map(|_| submit()).collect();
+    let queued: Vec<_> = (0..4).map(|_| submit(&executor, &script)).collect();
     let refused = executor
         .run(
             app(),
@@ -183,26 +192,9 @@ async fn the_run_log_keeps_a_bounded_number_of_lines() {
 async fn runs_waiting_on_the_host_let_others_run() {
     let (executor, host) = executor(1, 10_000);
     host.hold_publishes();
-    let script = executor
-        .compile(r#"pubsub::publish("orders", "t", 1)"#)
-        .unwrap();
-    let held: Vec<_> = (0..3)
-        .map(|_| {
-            let run = Run::Handler {
-                event: json!(null),
-                delivery: json!(null),
-            };
-            executor
-                .submit(app(), script.clone(), run, "test")
-                .unwrap_or_else(|refused| panic!("refused: {:?}", refused.result))
-        })
-        .collect();
-    tokio::task::spawn_blocking({
-        let host = host.clone();
-        move || host.wait_entered(3)
-    })
-    .await
-    .unwrap();
+    let script = publishing(&executor);
+    let held: Vec<_> = (0..3).map(|_| submit(&executor, &script)).collect();
+    entered(&host, 3).await;
     still_works(&executor).await;
     host.release();
     for run in held {
