@@ -48,7 +48,11 @@ async fn main() {
     for call in 0..total {
         tick.tick().await;
         let target = ((call / per_turn) % args.url.len() as u64) as usize;
-        let body = args.body.get(target).cloned().unwrap_or_else(|| "{}".into());
+        let body = args
+            .body
+            .get(target)
+            .cloned()
+            .unwrap_or_else(|| "{}".into());
         let mut request = client
             .post(&args.url[target])
             .header("content-type", "application/json")

@@ -88,6 +88,11 @@ pub struct DeadLetter {
     pub created_at: i64,
     /// Last replayed at, ms.
     pub replayed_at: Option<i64>,
+    /// For a row of an outbox source that could not be published (`trigger_id` names
+    /// the source, `outbox_id` the row): the row as JSON text (`topic`, `type`, `data`,
+    /// `idempotency_key`). Absent for deliveries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
 }
 
 /// The coarse class of a stored delivery error: what callers without
@@ -157,7 +162,7 @@ pub struct DeliveryFilter {
 const DELIVERY_COLUMNS: &str = "id, trigger_id, topic, seq, dead_letter_id, state, attempts,
     next_attempt_at, last_status, last_error, created_at, finished_at";
 const DEAD_LETTER_COLUMNS: &str = "id, outbox_id, trigger_id, topic, seq, attempts, last_error,
-    last_status, created_at, replayed_at";
+    last_status, created_at, replayed_at, payload";
 
 /// The states a delivery can be in.
 pub const DELIVERY_STATES: [&str; 4] = ["pending", "delivered", "failed", "dead"];

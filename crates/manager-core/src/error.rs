@@ -43,6 +43,9 @@ pub enum Error {
     /// No such script (or version of it) in this app.
     #[error("script '{0}' not found")]
     ScriptNotFound(String),
+    /// No such source in this app.
+    #[error("source '{0}' not found")]
+    SourceNotFound(String),
     /// A script's source does not compile.
     #[error("the script does not compile: {0}")]
     ScriptCompile(picloud_executor_core::CompileError),
@@ -84,6 +87,10 @@ pub enum Error {
         /// The id of the key given.
         given: String,
     },
+    /// A source's relay could not go on (the app's database closed the connection,
+    /// PiCloud's writes failed); it retries after a back-off.
+    #[error("{0}")]
+    SourceRelay(String),
     /// Too much password hashing is running or queued; retry in a second.
     #[error("the server is busy checking passwords; retry in a second")]
     Busy,
@@ -110,6 +117,7 @@ impl From<Error> for ApiError {
                 ApiError::new(ErrorCode::DeadLetterNotFound, error.to_string())
             }
             Error::ScriptNotFound(_) => ApiError::new(ErrorCode::ScriptNotFound, error.to_string()),
+            Error::SourceNotFound(_) => ApiError::new(ErrorCode::SourceNotFound, error.to_string()),
             Error::ScriptCompile(ref compile) => {
                 let at = SourcePosition {
                     line: compile.line,
@@ -138,6 +146,7 @@ impl From<Error> for ApiError {
             | Error::Migrate(_)
             | Error::UnsupportedDatabaseUrl(_)
             | Error::Corrupt(_)
+            | Error::SourceRelay(_)
             | Error::Secrets(_)
             | Error::SecretsLocked
             | Error::MasterKeyMismatch { .. } => {

@@ -16,6 +16,8 @@
 //!   scripts, recorded off the request path.
 //! - [`dispatcher`]: delivering outbox rows to signed webhooks; [`deliveries`]: the
 //!   deliveries and dead letters it leaves, for the API.
+//! - [`sources`]: outbox sources in apps' own PostgreSQL databases and their relays,
+//!   which publish what the apps' transactions committed.
 //! - [`triggers`]: topic patterns, webhook handlers, retry policies and trigger storage.
 //! - [`admins`], [`admin_sessions`]: dashboard admins (argon2id passwords, lockout) and
 //!   their cookie sessions with CSRF tokens.
@@ -56,6 +58,7 @@ pub mod secret_box;
 pub mod secrets_at_rest;
 pub mod settings;
 pub mod sign_in_throttle;
+pub mod sources;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -81,6 +81,27 @@ pub fn describe() {
         "picloud_outbox_oldest_pending_age_seconds",
         "Age of the oldest undelivered outbox row (database-wide)"
     );
+    ::metrics::describe_counter!(
+        "picloud_source_relayed_total",
+        "Rows relayed from apps' outbox sources (published, answered as repeats, or dead-lettered)"
+    );
+    ::metrics::describe_counter!(
+        "picloud_source_dead_letters_total",
+        "Outbox source rows that could not be published and became dead letters"
+    );
+    ::metrics::describe_counter!(
+        "picloud_source_errors_total",
+        "Relay passes that failed (app database unreachable, PiCloud's writes failing)"
+    );
+    ::metrics::describe_gauge!(
+        "picloud_source_lag_rows",
+        "Rows waiting in a source's outbox at its relay's last count"
+    );
+    ::metrics::describe_gauge!(
+        "picloud_source_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest row waiting in a source's outbox at its relay's last count"
+    );
 }
 
 /// A publish group committed: how long it took and how many requests it held.
@@ -184,4 +205,25 @@ pub fn queue(pending: Option<(i64, Duration)>, circuits_open: Option<i64>) {
     if let Some(open) = circuits_open {
         gauge!("picloud_circuits_open").set(open as f64);
     }
+}
+
+/// Rows of source `source` relayed.
+pub fn source_relayed(source: &str, rows: u64) {
+    counter!("picloud_source_relayed_total", "source" => source.to_owned()).increment(rows);
+}
+
+/// Source rows dead-lettered.
+pub fn source_dead_letters(rows: usize) {
+    counter!("picloud_source_dead_letters_total").increment(rows as u64);
+}
+
+/// A relay pass of source `source` that failed.
+pub fn source_error(source: &str) {
+    counter!("picloud_source_errors_total", "source" => source.to_owned()).increment(1);
+}
+
+/// Source `source`'s backlog at its relay's last count.
+pub fn source_lag(source: &str, rows: i64, oldest: Duration) {
+    gauge!("picloud_source_lag_rows", "source" => source.to_owned()).set(rows as f64);
+    gauge!("picloud_source_lag_seconds", "source" => source.to_owned()).set(oldest.as_secs_f64());
 }

@@ -232,6 +232,11 @@ impl Aad {
         Aad(format!("app secret\0{app}\0{purpose}\0{kid}"))
     }
 
+    /// An outbox source's database URL.
+    pub fn source_url(source_id: &str) -> Aad {
+        Aad(format!("source url\0{source_id}"))
+    }
+
     /// The check value proving which key this database's secrets are sealed under.
     pub fn key_check() -> Aad {
         Aad("master key check".to_owned())

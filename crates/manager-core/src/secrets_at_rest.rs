@@ -119,6 +119,7 @@ impl Reseal<'_> {
         self.check_key(tx).await?;
         self.triggers(tx).await?;
         self.app_secrets(tx).await?;
+        self.source_urls(tx).await?;
         Ok(self.done)
     }
 
@@ -239,6 +240,28 @@ impl Reseal<'_> {
                 .bind(new_secret.as_bytes())
                 .execute(&mut **conn)
                 .await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Outbox sources' database URLs.
+    async fn source_urls(&mut self, tx: &mut WriteTx) -> Result<()> {
+        let sources: Vec<(String, String)> = on_tx!(tx, conn, {
+            sqlx::query_as("SELECT id, database_url FROM sources")
+                .fetch_all(&mut **conn)
+                .await?
+        });
+        for (id, url) in sources {
+            let Some(new_url) = self.reseal_one(&Aad::source_url(&id), url.as_bytes())? else {
+                continue;
+            };
+            on_tx!(tx, conn, {
+                sqlx::query("UPDATE sources SET database_url = $2 WHERE id = $1")
+                    .bind(&id)
+                    .bind(new_url)
+                    .execute(&mut **conn)
+                    .await?;
             });
         }
         Ok(())

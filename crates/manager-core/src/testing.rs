@@ -96,6 +96,12 @@ impl TestDb {
     }
 }
 
+/// A new, empty PostgreSQL database on the test server for an app's own data (an outbox
+/// source), whichever backend PiCloud's storage is on; `None` when no test server is set.
+pub async fn app_database() -> Option<String> {
+    fresh_postgres_database().await
+}
+
 /// Creates an empty database on the test PostgreSQL server and returns its URL.
 async fn fresh_postgres_database() -> Option<String> {
     let admin_url = std::env::var(TEST_DATABASE_URL_ENV).ok()?;

@@ -14,7 +14,8 @@ use picloud_shared::{AppId, Scope, ScopeSet};
 use serde_json::json;
 
 use crate::config::{
-    AdminsCommand, AppsCommand, DatabaseArgs, KeyOwner, KeysCommand, SecretsCommand, DEFAULT_BIND,
+    AdminsCommand, AppsCommand, DatabaseArgs, KeyOwner, KeysCommand, SecretsCommand,
+    SourcesCommand, DEFAULT_BIND,
 };
 use crate::master_key::{self, KeySource};
 
@@ -432,4 +433,27 @@ fn dashboard_url(bind: Option<&str>) -> String {
         Ok(addr) => format!("http://{addr}{}", crate::dashboard::BASE),
         Err(_) => format!("http://{bind}{}", crate::dashboard::BASE),
     }
+}
+
+/// `picloud sources …`: works on the app's database only, never PiCloud's.
+pub async fn sources(command: SourcesCommand) -> anyhow::Result<()> {
+    use picloud_manager_core::sources::app_schema;
+    match command {
+        SourcesCommand::Sql { schema } => print!("{}", app_schema::sql(&schema)?),
+        SourcesCommand::Install {
+            database_url,
+            schema,
+        } => {
+            let installed = app_schema::install(&database_url, &schema).await?;
+            if installed.from == installed.to {
+                println!("schema {schema} is up to date (version {})", installed.to);
+            } else {
+                println!(
+                    "schema {schema} installed: version {} -> {}",
+                    installed.from, installed.to
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -38,6 +38,16 @@ async fn run(cli: Cli) -> ExitCode {
     if let Err(message) = telemetry::init_tracing(log_format) {
         return config_error(&message);
     }
+    if let Command::Sources(command) = cli.command {
+        // The app's database, not PiCloud's: nothing of PiCloud's is opened.
+        return match commands::sources(command).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Serve(args) = &cli.command {
         if let Err(message) = args.validate() {
             return config_error(&message);
@@ -81,6 +91,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Keys(command) => commands::keys(&db, command).await,
         Command::Admins(command) => commands::admins(&db, command).await,
         Command::Secrets(command) => commands::secrets(&db, &cli.database, command).await,
+        Command::Sources(_) => unreachable!("handled before the database is opened"),
     };
     db.close().await;
     match result {

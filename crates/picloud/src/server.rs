@@ -24,6 +24,7 @@ use picloud_manager_core::publish::{Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
 use picloud_manager_core::run_log::RunLog;
 use picloud_manager_core::script_cache::ScriptCache;
+use picloud_manager_core::sources::relay::RelaySettings;
 use picloud_manager_core::Db;
 use picloud_orchestrator_core::realtime_api::RealtimeState;
 use picloud_orchestrator_core::Realtime;
@@ -250,6 +251,18 @@ fn start_manager(
         dispatch_wake.clone(),
         background.clone(),
     ));
+    let relays = picloud_manager_core::sources::relay::spawn(
+        db.clone(),
+        publisher.clone(),
+        serve.publish_limits(),
+        RelaySettings {
+            lease: Duration::from_secs(serve.dispatch_lease_sec),
+            poll: Duration::from_secs(1),
+            batch: 1000,
+            node_id: node_id.clone(),
+        },
+        background.clone(),
+    );
     let retention = tokio::spawn(run_retention(
         db.clone(),
         Duration::from_secs(serve.retention_interval_sec),
@@ -276,6 +289,7 @@ fn start_manager(
         cluster_feed,
         run_log_writer,
         cron,
+        relays,
     ];
     Ok((manager, tasks))
 }

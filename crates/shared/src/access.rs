@@ -283,6 +283,32 @@ pub const ROUTES: &[RouteAccess] = &[
         "/v1/apps/{app}/scripts/{script}/test",
         Access::App(Scope::ScriptsManage),
     ),
+    // outbox sources
+    route(
+        "GET",
+        "/v1/apps/{app}/sources",
+        Access::App(Scope::AppAdmin),
+    ),
+    route(
+        "POST",
+        "/v1/apps/{app}/sources",
+        Access::App(Scope::AppAdmin),
+    ),
+    route(
+        "GET",
+        "/v1/apps/{app}/sources/{source_id}",
+        Access::App(Scope::AppAdmin),
+    ),
+    route(
+        "PATCH",
+        "/v1/apps/{app}/sources/{source_id}",
+        Access::App(Scope::AppAdmin),
+    ),
+    route(
+        "DELETE",
+        "/v1/apps/{app}/sources/{source_id}",
+        Access::App(Scope::AppAdmin),
+    ),
 ];
 
 /// The access rule for a matched route, if the table has one.

@@ -48,6 +48,8 @@ pub enum ErrorCode {
     DeadLetterNotFound,
     /// The script (or the version of it) does not exist in this app.
     ScriptNotFound,
+    /// The source does not exist in this app.
+    SourceNotFound,
     /// The script's source does not compile; `line` and `column` say where.
     ScriptCompileError,
     /// Too many requests or connections; retry later.
@@ -80,7 +82,8 @@ impl ErrorCode {
             | ErrorCode::TriggerNotFound
             | ErrorCode::DeliveryNotFound
             | ErrorCode::DeadLetterNotFound
-            | ErrorCode::ScriptNotFound => StatusCode::NOT_FOUND,
+            | ErrorCode::ScriptNotFound
+            | ErrorCode::SourceNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::AppExists | ErrorCode::TopicExists | ErrorCode::AdminExists => {
                 StatusCode::CONFLICT

@@ -502,6 +502,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/apps/{app}/sources": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists an app's sources with their status. */
+        get: operations["list_sources"];
+        put?: never;
+        /**
+         * Adds an outbox source to an app. PiCloud starts relaying it at once (within a second
+         *     or so); its status tells whether the relay could connect.
+         */
+        post: operations["create_source"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/apps/{app}/sources/{source_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Gets one source with its status. */
+        get: operations["get_source"];
+        put?: never;
+        post?: never;
+        /** Deletes a source. Rows still waiting in the app's outbox stay there. */
+        delete: operations["delete_source"];
+        options?: never;
+        head?: never;
+        /** Enables or disables a source's relay. */
+        patch: operations["update_source"];
+        trace?: never;
+    };
     "/v1/apps/{app}/subscriber-tokens": {
         parameters: {
             query?: never;
@@ -928,6 +968,12 @@ export interface components {
              */
             outbox_id: number;
             /**
+             * @description For a row of an outbox source that could not be published (`trigger_id` names
+             *     the source, `outbox_id` the row): the row as JSON text (`topic`, `type`, `data`,
+             *     `idempotency_key`). Absent for deliveries.
+             */
+            payload?: string | null;
+            /**
              * Format: int64
              * @description Last replayed at, ms.
              */
@@ -1070,7 +1116,7 @@ export interface components {
          * @description A machine-readable error code; clients match on these, never on messages.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_request" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "app_not_found" | "key_not_found" | "app_exists" | "topic_not_found" | "topic_exists" | "admin_exists" | "trigger_not_found" | "delivery_not_found" | "dead_letter_not_found" | "script_not_found" | "script_compile_error" | "rate_limited" | "unavailable" | "internal" | "request_timeout" | "headers_too_large";
+        ErrorCode: "invalid_json" | "invalid_request" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "app_not_found" | "key_not_found" | "app_exists" | "topic_not_found" | "topic_exists" | "admin_exists" | "trigger_not_found" | "delivery_not_found" | "dead_letter_not_found" | "script_not_found" | "source_not_found" | "script_compile_error" | "rate_limited" | "unavailable" | "internal" | "request_timeout" | "headers_too_large";
         /** @description The inside of [`ErrorBody`]. */
         ErrorDetail: {
             /** @description A stable machine-readable code. */
@@ -1141,6 +1187,18 @@ export interface components {
             topic: string;
             /** @description The event type. */
             type: string;
+        };
+        /** @description A new source. */
+        NewSource: {
+            /**
+             * @description The app database's URL (`postgres://relay:password@host:5432/db`): the role
+             *     needs USAGE on the schema and SELECT, DELETE on its outbox (docs/sources.md).
+             */
+            database_url: string;
+            /** @description What it reads: `postgres_outbox`. */
+            kind: components["schemas"]["SourceKind"];
+            /** @description The outbox schema `picloud sources install` created (default `picloud`). */
+            schema?: string | null;
         };
         /** @description What a new trigger is made of; also the body of `POST /v1/apps/{app}/triggers`. */
         NewTrigger: {
@@ -1482,6 +1540,80 @@ export interface components {
             email: string;
             /** @description The admin's password. */
             password: string;
+        };
+        /** @description A source as the API shows it: never with the database password. */
+        Source: {
+            /**
+             * Format: int64
+             * @description Created at, ms since the epoch.
+             */
+            created_at: number;
+            /** @description The app database's URL without its password. */
+            database_url: string;
+            /** @description Whether a relay runs for it. */
+            enabled: boolean;
+            /** @description Id (`src_…`). */
+            id: string;
+            /** @description What it reads. */
+            kind: components["schemas"]["SourceKind"];
+            /** @description The outbox schema in the app's database. */
+            schema: string;
+            /** @description The relay's last report. */
+            status: components["schemas"]["SourceStatus"];
+            /**
+             * Format: int64
+             * @description Last changed at, ms since the epoch.
+             */
+            updated_at: number;
+        };
+        /**
+         * @description What kind of database a source reads.
+         * @enum {string}
+         */
+        SourceKind: "postgres_outbox";
+        /** @description A list of sources. */
+        SourceList: {
+            /** @description The app's sources, oldest first. */
+            sources: components["schemas"]["Source"][];
+        };
+        /** @description A change to a source. */
+        SourcePatch: {
+            /** @description Run its relay (true) or stop it (false). */
+            enabled: boolean;
+        };
+        /** @description How a source's relay is doing, as it last reported (every node answers the same). */
+        SourceStatus: {
+            /** @description Whether the relay is connected to the app's database. */
+            connected: boolean;
+            /** @description The last error, if any. */
+            last_error?: string | null;
+            /**
+             * Format: int64
+             * @description When it happened, ms since the epoch.
+             */
+            last_error_at?: number | null;
+            /**
+             * Format: int64
+             * @description Age of the oldest waiting row at the last report, ms.
+             */
+            oldest_waiting_ms?: number | null;
+            /** @description The node running the relay, while its lease lasts. */
+            relay_node?: string | null;
+            /**
+             * Format: int64
+             * @description Rows relayed since the source was created (published, replayed or dead-lettered).
+             */
+            relayed_total: number;
+            /**
+             * Format: int64
+             * @description When the relay last reported, ms since the epoch.
+             */
+            reported_at?: number | null;
+            /**
+             * Format: int64
+             * @description Rows waiting in the app's outbox at the last report.
+             */
+            rows_waiting?: number | null;
         };
         /** @description `GET /v1/admin/stats`. */
         StatsSeries: {
@@ -4204,6 +4336,383 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_sources: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SourceList"];
+                };
+            };
+            /** @description a path or query parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'app:admin'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_source: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewSource"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Source"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'app:admin'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is larger than the server's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not sent as Content-Type: application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_source: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+                /** @description source id */
+                source_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Source"];
+                };
+            };
+            /** @description a path or query parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'app:admin'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_source: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+                /** @description source id */
+                source_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description a path or query parameter is malformed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'app:admin'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database is unreachable or its writes are failing; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_source: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description app id */
+                app: string;
+                /** @description source id */
+                source_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SourcePatch"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Source"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an instance key (they never reach inside an app), or a key of this app without 'app:admin'; or a dashboard session changing something without X-CSRF-Token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is larger than the server's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not sent as Content-Type: application/json */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -20,6 +20,7 @@ pub mod events;
 pub mod functions;
 pub mod keys;
 pub mod scripts;
+pub mod sources;
 pub mod test_runs;
 pub mod topics;
 pub mod triggers;
@@ -116,6 +117,12 @@ pub fn router(state: ManagerState) -> OpenApiRouter {
         .routes(routes!(scripts::restore_script_version))
         .routes(routes!(scripts::list_script_runs))
         .routes(routes!(test_runs::test_script))
+        .routes(routes!(sources::list_sources, sources::create_source))
+        .routes(routes!(
+            sources::get_source,
+            sources::update_source,
+            sources::delete_source
+        ))
         .routes(routes!(
             functions::call_function_get,
             functions::call_function_post

@@ -144,4 +144,24 @@ impl Publisher {
             .map_err(|_| Error::ShuttingDown)?;
         answer.await.map_err(|_| Error::ShuttingDown)?
     }
+
+    /// Publishes several requests, each atomic on its own, and answers each. They are
+    /// queued back to back before any answer is awaited, so they commit in one or a few
+    /// groups and, per topic, take seqs in the order given.
+    pub async fn publish_many(&self, requests: Vec<PublishRequest>) -> Vec<Result<Publication>> {
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (reply, answer) = oneshot::channel();
+            let queued = self.jobs.send(Job { request, reply }).await;
+            answers.push(queued.map(|()| answer));
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                Ok(answer) => answer.await.unwrap_or(Err(Error::ShuttingDown)),
+                Err(_) => Err(Error::ShuttingDown),
+            });
+        }
+        results
+    }
 }

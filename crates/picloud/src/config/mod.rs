@@ -17,7 +17,9 @@ use clap::{Args, Parser, Subcommand};
 use picloud_manager_core::secret_box::MasterKey;
 
 pub use serve::{ConnectionArgs, LogFormat, RealtimeArgs, ServeArgs};
-pub use subcommands::{AdminsCommand, AppsCommand, KeyOwner, KeysCommand, SecretsCommand};
+pub use subcommands::{
+    AdminsCommand, AppsCommand, KeyOwner, KeysCommand, SecretsCommand, SourcesCommand,
+};
 pub use values::cors_origin_list;
 use values::parse_master_key;
 
@@ -117,6 +119,9 @@ pub enum Command {
     /// Manage the master key that stored secrets are sealed under.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Set up an app's PostgreSQL database as an outbox source (docs/sources.md).
+    #[command(subcommand)]
+    Sources(SourcesCommand),
 }
 
 #[cfg(test)]

@@ -145,3 +145,24 @@ pub enum SecretsCommand {
         json: bool,
     },
 }
+
+/// `picloud sources …`: the outbox schema in an app's own PostgreSQL database.
+#[derive(Debug, Subcommand)]
+pub enum SourcesCommand {
+    /// Print the SQL that creates the outbox schema (to read, or apply by hand).
+    Sql {
+        /// The schema's name.
+        #[arg(long, default_value = "picloud")]
+        schema: String,
+    },
+    /// Create or upgrade the outbox schema in the app's database (idempotent; only
+    /// moves forward).
+    Install {
+        /// The app database's URL (a role that may create the schema).
+        #[arg(long, env = "PICLOUD_SOURCE_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// The schema's name.
+        #[arg(long, default_value = "picloud")]
+        schema: String,
+    },
+}

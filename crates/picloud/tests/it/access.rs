@@ -309,6 +309,31 @@ const SPEC: &[(&str, &str, Access)] = &[
         "/v1/apps/{app}/scripts/{script}/test",
         Access::App(Scope::ScriptsManage),
     ),
+    (
+        "GET",
+        "/v1/apps/{app}/sources",
+        Access::App(Scope::AppAdmin),
+    ),
+    (
+        "POST",
+        "/v1/apps/{app}/sources",
+        Access::App(Scope::AppAdmin),
+    ),
+    (
+        "GET",
+        "/v1/apps/{app}/sources/{source_id}",
+        Access::App(Scope::AppAdmin),
+    ),
+    (
+        "PATCH",
+        "/v1/apps/{app}/sources/{source_id}",
+        Access::App(Scope::AppAdmin),
+    ),
+    (
+        "DELETE",
+        "/v1/apps/{app}/sources/{source_id}",
+        Access::App(Scope::AppAdmin),
+    ),
 ];
 
 fn concrete_path(template: &str) -> String {
@@ -320,6 +345,7 @@ fn concrete_path(template: &str) -> String {
         .replace("{delivery_id}", "999999")
         .replace("{dead_letter_id}", "999999")
         .replace("{script}", "mint_token")
+        .replace("{source_id}", "src_doesnotexist")
         .replace("{version}", "1")
         .replace("{*path}", "apps/shop")
 }

@@ -24,6 +24,7 @@ mod script_handlers;
 mod scripts;
 mod secrets;
 mod smuggling;
+mod sources;
 mod storage;
 mod stream_lifetimes;
 mod test_runs;

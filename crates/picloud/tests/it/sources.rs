@@ -1,0 +1,591 @@
+//! Outbox sources end to end, PiCloud's storage on both backends and the app's own
+//! database a second, real PostgreSQL database: what the app's transactions commit is
+//! published exactly once, in commit order per topic; what rolls back never is; a row
+//! that commits late is still relayed; bad rows become dead letters without blocking
+//! the rest; the database password never comes back out of the API.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::common::{spawn_app, TestApp};
+use picloud_manager_core::backend_test;
+use picloud_manager_core::sources::app_schema;
+use picloud_manager_core::testing::{app_database, TestDb};
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
+
+/// A server with app "shop" and its app:admin key, and the app's own database with the
+/// outbox schema installed; `None` without a test PostgreSQL server.
+struct Setup {
+    app: TestApp,
+    key: String,
+    app_db_url: String,
+    app_db: PgPool,
+}
+
+async fn setup(t: TestDb) -> Option<Setup> {
+    let Some(app_db_url) = app_database().await else {
+        eprintln!("skipped: the app database needs a test PostgreSQL server");
+        return None;
+    };
+    app_schema::install(&app_db_url, "picloud").await.unwrap();
+    let app_db = PgPoolOptions::new()
+        .max_connections(20)
+        .connect(&app_db_url)
+        .await
+        .unwrap();
+    let app = spawn_app(t).await;
+    app.create_app("shop").await;
+    let key = app.create_key("shop", &["app:admin"]).await;
+    Some(Setup {
+        app,
+        key,
+        app_db_url,
+        app_db,
+    })
+}
+
+impl Setup {
+    /// Adds the app database as a source of "shop"; returns the source.
+    async fn add_source(&self) -> Value {
+        let (status, body) = self
+            .app
+            .call(
+                Method::POST,
+                "/v1/apps/shop/sources",
+                Some(&self.key),
+                Some(json!({"kind": "postgres_outbox", "database_url": self.app_db_url})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// The events of `topic`, once there are at least `count` (bounded wait).
+    async fn events(&self, topic: &str, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let path = format!("/v1/apps/shop/topics/{topic}/events?limit=1000");
+            let (status, page) = self
+                .app
+                .call(Method::GET, &path, Some(&self.key), None)
+                .await;
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            if events.len() >= count {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never {count} events in {topic}: {status} {page}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the app's outbox is empty: everything in it was relayed.
+    async fn drained(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM picloud.outbox")
+                .fetch_one(&self.app_db)
+                .await
+                .unwrap();
+            if left == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{left} rows never relayed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The app publishes `data` to `topic` in a transaction of its own and commits.
+    async fn publish(&self, topic: &str, event_type: &str, data: Value, key: Option<&str>) {
+        sqlx::query("SELECT picloud.publish($1, $2, $3::jsonb, $4)")
+            .bind(topic)
+            .bind(event_type)
+            .bind(data.to_string())
+            .bind(key)
+            .execute(&self.app_db)
+            .await
+            .unwrap();
+    }
+}
+
+/// One app transaction of the concurrent-writers test: what it published, and when it
+/// began and committed on the test's clock.
+struct Transaction {
+    id: String,
+    events: usize,
+    committed: bool,
+    began: tokio::time::Instant,
+    ended: tokio::time::Instant,
+}
+
+backend_test!(committed_transactions_are_published_once_in_commit_order);
+async fn committed_transactions_are_published_once_in_commit_order(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    s.add_source().await;
+    // 8 writers, 20 transactions each, 1 to 3 events per transaction, a pause before
+    // the commit, and every fourth transaction rolled back.
+    let mut writers = Vec::new();
+    for writer in 0..8u64 {
+        let pool = s.app_db.clone();
+        writers.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            let mut state = writer * 7919 + 1;
+            for n in 0..20u64 {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let events = 1 + (state >> 33) as usize % 3;
+                let pause = Duration::from_millis((state >> 40) % 15);
+                let commit = n % 4 != 3;
+                let id = format!("w{writer}-t{n}");
+                let mut conn = pool.acquire().await.unwrap();
+                let began = tokio::time::Instant::now();
+                let mut tx = conn.begin().await.unwrap();
+                for position in 0..events {
+                    sqlx::query("SELECT picloud.publish('orders', 'placed', $1::jsonb)")
+                        .bind(json!({"tx": id, "position": position}).to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(pause).await;
+                if commit {
+                    tx.commit().await.unwrap();
+                } else {
+                    tx.rollback().await.unwrap();
+                }
+                let ended = tokio::time::Instant::now();
+                done.push(Transaction {
+                    id,
+                    events,
+                    committed: commit,
+                    began,
+                    ended,
+                });
+            }
+            done
+        }));
+    }
+    let mut transactions = Vec::new();
+    for writer in writers {
+        transactions.extend(writer.await.unwrap());
+    }
+    let expected: usize = transactions
+        .iter()
+        .filter(|t| t.committed)
+        .map(|t| t.events)
+        .sum();
+    s.drained().await;
+    let events = s.events("orders", expected).await;
+    assert_eq!(
+        events.len(),
+        expected,
+        "events published besides the committed ones"
+    );
+
+    // Exactly the committed events, each once, each transaction's in its own order.
+    let mut seqs: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+    for event in &events {
+        let tx = event["data"]["tx"].as_str().unwrap().to_owned();
+        let position = event["data"]["position"].as_i64().unwrap();
+        seqs.entry(tx)
+            .or_default()
+            .push((position, event["seq"].as_i64().unwrap()));
+    }
+    for t in &transactions {
+        let got = seqs.get(&t.id).cloned().unwrap_or_default();
+        if !t.committed {
+            assert!(
+                got.is_empty(),
+                "rolled-back {} was published: {got:?}",
+                t.id
+            );
+            continue;
+        }
+        let positions: Vec<i64> = got.iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            positions,
+            (0..t.events as i64).collect::<Vec<_>>(),
+            "{}",
+            t.id
+        );
+        assert!(
+            got.windows(2).all(|w| w[0].1 < w[1].1),
+            "{} out of order: {got:?}",
+            t.id
+        );
+    }
+    // A transaction that committed before another began has the lower seqs.
+    let span = |id: &str| {
+        let got = &seqs[id];
+        (
+            got.iter().map(|g| g.1).min().unwrap(),
+            got.iter().map(|g| g.1).max().unwrap(),
+        )
+    };
+    let committed: Vec<&Transaction> = transactions.iter().filter(|t| t.committed).collect();
+    for first in &committed {
+        for second in &committed {
+            if first.ended < second.began {
+                assert!(
+                    span(&first.id).1 < span(&second.id).0,
+                    "{} committed before {} began but has higher seqs",
+                    first.id,
+                    second.id
+                );
+            }
+        }
+    }
+}
+
+backend_test!(a_row_committed_late_is_still_relayed);
+async fn a_row_committed_late_is_still_relayed(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    s.add_source().await;
+    let mut slow = s.app_db.acquire().await.unwrap();
+    let mut slow_tx = slow.begin().await.unwrap();
+    let slow_id: i64 = sqlx::query_scalar("SELECT picloud.publish('orders', 'placed', '\"slow\"')")
+        .fetch_one(&mut *slow_tx)
+        .await
+        .unwrap();
+    s.publish("orders", "placed", json!("fast"), None).await;
+    // The later row (a higher id) is relayed while the earlier one is not committed.
+    let events = s.events("orders", 1).await;
+    assert_eq!(events[0]["data"], "fast");
+    slow_tx.commit().await.unwrap();
+    let events = s.events("orders", 2).await;
+    assert_eq!(events[1]["data"], "slow", "row {slow_id} was passed over");
+    s.drained().await;
+}
+
+backend_test!(rows_met_again_are_not_published_twice);
+async fn rows_met_again_are_not_published_twice(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    s.add_source().await;
+    for n in 0..5 {
+        s.publish("orders", "placed", json!(n), None).await;
+    }
+    // The app's own key dedupes as on the HTTP API: across rows, and against a
+    // publish made over HTTP with the same key.
+    let (status, _) = s
+        .app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics/orders/events",
+            Some(&s.key),
+            Some(json!({"data": "over http"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    s.publish("orders", "placed", json!("keyed"), Some("order-7"))
+        .await;
+    s.publish("orders", "placed", json!("keyed again"), Some("order-7"))
+        .await;
+    s.drained().await;
+    let events = s.events("orders", 7).await;
+    assert_eq!(events.len(), 7, "{events:?}");
+    // A relay that stopped after PiCloud's commit but before its delete meets the same
+    // rows again: put them back, ids and all.
+    sqlx::query(
+        "INSERT INTO picloud.outbox (id, topic, type, data) OVERRIDING SYSTEM VALUE
+         SELECT g, 'orders', 'placed', to_jsonb(g - 1) FROM generate_series(1, 5) g",
+    )
+    .execute(&s.app_db)
+    .await
+    .unwrap();
+    s.drained().await;
+    s.publish("orders", "placed", json!("after"), None).await;
+    let events = s.events("orders", 8).await;
+    assert_eq!(
+        events.len(),
+        8,
+        "rows met again were published again: {events:?}"
+    );
+    assert_eq!(events[7]["data"], "after");
+}
+
+backend_test!(bad_rows_become_dead_letters_and_the_rest_goes_on);
+async fn bad_rows_become_dead_letters_and_the_rest_goes_on(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    let source = s.add_source().await;
+    let source_id = source["id"].as_str().unwrap();
+    s.publish("bad topic!", "placed", json!(1), None).await;
+    s.publish("orders", "no spaces please", json!(2), None)
+        .await;
+    s.publish("orders", "placed", json!("x".repeat(300 * 1024)), None)
+        .await;
+    s.publish("orders", "placed", json!(3), Some("not a key\u{1}"))
+        .await;
+    s.publish("orders", "placed", json!("good"), None).await;
+    s.drained().await;
+    let events = s.events("orders", 1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["data"], "good");
+    let (_, body) = s
+        .app
+        .call(
+            Method::GET,
+            "/v1/apps/shop/dead-letters",
+            Some(&s.key),
+            None,
+        )
+        .await;
+    let mut dead = body["dead_letters"].as_array().cloned().unwrap();
+    dead.sort_by_key(|d| d["outbox_id"].as_i64());
+    assert_eq!(dead.len(), 4, "{body}");
+    for (letter, row_id) in dead.iter().zip(1..) {
+        assert_eq!(letter["trigger_id"], source_id);
+        assert_eq!(letter["outbox_id"], row_id);
+        assert!(
+            letter["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{letter}"
+        );
+        let payload: Value = serde_json::from_str(letter["payload"].as_str().unwrap()).unwrap();
+        assert!(payload["data"] != Value::Null, "{payload}");
+    }
+    assert!(
+        dead[0]["last_error"].as_str().unwrap().contains("topic"),
+        "{}",
+        dead[0]
+    );
+    assert!(
+        dead[2]["last_error"].as_str().unwrap().contains("large")
+            || dead[2]["last_error"].as_str().unwrap().contains("bytes"),
+        "{}",
+        dead[2]
+    );
+}
+
+backend_test!(sources_are_managed_without_showing_their_password);
+async fn sources_are_managed_without_showing_their_password(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    let with_password = s.app_db_url.replacen("://", "://postgres:s3cret-pw@", 1);
+    for (body, why) in [
+        (
+            json!({"kind": "postgres_outbox", "database_url": "mysql://u@h/db"}),
+            "postgres://",
+        ),
+        (
+            json!({"kind": "postgres_outbox", "database_url": "nonsense"}),
+            "URL",
+        ),
+        (
+            json!({"kind": "kafka", "database_url": with_password}),
+            "kind",
+        ),
+        (
+            json!({"kind": "postgres_outbox", "database_url": with_password, "schema": "Bad;"}),
+            "schema",
+        ),
+    ] {
+        let (status, answer) = s
+            .app
+            .call(
+                Method::POST,
+                "/v1/apps/shop/sources",
+                Some(&s.key),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.to_string().contains(why), "{answer}");
+    }
+    let (status, created) = s
+        .app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/sources",
+            Some(&s.key),
+            Some(json!({"kind": "postgres_outbox", "database_url": with_password})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/apps/shop/sources/{id}");
+    let (_, listed) = s
+        .app
+        .call(Method::GET, "/v1/apps/shop/sources", Some(&s.key), None)
+        .await;
+    let (_, got) = s.app.call(Method::GET, &path, Some(&s.key), None).await;
+    for shown in [&created, &listed, &got] {
+        assert!(
+            !shown.to_string().contains("s3cret-pw"),
+            "password shown: {shown}"
+        );
+    }
+    assert_eq!(
+        got["database_url"],
+        s.app_db_url.replacen("://", "://postgres@", 1)
+    );
+    // The relay connects and reports.
+    s.publish("orders", "placed", json!(1), None).await;
+    s.events("orders", 1).await;
+    let status = wait_for(&s, &path, |source| {
+        source["status"]["connected"] == true && source["status"]["relayed_total"] == 1
+    })
+    .await;
+    assert_eq!(status["status"]["rows_waiting"], 0, "{status}");
+    // Disabled, it relays nothing; enabled again, it catches up.
+    let (code, disabled) = s
+        .app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&s.key),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(
+        (code, &disabled["enabled"]),
+        (200, &json!(false)),
+        "{disabled}"
+    );
+    wait_for(&s, &path, |source| source["status"]["relay_node"].is_null()).await;
+    s.publish("orders", "placed", json!(2), None).await;
+    // A relay would have taken the row within a second or two; this wait can only let a
+    // bug through, never fail a correct server.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM picloud.outbox")
+        .fetch_one(&s.app_db)
+        .await
+        .unwrap();
+    assert_eq!(waiting, 1, "a disabled source was relayed");
+    s.app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&s.key),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    s.events("orders", 2).await;
+    // Deleted, it is gone; a key without app:admin sees none of it.
+    let reader = s.app.create_key("shop", &["app:read"]).await;
+    let (code, _) = s.app.call(Method::GET, &path, Some(&reader), None).await;
+    assert_eq!(code, 403);
+    let (code, _) = s.app.call(Method::DELETE, &path, Some(&s.key), None).await;
+    assert_eq!(code, 204);
+    let (code, body) = s.app.call(Method::GET, &path, Some(&s.key), None).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (404, Some("source_not_found"))
+    );
+}
+
+backend_test!(an_unreachable_app_database_is_reported_and_retried);
+async fn an_unreachable_app_database_is_reported_and_retried(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    // A port nothing listens on: take one and let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (status, created) = s
+        .app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/sources",
+            Some(&s.key),
+            Some(json!({
+                "kind": "postgres_outbox",
+                "database_url": format!("postgres://relay:pw@127.0.0.1:{port}/app")
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("/v1/apps/shop/sources/{}", created["id"].as_str().unwrap());
+    let failing = wait_for(&s, &path, |source| {
+        !source["status"]["last_error"].is_null()
+    })
+    .await;
+    assert_eq!(failing["status"]["connected"], false, "{failing}");
+    assert!(!failing.to_string().contains(":pw@"), "{failing}");
+    // Other publishes go on meanwhile.
+    let (code, _) = s
+        .app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics/orders/events",
+            Some(&s.key),
+            Some(json!({"data": 1})),
+        )
+        .await;
+    assert_eq!(code, 201);
+}
+
+/// Source `path` once `ready` holds for it (bounded wait).
+async fn wait_for(s: &Setup, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, source) = s.app.call(Method::GET, path, Some(&s.key), None).await;
+        if ready(&source) {
+            return source;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {source}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+backend_test!(the_documented_grants_are_enough);
+async fn the_documented_grants_are_enough(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    // Roles are the server's, not the database's: names of their own per test.
+    let suffix = picloud_shared::ids::random_id("r").to_lowercase();
+    let (relay, writer) = (format!("relay_{suffix}"), format!("app_{suffix}"));
+    for statement in [
+        format!("CREATE ROLE {relay} LOGIN PASSWORD 'relay-pw'"),
+        format!("CREATE ROLE {writer} LOGIN PASSWORD 'app-pw'"),
+        // docs/sources.md, "Grants":
+        format!("GRANT USAGE ON SCHEMA picloud TO {relay}"),
+        format!("GRANT SELECT, DELETE ON picloud.outbox TO {relay}"),
+        format!("GRANT USAGE ON SCHEMA picloud TO {writer}"),
+        format!("GRANT EXECUTE ON FUNCTION picloud.publish(TEXT, TEXT, JSONB, TEXT) TO {writer}"),
+    ] {
+        sqlx::query(&statement).execute(&s.app_db).await.unwrap();
+    }
+    let as_role = |role: &str, password: &str| {
+        let mut url = reqwest::Url::parse(&s.app_db_url).unwrap();
+        url.set_username(role).unwrap();
+        url.set_password(Some(password)).unwrap();
+        url.to_string()
+    };
+    let (status, body) = s
+        .app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/sources",
+            Some(&s.key),
+            Some(json!({"kind": "postgres_outbox", "database_url": as_role(&relay, "relay-pw")})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let app_role = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&as_role(&writer, "app-pw"))
+        .await
+        .unwrap();
+    sqlx::query("SELECT picloud.publish('orders', 'placed', '{\"by\": \"app role\"}')")
+        .execute(&app_role)
+        .await
+        .unwrap();
+    let events = s.events("orders", 1).await;
+    assert_eq!(events[0]["data"]["by"], "app role");
+    // The app's role can publish and nothing else: the outbox is not its to read.
+    let read = sqlx::query("SELECT * FROM picloud.outbox")
+        .execute(&app_role)
+        .await;
+    assert!(read.is_err(), "the app role could read the outbox");
+    app_role.close().await;
+}
