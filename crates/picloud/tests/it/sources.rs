@@ -589,3 +589,331 @@ async fn the_documented_grants_are_enough(t: TestDb) {
     assert!(read.is_err(), "the app role could read the outbox");
     app_role.close().await;
 }
+
+/// The app publishes `count` rows to "orders" with data 0..count, in one transaction.
+async fn backlog(app_db: &PgPool, count: usize) {
+    sqlx::query(
+        "INSERT INTO picloud.outbox (topic, type, data)
+         SELECT 'orders', 'placed', to_jsonb(g) FROM generate_series(0, $1 - 1) g",
+    )
+    .bind(count as i64)
+    .execute(app_db)
+    .await
+    .unwrap();
+}
+
+/// Checks that `events` carry the data 0..count, each once.
+fn each_once(events: &[Value], count: usize) {
+    let mut seen: Vec<i64> = events.iter().map(|e| e["data"].as_i64().unwrap()).collect();
+    seen.sort();
+    let duplicates = seen.windows(2).filter(|w| w[0] == w[1]).count();
+    assert_eq!(duplicates, 0, "{duplicates} rows published twice");
+    assert_eq!(seen, (0..count as i64).collect::<Vec<_>>(), "rows missing");
+}
+
+/// Every event of "orders" (all pages).
+async fn all_events(app: &TestApp, key: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    loop {
+        let after = events
+            .last()
+            .map_or(0, |e: &Value| e["seq"].as_i64().unwrap());
+        let path = format!("/v1/apps/shop/topics/orders/events?after={after}&limit=1000");
+        let (status, page) = app.call(Method::GET, &path, Some(key), None).await;
+        assert_eq!(status, 200, "{page}");
+        let got = page["events"].as_array().cloned().unwrap_or_default();
+        if got.is_empty() {
+            return events;
+        }
+        events.extend(got);
+    }
+}
+
+backend_test!(a_subscriber_sees_every_relayed_event_once);
+async fn a_subscriber_sees_every_relayed_event_once(t: TestDb) {
+    use crate::common::sse::Subscribe;
+    let Some(s) = setup(t).await else { return };
+    s.app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/topics",
+            Some(&s.key),
+            Some(json!({"name": "orders"})),
+        )
+        .await;
+    s.app
+        .call(
+            Method::PATCH,
+            "/v1/apps/shop/topics/orders/external",
+            Some(&s.key),
+            Some(json!({"external_subscribable": true})),
+        )
+        .await;
+    let (status, token) = s
+        .app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/subscriber-tokens",
+            Some(&s.key),
+            Some(json!({"topics": ["orders"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{token}");
+    let token = token["token"].as_str().unwrap();
+    let mut subscriber = s
+        .app
+        .subscribe(
+            "shop",
+            &["orders"],
+            Subscribe {
+                token: Some(token),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    subscriber.expect("hello").await;
+    s.add_source().await;
+    backlog(&s.app_db, 300).await;
+    for n in 300..400 {
+        s.publish("orders", "placed", json!(n), None).await;
+    }
+    let frames = subscriber.events(400).await;
+    let events: Vec<Value> = frames.iter().map(|f| f.data.clone()).collect();
+    each_once(&events, 400);
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=400).collect::<Vec<_>>(), "frames out of order");
+}
+
+backend_test!(the_app_database_going_away_mid_relay_loses_nothing);
+async fn the_app_database_going_away_mid_relay_loses_nothing(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    // The test's own connections are named, so only the relay's are cut.
+    let options: sqlx::postgres::PgConnectOptions = s.app_db_url.parse().unwrap();
+    let test_db = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.application_name("picloud-test"))
+        .await
+        .unwrap();
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&test_db)
+        .await
+        .unwrap();
+    let cut = |allow: bool| {
+        let test_db = test_db.clone();
+        let database = database.clone();
+        async move {
+            sqlx::query(&format!(
+                "ALTER DATABASE {database} ALLOW_CONNECTIONS {allow}"
+            ))
+            .execute(&test_db)
+            .await
+            .unwrap();
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name <> 'picloud-test'",
+            )
+            .execute(&test_db)
+            .await
+            .unwrap();
+        }
+    };
+    backlog(&test_db, 20_000).await;
+    let source = s.add_source().await;
+    let path = format!("/v1/apps/shop/sources/{}", source["id"].as_str().unwrap());
+    // Cut the relay off while it works through the backlog, twice; the second time the
+    // database refuses new connections until the relay has reported the failure.
+    s.events("orders", 1).await;
+    cut(true).await;
+    s.events("orders", 2001).await;
+    cut(false).await;
+    wait_for(&s, &path, |source| {
+        !source["status"]["last_error"].is_null()
+    })
+    .await;
+    sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .execute(&test_db)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM picloud.outbox")
+            .fetch_one(&test_db)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} rows never relayed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    each_once(&all_events(&s.app, &s.key).await, 20_000);
+    wait_for(&s, &path, |source| source["status"]["connected"] == true).await;
+}
+
+backend_test!(two_nodes_relay_a_source_once_and_hand_it_over);
+async fn two_nodes_relay_a_source_once_and_hand_it_over(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    let source = s.add_source().await;
+    let path = format!("/v1/apps/shop/sources/{}", source["id"].as_str().unwrap());
+    let first = wait_for(&s, &path, |source| source["status"]["connected"] == true).await;
+    let holder = first["status"]["relay_node"].clone();
+    let second = s.app.second_node().await;
+    backlog(&s.app_db, 3000).await;
+    s.drained().await;
+    // The first node stops (cleanly): the second takes the source over at once.
+    let Setup {
+        app, key, app_db, ..
+    } = s;
+    // Kept: on SQLite it holds the database file the second node uses.
+    let _database = app.stop().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let taken = loop {
+        let (_, source) = second.call(Method::GET, &path, Some(&key), None).await;
+        let node = &source["status"]["relay_node"];
+        if !node.is_null() && *node != holder {
+            break source;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never taken over: {source}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(taken["status"]["relay_node"], holder);
+    sqlx::query(
+        "INSERT INTO picloud.outbox (topic, type, data)
+         SELECT 'orders', 'placed', to_jsonb(g) FROM generate_series(3000, 3999) g",
+    )
+    .execute(&app_db)
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = all_events(&second, &key).await;
+        if events.len() >= 4000 {
+            each_once(&events, 4000);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 4000",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+backend_test!(kill_9_mid_relay_publishes_each_row_once_after_the_restart);
+async fn kill_9_mid_relay_publishes_each_row_once_after_the_restart(t: TestDb) {
+    use crate::common::Server;
+    const ROWS: usize = 20_000;
+    let Some(app_db_url) = app_database().await else {
+        eprintln!("skipped: the app database needs a test PostgreSQL server");
+        return;
+    };
+    app_schema::install(&app_db_url, "picloud").await.unwrap();
+    let app_db = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&app_db_url)
+        .await
+        .unwrap();
+    backlog(&app_db, ROWS).await;
+    let dir = t.dir.path().join("data");
+    let args = [
+        "--database-url",
+        t.url.as_str(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--dispatch-lease-sec",
+        "3",
+        "--webhook-timeout-sec",
+        "2",
+    ];
+    let mut server = Server::start(&args).await;
+    let admin = server.bootstrap_key().await;
+    server
+        .send(Method::POST, "/v1/apps", &admin, json!({"id": "shop"}))
+        .await;
+    let key = server
+        .send(
+            Method::POST,
+            "/v1/apps/shop/keys",
+            &admin,
+            json!({"name": "k", "scopes": ["app:admin"]}),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let source = server
+        .send(
+            Method::POST,
+            "/v1/apps/shop/sources",
+            &key,
+            json!({"kind": "postgres_outbox", "database_url": app_db_url}),
+        )
+        .await;
+    assert!(source["id"].is_string(), "{source}");
+    // Crash once the relay is under way: some rows published, most still waiting.
+    let client = reqwest::Client::new();
+    let read = |addr: String, after: i64| {
+        let request = client
+            .get(format!(
+                "http://{addr}/v1/apps/shop/topics/orders/events?after={after}&limit=1000"
+            ))
+            .bearer_auth(&key);
+        async move {
+            let page: Value = request.send().await.unwrap().json().await.unwrap();
+            page["events"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while read(server.addr.clone(), 0).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.crash().await;
+    let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM picloud.outbox")
+        .fetch_one(&app_db)
+        .await
+        .unwrap();
+    assert!(waiting > 0, "the crash came after the end");
+
+    let mut server = Server::start(&args).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM picloud.outbox")
+            .fetch_one(&app_db)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} rows never relayed after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut events = Vec::new();
+    loop {
+        let after = events
+            .last()
+            .map_or(0, |e: &Value| e["seq"].as_i64().unwrap());
+        let page = read(server.addr.clone(), after).await;
+        if page.is_empty() {
+            break;
+        }
+        events.extend(page);
+    }
+    each_once(&events, ROWS);
+    server.terminate();
+    assert_eq!(server.wait().await, 0);
+}
