@@ -71,7 +71,8 @@ impl<'r> GroupWrite<'r> {
 
     /// Phase 1, per request: does the app exist, is the request a retry (its idempotency
     /// key already claimed), which triggers apply. `cache` holds each app's triggers as of
-    /// its trigger generation, read here inside the transaction.
+    /// its trigger generation, read here inside the transaction. The group's keys are
+    /// claimed together, a few statements for the whole group.
     pub(super) async fn admit(
         &mut self,
         cache: &mut HashMap<String, Arc<AppTriggers>>,
@@ -79,6 +80,8 @@ impl<'r> GroupWrite<'r> {
         let requests = self.requests;
         let mut generations: HashMap<&str, Option<i64>> = HashMap::new();
         let mut claimed: HashMap<(&str, &str), usize> = HashMap::new();
+        // The requests that may write, in request order, with their app's generation.
+        let mut admitted: Vec<(usize, i64)> = Vec::with_capacity(requests.len());
         for (index, request) in requests.iter().enumerate() {
             let app = request.app.as_str();
             let generation = match generations.get(app) {
@@ -98,12 +101,28 @@ impl<'r> GroupWrite<'r> {
                     self.repeats.push((index, first));
                     continue;
                 }
-                if let Some(stored) = self.claim_key(app, key).await? {
+                claimed.insert((app, key), index);
+            }
+            admitted.push((index, generation));
+        }
+        let keys: Vec<(&str, &str)> = admitted
+            .iter()
+            .filter_map(|(index, _)| {
+                let request = requests[*index];
+                Some((request.app.as_str(), request.idempotency_key.as_deref()?))
+            })
+            .collect();
+        let fresh = self.claim_keys(&keys).await?;
+        for (index, generation) in admitted {
+            let request = requests[index];
+            let app = request.app.as_str();
+            if let Some(key) = request.idempotency_key.as_deref() {
+                if !fresh.contains(&(app, key)) {
+                    let stored = self.stored_answer(app, key).await?;
                     crate::metrics::idempotent_replay();
                     self.answers[index] = Some(decode_stored_answer(&stored));
                     continue;
                 }
-                claimed.insert((app, key), index);
             }
             let triggers = match cache.get(app) {
                 Some(cached) if cached.generation == generation => cached.clone(),
@@ -128,35 +147,51 @@ impl<'r> GroupWrite<'r> {
         }))
     }
 
-    /// Claims an idempotency key for this request; if an earlier request holds it, the
-    /// answer stored for that one.
-    async fn claim_key(&mut self, app: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    /// Claims idempotency keys `(app, key)`, [`ROWS_PER_INSERT`] to a statement; returns
+    /// the ones this group claimed (the others an earlier request holds). A key another
+    /// transaction is claiming waits for it to end, so concurrent repeats are serialized.
+    async fn claim_keys<'k>(
+        &mut self,
+        keys: &[(&'k str, &'k str)],
+    ) -> Result<std::collections::HashSet<(&'k str, &'k str)>> {
         let now = self.now;
+        let mut fresh = std::collections::HashSet::with_capacity(keys.len());
+        for chunk in keys.chunks(ROWS_PER_INSERT) {
+            let inserted: Vec<(String, String)> = on_tx!(&mut self.tx, conn, {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO idempotency_keys (app_id, key, response, created_at) ",
+                );
+                insert.push_values(chunk, |mut values, (app, key)| {
+                    values
+                        .push_bind(*app)
+                        .push_bind(*key)
+                        .push_bind(&b""[..])
+                        .push_bind(now);
+                });
+                insert.push(" ON CONFLICT (app_id, key) DO NOTHING RETURNING app_id, key");
+                insert.build_query_as().fetch_all(&mut **conn).await?
+            });
+            let inserted: std::collections::HashSet<(String, String)> =
+                inserted.into_iter().collect();
+            fresh.extend(
+                chunk.iter().copied().filter(|(app, key)| {
+                    inserted.contains(&((*app).to_owned(), (*key).to_owned()))
+                }),
+            );
+        }
+        Ok(fresh)
+    }
+
+    /// The answer stored for a key an earlier request claimed.
+    async fn stored_answer(&mut self, app: &str, key: &str) -> Result<Vec<u8>> {
         Ok(on_tx!(&mut self.tx, conn, {
-            let fresh = sqlx::query(
-                "INSERT INTO idempotency_keys (app_id, key, response, created_at)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (app_id, key) DO NOTHING",
+            sqlx::query_scalar(
+                "SELECT response FROM idempotency_keys WHERE app_id = $1 AND key = $2",
             )
             .bind(app)
             .bind(key)
-            .bind(&b""[..])
-            .bind(now)
-            .execute(&mut **conn)
+            .fetch_one(&mut **conn)
             .await?
-            .rows_affected()
-                == 1;
-            if fresh {
-                None
-            } else {
-                let stored: Vec<u8> = sqlx::query_scalar(
-                    "SELECT response FROM idempotency_keys WHERE app_id = $1 AND key = $2",
-                )
-                .bind(app)
-                .bind(key)
-                .fetch_one(&mut **conn)
-                .await?;
-                Some(stored)
-            }
         }))
     }
 
@@ -325,9 +360,11 @@ impl<'r> GroupWrite<'r> {
         Ok(())
     }
 
-    /// Phase 5: stores the answer of each keyed request, for its retries.
+    /// Phase 5: stores the answer of each keyed request, for its retries,
+    /// [`ROWS_PER_INSERT`] to a statement.
     pub(super) async fn remember_answers(&mut self) -> Result<()> {
         let requests = self.requests;
+        let mut answers: Vec<(&str, &str, Vec<u8>)> = Vec::new();
         for (index, _) in &self.accepted {
             let request = requests[*index];
             let (Some(key), Some(Ok(publication))) =
@@ -336,15 +373,24 @@ impl<'r> GroupWrite<'r> {
                 continue;
             };
             let answer = serde_json::to_vec(&publication.events).expect("answers serialize");
+            answers.push((request.app.as_str(), key, answer));
+        }
+        for chunk in answers.chunks(ROWS_PER_INSERT) {
             on_tx!(&mut self.tx, conn, {
-                sqlx::query(
-                    "UPDATE idempotency_keys SET response = $3 WHERE app_id = $1 AND key = $2",
-                )
-                .bind(request.app.as_str())
-                .bind(key)
-                .bind(answer)
-                .execute(&mut **conn)
-                .await?;
+                let mut update = sqlx::QueryBuilder::new(
+                    "UPDATE idempotency_keys SET response = answers.column3 FROM (",
+                );
+                update.push_values(chunk, |mut values, (app, key, answer)| {
+                    values
+                        .push_bind(*app)
+                        .push_bind(*key)
+                        .push_bind(&answer[..]);
+                });
+                update.push(
+                    ") AS answers WHERE idempotency_keys.app_id = answers.column1
+                       AND idempotency_keys.key = answers.column2",
+                );
+                update.build().execute(&mut **conn).await?;
             });
         }
         Ok(())
