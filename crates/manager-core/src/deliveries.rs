@@ -347,11 +347,26 @@ impl Db {
         Ok(replayed)
     }
 
-    /// Ids of the app's dead letters not replayed yet, oldest first (for "replay all").
+    /// Marks dead letter `id` replayed now.
+    pub async fn mark_dead_letter_replayed(&self, app: &str, id: i64) -> Result<()> {
+        on_db!(self, pool, {
+            sqlx::query("UPDATE dead_letters SET replayed_at = $3 WHERE app_id = $1 AND id = $2")
+                .bind(app)
+                .bind(id)
+                .bind(now_ms())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Ids of the app's delivery dead letters not replayed yet, oldest first (for
+    /// "replay all"; an outbox source's dead letters are replayed one at a time).
     pub async fn unreplayed_dead_letter_ids(&self, app: &str, limit: i64) -> Result<Vec<i64>> {
         let ids = on_db!(self, pool, {
             sqlx::query_scalar(
-                "SELECT id FROM dead_letters WHERE app_id = $1 AND replayed_at IS NULL
+                "SELECT id FROM dead_letters
+                 WHERE app_id = $1 AND replayed_at IS NULL AND payload IS NULL
                  ORDER BY id LIMIT $2",
             )
             .bind(app)

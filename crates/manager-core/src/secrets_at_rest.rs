@@ -245,8 +245,24 @@ impl Reseal<'_> {
         Ok(())
     }
 
-    /// Outbox sources' database URLs.
+    /// Outbox sources' database URLs. The table arrived with migration 8: a database
+    /// unlocked at an older schema (a test of the migrations) has none to reseal.
     async fn source_urls(&mut self, tx: &mut WriteTx) -> Result<()> {
+        let present: bool = match &mut *tx {
+            WriteTx::Sqlite(conn) => sqlx::query_scalar(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'sources'",
+            )
+            .fetch_one(&mut **conn)
+            .await?,
+            WriteTx::Postgres(conn) => {
+                sqlx::query_scalar("SELECT to_regclass('sources') IS NOT NULL")
+                    .fetch_one(&mut **conn)
+                    .await?
+            }
+        };
+        if !present {
+            return Ok(());
+        }
         let sources: Vec<(String, String)> = on_tx!(tx, conn, {
             sqlx::query_as("SELECT id, database_url FROM sources")
                 .fetch_all(&mut **conn)

@@ -179,7 +179,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Replays a selection of dead letters (or every one not replayed yet), paced. */
+        /**
+         * Replays a selection of dead letters (or every one not replayed yet), paced. Dead
+         *     letters of outbox sources are left out: replay those one at a time.
+         */
         post: operations["replay_dead_letters"];
         delete?: never;
         options?: never;

@@ -7,13 +7,14 @@ use axum::{Extension, Json};
 use picloud_shared::access::Principal;
 use picloud_shared::error::ErrorBody;
 use picloud_shared::extract::{ApiJson, ApiPath, ApiQuery};
-use picloud_shared::{ApiError, Scope};
+use picloud_shared::{ApiError, AppId, Scope};
 use serde::{Deserialize, Serialize};
 
 use super::ManagerState;
 use crate::deliveries::{Attempt, DeadLetter, Delivery, DeliveryFilter};
 use crate::error::Error;
 use crate::event_log::LoggedEvent;
+use crate::sources::OutboxRow;
 
 /// Query of a delivery list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -270,8 +271,12 @@ pub async fn replay_dead_letter(
     State(state): State<ManagerState>,
     ApiPath((app, id)): ApiPath<(String, i64)>,
 ) -> Result<Json<Count>, ApiError> {
-    state.db.get_app(&app).await?;
-    let count = state.db.replay_dead_letters(&app, &[id], 1).await?;
+    let app = state.db.get_app(&app).await?.id;
+    let (dead_letter, _) = state.db.get_dead_letter(app.as_str(), id).await?;
+    if let Some(payload) = &dead_letter.payload {
+        return replay_source_row(&state, &app, &dead_letter, payload).await;
+    }
+    let count = state.db.replay_dead_letters(app.as_str(), &[id], 1).await?;
     if count == 0 {
         return Err(Error::DeadLetterNotFound(id.to_string()).into());
     }
@@ -279,7 +284,29 @@ pub async fn replay_dead_letter(
     Ok(Json(Count { count }))
 }
 
-/// Replays a selection of dead letters (or every one not replayed yet), paced.
+/// Replays a dead letter of an outbox source: publishes its row again, under the key it
+/// would have had, so a row replayed twice is still published once. A row that still
+/// cannot be published (say, an invalid topic name) is a 400 saying why.
+async fn replay_source_row(
+    state: &ManagerState,
+    app: &AppId,
+    dead_letter: &DeadLetter,
+    payload: &str,
+) -> Result<Json<Count>, ApiError> {
+    let row = OutboxRow::from_payload(dead_letter.outbox_id, payload)?;
+    let request = row
+        .publish_request(&state.limits, app, &dead_letter.trigger_id)
+        .map_err(|why| ApiError::invalid(format!("the row still cannot be published: {why}")))?;
+    state.publisher.publish(request).await?;
+    state
+        .db
+        .mark_dead_letter_replayed(app.as_str(), dead_letter.id)
+        .await?;
+    Ok(Json(Count { count: 1 }))
+}
+
+/// Replays a selection of dead letters (or every one not replayed yet), paced. Dead
+/// letters of outbox sources are left out: replay those one at a time.
 #[utoipa::path(post, path = "/v1/apps/{app}/dead-letters/replay", tag = "dead letters",
     request_body = ReplayBody,
     params(("app" = String, Path, description = "app id")),

@@ -8,9 +8,13 @@
 //! - `store` — sources in PiCloud's database: settings, the relay lease, status;
 //! - `relay` — the relay: one per source across the cluster, under the lease.
 
+use picloud_shared::AppId;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
+use crate::http::event_input::{validate_idempotency_key, PublishLimits};
+use crate::publish::PublishRequest;
 
 pub mod app_schema;
 pub mod relay;
@@ -81,6 +85,85 @@ pub struct SourceStatus {
     pub last_error_at: Option<i64>,
     /// When the relay last reported, ms since the epoch.
     pub reported_at: Option<i64>,
+}
+
+/// A row of an app's outbox, as the relay reads it and a dead letter keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxRow {
+    /// Its id in the app's outbox.
+    pub id: i64,
+    /// The topic it names.
+    pub topic: String,
+    /// The event type.
+    #[sqlx(rename = "type")]
+    pub event_type: String,
+    /// The data, as JSON text.
+    pub data: String,
+    /// The app's own idempotency key, if it gave one.
+    pub idempotency_key: Option<String>,
+}
+
+/// What a dead letter keeps of a row (its `payload`).
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    topic: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    data: Box<RawValue>,
+    idempotency_key: Option<String>,
+}
+
+impl OutboxRow {
+    /// The request that publishes this row of source `source_id`, or why PiCloud cannot
+    /// publish it. The request carries the app's own idempotency key, or else one made of
+    /// the source and the row id, so publishing the row again is answered as a repeat.
+    pub fn publish_request(
+        &self,
+        limits: &PublishLimits,
+        app: &AppId,
+        source_id: &str,
+    ) -> std::result::Result<PublishRequest, String> {
+        let data = RawValue::from_string(self.data.clone()).map_err(|e| format!("data: {e}"))?;
+        let event = limits
+            .new_event(&self.topic, Some(self.event_type.clone()), data)
+            .map_err(|e| e.to_string())?;
+        let idempotency_key = match &self.idempotency_key {
+            Some(key) => validate_idempotency_key(key).map_err(|e| e.to_string())?,
+            // A space can be in no key an app sends, so this never meets one of theirs.
+            None => format!("source {source_id} {}", self.id),
+        };
+        Ok(PublishRequest {
+            app: app.clone(),
+            events: vec![event],
+            idempotency_key: Some(idempotency_key),
+        })
+    }
+
+    /// The row as a dead letter's `payload`: `{topic, type, data, idempotency_key}`.
+    pub fn to_payload(&self) -> String {
+        let data = RawValue::from_string(self.data.clone())
+            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
+        serde_json::to_string(&Payload {
+            topic: self.topic.clone(),
+            event_type: self.event_type.clone(),
+            data,
+            idempotency_key: self.idempotency_key.clone(),
+        })
+        .expect("a payload serializes")
+    }
+
+    /// Row `id` back from a dead letter's `payload`.
+    pub fn from_payload(id: i64, payload: &str) -> Result<OutboxRow> {
+        let payload: Payload = serde_json::from_str(payload)
+            .map_err(|e| Error::Corrupt(format!("a source dead letter's payload: {e}")))?;
+        Ok(OutboxRow {
+            id,
+            topic: payload.topic,
+            event_type: payload.event_type,
+            data: payload.data.get().to_owned(),
+            idempotency_key: payload.idempotency_key,
+        })
+    }
 }
 
 /// The URL as it may be shown: password and `password=` parameters left out. A URL

@@ -19,20 +19,19 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use picloud_shared::AppId;
-use serde_json::value::RawValue;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
+use sqlx::Connection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::app_schema::NOTIFY_CHANNEL;
 use super::store::{RejectedRow, StatusReport};
-use super::RelayTarget;
+use super::{OutboxRow, RelayTarget};
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::http::event_input::{validate_idempotency_key, PublishLimits};
-use crate::publish::{PublishRequest, Publisher};
+use crate::http::event_input::PublishLimits;
+use crate::publish::Publisher;
 
 /// How the relays run.
 #[derive(Debug, Clone)]
@@ -197,17 +196,6 @@ struct Relay {
     stop: CancellationToken,
 }
 
-/// A row of the app's outbox.
-#[derive(Debug, sqlx::FromRow)]
-struct OutboxRow {
-    id: i64,
-    topic: String,
-    #[sqlx(rename = "type")]
-    event_type: String,
-    data: String,
-    idempotency_key: Option<String>,
-}
-
 /// How long a relay waits after a failure before it tries again, doubling up to the
 /// last.
 const BACKOFF: [Duration; 6] = [
@@ -218,6 +206,9 @@ const BACKOFF: [Duration; 6] = [
     Duration::from_secs(5),
     Duration::from_secs(15),
 ];
+
+/// How long a relay waits for the app database to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often a relay counts the rows waiting, for its status.
 const COUNT_EVERY: Duration = Duration::from_secs(1);
@@ -258,22 +249,37 @@ impl Relay {
             .database_url
             .parse()
             .map_err(|_| Error::Invalid("the source's database URL does not parse".into()))?;
-        // Two connections: the listener keeps one, the queries use the other.
-        let queries = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
-        let mut listener = PgListener::connect_with(&queries).await?;
+        // The queries' connection first, made directly, so an unreachable database is
+        // reported as what it is (refused, unknown host, bad password) at once; the
+        // listener then gets a connection of its own.
+        let mut queries =
+            tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+                .await
+                .map_err(|_| {
+                    Error::SourceRelay("connecting to the app database timed out".into())
+                })??;
+        let listening = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with(options);
+        let mut listener = PgListener::connect_with(&listening).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         tracing::info!("source relay connected");
         let mut relayed = 0i64;
         let mut counted_at = tokio::time::Instant::now() - COUNT_EVERY;
         loop {
-            let moved = self.pass(&queries).await?;
+            if !self
+                .db
+                .holds_source_lease(&self.target.id, &self.settings.node_id)
+                .await?
+            {
+                tracing::info!("the source was disabled, deleted or taken over; its relay stops");
+                return Ok(());
+            }
+            let moved = self.pass(&mut queries).await?;
             relayed += moved as i64;
             if counted_at.elapsed() >= COUNT_EVERY {
-                let (waiting, oldest) = self.backlog(&queries).await?;
+                let (waiting, oldest) = self.backlog(&mut queries).await?;
                 self.report(StatusReport {
                     connected: true,
                     rows_waiting: Some(waiting),
@@ -303,14 +309,14 @@ impl Relay {
     }
 
     /// Relays one batch: returns how many rows it took off the app's outbox.
-    async fn pass(&self, app_db: &PgPool) -> Result<usize> {
+    async fn pass(&self, app_db: &mut PgConnection) -> Result<usize> {
         let schema = &self.target.schema;
         let rows: Vec<OutboxRow> = sqlx::query_as(&format!(
             "SELECT id, topic, type, data::text AS data, idempotency_key
              FROM {schema}.outbox ORDER BY id LIMIT $1"
         ))
         .bind(self.settings.batch as i64)
-        .fetch_all(app_db)
+        .fetch_all(&mut *app_db)
         .await?;
         if rows.is_empty() {
             return Ok(0);
@@ -322,7 +328,7 @@ impl Relay {
         let mut requests = Vec::with_capacity(rows.len());
         let mut published_rows = Vec::with_capacity(rows.len());
         for (index, row) in rows.iter().enumerate() {
-            match self.request(&app, row) {
+            match row.publish_request(&self.limits, &app, &self.target.id) {
                 Ok(request) => {
                     requests.push(request);
                     published_rows.push(index);
@@ -368,7 +374,7 @@ impl Relay {
         if !finished.is_empty() {
             sqlx::query(&format!("DELETE FROM {schema}.outbox WHERE id = ANY($1)"))
                 .bind(&finished)
-                .execute(app_db)
+                .execute(&mut *app_db)
                 .await?;
             crate::metrics::source_relayed(&self.target.id, finished.len() as u64);
         }
@@ -378,33 +384,14 @@ impl Relay {
         }
     }
 
-    /// The publish request for `row`, or why it cannot be published.
-    fn request(&self, app: &AppId, row: &OutboxRow) -> std::result::Result<PublishRequest, String> {
-        let data = RawValue::from_string(row.data.clone()).map_err(|e| format!("data: {e}"))?;
-        let event = self
-            .limits
-            .new_event(&row.topic, Some(row.event_type.clone()), data)
-            .map_err(|e| e.to_string())?;
-        let idempotency_key = match &row.idempotency_key {
-            Some(key) => validate_idempotency_key(key).map_err(|e| e.to_string())?,
-            // A space can be in no key an app sends, so this never meets one of theirs.
-            None => format!("source {} {}", self.target.id, row.id),
-        };
-        Ok(PublishRequest {
-            app: app.clone(),
-            events: vec![event],
-            idempotency_key: Some(idempotency_key),
-        })
-    }
-
     /// Rows waiting and the oldest one's age in ms.
-    async fn backlog(&self, app_db: &PgPool) -> Result<(i64, i64)> {
+    async fn backlog(&self, app_db: &mut PgConnection) -> Result<(i64, i64)> {
         let schema = &self.target.schema;
         let (waiting, oldest): (i64, Option<i64>) = sqlx::query_as(&format!(
             "SELECT COUNT(*), (EXTRACT(EPOCH FROM clock_timestamp() - MIN(created_at)) * 1000)::BIGINT
              FROM {schema}.outbox"
         ))
-        .fetch_one(app_db)
+        .fetch_one(&mut *app_db)
         .await?;
         let oldest = oldest.unwrap_or(0).max(0);
         crate::metrics::source_lag(
@@ -429,18 +416,10 @@ impl Relay {
 
 /// `row` as a dead letter.
 fn rejected_row(row: &OutboxRow, reason: &str) -> RejectedRow {
-    let data: serde_json::Value =
-        serde_json::from_str(&row.data).unwrap_or(serde_json::Value::Null);
     RejectedRow {
         row_id: row.id,
         topic: row.topic.clone(),
-        payload: serde_json::json!({
-            "topic": row.topic,
-            "type": row.event_type,
-            "data": data,
-            "idempotency_key": row.idempotency_key,
-        })
-        .to_string(),
+        payload: row.to_payload(),
         reason: reason.to_owned(),
     }
 }

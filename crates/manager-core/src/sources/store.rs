@@ -286,6 +286,23 @@ impl Db {
         Ok(taken == 1)
     }
 
+    /// Whether `node` still holds a live lease on source `id`, which is still enabled: a
+    /// relay asks before each pass, so disabling or deleting a source stops it at once.
+    pub async fn holds_source_lease(&self, id: &str, node: &str) -> Result<bool> {
+        let held: Option<String> = on_db!(self, pool, {
+            sqlx::query_scalar(
+                "SELECT id FROM sources
+                 WHERE id = $1 AND enabled AND lease_owner = $2 AND lease_until > $3",
+            )
+            .bind(id)
+            .bind(node)
+            .bind(now_ms())
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(held.is_some())
+    }
+
     /// Gives up `node`'s lease on source `id` (at shutdown), so another node takes over
     /// at once.
     pub async fn release_source_lease(&self, id: &str, node: &str) -> Result<()> {

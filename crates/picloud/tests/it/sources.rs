@@ -63,22 +63,18 @@ impl Setup {
         body
     }
 
-    /// The events of `topic`, once there are at least `count` (bounded wait).
+    /// The events of `topic` (every page), once there are at least `count` (bounded wait).
     async fn events(&self, topic: &str, count: usize) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let path = format!("/v1/apps/shop/topics/{topic}/events?limit=1000");
-            let (status, page) = self
-                .app
-                .call(Method::GET, &path, Some(&self.key), None)
-                .await;
-            let events = page["events"].as_array().cloned().unwrap_or_default();
+            let events = all_events(&self.app, &self.key, topic).await;
             if events.len() >= count {
                 return events;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "never {count} events in {topic}: {status} {page}"
+                "never {count} events in {topic}, only {}",
+                events.len()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -367,7 +363,9 @@ async fn bad_rows_become_dead_letters_and_the_rest_goes_on(t: TestDb) {
 backend_test!(sources_are_managed_without_showing_their_password);
 async fn sources_are_managed_without_showing_their_password(t: TestDb) {
     let Some(s) = setup(t).await else { return };
-    let with_password = s.app_db_url.replacen("://", "://postgres:s3cret-pw@", 1);
+    let mut with_password = reqwest::Url::parse(&s.app_db_url).unwrap();
+    with_password.set_password(Some("s3cret-pw")).unwrap();
+    let with_password = with_password.to_string();
     for (body, why) in [
         (
             json!({"kind": "postgres_outbox", "database_url": "mysql://u@h/db"}),
@@ -421,10 +419,7 @@ async fn sources_are_managed_without_showing_their_password(t: TestDb) {
             "password shown: {shown}"
         );
     }
-    assert_eq!(
-        got["database_url"],
-        s.app_db_url.replacen("://", "://postgres@", 1)
-    );
+    assert_eq!(got["database_url"], s.app_db_url);
     // The relay connects and reports.
     s.publish("orders", "placed", json!(1), None).await;
     s.events("orders", 1).await;
@@ -508,6 +503,8 @@ async fn an_unreachable_app_database_is_reported_and_retried(t: TestDb) {
     })
     .await;
     assert_eq!(failing["status"]["connected"], false, "{failing}");
+    let error = failing["status"]["last_error"].as_str().unwrap();
+    assert!(error.contains("refused"), "the cause is lost: {error}");
     assert!(!failing.to_string().contains(":pw@"), "{failing}");
     // Other publishes go on meanwhile.
     let (code, _) = s
@@ -611,15 +608,18 @@ fn each_once(events: &[Value], count: usize) {
     assert_eq!(seen, (0..count as i64).collect::<Vec<_>>(), "rows missing");
 }
 
-/// Every event of "orders" (all pages).
-async fn all_events(app: &TestApp, key: &str) -> Vec<Value> {
+/// Every event of `topic` (all pages).
+async fn all_events(app: &TestApp, key: &str, topic: &str) -> Vec<Value> {
     let mut events = Vec::new();
     loop {
         let after = events
             .last()
             .map_or(0, |e: &Value| e["seq"].as_i64().unwrap());
-        let path = format!("/v1/apps/shop/topics/orders/events?after={after}&limit=1000");
+        let path = format!("/v1/apps/shop/topics/{topic}/events?after={after}&limit=1000");
         let (status, page) = app.call(Method::GET, &path, Some(key), None).await;
+        if status == 404 {
+            return events; // no such topic yet
+        }
         assert_eq!(status, 200, "{page}");
         let got = page["events"].as_array().cloned().unwrap_or_default();
         if got.is_empty() {
@@ -699,14 +699,21 @@ async fn the_app_database_going_away_mid_relay_loses_nothing(t: TestDb) {
         .fetch_one(&test_db)
         .await
         .unwrap();
+    // ALTER DATABASE is run from another database of the server.
+    let admin_url = std::env::var(picloud_manager_core::testing::TEST_DATABASE_URL_ENV).unwrap();
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url)
+        .await
+        .unwrap();
     let cut = |allow: bool| {
-        let test_db = test_db.clone();
+        let (test_db, admin) = (test_db.clone(), admin.clone());
         let database = database.clone();
         async move {
             sqlx::query(&format!(
                 "ALTER DATABASE {database} ALLOW_CONNECTIONS {allow}"
             ))
-            .execute(&test_db)
+            .execute(&admin)
             .await
             .unwrap();
             sqlx::query(
@@ -732,7 +739,7 @@ async fn the_app_database_going_away_mid_relay_loses_nothing(t: TestDb) {
     })
     .await;
     sqlx::query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
-        .execute(&test_db)
+        .execute(&admin)
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -750,7 +757,7 @@ async fn the_app_database_going_away_mid_relay_loses_nothing(t: TestDb) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    each_once(&all_events(&s.app, &s.key).await, 20_000);
+    each_once(&all_events(&s.app, &s.key, "orders").await, 20_000);
     wait_for(&s, &path, |source| source["status"]["connected"] == true).await;
 }
 
@@ -761,7 +768,12 @@ async fn two_nodes_relay_a_source_once_and_hand_it_over(t: TestDb) {
     let path = format!("/v1/apps/shop/sources/{}", source["id"].as_str().unwrap());
     let first = wait_for(&s, &path, |source| source["status"]["connected"] == true).await;
     let holder = first["status"]["relay_node"].clone();
-    let second = s.app.second_node().await;
+    // A node of its own pool: stopping the first closes the first's.
+    let second = crate::common::spawn_existing(
+        s.app.t.another_node(s.app.t.url.clone()),
+        picloud::config::ServeArgs::for_tests(),
+    )
+    .await;
     backlog(&s.app_db, 3000).await;
     s.drained().await;
     // The first node stops (cleanly): the second takes the source over at once.
@@ -793,7 +805,7 @@ async fn two_nodes_relay_a_source_once_and_hand_it_over(t: TestDb) {
     .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let events = all_events(&second, &key).await;
+        let events = all_events(&second, &key, "orders").await;
         if events.len() >= 4000 {
             each_once(&events, 4000);
             break;
@@ -916,4 +928,90 @@ async fn kill_9_mid_relay_publishes_each_row_once_after_the_restart(t: TestDb) {
     each_once(&events, ROWS);
     server.terminate();
     assert_eq!(server.wait().await, 0);
+}
+
+backend_test!(a_source_dead_letter_replays_by_publishing_its_row_once);
+async fn a_source_dead_letter_replays_by_publishing_its_row_once(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    let source = s.add_source().await;
+    let source_id = source["id"].as_str().unwrap();
+    s.publish("bad topic!", "placed", json!(1), None).await;
+    s.drained().await;
+    // A row the relay refused for a reason the operator has since fixed (say, a larger
+    // PICLOUD_MAX_EVENT_BYTES): its dead letter keeps the row.
+    let payload =
+        json!({"topic": "orders", "type": "placed", "data": {"n": 7}, "idempotency_key": null});
+    picloud_manager_core::on_db!(&s.app.t.db, pool, {
+        sqlx::query(
+            "INSERT INTO dead_letters (app_id, outbox_id, trigger_id, topic, seq, attempts,
+                 last_error, created_at, payload)
+             VALUES ('shop', 99, $1, 'orders', 0, 1, 'too large', 0, $2)",
+        )
+        .bind(source_id)
+        .bind(payload.to_string())
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+    let (_, body) = s
+        .app
+        .call(
+            Method::GET,
+            "/v1/apps/shop/dead-letters",
+            Some(&s.key),
+            None,
+        )
+        .await;
+    let id_of = |row: i64| {
+        body["dead_letters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["outbox_id"] == row)
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    };
+    // Still refused: a 400 that says why.
+    let (status, answer) = s
+        .app
+        .call(
+            Method::POST,
+            &format!("/v1/apps/shop/dead-letters/{}/replay", id_of(1)),
+            Some(&s.key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("still cannot be published"));
+    // Publishable now: replayed twice, published once.
+    for _ in 0..2 {
+        let (status, answer) = s
+            .app
+            .call(
+                Method::POST,
+                &format!("/v1/apps/shop/dead-letters/{}/replay", id_of(99)),
+                Some(&s.key),
+                None,
+            )
+            .await;
+        assert_eq!((status, &answer["count"]), (200, &json!(1)), "{answer}");
+    }
+    let events = s.events("orders", 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"], json!({"n": 7}));
+    // "Replay all" leaves a source's dead letters alone.
+    let (status, answer) = s
+        .app
+        .call(
+            Method::POST,
+            "/v1/apps/shop/dead-letters/replay",
+            Some(&s.key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!((status, &answer["count"]), (200, &json!(0)), "{answer}");
 }
