@@ -49,6 +49,8 @@ export type FunctionAccess = WireSchema<'FunctionAccess'>;
 export type TestRun = WireSchema<'TestRun'>;
 export type TestRequest = WireSchema<'TestRequest'>;
 export type TestRunResult = WireSchema<'TestRunResult'>;
+export type Source = WireSchema<'Source'>;
+export type SourceStatus = WireSchema<'SourceStatus'>;
 
 /** The scopes an app key may hold (every scope but `instance:admin`). */
 export const APP_SCOPES = [
@@ -133,6 +135,11 @@ export const routes = {
   restoreScriptVersion: route('POST', '/v1/apps/{app}/scripts/{script}/versions/{version}/restore'),
   listScriptRuns: route('GET', '/v1/apps/{app}/scripts/{script}/runs'),
   testScript: route('POST', '/v1/apps/{app}/scripts/{script}/test'),
+
+  listSources: route('GET', '/v1/apps/{app}/sources'),
+  createSource: route('POST', '/v1/apps/{app}/sources'),
+  updateSource: route('PATCH', '/v1/apps/{app}/sources/{source_id}'),
+  deleteSource: route('DELETE', '/v1/apps/{app}/sources/{source_id}'),
 
   listKeys: route('GET', '/v1/apps/{app}/keys'),
   createKey: route('POST', '/v1/apps/{app}/keys'),

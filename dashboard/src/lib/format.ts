@@ -30,6 +30,20 @@ export function duration(secs: number): string {
   return `${secs} s`;
 }
 
+/** An age or a wait in milliseconds, to its two largest units: `850 ms`, `12 s`,
+ * `3 min 5 s`, `2 h 10 min`, `3 d 4 h`. */
+export function elapsed(ms: number): string {
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  const secs = Math.floor(ms / 1000);
+  const units: [number, string][] = [[86_400, 'd'], [3600, 'h'], [60, 'min'], [1, 's']];
+  const i = units.findIndex(([size]) => secs >= size);
+  const [size, unit] = units[i] as [number, string];
+  const whole = `${Math.floor(secs / size)} ${unit}`;
+  const next = units[i + 1];
+  const rest = next ? Math.floor((secs % size) / next[0]) : 0;
+  return next && rest > 0 ? `${whole} ${rest} ${next[1]}` : whole;
+}
+
 /** A topic's retention in words. */
 export function retention(r: { max_events?: number | null; max_age_secs?: number | null }): string {
   const parts: string[] = [];
@@ -41,6 +55,15 @@ export function retention(r: { max_events?: number | null; max_age_secs?: number
 /** Pretty JSON for display. */
 export function json(value: unknown): string {
   return JSON.stringify(value, null, 2) ?? 'undefined';
+}
+
+/** JSON text (as the server stores it) pretty for display; text that is not JSON as it is. */
+export function jsonText(text: string): string {
+  try {
+    return json(JSON.parse(text));
+  } catch {
+    return text;
+  }
 }
 
 /** The number in an optional numeric field (`bind:value` on a number input gives a

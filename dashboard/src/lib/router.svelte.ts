@@ -7,6 +7,7 @@ export const TABS = [
   { id: 'overview', label: 'Overview' },
   { id: 'topics', label: 'Topics' },
   { id: 'tail', label: 'Live tail' },
+  { id: 'sources', label: 'Sources' },
   { id: 'scripts', label: 'Scripts' },
   { id: 'triggers', label: 'Triggers' },
   { id: 'deliveries', label: 'Deliveries' },

@@ -5,8 +5,9 @@
  * and watch the event arrive in Live tail, make a failing webhook trigger and see the
  * delivery fail and dead-letter, replay it; write a public script that mints subscriber
  * tokens (a compile error marked first), test-run it, call it from the page and subscribe
- * with its token. Every page is screenshotted into test-results/screenshots/, and any
- * browser console error fails the test.
+ * with its token; add an outbox source that cannot connect and see its error. Every page
+ * is screenshotted into test-results/screenshots/, and any browser console error fails
+ * the test.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -552,6 +553,25 @@ describe('the dashboard in Chromium', () => {
     await shot('17-scripts');
   });
 
+  it('adds an outbox source, shows it without its password and with its relay\'s error, and deletes it', async () => {
+    await tab('Sources').click();
+    await page.getByText('No sources yet').waitFor();
+    // Nothing listens on port 1 of the loopback: the relay fails to connect and says so.
+    await page.getByLabel('Database URL').fill('postgres://relay:pw@127.0.0.1:1/app');
+    await page.getByRole('button', { name: 'Add source' }).click();
+    const card = page.getByRole('listitem', { name: /^Source src_/ });
+    expect(await card.getByTestId('source-url').textContent()).toBe('postgres://relay@127.0.0.1:1/app');
+    expect(await page.getByLabel('Database URL').inputValue()).toBe('');
+    // The tab refreshes by itself: no clicking needed for the error to show.
+    await waitFor('the relay\'s error', async () => (await card.getByTestId('source-health').textContent()) === 'Not connected', 30_000);
+    expect((await card.getByTestId('source-last-error').textContent())?.trim()).not.toBe('—');
+    expect(await page.content()).not.toContain(':pw@');
+    await shot('18-sources');
+    await card.getByRole('button', { name: /^Delete source src_/ }).click();
+    await page.getByRole('dialog', { name: 'Delete this source?' }).getByRole('button', { name: 'Delete source' }).click();
+    await page.getByText('No sources yet').waitFor();
+  });
+
   it('charts the last hour on the Overview', async () => {
     await tab('Overview').click();
     await waitFor('the charts', async () => (await page.locator('.chart canvas').count()) >= 5, 30_000);
@@ -581,7 +601,7 @@ describe('the dashboard in Chromium', () => {
 
   it('works at phone width', async () => {
     await page.setViewportSize({ width: 390, height: 844 });
-    for (const name of ['Topics', 'Live tail', 'Dead letters']) {
+    for (const name of ['Topics', 'Live tail', 'Sources', 'Dead letters']) {
       await tab(name).click();
       await page.getByRole('heading', { name, exact: true }).waitFor({ state: 'attached' });
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);

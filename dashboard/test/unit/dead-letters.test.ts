@@ -36,6 +36,25 @@ describe('DeadLetters', () => {
     expect(replay?.body).toEqual({ ids: [3, 1], per_second: 5 });
   });
 
+  it('shows the row of a source that PiCloud refused, and offers no replay for it', async () => {
+    const user = userEvent.setup();
+    const row = { ...letter(4), trigger_id: 'src_1', topic: 'bad topic!', seq: 0, attempts: 1, last_status: null,
+      last_error: 'invalid topic name', payload: '{"topic":"bad topic!","type":"placed","data":{"id":7},"idempotency_key":null}' };
+    fakeServer({
+      'GET /v1/apps/shop/dead-letters': () => ({ body: { dead_letters: [row] } }),
+      'GET /v1/apps/shop/dead-letters/4': () => ({ body: { ...row, event: null } }),
+    });
+    render(DeadLetters, { props: { app: 'shop' } });
+    await user.click(await screen.findByRole('button', { name: 'Dead letter 4: inspect' }));
+    const dialog = screen.getByRole('dialog', { name: 'Dead letter #4' });
+    expect(within(dialog).getByTestId('dead-letter-payload').textContent).toContain('"id": 7');
+    expect(dialog.textContent).toContain('src_1');
+    expect(dialog.textContent).toContain('invalid topic name');
+    expect(dialog.textContent).not.toContain('no longer in the topic');
+    expect(within(dialog).queryByRole('button', { name: 'Replay' })).toBeNull();
+    expect(within(dialog).getByRole('button', { name: 'Purge' })).toBeTruthy();
+  });
+
   it('purges only after typing purge', async () => {
     const user = userEvent.setup();
     const server = fakeServer({

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { appIdProblem } from '../../src/lib/app-id';
-import { deliveryError, duration, optionalNumber, retention } from '../../src/lib/format';
+import { deliveryError, duration, elapsed, jsonText, optionalNumber, retention } from '../../src/lib/format';
+import { relayHealth } from '../../src/lib/sources';
 import { circuitMeaning, retrySchedule, triggerLabel } from '../../src/lib/triggers';
 import { href, parseHash } from '../../src/lib/router.svelte';
 
@@ -10,6 +11,20 @@ describe('formatting', () => {
     expect(retention({ max_events: null, max_age_secs: 5400 })).toBe('90 min');
     expect(retention({})).toBe('unlimited');
     expect(duration(45)).toBe('45 s');
+  });
+
+  it('says how long something has waited, to its two largest units', () => {
+    expect(elapsed(850)).toBe('850 ms');
+    expect(elapsed(12_400)).toBe('12 s');
+    expect(elapsed(60_000)).toBe('1 min');
+    expect(elapsed(185_000)).toBe('3 min 5 s');
+    expect(elapsed((2 * 3600 + 10 * 60 + 7) * 1000)).toBe('2 h 10 min');
+    expect(elapsed((3 * 86_400 + 4 * 3600) * 1000)).toBe('3 d 4 h');
+  });
+
+  it('pretty-prints JSON text, and leaves other text as it is', () => {
+    expect(jsonText('{"topic":"orders","data":{"id":1}}')).toBe('{\n  "topic": "orders",\n  "data": {\n    "id": 1\n  }\n}');
+    expect(jsonText('not json')).toBe('not json');
   });
 
   it('reads optional number fields', () => {
@@ -41,6 +56,14 @@ describe('deliveries and triggers in words', () => {
     expect(triggerLabel([], 'trg_gone')).toBe('trg_gone');
   });
 
+  it('says how a source\'s relay is doing', () => {
+    const status = { connected: false, relayed_total: 0 };
+    expect(relayHealth({ enabled: false, status: { ...status, last_error: 'refused' } }).label).toBe('Stopped');
+    expect(relayHealth({ enabled: true, status: { ...status, connected: true, last_error: 'old' } }).label).toBe('Connected');
+    expect(relayHealth({ enabled: true, status: { ...status, last_error: 'refused' } })).toMatchObject({ label: 'Not connected', tone: 'bad' });
+    expect(relayHealth({ enabled: true, status }).label).toBe('Starting');
+  });
+
   it('says what is wrong with an app id', () => {
     expect(appIdProblem('shop-2')).toBe('');
     expect(appIdProblem('Shop')).toContain('not “S” (use lower case: s)');
@@ -57,5 +80,6 @@ describe('hash routes', () => {
     expect(parseHash('#/apps/shop/nope')).toEqual({ page: 'app', app: 'shop', tab: 'overview' });
     expect(parseHash('#/whatever')).toEqual({ page: 'apps' });
     expect(href({ page: 'app', app: 'shop', tab: 'tail' })).toBe('#/apps/shop/tail');
+    expect(parseHash('#/apps/shop/sources')).toEqual({ page: 'app', app: 'shop', tab: 'sources' });
   });
 });
