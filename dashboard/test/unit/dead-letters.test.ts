@@ -36,13 +36,14 @@ describe('DeadLetters', () => {
     expect(replay?.body).toEqual({ ids: [3, 1], per_second: 5 });
   });
 
-  it('shows the row of a source that PiCloud refused, and offers no replay for it', async () => {
+  it('shows the row of a source that PiCloud refused, and replays it one at a time', async () => {
     const user = userEvent.setup();
     const row = { ...letter(4), trigger_id: 'src_1', topic: 'bad topic!', seq: 0, attempts: 1, last_status: null,
       last_error: 'invalid topic name', payload: '{"topic":"bad topic!","type":"placed","data":{"id":7},"idempotency_key":null}' };
-    fakeServer({
+    const server = fakeServer({
       'GET /v1/apps/shop/dead-letters': () => ({ body: { dead_letters: [row] } }),
       'GET /v1/apps/shop/dead-letters/4': () => ({ body: { ...row, event: null } }),
+      'POST /v1/apps/shop/dead-letters/4/replay': () => ({ body: { count: 1 } }),
     });
     render(DeadLetters, { props: { app: 'shop' } });
     await user.click(await screen.findByRole('button', { name: 'Dead letter 4: inspect' }));
@@ -51,8 +52,9 @@ describe('DeadLetters', () => {
     expect(dialog.textContent).toContain('src_1');
     expect(dialog.textContent).toContain('invalid topic name');
     expect(dialog.textContent).not.toContain('no longer in the topic');
-    expect(within(dialog).queryByRole('button', { name: 'Replay' })).toBeNull();
     expect(within(dialog).getByRole('button', { name: 'Purge' })).toBeTruthy();
+    await user.click(within(dialog).getByRole('button', { name: 'Replay' }));
+    expect(server.calls.some((c) => c.method === 'POST' && c.path === '/v1/apps/shop/dead-letters/4/replay')).toBe(true);
   });
 
   it('purges only after typing purge', async () => {
