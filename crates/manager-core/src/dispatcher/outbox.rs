@@ -80,6 +80,10 @@ pub struct DeadLetterInfo {
     pub last_status: Option<i64>,
     /// When it was dead-lettered, ms.
     pub created_at: i64,
+    /// For a row of an outbox source that PiCloud refused: the row as JSON text. The
+    /// delivery carries it as the event (`{"source_row": …}`).
+    #[serde(skip)]
+    pub payload: Option<String>,
 }
 
 /// What one attempt produced, as recorded in `delivery_attempts`.
@@ -292,7 +296,7 @@ impl Db {
     pub async fn dead_letter_info(&self, id: i64) -> Result<Option<DeadLetterInfo>> {
         let info = on_db!(self, pool, {
             sqlx::query_as(
-                "SELECT id, trigger_id, attempts, last_error, last_status, created_at
+                "SELECT id, trigger_id, attempts, last_error, last_status, created_at, payload
                  FROM dead_letters WHERE id = $1",
             )
             .bind(id)

@@ -74,7 +74,14 @@ impl<'a> TickBody<'a> {
 enum DeadEvent<'a> {
     Logged(EventBody<'a>),
     Tick(TickBody<'a>),
-    Gone { topic: &'a str, seq: i64 },
+    Gone {
+        topic: &'a str,
+        seq: i64,
+    },
+    /// A row of an outbox source that PiCloud refused: it never became an event.
+    SourceRow {
+        source_row: &'a serde_json::value::RawValue,
+    },
 }
 
 /// The webhook body for a dead-letter delivery.
@@ -134,7 +141,16 @@ pub fn dead_letter_body(
     plan: &DeliveryPlan,
     dead_letter: &DeadLetterInfo,
 ) -> Result<Vec<u8>> {
-    let event = if row.topic == CRON_TOPIC {
+    let source_row = match dead_letter.payload.as_deref() {
+        Some(payload) => Some(
+            serde_json::from_str::<&serde_json::value::RawValue>(payload)
+                .map_err(|e| Error::Corrupt(format!("a source dead letter's row: {e}")))?,
+        ),
+        None => None,
+    };
+    let event = if let Some(source_row) = source_row {
+        DeadEvent::SourceRow { source_row }
+    } else if row.topic == CRON_TOPIC {
         DeadEvent::Tick(TickBody::new(&row.app_id, &dead_letter.trigger_id, row.seq))
     } else {
         match logged_event(row, plan) {
@@ -388,6 +404,7 @@ mod tests {
             last_error: None,
             last_status: Some(500),
             created_at: 5,
+            payload: None,
         };
         let body = dead_letter_body(&row(), &plan(&deep), &info).unwrap();
         assert!(String::from_utf8(body).unwrap().contains(&deep));
@@ -401,6 +418,18 @@ mod tests {
         );
         assert_eq!(body["type"], "dead_letter");
         assert_eq!(body["dead_letter"]["last_status"], 500);
+        // A source's refused row never became an event: the row itself is sent.
+        let refused = DeadLetterInfo {
+            payload: Some(r#"{"topic":"bad topic!","type":"t","data":1}"#.into()),
+            ..info
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&dead_letter_body(&row(), &gone, &refused).unwrap()).unwrap();
+        assert_eq!(
+            body["event"],
+            serde_json::json!({"source_row": {"topic": "bad topic!", "type": "t", "data": 1}})
+        );
+        assert!(body["dead_letter"].get("payload").is_none(), "{body}");
     }
 
     #[test]

@@ -352,8 +352,9 @@ impl Db {
         Ok(())
     }
 
-    /// Writes `rows` of source `id` as dead letters of `app`, each with its reason; a row
-    /// dead-lettered before (a relay that stopped before deleting it) is not repeated.
+    /// Writes `rows` of source `id` as dead letters of `app`, each with its reason and one
+    /// delivery per enabled `dead_letter` trigger; a row dead-lettered before (a relay
+    /// that stopped before deleting it) is not repeated.
     pub async fn dead_letter_source_rows(
         &self,
         app: &str,
@@ -367,11 +368,12 @@ impl Db {
         on_db!(self, pool, {
             let mut tx = begin_write(pool).await?;
             for row in rows {
-                sqlx::query(
+                let id: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO dead_letters (app_id, outbox_id, trigger_id, topic, seq,
                          attempts, last_error, created_at, payload)
                      VALUES ($1, $2, $3, $4, 0, 1, $5, $6, $7)
-                     ON CONFLICT (trigger_id, outbox_id) WHERE payload IS NOT NULL DO NOTHING",
+                     ON CONFLICT (trigger_id, outbox_id) WHERE payload IS NOT NULL DO NOTHING
+                     RETURNING id",
                 )
                 .bind(app)
                 .bind(row.row_id)
@@ -380,6 +382,21 @@ impl Db {
                 .bind(&row.reason)
                 .bind(now)
                 .bind(&row.payload)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(dead_letter) = id else { continue }; // written before
+                                                              // Like a delivery's dead letter, it goes to the app's dead_letter triggers.
+                sqlx::query(
+                    "INSERT INTO outbox (app_id, trigger_id, topic, seq, dead_letter_id, state,
+                                         attempts, next_attempt_at, created_at, updated_at)
+                     SELECT app_id, id, $2, 0, $3, 'pending', 0, $4, $4, $4 FROM triggers
+                     WHERE app_id = $1 AND source_kind = 'dead_letter' AND enabled = $5",
+                )
+                .bind(app)
+                .bind(&row.topic)
+                .bind(dead_letter)
+                .bind(now)
+                .bind(true)
                 .execute(&mut *tx)
                 .await?;
             }

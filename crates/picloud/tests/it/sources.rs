@@ -1015,3 +1015,48 @@ async fn a_source_dead_letter_replays_by_publishing_its_row_once(t: TestDb) {
         .await;
     assert_eq!((status, &answer["count"]), (200, &json!(0)), "{answer}");
 }
+
+backend_test!(a_refused_row_reaches_the_dead_letter_triggers_once);
+async fn a_refused_row_reaches_the_dead_letter_triggers_once(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    crate::script_handlers::save(
+        &s.app,
+        &s.key,
+        "on_dead",
+        r#"pubsub::publish("alerts", "dead", #{ trigger: event.dead_letter.trigger_id, row: event.event.source_row });"#,
+    )
+    .await;
+    crate::dispatch::create_trigger(
+        &s.app,
+        &s.key,
+        json!({"kind": "dead_letter"}),
+        json!({"kind": "script", "script": "on_dead"}),
+        3,
+    )
+    .await;
+    let source = s.add_source().await;
+    s.publish("bad topic!", "placed", json!({"id": 7}), None)
+        .await;
+    s.drained().await;
+    // Met again (a relay that stopped before its delete): no second dead letter, no
+    // second alert.
+    sqlx::query(
+        "INSERT INTO picloud.outbox (id, topic, type, data) OVERRIDING SYSTEM VALUE
+         VALUES (1, 'bad topic!', 'placed', '{\"id\": 7}')",
+    )
+    .execute(&s.app_db)
+    .await
+    .unwrap();
+    s.drained().await;
+    s.publish("orders", "placed", json!("after"), None).await;
+    s.events("orders", 1).await;
+    s.events("alerts", 1).await;
+    crate::dispatch::settle(&s.app).await; // every delivery made, a second one too
+    let alerts = s.events("alerts", 1).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["data"]["trigger"], source["id"]);
+    assert_eq!(
+        alerts[0]["data"]["row"],
+        json!({"topic": "bad topic!", "type": "placed", "data": {"id": 7}, "idempotency_key": null})
+    );
+}
