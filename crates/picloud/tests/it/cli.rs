@@ -1025,3 +1025,40 @@ async fn failed_webhook_attempts_are_logged_at_warn_without_url_or_secret() {
         "{line}"
     );
 }
+
+/// `picloud sources install` creates the outbox schema once and is a no-op after; it
+/// needs no PiCloud database at all. `sources sql` prints what it applies.
+#[tokio::test]
+async fn sources_commands_install_the_outbox_schema_once() {
+    let (code, sql, _) = picloud(&["sources", "sql", "--schema", "shop_events"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        sql.contains("CREATE SCHEMA IF NOT EXISTS shop_events;"),
+        "{sql}"
+    );
+    assert!(sql.contains("shop_events.publish("), "{sql}");
+    let (code, _, stderr) = picloud(&["sources", "sql", "--schema", "Bad;Name"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("schema 'Bad;Name'"), "{stderr}");
+
+    let Some(url) = picloud_manager_core::testing::app_database().await else {
+        eprintln!("skipped: needs a test PostgreSQL server");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap(); // no PiCloud database is created here
+    let install = [
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "sources",
+        "install",
+        "--database-url",
+        &url,
+    ];
+    let (code, stdout, stderr) = picloud(&install).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("version 0 -> 1"), "{stdout}");
+    let (code, stdout, _) = picloud(&install).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("up to date (version 1)"), "{stdout}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
