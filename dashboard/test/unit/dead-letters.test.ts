@@ -46,6 +46,8 @@ describe('DeadLetters', () => {
       'POST /v1/apps/shop/dead-letters/4/replay': () => ({ body: { count: 1 } }),
     });
     render(DeadLetters, { props: { app: 'shop' } });
+    // Listed by its row in the source, not as an event seq it never had.
+    expect((await screen.findByText('(source row #4)', { exact: false })).textContent).not.toContain('#0');
     await user.click(await screen.findByRole('button', { name: 'Dead letter 4: inspect' }));
     const dialog = screen.getByRole('dialog', { name: 'Dead letter #4' });
     expect(within(dialog).getByTestId('dead-letter-payload').textContent).toContain('"id": 7');
