@@ -65,6 +65,15 @@ pub struct DeliveryPlan {
     pub published_at: Option<i64>,
 }
 
+/// Queues dead letter `$4` (of app `$1`, event `$2`#`$3`) for each of the app's
+/// enabled `dead_letter` triggers (`$6` = true), due at `$5`: run in the transaction that
+/// writes the dead letter, so every dead letter is delivered to them once.
+pub(crate) const FAN_OUT_DEAD_LETTER: &str =
+    "INSERT INTO outbox (app_id, trigger_id, topic, seq, dead_letter_id, state,
+                         attempts, next_attempt_at, created_at, updated_at)
+     SELECT app_id, id, $2, $3, $4, 'pending', 0, $5, $5, $5 FROM triggers
+     WHERE app_id = $1 AND source_kind = 'dead_letter' AND enabled = $6";
+
 /// A dead letter as delivered to `dead_letter` triggers.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct DeadLetterInfo {
@@ -484,20 +493,15 @@ async fn end_exhausted(tx: &mut WriteTx, done: &Finished, now: i64) -> Result<Op
         .bind(now)
         .fetch_one(&mut **conn)
         .await?;
-        sqlx::query(
-            "INSERT INTO outbox (app_id, trigger_id, topic, seq, dead_letter_id, state,
-                                 attempts, next_attempt_at, created_at, updated_at)
-             SELECT app_id, id, $2, $3, $4, 'pending', 0, $5, $5, $5 FROM triggers
-             WHERE app_id = $1 AND source_kind = 'dead_letter' AND enabled = $6",
-        )
-        .bind(&row.app_id)
-        .bind(&row.topic)
-        .bind(row.seq)
-        .bind(id)
-        .bind(now)
-        .bind(true)
-        .execute(&mut **conn)
-        .await?;
+        sqlx::query(FAN_OUT_DEAD_LETTER)
+            .bind(&row.app_id)
+            .bind(&row.topic)
+            .bind(row.seq)
+            .bind(id)
+            .bind(now)
+            .bind(true)
+            .execute(&mut **conn)
+            .await?;
         Ok(Some(id))
     })
 }

@@ -7,6 +7,7 @@ use zeroize::Zeroizing;
 
 use super::{redacted_url, Source, SourceKind, SourceStatus};
 use crate::db::{begin_write, Db};
+use crate::dispatcher::outbox::FAN_OUT_DEAD_LETTER;
 use crate::error::{Error, Result};
 use crate::on_db;
 use crate::secret_box::Aad;
@@ -386,19 +387,15 @@ impl Db {
                 .await?;
                 let Some(dead_letter) = id else { continue }; // written before
                                                               // Like a delivery's dead letter, it goes to the app's dead_letter triggers.
-                sqlx::query(
-                    "INSERT INTO outbox (app_id, trigger_id, topic, seq, dead_letter_id, state,
-                                         attempts, next_attempt_at, created_at, updated_at)
-                     SELECT app_id, id, $2, 0, $3, 'pending', 0, $4, $4, $4 FROM triggers
-                     WHERE app_id = $1 AND source_kind = 'dead_letter' AND enabled = $5",
-                )
-                .bind(app)
-                .bind(&row.topic)
-                .bind(dead_letter)
-                .bind(now)
-                .bind(true)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(FAN_OUT_DEAD_LETTER)
+                    .bind(app)
+                    .bind(&row.topic)
+                    .bind(0i64) // a refused row has no seq
+                    .bind(dead_letter)
+                    .bind(now)
+                    .bind(true)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
         });
