@@ -245,8 +245,9 @@ impl Relay {
     /// something fails.
     async fn connected(&self) -> Result<()> {
         let options: PgConnectOptions = self
-            .target
-            .database_url
+            .db
+            .source_database_url(&self.target.id)
+            .await?
             .parse()
             .map_err(|_| Error::Invalid("the source's database URL does not parse".into()))?;
         // The queries' connection first, made directly, so an unreachable database is

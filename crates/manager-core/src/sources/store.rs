@@ -36,30 +36,19 @@ type SourceRow = (
     i64,
 );
 
-/// An enabled source as its relay needs it: with the URL in the clear.
-#[derive(Clone)]
+/// An enabled source, as the relays' supervisor looks at it each second. The database
+/// URL is left sealed here: a relay opens it ([`Db::source_database_url`]) only when it
+/// connects.
+#[derive(Debug, Clone)]
 pub struct RelayTarget {
     /// The source's id.
     pub id: String,
     /// The app it publishes for.
     pub app: String,
-    /// The app database's URL, password included.
-    pub database_url: Zeroizing<String>,
     /// The outbox schema.
     pub schema: String,
     /// Who holds the relay lease, and until when (ms since the epoch).
     pub lease: Option<(String, i64)>,
-}
-
-impl std::fmt::Debug for RelayTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RelayTarget")
-            .field("id", &self.id)
-            .field("app", &self.app)
-            .field("database_url", &redacted_url(&self.database_url))
-            .field("schema", &self.schema)
-            .finish()
-    }
 }
 
 /// What a relay reports after a pass.
@@ -242,27 +231,39 @@ impl Db {
 
     /// Every enabled source, for the relays.
     pub async fn relay_targets(&self) -> Result<Vec<RelayTarget>> {
-        type Row = (String, String, String, String, Option<String>, Option<i64>);
+        type Row = (String, String, String, Option<String>, Option<i64>);
         let rows: Vec<Row> = on_db!(self, pool, {
             sqlx::query_as(
-                "SELECT id, app_id, database_url, schema_name, lease_owner, lease_until
+                "SELECT id, app_id, schema_name, lease_owner, lease_until
                  FROM sources WHERE enabled ORDER BY id",
             )
             .fetch_all(pool)
             .await?
         });
-        let key = self.master_key()?;
-        rows.into_iter()
-            .map(|(id, app, url, schema, owner, until)| {
-                Ok(RelayTarget {
-                    database_url: Zeroizing::new(key.open_text(&Aad::source_url(&id), &url)?),
-                    id,
-                    app,
-                    schema,
-                    lease: owner.zip(until),
-                })
+        Ok(rows
+            .into_iter()
+            .map(|(id, app, schema, owner, until)| RelayTarget {
+                id,
+                app,
+                schema,
+                lease: owner.zip(until),
             })
-            .collect()
+            .collect())
+    }
+
+    /// Source `id`'s database URL in the clear, password included: for its relay only.
+    pub async fn source_database_url(&self, id: &str) -> Result<Zeroizing<String>> {
+        let sealed: Option<String> = on_db!(self, pool, {
+            sqlx::query_scalar("SELECT database_url FROM sources WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        let sealed = sealed.ok_or_else(|| Error::SourceNotFound(id.to_owned()))?;
+        Ok(Zeroizing::new(
+            self.master_key()?
+                .open_text(&Aad::source_url(id), &sealed)?,
+        ))
     }
 
     /// Takes or renews the relay lease of source `id` for `node` until `until`: true if
