@@ -82,21 +82,7 @@ impl Setup {
 
     /// Waits until the app's outbox is empty: everything in it was relayed.
     async fn drained(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM picloud.outbox")
-                .fetch_one(&self.app_db)
-                .await
-                .unwrap();
-            if left == 0 {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{left} rows never relayed"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        drained(&self.app_db, Duration::from_secs(30)).await;
     }
 
     /// The app publishes `data` to `topic` in a transaction of its own and commits.
@@ -109,6 +95,25 @@ impl Setup {
             .execute(&self.app_db)
             .await
             .unwrap();
+    }
+}
+
+/// Waits (at most `within`) until the outbox of the app database `app_db` is empty.
+async fn drained(app_db: &PgPool, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM picloud.outbox")
+            .fetch_one(app_db)
+            .await
+            .unwrap();
+        if left == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} rows never relayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -742,21 +747,7 @@ async fn the_app_database_going_away_mid_relay_loses_nothing(t: TestDb) {
         .execute(&admin)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM picloud.outbox")
-            .fetch_one(&test_db)
-            .await
-            .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{left} rows never relayed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    drained(&test_db, Duration::from_secs(60)).await;
     each_once(&all_events(&s.app, &s.key, "orders").await, 20_000);
     wait_for(&s, &path, |source| source["status"]["connected"] == true).await;
 }
@@ -899,21 +890,7 @@ async fn kill_9_mid_relay_publishes_each_row_once_after_the_restart(t: TestDb) {
     assert!(waiting > 0, "the crash came after the end");
 
     let mut server = Server::start(&args).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM picloud.outbox")
-            .fetch_one(&app_db)
-            .await
-            .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{left} rows never relayed after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    drained(&app_db, Duration::from_secs(60)).await;
     let mut events = Vec::new();
     loop {
         let after = events
