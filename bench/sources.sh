@@ -54,7 +54,7 @@ run() { # run N -> one table row
     app_url="postgres://postgres@127.0.0.1:$PGPORT/app_$n"
     "$BIN/picloud" sources install --database-url "$app_url" >/dev/null
     port="$(free_port)"; BASE="http://127.0.0.1:$port"
-    PICLOUD_LOG=warn taskset -c "$SERVER_CORE" "$BIN/picloud" --data-dir "$WORK/data-$n" serve \
+    PICLOUD_LOG=warn PICLOUD_SOURCE_ALLOW_PRIVATE=true taskset -c "$SERVER_CORE" "$BIN/picloud" --data-dir "$WORK/data-$n" serve \
         --bind "127.0.0.1:$port" >"$WORK/out-$n" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do curl -fs "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

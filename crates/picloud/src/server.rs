@@ -210,6 +210,10 @@ fn start_manager(
         serve.webhook_allow_private,
         parse_cidrs(&serve.webhook_allow_cidrs).map_err(Error::Config)?,
     ));
+    let source_policy = Arc::new(AddressPolicy::new(
+        serve.source_allow_private,
+        parse_cidrs(&serve.source_allow_cidrs).map_err(Error::Config)?,
+    ));
     let dispatch_wake = Arc::new(Notify::new());
     let node_id = wiring.publisher.node_id.clone();
     // Other nodes' notices: the relay acts for the streams, the authenticator for its
@@ -260,6 +264,7 @@ fn start_manager(
             poll: Duration::from_secs(1),
             batch: 1000,
             node_id: node_id.clone(),
+            address_policy: source_policy.clone(),
         },
         background.clone(),
     );
@@ -278,6 +283,7 @@ fn start_manager(
         realtime: realtime.broadcaster(),
         node_id,
         webhook_policy: address_policy,
+        source_policy,
         scripts,
         run_log,
         script_cache,

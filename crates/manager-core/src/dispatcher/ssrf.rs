@@ -220,26 +220,55 @@ pub async fn check_webhook_host(policy: &AddressPolicy, url: &str) -> Result<()>
     let Some(url::Host::Domain(host)) = url.host() else {
         return Ok(());
     };
-    let lookup = tokio::net::lookup_host((host, url.port_or_known_default().unwrap_or(443)));
-    let resolved: Vec<SocketAddr> =
-        match tokio::time::timeout(SAVE_TIME_RESOLVE_TIMEOUT, lookup).await {
-            Ok(Ok(addrs)) => addrs.collect(),
-            Ok(Err(_)) | Err(_) => Vec::new(),
-        };
-    if resolved.is_empty() {
-        return Err(Error::Invalid(format!(
+    match resolve_allowed(policy, host, url.port_or_known_default().unwrap_or(443)).await {
+        Ok(_) => Ok(()),
+        Err(HostRefusal::DoesNotResolve) => Err(Error::Invalid(format!(
             "url host '{host}' does not resolve (within {} s)",
             SAVE_TIME_RESOLVE_TIMEOUT.as_secs()
-        )));
+        ))),
+        Err(HostRefusal::Refused(ip)) => Err(Error::Invalid(format!(
+            "url host '{host}' resolves to {ip}, a refused address (loopback, private, \
+             link-local or reserved); {ALLOW_HINT}"
+        ))),
     }
-    if let Some(refused) = resolved.iter().find(|addr| !policy.allows(addr.ip())) {
-        return Err(Error::Invalid(format!(
-            "url host '{host}' resolves to {}, a refused address (loopback, private, \
-             link-local or reserved); {ALLOW_HINT}",
-            refused.ip()
-        )));
+}
+
+/// Why [`resolve_allowed`] refused a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRefusal {
+    /// The name resolved to no address within [`SAVE_TIME_RESOLVE_TIMEOUT`].
+    DoesNotResolve,
+    /// The host is, or resolves to, this address, which the policy refuses.
+    Refused(IpAddr),
+}
+
+/// The addresses `host` (a name or an IP literal) stands for, when the policy allows
+/// every one of them: a name with one refused address among its answers is refused
+/// whole, since a client may connect to any of them. Names resolve within
+/// [`SAVE_TIME_RESOLVE_TIMEOUT`].
+pub async fn resolve_allowed(
+    policy: &AddressPolicy,
+    host: &str,
+    port: u16,
+) -> std::result::Result<Vec<IpAddr>, HostRefusal> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let resolved: Vec<IpAddr> = match literal.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => {
+            let lookup = tokio::net::lookup_host((host, port));
+            match tokio::time::timeout(SAVE_TIME_RESOLVE_TIMEOUT, lookup).await {
+                Ok(Ok(addrs)) => addrs.map(|addr| addr.ip()).collect(),
+                Ok(Err(_)) | Err(_) => Vec::new(),
+            }
+        }
+    };
+    if resolved.is_empty() {
+        return Err(HostRefusal::DoesNotResolve);
     }
-    Ok(())
+    match resolved.iter().find(|ip| !policy.allows(**ip)) {
+        Some(refused) => Err(HostRefusal::Refused(*refused)),
+        None => Ok(resolved),
+    }
 }
 
 /// A DNS resolver for [`reqwest`] that drops the addresses its [`AddressPolicy`] refuses,

@@ -46,6 +46,8 @@ pub struct ManagerState {
     pub node_id: String,
     /// Which addresses webhooks may reach: trigger URLs are checked against it when saved.
     pub webhook_policy: Arc<crate::dispatcher::ssrf::AddressPolicy>,
+    /// Which addresses sources' databases may be at: checked when a source is added.
+    pub source_policy: Arc<crate::dispatcher::ssrf::AddressPolicy>,
     /// Runs scripts (and compiles them before they are saved).
     pub scripts: picloud_executor_core::Executor,
     /// Where finished script runs are recorded.

@@ -11,6 +11,7 @@ use picloud_shared::ApiError;
 use serde::{Deserialize, Serialize};
 
 use super::ManagerState;
+use crate::sources::address::checked_options;
 use crate::sources::app_schema::{schema_name, DEFAULT_SCHEMA};
 use crate::sources::{check_database_url, Source, SourceKind};
 
@@ -57,6 +58,7 @@ pub async fn create_source(
 ) -> Result<(StatusCode, Json<Source>), ApiError> {
     let app = state.db.get_app(&app).await?.id;
     check_database_url(&body.database_url)?;
+    checked_options(&state.source_policy, &body.database_url).await?;
     let schema = schema_name(body.schema.as_deref().unwrap_or(DEFAULT_SCHEMA))?;
     let source = state
         .db

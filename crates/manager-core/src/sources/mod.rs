@@ -5,6 +5,7 @@
 //! event or publish one whose write rolled back.
 //!
 //! - `app_schema` — the schema installed in the app's database;
+//! - `address` — which database hosts a source may name;
 //! - `store` — sources in PiCloud's database: settings, the relay lease, status;
 //! - `relay` — the relay: one per source across the cluster, under the lease.
 
@@ -16,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::http::event_input::{validate_idempotency_key, PublishLimits};
 use crate::publish::PublishRequest;
 
+pub mod address;
 pub mod app_schema;
 pub mod relay;
 mod store;

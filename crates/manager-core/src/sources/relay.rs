@@ -16,19 +16,22 @@
 //! back-off, so nothing is lost and no other source or publish waits on it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use picloud_shared::AppId;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgListener, PgPoolOptions};
 use sqlx::Connection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::address::checked_options;
 use super::app_schema::NOTIFY_CHANNEL;
 use super::store::{RejectedRow, StatusReport};
 use super::{OutboxRow, RelayTarget};
 use crate::db::Db;
+use crate::dispatcher::ssrf::AddressPolicy;
 use crate::error::{Error, Result};
 use crate::http::event_input::PublishLimits;
 use crate::publish::Publisher;
@@ -45,6 +48,8 @@ pub struct RelaySettings {
     pub batch: usize,
     /// This node's id, the lease owner's name.
     pub node_id: String,
+    /// Which addresses the app databases may be at, checked at every connect.
+    pub address_policy: Arc<AddressPolicy>,
 }
 
 /// Starts the relay supervisor: it takes the leases of enabled sources, runs a relay for
@@ -244,12 +249,8 @@ impl Relay {
     /// Connects to the app's database and relays until stopped (`Ok`) or until
     /// something fails.
     async fn connected(&self) -> Result<()> {
-        let options: PgConnectOptions = self
-            .db
-            .source_database_url(&self.target.id)
-            .await?
-            .parse()
-            .map_err(|_| Error::Invalid("the source's database URL does not parse".into()))?;
+        let url = self.db.source_database_url(&self.target.id).await?;
+        let options = checked_options(&self.settings.address_policy, &url).await?;
         // The queries' connection first, made directly, so an unreachable database is
         // reported as what it is (refused, unknown host, bad password) at once; the
         // listener then gets a connection of its own.

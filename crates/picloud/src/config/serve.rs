@@ -70,6 +70,16 @@ pub struct ServeArgs {
     /// Comma-separated CIDRs webhooks may reach even though they are internal.
     #[arg(long, env = "PICLOUD_WEBHOOK_ALLOW_CIDRS", default_value = "", value_parser = parse_cidr_list)]
     pub webhook_allow_cidrs: String,
+    /// Let outbox sources' databases be at loopback, private, link-local and other
+    /// internal addresses (or a Unix socket). A source's URL comes from an app's admin
+    /// key: keep this off where app admins must not reach the server's own network.
+    #[arg(long, env = "PICLOUD_SOURCE_ALLOW_PRIVATE", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub source_allow_private: bool,
+    /// Comma-separated CIDRs outbox sources' databases may be at even though they are
+    /// internal.
+    #[arg(long, env = "PICLOUD_SOURCE_ALLOW_CIDRS", default_value = "", value_parser = parse_cidr_list)]
+    pub source_allow_cidrs: String,
     /// How long in-flight requests may take to finish at shutdown, in seconds.
     #[arg(long, env = "PICLOUD_SHUTDOWN_GRACE_SEC", default_value_t = 30)]
     pub shutdown_grace_sec: u64,

@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::common::{spawn_app, TestApp};
+use crate::common::{spawn_app, spawn_app_with, spawn_existing, TestApp};
+use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
 use picloud_manager_core::sources::app_schema;
 use picloud_manager_core::testing::{app_database, TestDb};
@@ -25,6 +26,13 @@ struct Setup {
     app_db: PgPool,
 }
 
+/// Test settings that let sources reach the app database on loopback.
+fn source_args() -> ServeArgs {
+    let mut args = ServeArgs::for_tests();
+    args.source_allow_private = true;
+    args
+}
+
 async fn setup(t: TestDb) -> Option<Setup> {
     let Some(app_db_url) = app_database().await else {
         eprintln!("skipped: the app database needs a test PostgreSQL server");
@@ -36,7 +44,7 @@ async fn setup(t: TestDb) -> Option<Setup> {
         .connect(&app_db_url)
         .await
         .unwrap();
-    let app = spawn_app(t).await;
+    let app = spawn_app_with(t, source_args()).await;
     app.create_app("shop").await;
     let key = app.create_key("shop", &["app:admin"]).await;
     Some(Setup {
@@ -524,6 +532,96 @@ async fn an_unreachable_app_database_is_reported_and_retried(t: TestDb) {
     assert_eq!(code, 201);
 }
 
+backend_test!(a_source_database_must_be_at_an_allowed_address);
+async fn a_source_database_must_be_at_an_allowed_address(t: TestDb) {
+    // By default an app admin cannot point PiCloud at internal addresses: its own
+    // database, loopback services, the metadata endpoint.
+    let app = spawn_app(t).await;
+    app.create_app("shop").await;
+    let key = app.create_key("shop", &["app:admin"]).await;
+    for url in [
+        "postgres://relay:pw@127.0.0.1:5432/app",
+        "postgres://relay:pw@169.254.169.254/app",
+        "postgres://relay:pw@[::1]/app",
+        "postgres://relay@%2Fvar%2Frun%2Fpostgresql/app",
+        "postgres://relay:pw@203.0.113.9/app?hostaddr=10.0.0.1",
+    ] {
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/v1/apps/shop/sources",
+                Some(&key),
+                Some(json!({"kind": "postgres_outbox", "database_url": url})),
+            )
+            .await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("PICLOUD_SOURCE_ALLOW_PRIVATE"),
+            "{message}"
+        );
+        assert!(!message.contains("pw"), "{message}");
+    }
+    let (_, list) = app
+        .call(Method::GET, "/v1/apps/shop/sources", Some(&key), None)
+        .await;
+    assert_eq!(list["sources"], json!([]), "{list}");
+    let t = app.stop().await;
+
+    // A source added where it was allowed is checked again when its relay connects: on a
+    // node without the allowance it never connects, and its rows wait.
+    let Some(app_db_url) = app_database().await else {
+        eprintln!("skipped: the app database needs a test PostgreSQL server");
+        return;
+    };
+    app_schema::install(&app_db_url, "picloud").await.unwrap();
+    let allowed = spawn_existing(t, source_args()).await;
+    let (status, source) = allowed
+        .call(
+            Method::POST,
+            "/v1/apps/shop/sources",
+            Some(&key),
+            Some(json!({"kind": "postgres_outbox", "database_url": app_db_url})),
+        )
+        .await;
+    assert_eq!(status, 201, "{source}");
+    let path = format!("/v1/apps/shop/sources/{}", source["id"].as_str().unwrap());
+    let t = allowed.stop().await;
+    let mut app_db = sqlx::PgConnection::connect(&app_db_url).await.unwrap();
+    sqlx::query("SELECT picloud.publish('orders', 'placed', '{\"id\": 1}')")
+        .execute(&mut app_db)
+        .await
+        .unwrap();
+    let strict = spawn_existing(t, ServeArgs::for_tests()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let (_, source) = strict.call(Method::GET, &path, Some(&key), None).await;
+        if !source["status"]["last_error"].is_null() {
+            break source;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{source}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = refused["status"]["last_error"].as_str().unwrap();
+    assert!(error.contains("refused address"), "{error}");
+    assert_eq!(refused["status"]["connected"], false, "{refused}");
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM picloud.outbox")
+        .fetch_one(&mut app_db)
+        .await
+        .unwrap();
+    assert_eq!(waiting, 1, "the row left the app database");
+    let (status, _) = strict
+        .call(
+            Method::GET,
+            "/v1/apps/shop/topics/orders/events",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "nothing was published to orders");
+}
+
 /// Source `path` once `ready` holds for it (bounded wait).
 async fn wait_for(s: &Setup, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -760,11 +858,7 @@ async fn two_nodes_relay_a_source_once_and_hand_it_over(t: TestDb) {
     let first = wait_for(&s, &path, |source| source["status"]["connected"] == true).await;
     let holder = first["status"]["relay_node"].clone();
     // A node of its own pool: stopping the first closes the first's.
-    let second = crate::common::spawn_existing(
-        s.app.t.another_node(s.app.t.url.clone()),
-        picloud::config::ServeArgs::for_tests(),
-    )
-    .await;
+    let second = spawn_existing(s.app.t.another_node(s.app.t.url.clone()), source_args()).await;
     backlog(&s.app_db, 3000).await;
     s.drained().await;
     // The first node stops (cleanly): the second takes the source over at once.
@@ -835,6 +929,8 @@ async fn kill_9_mid_relay_publishes_each_row_once_after_the_restart(t: TestDb) {
         "3",
         "--webhook-timeout-sec",
         "2",
+        "--source-allow-private",
+        "true",
     ];
     let mut server = Server::start(&args).await;
     let admin = server.bootstrap_key().await;
