@@ -360,6 +360,29 @@ impl Db {
         Ok(())
     }
 
+    /// The dead letters among `ids` that are an outbox source's refused rows (those
+    /// with a `payload`), oldest first; other and unknown ids are left out.
+    pub async fn source_dead_letters(&self, app: &str, ids: &[i64]) -> Result<Vec<DeadLetter>> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(1000) {
+            let rows: Vec<DeadLetter> = on_db!(self, pool, {
+                let mut query = sqlx::QueryBuilder::new(format!(
+                    "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters
+                     WHERE payload IS NOT NULL AND app_id = "
+                ));
+                query.push_bind(app).push(" AND id IN (");
+                let mut listed = query.separated(", ");
+                for id in chunk {
+                    listed.push_bind(*id);
+                }
+                query.push(") ORDER BY id");
+                query.build_query_as().fetch_all(pool).await?
+            });
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
     /// Ids of the app's delivery dead letters not replayed yet, oldest first (for
     /// "replay all"; an outbox source's dead letters are replayed one at a time).
     pub async fn unreplayed_dead_letter_ids(&self, app: &str, limit: i64) -> Result<Vec<i64>> {

@@ -180,8 +180,11 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Replays a selection of dead letters (or every one not replayed yet), paced. Dead
-         *     letters of outbox sources are left out: replay those one at a time.
+         * Replays a selection of dead letters (or every one not replayed yet), paced. A
+         *     selection may hold an outbox source's dead letters: their rows are published again
+         *     (at once, not paced), and if one still cannot be published the request is a 400 and
+         *     nothing is replayed. Without a selection, only deliveries are replayed: a source's
+         *     refused rows usually need fixing first, so replay those by id.
          */
         post: operations["replay_dead_letters"];
         delete?: never;

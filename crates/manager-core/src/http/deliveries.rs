@@ -14,6 +14,7 @@ use super::ManagerState;
 use crate::deliveries::{Attempt, DeadLetter, Delivery, DeliveryFilter};
 use crate::error::Error;
 use crate::event_log::LoggedEvent;
+use crate::publish::PublishRequest;
 use crate::sources::OutboxRow;
 
 /// Query of a delivery list.
@@ -273,8 +274,10 @@ pub async fn replay_dead_letter(
 ) -> Result<Json<Count>, ApiError> {
     let app = state.db.get_app(&app).await?.id;
     let (dead_letter, _) = state.db.get_dead_letter(app.as_str(), id).await?;
-    if let Some(payload) = &dead_letter.payload {
-        return replay_source_row(&state, &app, &dead_letter, payload).await;
+    if dead_letter.payload.is_some() {
+        let request = source_row_request(&state, &app, &dead_letter)?;
+        republish_source_row(&state, &app, dead_letter.id, request).await?;
+        return Ok(Json(Count { count: 1 }));
     }
     let count = state.db.replay_dead_letters(app.as_str(), &[id], 1).await?;
     if count == 0 {
@@ -284,29 +287,46 @@ pub async fn replay_dead_letter(
     Ok(Json(Count { count }))
 }
 
-/// Replays a dead letter of an outbox source: publishes its row again, under the key it
-/// would have had, so a row replayed twice is still published once. A row that still
-/// cannot be published (say, an invalid topic name) is a 400 saying why.
-async fn replay_source_row(
+/// The publish that replays a dead letter of an outbox source: its row again, under the
+/// key it would have had, so a row replayed twice is still published once. A row that
+/// still cannot be published (say, an invalid topic name) is a 400 saying why.
+fn source_row_request(
     state: &ManagerState,
     app: &AppId,
     dead_letter: &DeadLetter,
-    payload: &str,
-) -> Result<Json<Count>, ApiError> {
+) -> Result<PublishRequest, ApiError> {
+    let payload = dead_letter.payload.as_deref().unwrap_or_default();
     let row = OutboxRow::from_payload(dead_letter.outbox_id, payload)?;
-    let request = row
-        .publish_request(&state.limits, app, &dead_letter.trigger_id)
-        .map_err(|why| ApiError::invalid(format!("the row still cannot be published: {why}")))?;
+    row.publish_request(&state.limits, app, &dead_letter.trigger_id)
+        .map_err(|why| {
+            ApiError::invalid(format!(
+                "dead letter {}: the row still cannot be published: {why}",
+                dead_letter.id
+            ))
+        })
+}
+
+/// Publishes a source's row again ([`source_row_request`]) and marks its dead letter
+/// replayed.
+async fn republish_source_row(
+    state: &ManagerState,
+    app: &AppId,
+    dead_letter: i64,
+    request: PublishRequest,
+) -> Result<(), ApiError> {
     state.publisher.publish(request).await?;
     state
         .db
-        .mark_dead_letter_replayed(app.as_str(), dead_letter.id)
+        .mark_dead_letter_replayed(app.as_str(), dead_letter)
         .await?;
-    Ok(Json(Count { count: 1 }))
+    Ok(())
 }
 
-/// Replays a selection of dead letters (or every one not replayed yet), paced. Dead
-/// letters of outbox sources are left out: replay those one at a time.
+/// Replays a selection of dead letters (or every one not replayed yet), paced. A
+/// selection may hold an outbox source's dead letters: their rows are published again
+/// (at once, not paced), and if one still cannot be published the request is a 400 and
+/// nothing is replayed. Without a selection, only deliveries are replayed: a source's
+/// refused rows usually need fixing first, so replay those by id.
 #[utoipa::path(post, path = "/v1/apps/{app}/dead-letters/replay", tag = "dead letters",
     request_body = ReplayBody,
     params(("app" = String, Path, description = "app id")),
@@ -317,29 +337,52 @@ pub async fn replay_dead_letters(
     ApiPath(app): ApiPath<String>,
     ApiJson(body): ApiJson<ReplayBody>,
 ) -> Result<Json<Count>, ApiError> {
-    state.db.get_app(&app).await?;
+    let app = state.db.get_app(&app).await?.id;
     let per_second = body.per_second.unwrap_or(10);
     if !(1..=MAX_REPLAY_PER_SECOND).contains(&per_second) {
         return Err(
             Error::Invalid(format!("per_second must be 1 to {MAX_REPLAY_PER_SECOND}")).into(),
         );
     }
-    let ids = match body.ids {
+    let (ids, source_rows) = match body.ids {
         Some(ids) if ids.len() > MAX_REPLAY => {
             return Err(
                 Error::TooLarge(format!("at most {MAX_REPLAY} dead letters per replay")).into(),
             )
         }
-        Some(ids) => ids,
-        None => {
-            state
+        Some(ids) => {
+            // Every selected source row is checked before anything is replayed.
+            let source_rows = state
                 .db
-                .unreplayed_dead_letter_ids(&app, MAX_REPLAY as i64)
+                .source_dead_letters(app.as_str(), &ids)
                 .await?
+                .iter()
+                .map(|dead_letter| {
+                    Ok((
+                        dead_letter.id,
+                        source_row_request(&state, &app, dead_letter)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            (ids, source_rows)
+        }
+        None => {
+            let ids = state
+                .db
+                .unreplayed_dead_letter_ids(app.as_str(), MAX_REPLAY as i64)
+                .await?;
+            (ids, Vec::new())
         }
     };
-    let count = state.db.replay_dead_letters(&app, &ids, per_second).await?;
+    let mut count = state
+        .db
+        .replay_dead_letters(app.as_str(), &ids, per_second)
+        .await?;
     state.dispatch_wake.notify_one();
+    for (dead_letter, request) in source_rows {
+        republish_source_row(&state, &app, dead_letter, request).await?;
+        count += 1;
+    }
     Ok(Json(Count { count }))
 }
 

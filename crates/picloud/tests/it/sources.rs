@@ -71,6 +71,47 @@ impl Setup {
         body
     }
 
+    /// Adds a dead letter of `source` for app-outbox row `row`, as the relay writes one
+    /// for a row it refused, holding a row (to topic "orders") that could be published now.
+    async fn source_dead_letter(&self, source: &str, row: i64, data: Value) {
+        let payload =
+            json!({"topic": "orders", "type": "placed", "data": data, "idempotency_key": null});
+        picloud_manager_core::on_db!(&self.app.t.db, pool, {
+            sqlx::query(
+                "INSERT INTO dead_letters (app_id, outbox_id, trigger_id, topic, seq, attempts,
+                     last_error, created_at, payload)
+                 VALUES ('shop', $1, $2, 'orders', 0, 1, 'too large', 0, $3)",
+            )
+            .bind(row)
+            .bind(source)
+            .bind(payload.to_string())
+            .execute(pool)
+            .await
+            .unwrap();
+        });
+    }
+
+    /// The id of the dead letter of app-outbox row `row`.
+    async fn dead_letter_id(&self, row: i64) -> i64 {
+        let (_, body) = self
+            .app
+            .call(
+                Method::GET,
+                "/v1/apps/shop/dead-letters",
+                Some(&self.key),
+                None,
+            )
+            .await;
+        body["dead_letters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["outbox_id"] == row)
+            .unwrap_or_else(|| panic!("no dead letter of row {row}: {body}"))["id"]
+            .as_i64()
+            .unwrap()
+    }
+
     /// The events of `topic` (every page), once there are at least `count` (bounded wait).
     async fn events(&self, topic: &str, count: usize) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -1012,45 +1053,16 @@ async fn a_source_dead_letter_replays_by_publishing_its_row_once(t: TestDb) {
     s.drained().await;
     // A row the relay refused for a reason the operator has since fixed (say, a larger
     // PICLOUD_MAX_EVENT_BYTES): its dead letter keeps the row.
-    let payload =
-        json!({"topic": "orders", "type": "placed", "data": {"n": 7}, "idempotency_key": null});
-    picloud_manager_core::on_db!(&s.app.t.db, pool, {
-        sqlx::query(
-            "INSERT INTO dead_letters (app_id, outbox_id, trigger_id, topic, seq, attempts,
-                 last_error, created_at, payload)
-             VALUES ('shop', 99, $1, 'orders', 0, 1, 'too large', 0, $2)",
-        )
-        .bind(source_id)
-        .bind(payload.to_string())
-        .execute(pool)
-        .await
-        .unwrap();
-    });
-    let (_, body) = s
-        .app
-        .call(
-            Method::GET,
-            "/v1/apps/shop/dead-letters",
-            Some(&s.key),
-            None,
-        )
-        .await;
-    let id_of = |row: i64| {
-        body["dead_letters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["outbox_id"] == row)
-            .unwrap()["id"]
-            .as_i64()
-            .unwrap()
-    };
+    s.source_dead_letter(source_id, 99, json!({"n": 7})).await;
     // Still refused: a 400 that says why.
     let (status, answer) = s
         .app
         .call(
             Method::POST,
-            &format!("/v1/apps/shop/dead-letters/{}/replay", id_of(1)),
+            &format!(
+                "/v1/apps/shop/dead-letters/{}/replay",
+                s.dead_letter_id(1).await
+            ),
             Some(&s.key),
             None,
         )
@@ -1066,7 +1078,10 @@ async fn a_source_dead_letter_replays_by_publishing_its_row_once(t: TestDb) {
             .app
             .call(
                 Method::POST,
-                &format!("/v1/apps/shop/dead-letters/{}/replay", id_of(99)),
+                &format!(
+                    "/v1/apps/shop/dead-letters/{}/replay",
+                    s.dead_letter_id(99).await
+                ),
                 Some(&s.key),
                 None,
             )
@@ -1087,6 +1102,48 @@ async fn a_source_dead_letter_replays_by_publishing_its_row_once(t: TestDb) {
         )
         .await;
     assert_eq!((status, &answer["count"]), (200, &json!(0)), "{answer}");
+}
+
+backend_test!(a_selection_of_dead_letters_replays_source_rows_too);
+async fn a_selection_of_dead_letters_replays_source_rows_too(t: TestDb) {
+    let Some(s) = setup(t).await else { return };
+    let source = s.add_source().await;
+    let source_id = source["id"].as_str().unwrap();
+    s.publish("bad topic!", "placed", json!(1), None).await;
+    s.drained().await;
+    s.source_dead_letter(source_id, 99, json!({"n": 8})).await;
+    let (bad, good) = (s.dead_letter_id(1).await, s.dead_letter_id(99).await);
+    let replay = |ids: Vec<i64>| {
+        s.app.call(
+            Method::POST,
+            "/v1/apps/shop/dead-letters/replay",
+            Some(&s.key),
+            Some(json!({"ids": ids})),
+        )
+    };
+    // One selected row still cannot be published: a 400 naming it, and nothing replayed.
+    let (status, answer) = replay(vec![bad, good]).await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("dead letter {bad}")), "{message}");
+    let (_, letter) = s
+        .app
+        .call(
+            Method::GET,
+            &format!("/v1/apps/shop/dead-letters/{good}"),
+            Some(&s.key),
+            None,
+        )
+        .await;
+    assert_eq!(letter["replayed_at"], Value::Null, "{letter}");
+    // The rest of the selection replays: the row is published, once however often.
+    for _ in 0..2 {
+        let (status, answer) = replay(vec![good]).await;
+        assert_eq!((status, &answer["count"]), (200, &json!(1)), "{answer}");
+    }
+    let events = s.events("orders", 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"], json!({"n": 8}));
 }
 
 backend_test!(a_refused_row_reaches_the_dead_letter_triggers_once);
