@@ -15,6 +15,7 @@ use picloud_shared::{AppId, TopicName};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::external_topics::ExternalTopics;
 use crate::sse::Frame;
 
 type ChannelKey = (AppId, TopicName);
@@ -25,6 +26,8 @@ pub struct Broadcaster {
     capacity: usize,
     /// Set at shutdown: every channel is closed and new subscriptions end at once.
     closed: std::sync::atomic::AtomicBool,
+    /// Topics seen external, forgotten when a topic or app is closed.
+    external: ExternalTopics,
 }
 
 impl Broadcaster {
@@ -34,7 +37,13 @@ impl Broadcaster {
             channels: RwLock::new(HashMap::new()),
             capacity: capacity.max(1),
             closed: std::sync::atomic::AtomicBool::new(false),
+            external: ExternalTopics::default(),
         }
+    }
+
+    /// The topics this process has seen external, for minting tokens without a read.
+    pub fn external_topics(&self) -> &ExternalTopics {
+        &self.external
     }
 
     /// A receiver of the topic's frames from now on.
@@ -179,6 +188,7 @@ impl RealtimeBroadcaster for Broadcaster {
     }
 
     fn close_topic(&self, app: &AppId, topic: &TopicName) {
+        self.external.forget_topic(app, topic);
         // Dropping the sender ends every receiver once it has read what was sent.
         let key = (app.clone(), topic.clone());
         self.channels
@@ -188,6 +198,7 @@ impl RealtimeBroadcaster for Broadcaster {
     }
 
     fn close_app(&self, app: &AppId) {
+        self.external.forget_app(app);
         self.channels
             .write()
             .expect("channel map lock")

@@ -28,6 +28,7 @@ pub mod connection_limits;
 pub mod cursor;
 pub mod direct_sse;
 pub mod error;
+pub mod external_topics;
 pub mod metrics;
 pub mod realtime_api;
 pub mod sse;

@@ -315,19 +315,24 @@ pub async fn mint_subscriber_token(
         .collect::<Result<Vec<_>, _>>()?;
     topics.sort();
     topics.dedup();
-    let access = rt
-        .store
-        .topic_access(app, &topics)
-        .await
-        .map_err(Error::Store)?;
-    if let Some((topic, _)) = topics
-        .iter()
-        .zip(&access)
-        .find(|(_, a)| !a.is_some_and(|a| a.external_subscribable))
-    {
-        return Err(ApiError::invalid(format!(
-            "topic '{topic}' is not registered as external_subscribable"
-        )));
+    let external = rt.broadcaster.external_topics();
+    if !external.all_external(app, &topics) {
+        let generation = external.generation();
+        let access = rt
+            .store
+            .topic_access(app, &topics)
+            .await
+            .map_err(Error::Store)?;
+        if let Some((topic, _)) = topics
+            .iter()
+            .zip(&access)
+            .find(|(_, a)| !a.is_some_and(|a| a.external_subscribable))
+        {
+            return Err(ApiError::invalid(format!(
+                "topic '{topic}' is not registered as external_subscribable"
+            )));
+        }
+        external.remember(generation, app, &topics);
     }
     Ok(rt.tokens.mint(app, &topics, ttl, sub).await?)
 }

@@ -67,6 +67,20 @@ impl Fixture {
         }
     }
 
+    /// The status of minting a subscriber token for `topic` on `node`.
+    async fn mint_on(&self, node: &TestApp, topic: &str) -> u16 {
+        let (status, body) = node
+            .call(
+                Method::POST,
+                "/v1/apps/shop/subscriber-tokens",
+                Some(&self.key),
+                Some(json!({"topics": [topic]})),
+            )
+            .await;
+        assert!(matches!(status, 201 | 400), "{status} {body}");
+        status
+    }
+
     /// Publishes `data` and returns its seq.
     async fn publish(&self, topic: &str, data: Value) -> i64 {
         let (status, body) = self
@@ -1122,7 +1136,9 @@ async fn events_published_on_any_postgres_node_reach_subscribers_on_every_node()
             .collect();
         assert_eq!(seqs, all);
     }
-    // Making the topic internal on node A ends its streams on node B too.
+    // Making the topic internal on node A ends its streams on node B too, and node B
+    // mints no more tokens for it (though it just minted one).
+    assert_eq!(f.mint_on(&node_b, "news").await, 201);
     let (status, _) = f
         .app
         .call(
@@ -1135,6 +1151,7 @@ async fn events_published_on_any_postgres_node_reach_subscribers_on_every_node()
     assert_eq!(status, 200);
     assert!(on_b.next().await.is_none(), "node b's stream ends");
     assert!(on_a.next().await.is_none(), "node a's stream ends");
+    assert_eq!(f.mint_on(&node_b, "news").await, 400);
     node_b.stop().await;
     f.app.stop().await;
 }
@@ -1146,6 +1163,8 @@ async fn making_a_topic_internal_or_deleting_it_ends_its_streams(t: TestDb) {
     f.topic("b", "public", true).await;
     let mut both = f.subscribe(&["a", "b"], Subscribe::default()).await;
     let mut only_b = f.subscribe(&["b"], Subscribe::default()).await;
+    assert_eq!(f.mint_on(&f.app, "a").await, 201);
+    assert_eq!(f.mint_on(&f.app, "b").await, 201);
     let (status, _) = f
         .app
         .call(
@@ -1167,6 +1186,7 @@ async fn making_a_topic_internal_or_deleting_it_ends_its_streams(t: TestDb) {
         .err()
         .unwrap();
     assert_eq!(status, 404, "and cannot come back");
+    assert_eq!(f.mint_on(&f.app, "a").await, 400, "no tokens for it either");
     // Streams of other topics go on.
     f.publish("b", json!({})).await;
     assert_eq!(only_b.events(1).await[0].position(), ("b".to_owned(), 1));
@@ -1179,6 +1199,7 @@ async fn making_a_topic_internal_or_deleting_it_ends_its_streams(t: TestDb) {
         only_b.next().await.is_none(),
         "deleting the topic ends its streams"
     );
+    assert_eq!(f.mint_on(&f.app, "b").await, 400);
     f.app.stop().await;
 }
 
