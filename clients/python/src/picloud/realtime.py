@@ -379,22 +379,30 @@ class _Watchdog:
     def __init__(self, response: httpx.Response, timeout: float) -> None:
         self._response = response
         self._deadline = time.monotonic() + timeout
-        self._done = threading.Event()
+        self._wake = threading.Condition()
+        self._done = False
         self.fired = False
         self._thread = threading.Thread(target=self._run, name="picloud-watchdog", daemon=True)
         self._thread.start()
 
     def kick(self, timeout: float) -> None:
-        self._deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            sooner = deadline < self._deadline
+            self._deadline = deadline
+            if sooner:
+                self._wake.notify()
 
     def _run(self) -> None:
-        while not self._done.is_set():
-            left = self._deadline - time.monotonic()
-            if left <= 0:
-                self.fired = True
-                self.cut()
-                return
-            self._done.wait(left)
+        with self._wake:
+            while not self._done:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    self.fired = True
+                    break
+                self._wake.wait(left)
+        if self.fired:
+            self.cut()
 
     def cut(self) -> None:
         stream = self._response.extensions.get("network_stream")
@@ -406,7 +414,9 @@ class _Watchdog:
             self._response.close()
 
     def stop(self) -> None:
-        self._done.set()
+        with self._wake:
+            self._done = True
+            self._wake.notify()
 
 
 class Subscription:
@@ -518,8 +528,10 @@ class Subscription:
         self._watchdog = watchdog
         try:
             for chunk in response.iter_raw():
+                items = core.feed(connection, chunk)
+                # After feeding: a `hello` in this chunk may have named the heartbeat.
                 watchdog.kick(core.heartbeat * 2)
-                yield from core.feed(connection, chunk)
+                yield from items
                 if connection.refresh:
                     connection.refresh = False
                     try:
