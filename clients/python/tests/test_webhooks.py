@@ -125,7 +125,7 @@ class Receiver:
         received = self.requests
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 received.append((dict(self.headers.items()), body))
                 self.send_response(204)
