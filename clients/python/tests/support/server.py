@@ -104,6 +104,7 @@ class PicloudServer:
             "PICLOUD_DATABASE_URL": self.database_url,
             "PICLOUD_SHUTDOWN_GRACE_SEC": "1",
             "PICLOUD_WEBHOOK_ALLOW_PRIVATE": "true",
+            "PICLOUD_SOURCE_ALLOW_PRIVATE": "true",
             "NO_COLOR": "1",
             **self.env,
         }
