@@ -148,4 +148,10 @@ cargo build -p picloud
     npm run test:e2e
 )
 
+# The Python SDK (clients/python): ruff, its generated wire types and sync client checked
+# against docs/openapi.json and the async client, mypy --strict, then pytest against
+# $PICLOUD_BIN (built above), on SQLite and on $PICLOUD_TEST_DATABASE_URL's PostgreSQL.
+step "Python SDK: clients/python/scripts/test.sh"
+"$REPO_ROOT/clients/python/scripts/test.sh"
+
 step "all tests passed"
