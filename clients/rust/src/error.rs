@@ -97,6 +97,15 @@ impl Error {
         }
     }
 
+    /// The error for a non-2xx answer: its status, headers (for `x-request-id` and
+    /// `Retry-After`) and body (`{"error":{"code","message"}}`, or anything else, which
+    /// becomes the code `http_<status>`). For answers of requests made without the SDK.
+    pub fn from_response(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> Self {
+        let status = reqwest::StatusCode::from_u16(status)
+            .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+        crate::http::api_error(status, headers, body)
+    }
+
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::Config(message.into())
     }
