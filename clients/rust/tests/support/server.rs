@@ -279,6 +279,29 @@ impl PicloudServer {
         self.spawn().await;
     }
 
+    /// Runs a `picloud` CLI command on this server's data dir and database, with `stdin`.
+    pub async fn cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        use tokio::io::AsyncWriteExt;
+        let mut child = Command::new(picloud_binary())
+            .args(args)
+            .env("PICLOUD_DATA_DIR", self.data_dir.path())
+            .env("PICLOUD_DATABASE_URL", &self.database_url)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the picloud CLI starts");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        child
+            .wait_with_output()
+            .await
+            .expect("the picloud CLI ends")
+    }
+
     /// A client with the instance admin key.
     pub fn admin(&self) -> Client {
         Client::builder()
