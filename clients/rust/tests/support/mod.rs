@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests.
+
+pub mod mock;
+pub mod openapi;
+pub mod server;
