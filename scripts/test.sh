@@ -73,8 +73,17 @@ if ! "$PYJWT_VENV/bin/python" -c "import jwt, sys; sys.exit(jwt.__version__ != '
 fi
 export PICLOUD_TEST_PYTHON="$PYJWT_VENV/bin/python"
 
+# The SDKs' tests (clients/rust here, the TypeScript and Python ones below) run the real
+# binary, which `cargo test` builds before any test runs; they make their PostgreSQL
+# databases with this psql.
+export PICLOUD_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/picloud"
+export PICLOUD_PSQL="$PGBIN/psql"
+
 step "cargo test --workspace $*"
 cargo test --workspace "$@"
+
+step "cargo doc -p picloud-client (the Rust SDK's docs, warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p picloud-client --no-deps
 
 # The served OpenAPI document, fuzzed against the real binary (in a loopback-only
 # network namespace); fails on any finding. PICLOUD_SKIP_SCHEMATHESIS=1 skips it.
@@ -97,7 +106,6 @@ if [ ! -x /usr/bin/chromium ]; then
     fi
 fi
 
-export PICLOUD_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/picloud"
 step "cargo build -p picloud (the client's integration tests run this binary)"
 cargo build -p picloud
 
