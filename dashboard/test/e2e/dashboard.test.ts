@@ -154,6 +154,7 @@ beforeAll(async () => {
       ...env,
       PICLOUD_BIND: '127.0.0.1:0',
       PICLOUD_WEBHOOK_ALLOW_PRIVATE: 'true',
+      PICLOUD_SOURCE_ALLOW_PRIVATE: 'true', // the source test's database URL is on loopback
       // Real delays: retries wait their 1 s, and an open circuit stays open for its 30 s
       // cool-down, long enough to be looked at.
       PICLOUD_DISPATCH_BACKOFF_SCALE: '1',
