@@ -19,7 +19,7 @@ use picloud_manager_core::cron::run_cron;
 use picloud_manager_core::db::{redact_url, Backend, PoolSize};
 use picloud_manager_core::dispatcher::ssrf::{parse_cidrs, AddressPolicy};
 use picloud_manager_core::dispatcher::{Dispatcher, ScriptHandlers};
-use picloud_manager_core::http::ManagerState;
+use picloud_manager_core::http::{ManagerParts, ManagerState};
 use picloud_manager_core::publish::{Publisher, PublisherConfig};
 use picloud_manager_core::retention::run_retention;
 use picloud_manager_core::run_log::RunLog;
@@ -273,7 +273,7 @@ fn start_manager(
         Duration::from_secs(serve.retention_interval_sec),
         background.clone(),
     ));
-    let manager = ManagerState {
+    let manager = ManagerState::new(ManagerParts {
         db: db.clone(),
         auth: auth.clone(),
         publisher,
@@ -287,7 +287,7 @@ fn start_manager(
         scripts,
         run_log,
         script_cache,
-    };
+    });
     let tasks = vec![
         writer,
         retention,
