@@ -29,7 +29,11 @@ pub struct ExternalTopics {
 struct Inner {
     /// Bumped by every closure, so a read that raced one is not remembered.
     generation: u64,
-    seen: HashMap<(AppId, TopicName), Instant>,
+    /// When each topic was last seen external, by app: looked up by reference, so a
+    /// mint allocates nothing to ask.
+    seen: HashMap<AppId, HashMap<TopicName, Instant>>,
+    /// How many topics `seen` holds in all.
+    entries: usize,
 }
 
 /// Taken before reading the database; [`ExternalTopics::remember`] keeps what was read
@@ -49,12 +53,10 @@ impl ExternalTopics {
 
     /// Whether every one of `topics` of `app` was seen external within [`FRESH_FOR`].
     pub fn all_external(&self, app: &AppId, topics: &[TopicName]) -> bool {
-        let inner = self.lock();
-        topics.iter().all(|topic| {
-            inner
-                .seen
-                .get(&(app.clone(), topic.clone()))
-                .is_some_and(|at| at.elapsed() < FRESH_FOR)
+        self.lock().seen.get(app).is_some_and(|seen| {
+            topics
+                .iter()
+                .all(|topic| seen.get(topic).is_some_and(|at| at.elapsed() < FRESH_FOR))
         })
     }
 
@@ -65,12 +67,17 @@ impl ExternalTopics {
         if inner.generation != generation.0 {
             return;
         }
-        if inner.seen.len() + topics.len() > MAX_ENTRIES {
+        if inner.entries + topics.len() > MAX_ENTRIES {
             inner.seen.clear();
+            inner.entries = 0;
         }
+        let Inner { seen, entries, .. } = &mut *inner;
+        let seen = seen.entry(app.clone()).or_default();
         let now = Instant::now();
         for topic in topics {
-            inner.seen.insert((app.clone(), topic.clone()), now);
+            if seen.insert(topic.clone(), now).is_none() {
+                *entries += 1;
+            }
         }
     }
 
@@ -78,14 +85,22 @@ impl ExternalTopics {
     pub fn forget_topic(&self, app: &AppId, topic: &TopicName) {
         let mut inner = self.lock();
         inner.generation += 1;
-        inner.seen.remove(&(app.clone(), topic.clone()));
+        let forgotten = inner
+            .seen
+            .get_mut(app)
+            .is_some_and(|seen| seen.remove(topic).is_some());
+        if forgotten {
+            inner.entries -= 1;
+        }
     }
 
     /// Forgets every topic of `app`: it was deleted.
     pub fn forget_app(&self, app: &AppId) {
         let mut inner = self.lock();
         inner.generation += 1;
-        inner.seen.retain(|(a, _), _| a != app);
+        if let Some(seen) = inner.seen.remove(app) {
+            inner.entries -= seen.len();
+        }
     }
 }
 
