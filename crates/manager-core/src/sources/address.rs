@@ -49,13 +49,8 @@ pub async fn checked_options(
             SAVE_TIME_RESOLVE_TIMEOUT.as_secs()
         ))),
         Err(HostRefusal::Refused(ip)) => Err(Error::Invalid(format!(
-            "database_url host '{host}' is {ip}, a refused address (loopback, private, \
-             link-local or reserved); {ALLOW_HINT}",
-            ip = if host.trim_matches(['[', ']']) == ip.to_string() {
-                ip.to_string()
-            } else {
-                format!("or resolves to {ip}")
-            }
+            "database_url host '{host}' is or resolves to {ip}, a refused address \
+             (loopback, private, link-local or reserved); {ALLOW_HINT}"
         ))),
     }
 }
