@@ -11,8 +11,12 @@
 # (or user namespaces) for that.
 #
 # schemathesis comes from PyPI into a venv under the target dir, made on first use.
-# Its coverage phase is left out: on this machine's Python it stops with an internal
-# error of hypothesis ("AST constructor recursion depth mismatch"), not a finding.
+# Only its fuzzing phase runs. The coverage phase stops on this machine's Python 3.11
+# with an internal error of hypothesis ("AST constructor recursion depth mismatch"),
+# and the examples phase hit the same code now and then (CI, stop 24: a FlakyFailure
+# raised while hypothesis described a lambda, for POST …/triggers): neither is a
+# finding about PiCloud. The examples phase only ever reached two operations; fuzzing
+# covers all of them.
 # The run is bounded by SCHEMATHESIS_MAX_TIME seconds (default 150) and
 # SCHEMATHESIS_MAX_EXAMPLES cases per operation (default 40).
 #
@@ -42,6 +46,8 @@ PICLOUD_BIN="${PICLOUD_BIN:-$TARGET/debug/picloud}"
 if [ ! -x "$PICLOUD_BIN" ]; then
     cargo build -p picloud
 fi
+# The part inside the namespace runs from a temp dir: a relative path would not resolve.
+PICLOUD_BIN="$(realpath "$PICLOUD_BIN")"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -121,7 +127,7 @@ TOML
 
 "$VENV/bin/schemathesis" --no-color --config-file "$WORK/schemathesis.toml" run "$BASE/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection \
-    --phases examples,fuzzing \
+    --phases fuzzing \
     --max-time "${SCHEMATHESIS_MAX_TIME:-150}" \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-40}" \
     --request-timeout 10 \
