@@ -3,7 +3,9 @@
 #   - throughput: EVENTS events published up front (batched), delivered to a local sink
 #     that answers 200 at once; deliveries/s between the sink's first and last request;
 #   - latency: single events published at RATE/s for SECONDS s; p50/p99/max from each
-#     event's published_at to its arrival at the sink.
+#     event's published_at to its arrival at the sink;
+#   - CPU seconds per 1,000 deliveries of the throughput phase (publishing the backlog
+#     included), PiCloud's and PostgreSQL's (all of the throwaway cluster's processes).
 #
 #   bench/deliveries.sh          # EVENTS=20000 RATE=500 DURATION=10 by default
 #   PACING='{"max_in_flight":1}' bench/deliveries.sh   # the throughput trigger paced
@@ -37,6 +39,29 @@ PIDS=()
 stop_all() { for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; PIDS=(); }
 trap 'rc=$?; stop_all; rm -rf "$WORK"; (exit $rc); cleanup' EXIT
 
+# CPU seconds used so far by a process tree: its root's own and reaped children's time
+# plus each live child's (PostgreSQL's backends are the postmaster's children).
+cpu_seconds() { # cpu_seconds PID
+    python3 - "$1" <<'PY'
+import os, sys
+root = sys.argv[1]
+hz = os.sysconf("SC_CLK_TCK")
+def fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+total = sum(int(v) for v in fields(root)[11:15])  # utime stime cutime cstime
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        f = fields(pid)
+    except OSError:
+        continue
+    if f[1] == root:  # ppid
+        total += int(f[11]) + int(f[12])
+print(f"{total / hz:.2f}")
+PY
+}
+postmaster_pid() { head -1 "$PGTMP/data/postmaster.pid"; }
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
 
@@ -64,6 +89,7 @@ run_backend() { # run_backend NAME URL -> one table row
     "$BIN/picloud" --data-dir "$WORK/$name-data" --database-url "$url" serve --bind "127.0.0.1:$port" \
         --webhook-allow-private true --dispatch-workers 64 >"$WORK/$name.out" 2>"$WORK/$name.err" &
     PIDS+=($!)
+    local server_pid=$!
     for _ in $(seq 100); do curl -fs "$base/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
     admin="$(grep -o 'pk_[A-Za-z0-9_-]\{43\}' "$WORK/$name.out" | head -1)"
     curl -fs -X POST "$base/v1/apps" -H "Authorization: Bearer $admin" -H 'content-type: application/json' -d '{"id":"bench"}' >/dev/null
@@ -72,6 +98,8 @@ run_backend() { # run_backend NAME URL -> one table row
 
     step "$name: $EVENTS deliveries to a sink answering 200 (pacing: ${PACING:-none})"
     start_sink "$name-throughput" "$EVENTS"
+    local server_cpu0 pg_cpu0
+    server_cpu0="$(cpu_seconds "$server_pid")"; pg_cpu0="$(cpu_seconds "$(postmaster_pid)")"
     curl -fs -X POST "$base/v1/apps/bench/triggers" -H "Authorization: Bearer $key" -H 'content-type: application/json' \
         -d "{\"source\":{\"kind\":\"topic\",\"topic\":\"load\"},\"handler\":{\"kind\":\"webhook\",\"url\":\"$SINK_URL\"}${PACING:+,\"pacing\":$PACING}}" >/dev/null
     python3 - "$base" "$key" "$EVENTS" <<'PY'
@@ -84,6 +112,10 @@ for _ in range(total // 1000):
     urllib.request.urlopen(req).read()
 PY
     local throughput; throughput="$(wait_sink "$name-throughput")"
+    # CPU per 1k deliveries over the throughput phase, publishing the backlog included.
+    local server_cpu pg_cpu
+    server_cpu="$(python3 -c "print(f'{($(cpu_seconds "$server_pid") - $server_cpu0) * 1000 / $EVENTS:.3f}')")"
+    pg_cpu="$(python3 -c "print(f'{($(cpu_seconds "$(postmaster_pid)") - $pg_cpu0) * 1000 / $EVENTS:.3f}')")"
 
     step "$name: publish-to-webhook latency at $RATE events/s for ${SECONDS_}s"
     start_sink "$name-latency" "$((RATE * SECONDS_))"
@@ -92,10 +124,11 @@ PY
     "$BIN/paced-publisher" --url "$base/v1/apps/bench/topics/paced/events" --key "$key" --rate "$RATE" --seconds "$SECONDS_" >"$WORK/$name.pub"
     local latency; latency="$(wait_sink "$name-latency")"
     stop_all
-    python3 - "$name" "$throughput" "$latency" "$(cat "$WORK/$name.pub")" <<'PY'
+    python3 - "$name" "$throughput" "$latency" "$(cat "$WORK/$name.pub")" "$server_cpu" "$pg_cpu" <<'PY'
 import json, sys
 name, t, l, p = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
-print(f"| {name} | {t['per_second']:.0f} | {t['distinct']}/{t['deliveries']} | {l['p50_ms']} ms | {l['p99_ms']} ms | {l['max_ms']} ms | {p['published']}/{p['asked']} | {l['distinct']} |")
+server_cpu, pg_cpu = sys.argv[5], (sys.argv[6] if name == "postgres" else "-")
+print(f"| {name} | {t['per_second']:.0f} | {t['distinct']}/{t['deliveries']} | {server_cpu} s | {pg_cpu} s | {l['p50_ms']} ms | {l['p99_ms']} ms | {l['max_ms']} ms | {p['published']}/{p['asked']} | {l['distinct']} |")
 PY
 }
 
@@ -105,7 +138,7 @@ POSTGRES="$(run_backend postgres "postgres://postgres@127.0.0.1:$PGPORT/bench")"
 
 step "results"
 printf '\nmachine: %s cores, %s\n\n' "$(nproc)" "$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs)"
-echo "| backend | deliveries/s | distinct/received | p50 publish-to-webhook at ${RATE}/s | p99 | max | published/asked | delivered (paced) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| backend | deliveries/s | distinct/received | PiCloud CPU per 1k deliveries | PostgreSQL CPU per 1k | p50 publish-to-webhook at ${RATE}/s | p99 | max | published/asked | delivered (paced) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 echo "$SQLITE"
 echo "$POSTGRES"
