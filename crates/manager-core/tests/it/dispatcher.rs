@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use picloud_manager_core::dispatcher::outbox::ClaimedRow;
+use picloud_manager_core::dispatcher::circuit::CircuitPolicy;
+use picloud_manager_core::dispatcher::outbox::{AttemptRecord, ClaimedRow, Finished, Verdict};
 use picloud_manager_core::dispatcher::{Dispatcher, DispatcherConfig, Faults};
 use picloud_manager_core::testing::TestDb;
 use picloud_manager_core::triggers::{
@@ -182,4 +183,153 @@ async fn rows_claimed_as_probes_are_delivered_when_the_due_claim_fails(t: TestDb
     assert_eq!(*seen.lock().unwrap(), [1]);
     stop.cancel();
     running.await.unwrap();
+}
+
+backend_test!(one_recorded_group_keeps_each_attempts_own_outcome);
+async fn one_recorded_group_keeps_each_attempts_own_outcome(t: TestDb) {
+    // Nothing is sent: the rows are claimed and their outcomes recorded directly.
+    seed(&t.db, "http://127.0.0.1:9/hook", 3, Pacing::default(), 3).await;
+    let lease_until = picloud_shared::time::now_ms() + 60_000;
+    let mut claimed =
+        t.db.claim_due("node-a", 10, lease_until, &[], &[])
+            .await
+            .unwrap();
+    claimed.sort_by_key(|row| row.seq);
+    assert_eq!(claimed.len(), 3);
+    let attempt = |status: i64, error: Option<&str>| AttemptRecord {
+        started_at: 1_000,
+        duration_ms: 7,
+        status: Some(status),
+        error: error.map(str::to_owned),
+        response_body: Some(format!("body {status}")),
+        response_bytes: Some(8),
+    };
+    let verdicts = [
+        (attempt(200, None), Verdict::Delivered),
+        (
+            attempt(500, Some("boom")),
+            Verdict::Retry {
+                next_attempt_at: 4_242,
+            },
+        ),
+        (
+            attempt(503, Some("gone")),
+            Verdict::Exhausted {
+                disable_reason: None,
+            },
+        ),
+    ];
+    let group: Vec<Finished> = claimed
+        .into_iter()
+        .zip(verdicts)
+        .map(|(row, (attempt, verdict))| Finished {
+            row,
+            attempt,
+            verdict,
+        })
+        .collect();
+
+    let dead_letters =
+        t.db.record_finished(&group, &CircuitPolicy::STANDARD)
+            .await
+            .unwrap();
+
+    assert!(dead_letters[0].is_none() && dead_letters[1].is_none());
+    let dead_letter = dead_letters[2].expect("the exhausted attempt is dead-lettered");
+    type OutboxRow = (
+        i64,
+        String,
+        i64,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        bool,
+    );
+    let rows: Vec<OutboxRow> = on_db!(&t.db, pool, {
+        sqlx::query_as(
+            "SELECT seq, state, next_attempt_at, lease_until, leased_by, last_status, last_error,
+                    finished_at IS NOT NULL
+             FROM outbox WHERE dead_letter_id IS NULL ORDER BY seq",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    });
+    assert_eq!(
+        rows,
+        [
+            (1, "delivered".into(), 0, None, None, Some(200), None, true),
+            (
+                2,
+                "pending".into(),
+                4_242,
+                None,
+                None,
+                Some(500),
+                Some("boom".into()),
+                false
+            ),
+            (
+                3,
+                "dead".into(),
+                0,
+                None,
+                None,
+                Some(503),
+                Some("gone".into()),
+                true
+            ),
+        ],
+        "each row got its own attempt's outcome, and every lease was let go"
+    );
+    type AttemptRow = (
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+    );
+    let attempts: Vec<AttemptRow> = on_db!(&t.db, pool, {
+        sqlx::query_as(
+            "SELECT o.seq, a.attempt, a.started_at, a.duration_ms, a.status_code, a.error,
+                    a.response_body, a.response_bytes
+             FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id ORDER BY o.seq",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    });
+    let expected_attempt = |seq: i64, status: i64, error: Option<&str>| {
+        let body = Some(format!("body {status}"));
+        (
+            seq,
+            1,
+            1_000,
+            7,
+            Some(status),
+            error.map(str::to_owned),
+            body,
+            Some(8),
+        )
+    };
+    assert_eq!(
+        attempts,
+        [
+            expected_attempt(1, 200, None),
+            expected_attempt(2, 500, Some("boom")),
+            expected_attempt(3, 503, Some("gone")),
+        ]
+    );
+    let letter: (i64, Option<String>, Option<i64>) = on_db!(&t.db, pool, {
+        sqlx::query_as("SELECT seq, last_error, last_status FROM dead_letters WHERE id = $1")
+            .bind(dead_letter)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(letter, (3, Some("gone".into()), Some(503)));
 }
