@@ -177,12 +177,21 @@ impl Db {
         );
         // For an `ordered` trigger only the head of each topic is due: a row waits while an
         // earlier event of its topic is still pending (in flight or failing) for the trigger.
+        // The triggers are excluded with NOT IN rather than joined: PostgreSQL rarely has
+        // statistics for the small triggers table, and without them it guessed that a
+        // join kept 1 row in 200 and sorted the whole backlog for every claim (20 ms a
+        // claim at 20,000 pending rows) instead of reading the first rows of an index in
+        // this order (under 1 ms; `outbox_pending_order` on PostgreSQL, `outbox_due` with
+        // its rowid on SQLite).
         let due = format!(
-            "SELECT o.id FROM outbox o JOIN triggers t ON t.id = o.trigger_id
+            "SELECT o.id FROM outbox o
              WHERE o.state = 'pending' AND o.next_attempt_at <= $3
-               AND (o.lease_until IS NULL OR o.lease_until < $3) AND t.enabled = $5
-               AND t.circuit_state = 'closed' {skip}
-               AND (t.ordered = $6 OR NOT EXISTS (
+               AND (o.lease_until IS NULL OR o.lease_until < $3)
+               AND o.trigger_id NOT IN (
+                   SELECT id FROM triggers WHERE enabled <> $5 OR circuit_state <> 'closed')
+               {skip}
+               AND (o.trigger_id NOT IN (SELECT id FROM triggers WHERE ordered <> $6)
+                    OR NOT EXISTS (
                    SELECT 1 FROM outbox p
                    WHERE p.trigger_id = o.trigger_id AND p.state = 'pending'
                      AND p.topic = o.topic AND p.seq < o.seq))
