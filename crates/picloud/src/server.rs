@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -156,19 +156,11 @@ pub async fn build_app_with(
         background.clone(),
     )));
     tasks.push(realtime.spawn_background(background.clone()));
-    let mut router = routes(
-        db.clone(),
-        manager,
-        realtime.router(),
-        stats,
+    let router = with_middleware(
+        routes(db.clone(), manager, realtime.router(), stats),
         serve.max_body_bytes as usize,
+        cors.clone(),
     );
-    if let Some(cors) = &cors {
-        router = router.layer(middleware::from_fn_with_state(
-            cors.clone(),
-            cors_on_browser_routes,
-        ));
-    }
     let listener = TcpListener::bind(serve.bind)
         .await
         .map_err(|source| Error::Listen {
@@ -442,14 +434,13 @@ async fn cors_on_browser_routes(
     }
 }
 
-/// Every route of every crate, with the middleware stack. The OpenAPI document is
-/// generated here from the handlers' annotations.
+/// Every route of every crate, behind the access check and the request metrics each
+/// route applies. The OpenAPI document is generated here from the handlers' annotations.
 fn routes(
     db: Db,
     manager: ManagerState,
     realtime: utoipa_axum::router::OpenApiRouter,
     stats: Stats,
-    max_body_bytes: usize,
 ) -> Router {
     let auth = manager.auth.clone();
     let openapi_json = Arc::new(std::sync::OnceLock::new());
@@ -482,10 +473,20 @@ fn routes(
         .route_layer(middleware::from_fn(record_http_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal().into_response()
-        }))
+}
+
+/// `routes` behind the middleware every request passes through (outermost first): CORS
+/// on the browser-facing routes when configured, draining unread bodies, request ids,
+/// the request's span, catching panics, the body limit. The stack is wrapped once
+/// around the whole router: `Router::layer` would wrap every route in it, and each
+/// request would then clone the whole boxed stack (34 boxed services a publish, 6% of
+/// its instructions).
+fn with_middleware(routes: Router, max_body_bytes: usize, cors: Option<CorsLayer>) -> Router {
+    let stack = ServiceBuilder::new()
+        .option_layer(cors.map(|cors| middleware::from_fn_with_state(cors, cors_on_browser_routes)))
+        .layer(middleware::from_fn(crate::body_drain::drain_unread_body))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let request_id = request
@@ -503,9 +504,12 @@ fn routes(
                 )
             }),
         )
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(middleware::from_fn(crate::body_drain::drain_unread_body))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal().into_response()
+        }))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .service(routes);
+    Router::new().fallback_service(stack)
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
