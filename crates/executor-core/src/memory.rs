@@ -17,18 +17,26 @@ thread_local! {
     static NET_ALLOCATED: Cell<i64> = const { Cell::new(0) };
 }
 
-/// The system allocator, counting each thread's net allocations.
-pub struct CountingAllocator;
+/// An allocator that counts each thread's net allocations and hands every call to `A`
+/// (the binary picks the allocator; the counting is the same whichever it is).
+pub struct CountingAllocator<A = System>(A);
+
+impl<A> CountingAllocator<A> {
+    /// Counts the allocations made through `inner`.
+    pub const fn new(inner: A) -> Self {
+        CountingAllocator(inner)
+    }
+}
 
 fn count(bytes: i64) {
     let _ = NET_ALLOCATED.try_with(|net| net.set(net.get().wrapping_add(bytes)));
 }
 
-// SAFETY: every call is passed to `System` unchanged; the counting has no effect on the
-// memory handed out.
-unsafe impl GlobalAlloc for CountingAllocator {
+// SAFETY: every call is passed to the inner allocator unchanged; the counting has no
+// effect on the memory handed out.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAllocator<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
+        let ptr = unsafe { self.0.alloc(layout) };
         if !ptr.is_null() {
             count(layout.size() as i64);
         }
@@ -36,7 +44,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        let ptr = unsafe { self.0.alloc_zeroed(layout) };
         if !ptr.is_null() {
             count(layout.size() as i64);
         }
@@ -44,12 +52,12 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { self.0.dealloc(ptr, layout) };
         count(-(layout.size() as i64));
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        let new = unsafe { self.0.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             count(new_size as i64 - layout.size() as i64);
         }

@@ -9,11 +9,11 @@ use picloud::{commands, fd_limit, telemetry};
 use picloud_manager_core::db::redact_url;
 use tokio_util::sync::CancellationToken;
 
-// Counts each thread's allocations, so a script run's memory limit can be enforced (see
-// picloud_executor_core::memory).
+// mimalloc, counting each thread's allocations so a script run's memory limit can be
+// enforced (see picloud_executor_core::memory).
 #[global_allocator]
-static ALLOCATOR: picloud_executor_core::memory::CountingAllocator =
-    picloud_executor_core::memory::CountingAllocator;
+static ALLOCATOR: picloud_executor_core::memory::CountingAllocator<mimalloc::MiMalloc> =
+    picloud_executor_core::memory::CountingAllocator::new(mimalloc::MiMalloc);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -16,7 +16,7 @@ use fake_host::FakeHost;
 // As in the server binary: the memory limit reads this allocator's counts.
 #[global_allocator]
 static ALLOCATOR: picloud_executor_core::memory::CountingAllocator =
-    picloud_executor_core::memory::CountingAllocator;
+    picloud_executor_core::memory::CountingAllocator::new(std::alloc::System);
 
 /// An executor with `workers` threads, a queue of 4 and a `timeout_ms` time limit, over a
 /// fresh fake host.
