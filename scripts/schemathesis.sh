@@ -4,6 +4,8 @@
 # content_type_conformance, response_schema_conformance, negative_data_rejection).
 #
 #   scripts/schemathesis.sh
+#   scripts/schemathesis.sh --install-only   # only make the venv (scripts/test.sh does
+#                                            # this in the background, early)
 #
 # The fuzzer creates triggers with arbitrary webhook URLs, so the server and the fuzzer
 # run inside a network namespace of their own that has only a loopback interface
@@ -40,6 +42,9 @@ VENV="$TARGET/schemathesis-venv"
 if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+if [ "${1:-}" = "--install-only" ]; then
+    exit 0
 fi
 
 PICLOUD_BIN="${PICLOUD_BIN:-$TARGET/debug/picloud}"

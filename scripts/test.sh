@@ -7,9 +7,12 @@
 #   1. makes sure PostgreSQL server binaries are installed (installs them with apt when root),
 #   2. starts a throwaway PostgreSQL cluster in a temp dir on a free port of 127.0.0.1
 #      and exports PICLOUD_TEST_DATABASE_URL (tests create their own databases from it),
-#   3. runs cargo fmt --check, clippy's lints (-D warnings) and cargo test, then the TypeScript
-#      client's and the dashboard's steps (the dashboard fails when dashboard/dist is stale),
-#   4. always stops the cluster and removes the temp dir on exit.
+#   3. installs Chromium, the npm packages and the Python venvs in the background,
+#   4. runs cargo fmt --check, clippy's lints (-D warnings) and cargo test, then two lanes
+#      side by side: the Rust SDK's docs, schemathesis and the Python SDK's checks; the
+#      TypeScript client's and the dashboard's (which fail when generated files or
+#      dashboard/dist are stale),
+#   5. always stops the cluster, its background jobs and removes the temp dir on exit.
 #
 # Environment knobs (debugging):
 #   PICLOUD_TEST_ONLY_DB=1   only start the database, print `select version()` through
@@ -50,6 +53,43 @@ if [ "${#missing[@]}" -gt 0 ]; then
     command -v rustup >/dev/null 2>&1 || die "missing ${missing[*]} and rustup is not available to install them"
     rustup component add "${missing[@]}"
 fi
+
+# Chromium, the npm packages and the Python venvs the later steps need wait mostly on the
+# network and the disk, while the Rust build below keeps both cores busy for most of a
+# cold run: they are installed beside it, and the first step that needs them waits for
+# them and prints what they printed.
+INSTALL_LOG="$PGTMP/installs.log"
+install_tools() {
+    if [ ! -x /usr/bin/chromium ]; then
+        [ "$(id -u)" = "0" ] || die "/usr/bin/chromium is missing; install Debian's chromium package (apt-get install chromium)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+    (cd "$REPO_ROOT/clients/typescript" && npm ci --no-audit --no-fund)
+    (cd "$REPO_ROOT/dashboard" && npm ci --no-audit --no-fund)
+    "$REPO_ROOT/scripts/schemathesis.sh" --install-only
+    "$REPO_ROOT/clients/python/scripts/test.sh" --install-only
+}
+step "installing Chromium, the npm packages and the Python venvs in the background"
+install_tools >"$INSTALL_LOG" 2>&1 &
+INSTALL_PID=$!
+installed() {
+    [ -n "$INSTALL_PID" ] || return 0
+    step "waiting for the background installs"
+    local rc=0
+    wait "$INSTALL_PID" || rc=$?
+    INSTALL_PID=""
+    cat "$INSTALL_LOG"
+    [ "$rc" -eq 0 ] || die "the background installs failed (output above)"
+}
+# A failing step leaves nothing running: postgres.sh's exit trap calls this first.
+LANE_PID=""
+before_cleanup() {
+    local pid
+    for pid in $INSTALL_PID $LANE_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+}
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
@@ -93,13 +133,27 @@ export PICLOUD_PSQL="$PGBIN/psql"
 step "cargo test --workspace $* (clippy's lints in the build)"
 RUSTC_WORKSPACE_WRAPPER="$LINTED" cargo test --workspace "$@"
 
-step "cargo doc -p picloud-client (the Rust SDK's docs, warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc -p picloud-client --no-deps
+# The steps after `cargo test` run in two lanes, each mostly one core's work: the Rust
+# SDK's docs, schemathesis and the Python SDK in the background (their output is
+# printed when they are done), the TypeScript client and the dashboard here.
+installed
+LANE_LOG="$PGTMP/lane.log"
+(
+    step "cargo doc -p picloud-client (the Rust SDK's docs, warnings are errors)"
+    RUSTDOCFLAGS="-D warnings" cargo doc -p picloud-client --no-deps
 
-# The served OpenAPI document, fuzzed against the real binary (in a loopback-only
-# network namespace); fails on any finding. PICLOUD_SKIP_SCHEMATHESIS=1 skips it.
-step "schemathesis against the served OpenAPI document"
-"$REPO_ROOT/scripts/schemathesis.sh"
+    # The served OpenAPI document, fuzzed against the real binary (in a loopback-only
+    # network namespace); fails on any finding. PICLOUD_SKIP_SCHEMATHESIS=1 skips it.
+    step "schemathesis against the served OpenAPI document"
+    "$REPO_ROOT/scripts/schemathesis.sh"
+
+    # The Python SDK (clients/python): ruff, its generated wire types and sync client
+    # checked against docs/openapi.json and the async client, mypy --strict, then pytest
+    # against $PICLOUD_BIN, on SQLite and on $PICLOUD_TEST_DATABASE_URL's PostgreSQL.
+    step "Python SDK: clients/python/scripts/test.sh"
+    "$REPO_ROOT/clients/python/scripts/test.sh"
+) >"$LANE_LOG" 2>&1 &
+LANE_PID=$!
 
 # ---------------------------------------------------------------------------
 # TypeScript client and dashboard tests
@@ -107,20 +161,8 @@ step "schemathesis against the served OpenAPI document"
 # @picloud/client (clients/typescript): its wire types regenerated from docs/openapi.json
 # (fails when the committed ones are stale), lint, typecheck, unit tests, build, then the
 # integration tests against target/debug/picloud and the headless Chromium test.
-step "TypeScript client: chromium for the browser test"
-if [ ! -x /usr/bin/chromium ]; then
-    if [ "$(id -u)" = "0" ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    else
-        die "/usr/bin/chromium is missing; install Debian's chromium package (apt-get install chromium)"
-    fi
-fi
-
 (
     cd "$REPO_ROOT/clients/typescript"
-    step "TypeScript client: npm ci"
-    npm ci --no-audit --no-fund
     step "TypeScript client: regenerate the wire types from docs/openapi.json"
     npm run generate
     if [ -n "$(git -C "$REPO_ROOT" status --porcelain -- clients/typescript/src/generated)" ]; then
@@ -148,8 +190,6 @@ fi
 # $PICLOUD_BIN (built above, with the same dist/ embedded).
 (
     cd "$REPO_ROOT/dashboard"
-    step "dashboard: npm ci"
-    npm ci --no-audit --no-fund
     step "dashboard: svelte-check (strict TypeScript and accessibility)"
     npm run check
     step "dashboard: component tests (vitest)"
@@ -164,10 +204,11 @@ fi
     npm run test:e2e
 )
 
-# The Python SDK (clients/python): ruff, its generated wire types and sync client checked
-# against docs/openapi.json and the async client, mypy --strict, then pytest against
-# $PICLOUD_BIN (built above), on SQLite and on $PICLOUD_TEST_DATABASE_URL's PostgreSQL.
-step "Python SDK: clients/python/scripts/test.sh"
-"$REPO_ROOT/clients/python/scripts/test.sh"
+step "waiting for the other lane: cargo doc, schemathesis, the Python SDK"
+lane_rc=0
+wait "$LANE_PID" || lane_rc=$?
+LANE_PID=""
+cat "$LANE_LOG"
+[ "$lane_rc" -eq 0 ] || die "the lane of cargo doc, schemathesis and the Python SDK failed (output above)"
 
 step "all tests passed"

@@ -82,6 +82,8 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
+    # A sourcing script's own clean-up (its background jobs), before the cluster goes.
+    if declare -F before_cleanup >/dev/null; then before_cleanup; fi
     if [ -n "$PGTMP" ] && [ -d "$PGTMP" ]; then
         if [ "$PG_STARTED" -eq 1 ] && [ -f "$PGTMP/data/postmaster.pid" ]; then
             echo "==> stopping test PostgreSQL"

@@ -2,6 +2,7 @@
 # The Python SDK's checks: lint, format, generated files, types, tests.
 #
 #   clients/python/scripts/test.sh [extra pytest args]
+#   clients/python/scripts/test.sh --install-only   # only the venv and the package
 #
 # Makes (or reuses) a venv under ${CARGO_TARGET_DIR:-<repo>/target}/python-sdk-venv,
 # installs the package editable with its pinned dev tools, then runs ruff (check and
@@ -27,6 +28,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 step "Python SDK: pip install -e '$SDK[outbox,dev]'"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$SDK[outbox,dev]"
+if [ "${1:-}" = "--install-only" ]; then
+    exit 0
+fi
 
 export PICLOUD_BIN="${PICLOUD_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/picloud}"
 
