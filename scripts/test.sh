@@ -8,9 +8,9 @@
 #   2. starts a throwaway PostgreSQL cluster in a temp dir on a free port of 127.0.0.1
 #      and exports PICLOUD_TEST_DATABASE_URL (tests create their own databases from it),
 #   3. installs Chromium, the npm packages and the Python venvs in the background,
-#   4. runs cargo fmt --check, clippy's lints (-D warnings) and cargo test, then two lanes
-#      side by side: the Rust SDK's docs, schemathesis and the Python SDK's checks; the
-#      TypeScript client's and the dashboard's (which fail when generated files or
+#   4. runs cargo fmt --check, clippy's lints (-D warnings) and cargo test, then three
+#      lanes side by side: schemathesis; the Rust SDK's docs and the Python SDK's checks;
+#      the TypeScript client's and the dashboard's (which fail when generated files or
 #      dashboard/dist are stale),
 #   5. always stops the cluster, its background jobs and removes the temp dir on exit.
 #
@@ -83,10 +83,10 @@ installed() {
     [ "$rc" -eq 0 ] || die "the background installs failed (output above)"
 }
 # A failing step leaves nothing running: postgres.sh's exit trap calls this first.
-LANE_PID=""
+LANE_PIDS=()
 before_cleanup() {
     local pid
-    for pid in $INSTALL_PID $LANE_PID; do
+    for pid in $INSTALL_PID "${LANE_PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
 }
@@ -133,27 +133,38 @@ export PICLOUD_PSQL="$PGBIN/psql"
 step "cargo test --workspace $* (clippy's lints in the build)"
 RUSTC_WORKSPACE_WRAPPER="$LINTED" cargo test --workspace "$@"
 
-# The steps after `cargo test` run in two lanes, each mostly one core's work: the Rust
-# SDK's docs, schemathesis and the Python SDK in the background (their output is
-# printed when they are done), the TypeScript client and the dashboard here.
-installed
-LANE_LOG="$PGTMP/lane.log"
-(
-    step "cargo doc -p picloud-client (the Rust SDK's docs, warnings are errors)"
-    RUSTDOCFLAGS="-D warnings" cargo doc -p picloud-client --no-deps
+# The steps after `cargo test` run in three lanes, each mostly one core's work or less:
+# schemathesis, and the Rust SDK's docs then the Python SDK, in the background (their
+# output is printed when they are done); the TypeScript client and the dashboard here.
+# lane NAME FUNCTION: runs FUNCTION in the background, its output in $PGTMP/NAME.log.
+lane() {
+    "$2" >"$PGTMP/$1.log" 2>&1 &
+    LANE_PIDS+=("$!")
+    LANE_NAMES+=("$1")
+}
+LANE_NAMES=()
 
-    # The served OpenAPI document, fuzzed against the real binary (in a loopback-only
-    # network namespace); fails on any finding. PICLOUD_SKIP_SCHEMATHESIS=1 skips it.
+# The served OpenAPI document, fuzzed against the real binary (in a loopback-only
+# network namespace); fails on any finding. PICLOUD_SKIP_SCHEMATHESIS=1 skips it.
+fuzz_api() {
     step "schemathesis against the served OpenAPI document"
     "$REPO_ROOT/scripts/schemathesis.sh"
+}
 
-    # The Python SDK (clients/python): ruff, its generated wire types and sync client
-    # checked against docs/openapi.json and the async client, mypy --strict, then pytest
-    # against $PICLOUD_BIN, on SQLite and on $PICLOUD_TEST_DATABASE_URL's PostgreSQL.
+# The Rust SDK's docs (warnings are errors); then the Python SDK (clients/python): ruff,
+# its generated wire types and sync client checked against docs/openapi.json and the
+# async client, mypy --strict, then pytest against $PICLOUD_BIN, on SQLite and on
+# $PICLOUD_TEST_DATABASE_URL's PostgreSQL.
+sdk_docs_and_python() {
+    step "cargo doc -p picloud-client (the Rust SDK's docs, warnings are errors)"
+    RUSTDOCFLAGS="-D warnings" cargo doc -p picloud-client --no-deps
     step "Python SDK: clients/python/scripts/test.sh"
     "$REPO_ROOT/clients/python/scripts/test.sh"
-) >"$LANE_LOG" 2>&1 &
-LANE_PID=$!
+}
+
+installed
+lane schemathesis fuzz_api
+lane sdks sdk_docs_and_python
 
 # ---------------------------------------------------------------------------
 # TypeScript client and dashboard tests
@@ -204,11 +215,15 @@ LANE_PID=$!
     npm run test:e2e
 )
 
-step "waiting for the other lane: cargo doc, schemathesis, the Python SDK"
-lane_rc=0
-wait "$LANE_PID" || lane_rc=$?
-LANE_PID=""
-cat "$LANE_LOG"
-[ "$lane_rc" -eq 0 ] || die "the lane of cargo doc, schemathesis and the Python SDK failed (output above)"
+failed=()
+for i in "${!LANE_PIDS[@]}"; do
+    step "waiting for the ${LANE_NAMES[$i]} lane"
+    lane_rc=0
+    wait "${LANE_PIDS[$i]}" || lane_rc=$?
+    cat "$PGTMP/${LANE_NAMES[$i]}.log"
+    [ "$lane_rc" -eq 0 ] || failed+=("${LANE_NAMES[$i]}")
+done
+LANE_PIDS=()
+[ "${#failed[@]}" -eq 0 ] || die "lanes failed: ${failed[*]} (output above)"
 
 step "all tests passed"
