@@ -21,8 +21,37 @@ use crate::error::Result;
 /// How often the queue gauges are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A delivery task's result: its trigger, and whether it was delivered.
-type Delivery = (String, bool);
+/// A delivery task's result.
+struct Delivery {
+    app: String,
+    trigger: String,
+    delivered: bool,
+}
+
+/// What a claim found out when it left out apps at their share of the workers and came
+/// back with fewer rows than it asked for: the other apps had nothing more due. Until
+/// something could change that (a publish wakes the loop, the sleep for the next due row
+/// ends, a delivery of another app finishes, a poll interval passes), a claim leaving
+/// out at least these apps and triggers would come back empty, and on PostgreSQL it reads
+/// every due row of the apps left out to find that out; so it is not made. (The claims
+/// between, with no app at its share, take due rows of every app in due order.)
+struct Dry {
+    apps: Vec<String>,
+    triggers: Vec<String>,
+    until: tokio::time::Instant,
+}
+
+impl Dry {
+    /// Whether a claim leaving out `apps` and `triggers` now would find nothing either.
+    fn covers(&self, apps: &[String], triggers: &[String]) -> bool {
+        tokio::time::Instant::now() < self.until
+            && self.apps.iter().all(|app| apps.contains(app))
+            && self
+                .triggers
+                .iter()
+                .all(|trigger| triggers.contains(trigger))
+    }
+}
 
 /// What the loop keeps from one round to the next.
 struct ClaimLoop {
@@ -35,6 +64,8 @@ struct ClaimLoop {
     /// Rows to hand back to the database (outbox id, due time), written once per round.
     give_back: Vec<(i64, i64)>,
     in_flight: JoinSet<Delivery>,
+    /// Set while the apps not at their share are known to have nothing due.
+    dry: Option<Dry>,
 }
 
 /// What one claim round leaves for the wait that follows it.
@@ -165,6 +196,7 @@ impl ClaimLoop {
             waiting: Waiting::default(),
             give_back: Vec::new(),
             in_flight: JoinSet::new(),
+            dry: None,
         }
     }
 
@@ -194,7 +226,20 @@ impl ClaimLoop {
         let claimed = if free == 0 {
             Vec::new()
         } else {
-            self.claim(free, &skip, &skip_apps).await
+            let dry = self
+                .dry
+                .as_ref()
+                .is_some_and(|dry| dry.covers(&skip_apps, &skip));
+            let (claimed, due) = self.claim(free, &skip, &skip_apps, !dry).await;
+            // A claim leaving out no app says nothing of the other apps' newer rows.
+            if let (Some(due), false) = (due, skip_apps.is_empty()) {
+                self.dry = (due < free).then(|| Dry {
+                    apps: skip_apps.clone(),
+                    triggers: skip.clone(),
+                    until: tokio::time::Instant::now() + this.config.poll_interval,
+                });
+            }
+            claimed
         };
         let full_batch = free > 0 && claimed.len() == free;
         if let Some(wait) = self.offer(claimed).await {
@@ -213,16 +258,29 @@ impl ClaimLoop {
         }
     }
 
-    /// Claims one probe per circuit whose cool-down is over, then up to `free` due rows
-    /// of triggers whose circuit is closed.
-    async fn claim(&self, free: usize, skip: &[String], skip_apps: &[String]) -> Vec<ClaimedRow> {
+    /// Claims one probe per circuit whose cool-down is over, then (with `due`) up to
+    /// `free` due rows of triggers whose circuit is closed. Returns the rows and how many
+    /// due rows the second claim found, when it ran and succeeded.
+    async fn claim(
+        &self,
+        free: usize,
+        skip: &[String],
+        skip_apps: &[String],
+        due: bool,
+    ) -> (Vec<ClaimedRow>, Option<usize>) {
         let this = &self.dispatcher;
         let lease_until = now_ms() + this.config.lease.as_millis() as i64;
         let probes = this
             .db
             .claim_probes(&this.config.node_id, lease_until, this.config.lease)
             .await;
-        let due = this.claim_due(free, lease_until, skip, skip_apps).await;
+        let (due, found) = if due {
+            let rows = this.claim_due(free, lease_until, skip, skip_apps).await;
+            let found = rows.as_ref().ok().map(Vec::len);
+            (rows, found)
+        } else {
+            (Ok(Vec::new()), None)
+        };
         // Rows one query leased are delivered even when the other query failed: dropping
         // them would leave them idle until their lease ran out, with an attempt spent.
         let mut claimed = Vec::new();
@@ -232,7 +290,7 @@ impl ClaimLoop {
                 Err(error) => tracing::warn!(%error, "claiming outbox rows failed"),
             }
         }
-        claimed
+        (claimed, found)
     }
 
     /// Offers claimed rows to the pacer and starts those it admits; returns how soon a
@@ -286,6 +344,8 @@ impl ClaimLoop {
             sleep = sleep.min(soonest.max(Duration::from_millis(1)));
         }
         let claim_at = tokio::time::Instant::now() + sleep;
+        // Only finished deliveries of the apps left out keep what the claim found dry.
+        let mut by_finishes = false;
         loop {
             let start_in = next_start.map(|wait| wait.max(Duration::from_millis(1)));
             let watch_finishes = free == 0
@@ -307,6 +367,7 @@ impl ClaimLoop {
                         skipped_triggers.contains(&trigger) && !self.waiting.has(&trigger)
                     });
                     if !self.give_back.is_empty() || paced_freed || finished >= batch {
+                        by_finishes = true;
                         break;
                     }
                     next_start = self.start_ready().await;
@@ -315,6 +376,9 @@ impl ClaimLoop {
                     next_start = self.start_ready().await;
                 }
             }
+        }
+        if !by_finishes {
+            self.dry = None;
         }
     }
 
@@ -349,10 +413,15 @@ impl ClaimLoop {
         let trigger = row.trigger_id.clone();
         // The trigger's in-flight slot is given back when the task ends, however it ends.
         let slot = pacing::Slot::held(self.pacer.clone(), trigger.clone(), row.app_id.clone());
+        let app = row.app_id.clone();
         self.in_flight.spawn(async move {
             let delivered = this.deliver(row, plan).await;
             drop((slot, permit));
-            (trigger, delivered)
+            Delivery {
+                app,
+                trigger,
+                delivered,
+            }
         });
     }
 
@@ -365,12 +434,29 @@ impl ClaimLoop {
 
     /// Notes a finished delivery task and returns its trigger: when the delivery failed,
     /// the rows waiting for that trigger go back to the database, where the circuit
-    /// breaker decides when they are tried.
+    /// breaker decides when they are tried. A delivery of an app the last claim did not
+    /// leave out may have made more of its rows claimable (an ordered trigger's next
+    /// row, a closed circuit), so the next claim is made.
     fn note_finished(
         &mut self,
         done: std::result::Result<Delivery, tokio::task::JoinError>,
     ) -> Option<String> {
-        let (trigger, delivered) = done.ok()?;
+        let Ok(Delivery {
+            app,
+            trigger,
+            delivered,
+        }) = done
+        else {
+            self.dry = None;
+            return None;
+        };
+        if self
+            .dry
+            .as_ref()
+            .is_some_and(|dry| !dry.apps.contains(&app))
+        {
+            self.dry = None;
+        }
         if !delivered {
             let now = now_ms();
             self.give_back
