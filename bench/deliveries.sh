@@ -20,6 +20,8 @@ PACING="${PACING:-}"
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# PG_STATS=1 loads pg_stat_statements and prints PostgreSQL's busiest statements of the
+# throughput phase (calls, total and mean time, rows) on stderr: where its CPU goes.
 # PICLOUD_BIN_DIR=dir runs the binaries in dir (picloud, webhook-sink, paced-publisher)
 # instead of building this checkout: to compare two commits in one sitting.
 if [ -n "${PICLOUD_BIN_DIR:-}" ]; then
@@ -32,7 +34,11 @@ fi
 
 # shellcheck source=scripts/lib/postgres.sh
 source "$REPO_ROOT/scripts/lib/postgres.sh"
-pg_start_cluster ""
+if [ "${PG_STATS:-}" = "1" ]; then
+    pg_start_cluster "-c shared_preload_libraries=pg_stat_statements"
+else
+    pg_start_cluster ""
+fi
 
 WORK="$(mktemp -d)"
 PIDS=()
@@ -98,6 +104,9 @@ run_backend() { # run_backend NAME URL -> one table row
 
     step "$name: $EVENTS deliveries to a sink answering 200 (pacing: ${PACING:-none})"
     start_sink "$name-throughput" "$EVENTS"
+    if [ "$name" = postgres ] && [ "${PG_STATS:-}" = "1" ]; then
+        "$PGBIN/psql" -q "$url" -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements' -c 'SELECT pg_stat_statements_reset()' >/dev/null
+    fi
     local server_cpu0 pg_cpu0
     server_cpu0="$(cpu_seconds "$server_pid")"; pg_cpu0="$(cpu_seconds "$(postmaster_pid)")"
     curl -fs -X POST "$base/v1/apps/bench/triggers" -H "Authorization: Bearer $key" -H 'content-type: application/json' \
@@ -116,6 +125,12 @@ PY
     local server_cpu pg_cpu
     server_cpu="$(python3 -c "print(f'{($(cpu_seconds "$server_pid") - $server_cpu0) * 1000 / $EVENTS:.3f}')")"
     pg_cpu="$(python3 -c "print(f'{($(cpu_seconds "$(postmaster_pid)") - $pg_cpu0) * 1000 / $EVENTS:.3f}')")"
+    if [ "$name" = postgres ] && [ "${PG_STATS:-}" = "1" ]; then
+        step "$name: PostgreSQL's busiest statements over the throughput phase"
+        "$PGBIN/psql" "$url" -P pager=off -c "SELECT calls, round(total_exec_time) AS total_ms,
+            round(mean_exec_time::numeric, 2) AS mean_ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
+            FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 10" >&2
+    fi
 
     step "$name: publish-to-webhook latency at $RATE events/s for ${SECONDS_}s"
     start_sink "$name-latency" "$((RATE * SECONDS_))"

@@ -5,11 +5,15 @@
 # connection. (Idle SSE subscribers on the direct path are measured by bench/fanout.sh.)
 #
 #   bench/idle-connections.sh          # N=2000
+#   PICLOUD_BIN=/some/picloud bench/idle-connections.sh   # a prebuilt binary
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N="${N:-2000}"
-cargo build --release -q -p picloud
-python3 - "target/release/picloud" "$N" <<'PY'
+if [ -z "${PICLOUD_BIN:-}" ]; then
+    cargo build --release -q -p picloud
+    PICLOUD_BIN=target/release/picloud
+fi
+python3 - "$PICLOUD_BIN" "$N" <<'PY'
 import os, socket, subprocess, sys, tempfile, time
 binary, n = sys.argv[1], int(sys.argv[2])
 data = tempfile.mkdtemp()
