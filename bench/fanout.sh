@@ -71,8 +71,14 @@ for knob in net.core.somaxconn net.ipv4.tcp_max_syn_backlog; do
 done
 
 step "building picloud and the load generator (release)"
-cargo build --release -q -p picloud -p picloud-bench
-BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release"
+# PICLOUD_BIN_DIR=dir runs the binaries in dir (picloud, fanout) instead of building
+# this checkout: to compare two builds in one sitting.
+if [ -n "${PICLOUD_BIN_DIR:-}" ]; then
+    BIN="$PICLOUD_BIN_DIR"
+else
+    cargo build --release -q -p picloud -p picloud-bench
+    BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release"
+fi
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
@@ -214,7 +220,10 @@ run_picloud() { # run_picloud SUBSCRIBERS
     local subs="$1" port dir base admin key
     port="$(free_port)"; dir="$(mktemp -d "$WORK/picloud-$subs.XXXX")"; base="http://127.0.0.1:$port"
     step "picloud, $subs subscribers (SQLite, core $SERVER_CORE)"
-    PICLOUD_BIND="127.0.0.1:$port" PICLOUD_DATA_DIR="$dir/data" PICLOUD_DATABASE_URL="sqlite://$dir/picloud.db" \
+    # mimalloc hands freed memory back to the OS on a timer of its own, which made the RSS
+    # before the subscribers connect include start-up garbage it dropped later (negative
+    # growth per connection): with no delay, both readings are live memory.
+    MIMALLOC_PURGE_DELAY=0 PICLOUD_BIND="127.0.0.1:$port" PICLOUD_DATA_DIR="$dir/data" PICLOUD_DATABASE_URL="sqlite://$dir/picloud.db" \
         PICLOUD_REALTIME_MAX_CONNECTIONS=200000 PICLOUD_REALTIME_MAX_CONNECTIONS_PER_APP=200000 \
         PICLOUD_CORS_ORIGINS="$ORIGIN" nice -n "$NICE" taskset -c "$SERVER_CORE" "$BIN/picloud" serve >"$dir/stdout" 2>"$dir/stderr" &
     SERVER_PID=$!
