@@ -155,14 +155,6 @@ impl<'a> Samples<'a> {
         }
     }
 
-    /// One full sample per top-level variant (one for a schema that is not a union).
-    pub fn full_variants(&self, schema: &'a Value) -> Vec<Value> {
-        self.variants(schema)
-            .into_iter()
-            .map(|variant| self.full(variant))
-            .collect()
-    }
-
     /// A sample of a 2xx answer of a route, if it has a JSON body.
     pub fn answer(&self, method: &str, path: &str) -> (u16, Option<Value>) {
         let operation = &self.doc["paths"][path][method.to_lowercase()];

@@ -1,8 +1,7 @@
 //! Managing an app through the SDK against the real server: dashboard sessions, keys,
 //! scripts called as functions, triggers.
 
-#[allow(dead_code)]
-mod support;
+use crate::support;
 
 use picloud_client::keys::{CreateAppKey, CreateInstanceKey, Scope};
 use picloud_client::scripts::{FunctionAccess, SaveScript, TestRequest, TestRun};

@@ -2,8 +2,7 @@
 //! a sample of its documented answer: every route of `docs/openapi.json` is reached by
 //! some method, and every answer decodes into the method's type.
 
-#[allow(dead_code)]
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! Publishing against the real server: read back, batches, and an idempotent retry after
 //! a connection dropped between the server's answer and the client.
 
-#[allow(dead_code)]
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,8 +2,7 @@
 //! document's, and every component schema has a Rust type with the same field names and
 //! the same required/optional fields, so a field or route the server adds fails here.
 
-#[allow(dead_code)]
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,8 +1,7 @@
 //! Verifies real deliveries of PiCloud's dispatcher with `webhooks::verify`: a webhook
 //! trigger posts to a receiver on 127.0.0.1, and the trigger's secret comes from the API.
 
-#[allow(dead_code)]
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

@@ -2,8 +2,7 @@
 //! code and HTTP status: those a client can provoke against the real server, the rest
 //! from canned answers.
 
-#[allow(dead_code)]
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! The realtime consumer against the real server: minted tokens, token refresh before
 //! expiry, resets, and resuming across a server killed with SIGKILL.
 
-#[allow(dead_code)]
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
