@@ -9,6 +9,7 @@
 #
 #   bench/deliveries.sh          # EVENTS=20000 RATE=500 DURATION=10 by default
 #   PACING='{"max_in_flight":1}' bench/deliveries.sh   # the throughput trigger paced
+#   PICLOUD_BIN_DIR=/some/target/release bench/deliveries.sh   # prebuilt binaries
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT="$(pwd)"
@@ -22,15 +23,9 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # PG_STATS=1 loads pg_stat_statements and prints PostgreSQL's busiest statements of the
 # throughput phase (calls, total and mean time, rows) on stderr: where its CPU goes.
-# PICLOUD_BIN_DIR=dir runs the binaries in dir (picloud, webhook-sink, paced-publisher)
-# instead of building this checkout: to compare two commits in one sitting.
-if [ -n "${PICLOUD_BIN_DIR:-}" ]; then
-    BIN="$PICLOUD_BIN_DIR"
-else
-    step "building (release)"
-    cargo build --release -q -p picloud -p picloud-bench
-    BIN="$REPO_ROOT/target/release"
-fi
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
+bench_binaries
 
 # shellcheck source=scripts/lib/postgres.sh
 source "$REPO_ROOT/scripts/lib/postgres.sh"
@@ -104,7 +99,9 @@ run_backend() { # run_backend NAME URL -> one table row
 
     step "$name: $EVENTS deliveries to a sink answering 200 (pacing: ${PACING:-none})"
     start_sink "$name-throughput" "$EVENTS"
-    if [ "$name" = postgres ] && [ "${PG_STATS:-}" = "1" ]; then
+    local stats=0
+    [ "$name" = postgres ] && [ "${PG_STATS:-}" = "1" ] && stats=1
+    if [ "$stats" = 1 ]; then
         "$PGBIN/psql" -q "$url" -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements' -c 'SELECT pg_stat_statements_reset()' >/dev/null
     fi
     local server_cpu0 pg_cpu0
@@ -125,7 +122,7 @@ PY
     local server_cpu pg_cpu
     server_cpu="$(python3 -c "print(f'{($(cpu_seconds "$server_pid") - $server_cpu0) * 1000 / $EVENTS:.3f}')")"
     pg_cpu="$(python3 -c "print(f'{($(cpu_seconds "$(postmaster_pid)") - $pg_cpu0) * 1000 / $EVENTS:.3f}')")"
-    if [ "$name" = postgres ] && [ "${PG_STATS:-}" = "1" ]; then
+    if [ "$stats" = 1 ]; then
         step "$name: PostgreSQL's busiest statements over the throughput phase"
         "$PGBIN/psql" "$url" -P pager=off -c "SELECT calls, round(total_exec_time) AS total_ms,
             round(mean_exec_time::numeric, 2) AS mean_ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query

@@ -18,6 +18,7 @@
 #   bench/fanout.sh                         # SCENARIOS="1000 10000" RATE=20 PAYLOAD=100 DURATION=20
 #   SUBSCRIBERS=5000 bench/fanout.sh        # one scenario
 #   SERVERS=nchan RECORD=0 bench/fanout.sh  # only one server, nothing recorded
+#   PICLOUD_BIN_DIR=target/release bench/fanout.sh  # prebuilt binaries, not this checkout
 #   PROFILE=/tmp/prof bench/fanout.sh       # also perf-profile each server while publishing
 #   ORIGIN=http://app.example bench/fanout.sh  # subscribers send Origin and cookies, as
 #                                           # browsers on another origin do (PiCloud allows it)
@@ -70,15 +71,9 @@ for knob in net.core.somaxconn net.ipv4.tcp_max_syn_backlog; do
     [ "$(sysctl -n "$knob" 2>/dev/null || echo 0)" -ge 8192 ] || sysctl -qw "$knob=8192" 2>/dev/null || true
 done
 
-step "building picloud and the load generator (release)"
-# PICLOUD_BIN_DIR=dir runs the binaries in dir (picloud, fanout) instead of building
-# this checkout: to compare two builds in one sitting.
-if [ -n "${PICLOUD_BIN_DIR:-}" ]; then
-    BIN="$PICLOUD_BIN_DIR"
-else
-    cargo build --release -q -p picloud -p picloud-bench
-    BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release"
-fi
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
+bench_binaries
 
 WORK="$(mktemp -d)"
 SERVER_PID=""

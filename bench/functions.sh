@@ -38,13 +38,9 @@ if ! command -v nginx >/dev/null; then
     [ "$(id -u)" -eq 0 ] || die "nginx is missing: apt-get install nginx-light"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
 fi
-if [ -n "${PICLOUD_BIN_DIR:-}" ]; then
-    BIN="$PICLOUD_BIN_DIR"
-else
-    step "building picloud and the bench tools (release)"
-    cargo build --release -q -p picloud -p picloud-bench
-    BIN="$REPO_ROOT/target/release"
-fi
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
+bench_binaries
 
 WORK="$(mktemp -d)"
 SERVER_PID=""

@@ -22,15 +22,9 @@ if ! command -v wrk >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
 
-# PICLOUD_BIN_DIR=dir runs the binaries in dir instead of building this checkout: to
-# compare two commits with one harness in one sitting.
-if [ -n "${PICLOUD_BIN_DIR:-}" ]; then
-    BIN="$PICLOUD_BIN_DIR/picloud"
-else
-    step "building picloud (release)"
-    cargo build --release -q -p picloud
-    BIN="$REPO_ROOT/target/release/picloud"
-fi
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
+bench_binaries
 
 # shellcheck source=scripts/lib/postgres.sh
 source "$REPO_ROOT/scripts/lib/postgres.sh"
@@ -59,7 +53,7 @@ run_backend() {
     port="$(free_port)"
     out="$WORK/$name"
     mkdir -p "$out"
-    "$BIN" --data-dir "$out/data" --database-url "$url" serve --bind "127.0.0.1:$port" \
+    "$BIN/picloud" --data-dir "$out/data" --database-url "$url" serve --bind "127.0.0.1:$port" \
         >"$out/stdout" 2>"$out/stderr" &
     SERVER_PID=$!
     for _ in $(seq 100); do

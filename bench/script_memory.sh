@@ -18,13 +18,9 @@ SCRIPTS="${SCRIPTS:-2000}"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-if [ -n "${PICLOUD_BIN_DIR:-}" ]; then
-    BIN="$PICLOUD_BIN_DIR"
-else
-    step "building picloud (release)"
-    cargo build --release -q -p picloud
-    BIN="$REPO_ROOT/target/release"
-fi
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
+bench_binaries
 
 WORK="$(mktemp -d)"
 SERVER_PID=""

@@ -25,13 +25,9 @@ OTHER_CORE="${OTHER_CORE:-1}"
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-if [ -n "${PICLOUD_BIN_DIR:-}" ]; then
-    BIN="$PICLOUD_BIN_DIR"
-else
-    step "building (release)"
-    cargo build --release -q -p picloud -p picloud-bench
-    BIN="$REPO_ROOT/target/release"
-fi
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
+bench_binaries
 
 # shellcheck source=scripts/lib/postgres.sh
 source "$REPO_ROOT/scripts/lib/postgres.sh"
