@@ -54,11 +54,33 @@ if [ "${#missing[@]}" -gt 0 ]; then
     rustup component add "${missing[@]}"
 fi
 
+# Background jobs: `background NAME FUNCTION` runs FUNCTION with its output in
+# $PGTMP/NAME.log; `finish NAME` waits for it, prints that output and fails as it failed.
+# A failing step leaves none running: postgres.sh's exit trap calls before_cleanup first.
+declare -A JOBS=()
+background() {
+    "$2" >"$PGTMP/$1.log" 2>&1 &
+    JOBS[$1]=$!
+}
+finish() {
+    step "waiting for $1"
+    local rc=0
+    wait "${JOBS[$1]}" || rc=$?
+    unset "JOBS[$1]"
+    cat "$PGTMP/$1.log"
+    return "$rc"
+}
+before_cleanup() {
+    local pid
+    for pid in "${JOBS[@]}"; do
+        pkill -P "$pid" 2>/dev/null || true # the step it is running
+        kill "$pid" 2>/dev/null || true
+    done
+}
+
 # Chromium, the npm packages and the Python venvs the later steps need wait mostly on the
 # network and the disk, while the Rust build below keeps both cores busy for most of a
-# cold run: they are installed beside it, and the first step that needs them waits for
-# them and prints what they printed.
-INSTALL_LOG="$PGTMP/installs.log"
+# cold run: they are installed beside it, and the first step that needs them waits.
 install_tools() {
     if [ ! -x /usr/bin/chromium ]; then
         [ "$(id -u)" = "0" ] || die "/usr/bin/chromium is missing; install Debian's chromium package (apt-get install chromium)"
@@ -71,25 +93,7 @@ install_tools() {
     "$REPO_ROOT/clients/python/scripts/test.sh" --install-only
 }
 step "installing Chromium, the npm packages and the Python venvs in the background"
-install_tools >"$INSTALL_LOG" 2>&1 &
-INSTALL_PID=$!
-installed() {
-    [ -n "$INSTALL_PID" ] || return 0
-    step "waiting for the background installs"
-    local rc=0
-    wait "$INSTALL_PID" || rc=$?
-    INSTALL_PID=""
-    cat "$INSTALL_LOG"
-    [ "$rc" -eq 0 ] || die "the background installs failed (output above)"
-}
-# A failing step leaves nothing running: postgres.sh's exit trap calls this first.
-LANE_PIDS=()
-before_cleanup() {
-    local pid
-    for pid in $INSTALL_PID "${LANE_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-}
+background installs install_tools
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
@@ -134,15 +138,8 @@ step "cargo test --workspace $* (clippy's lints in the build)"
 RUSTC_WORKSPACE_WRAPPER="$LINTED" cargo test --workspace "$@"
 
 # The steps after `cargo test` run in three lanes, each mostly one core's work or less:
-# schemathesis, and the Rust SDK's docs then the Python SDK, in the background (their
-# output is printed when they are done); the TypeScript client and the dashboard here.
-# lane NAME FUNCTION: runs FUNCTION in the background, its output in $PGTMP/NAME.log.
-lane() {
-    "$2" >"$PGTMP/$1.log" 2>&1 &
-    LANE_PIDS+=("$!")
-    LANE_NAMES+=("$1")
-}
-LANE_NAMES=()
+# schemathesis, and the Rust SDK's docs then the Python SDK, as background jobs; the
+# TypeScript client and the dashboard here.
 
 # The served OpenAPI document, fuzzed against the real binary (in a loopback-only
 # network namespace); fails on any finding. PICLOUD_SKIP_SCHEMATHESIS=1 skips it.
@@ -162,9 +159,9 @@ sdk_docs_and_python() {
     "$REPO_ROOT/clients/python/scripts/test.sh"
 }
 
-installed
-lane schemathesis fuzz_api
-lane sdks sdk_docs_and_python
+finish installs || die "the background installs failed (output above)"
+background schemathesis fuzz_api
+background sdks sdk_docs_and_python
 
 # ---------------------------------------------------------------------------
 # TypeScript client and dashboard tests
@@ -216,14 +213,9 @@ lane sdks sdk_docs_and_python
 )
 
 failed=()
-for i in "${!LANE_PIDS[@]}"; do
-    step "waiting for the ${LANE_NAMES[$i]} lane"
-    lane_rc=0
-    wait "${LANE_PIDS[$i]}" || lane_rc=$?
-    cat "$PGTMP/${LANE_NAMES[$i]}.log"
-    [ "$lane_rc" -eq 0 ] || failed+=("${LANE_NAMES[$i]}")
+for job in schemathesis sdks; do
+    finish "$job" || failed+=("$job")
 done
-LANE_PIDS=()
 [ "${#failed[@]}" -eq 0 ] || die "lanes failed: ${failed[*]} (output above)"
 
 step "all tests passed"
