@@ -7,11 +7,13 @@
 #   1. makes sure PostgreSQL server binaries are installed (installs them with apt when root),
 #   2. starts a throwaway PostgreSQL cluster in a temp dir on a free port of 127.0.0.1
 #      and exports PICLOUD_TEST_DATABASE_URL (tests create their own databases from it),
-#   3. installs Chromium, the npm packages and the Python venvs in the background,
-#   4. runs cargo fmt --check, clippy's lints (-D warnings) and cargo test, then three
-#      lanes side by side: schemathesis; the Rust SDK's docs and the Python SDK's checks;
-#      the TypeScript client's and the dashboard's (which fail when generated files or
-#      dashboard/dist are stale),
+#   3. installs Chromium and the Python venvs in the background, and runs the TypeScript
+#      client's and the dashboard's checks there (they fail when generated files or
+#      dashboard/dist are stale), at a lower priority than the Rust build,
+#   4. runs cargo fmt --check, then builds with clippy's lints (-D warnings) and the
+#      tests; then runs the Rust tests beside the steps that need the built binary:
+#      schemathesis; the Rust SDK's docs and the Python SDK's checks; the TypeScript
+#      client's and the dashboard's tests in headless Chromium,
 #   5. always stops the cluster, its background jobs and removes the temp dir on exit.
 #
 # Environment knobs (debugging):
@@ -78,22 +80,91 @@ before_cleanup() {
     done
 }
 
-# Chromium, the npm packages and the Python venvs the later steps need wait mostly on the
-# network and the disk, while the Rust build below keeps both cores busy for most of a
-# cold run: they are installed beside it, and the first step that needs them waits.
+# Chromium and the Python venvs the later steps need wait mostly on the network and the
+# disk, while the Rust build below keeps both cores busy for most of a cold run: they are
+# installed beside it, and the first step that needs them waits.
 install_tools() {
     if [ ! -x /usr/bin/chromium ]; then
         [ "$(id -u)" = "0" ] || die "/usr/bin/chromium is missing; install Debian's chromium package (apt-get install chromium)"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     fi
-    (cd "$REPO_ROOT/clients/typescript" && npm ci --no-audit --no-fund)
-    (cd "$REPO_ROOT/dashboard" && npm ci --no-audit --no-fund)
     "$REPO_ROOT/scripts/schemathesis.sh" --install-only
     "$REPO_ROOT/clients/python/scripts/test.sh" --install-only
 }
-step "installing Chromium, the npm packages and the Python venvs in the background"
+step "installing Chromium and the Python venvs in the background"
 background installs install_tools
+
+# The TypeScript client (clients/typescript, @picloud/client) and the dashboard (dashboard/,
+# which depends on the client's build). Their checks that need no server run from the
+# start, at a lower priority than the Rust build, so they take the cores it leaves idle;
+# the tests against the real binary wait for it ($BINARY_READY) and for Chromium.
+BINARY_READY="$PGTMP/binary-ready"
+web_checks() {
+    cd "$REPO_ROOT/clients/typescript"
+    npm ci --no-audit --no-fund
+    # Its wire types regenerated from docs/openapi.json: fails when the committed ones
+    # are stale.
+    step "TypeScript client: regenerate the wire types from docs/openapi.json"
+    npm run generate
+    if [ -n "$(git -C "$REPO_ROOT" status --porcelain -- clients/typescript/src/generated)" ]; then
+        git -C "$REPO_ROOT" status --short -- clients/typescript/src/generated
+        die "clients/typescript/src/generated is stale: run 'npm ci && npm run generate' in clients/typescript and commit it"
+    fi
+    step "TypeScript client: npm run lint"
+    npm run lint
+    step "TypeScript client: npm run typecheck"
+    npm run typecheck
+    step "TypeScript client: npm test (unit)"
+    npm test
+    step "TypeScript client: npm run build"
+    npm run build
+
+    cd "$REPO_ROOT/dashboard"
+    npm ci --no-audit --no-fund
+    step "dashboard: svelte-check (strict TypeScript and accessibility)"
+    npm run check
+    step "dashboard: component tests (vitest)"
+    npm test
+    # Its built assets (dashboard/dist) are committed and embedded in the binary, so a
+    # fresh clone serves /_/ with no Node installed. The build is deterministic: it is
+    # rebuilt into a temp dir (rewriting dist/ would make cargo rebuild the binary) and
+    # must equal the committed copy.
+    step "dashboard: rebuild dist/ and compare with the committed copy"
+    npm run build -- --outDir "$PGTMP/dashboard-dist" --emptyOutDir
+    if [ -n "$(git -C "$REPO_ROOT" status --porcelain -- dashboard/dist)" ] ||
+        ! diff -r dist "$PGTMP/dashboard-dist"; then
+        die "dashboard/dist is stale: run 'npm ci && npm run build' in dashboard/ and commit dashboard/dist"
+    fi
+}
+web_tests() {
+    (
+        renice -n 10 -p "$BASHPID" >/dev/null || true
+        web_checks
+    )
+    until [ -e "$BINARY_READY" ]; do sleep 1; done
+    cd "$REPO_ROOT/clients/typescript"
+    step "TypeScript client: integration tests against $PICLOUD_BIN"
+    npm run test:integration
+    step "TypeScript client: browser test (headless Chromium)"
+    npm run test:browser
+    # The end-to-end test in headless Chromium against $PICLOUD_BIN, which embeds dist/.
+    cd "$REPO_ROOT/dashboard"
+    step "dashboard: end-to-end in headless Chromium against $PICLOUD_BIN"
+    npm run test:e2e
+}
+
+# The SDKs' tests (clients/rust here, the TypeScript and Python ones and the dashboard's
+# end-to-end test below) run the real binary, which `cargo test --no-run` builds
+# below. That build has manager-core's `testing` feature, which only adds fault hooks
+# that nothing outside the Rust tests can set; building the binary again without it
+# took 4 of CI's minutes (the shipped feature set is still checked by clippy below).
+# They make their PostgreSQL databases with this psql.
+export PICLOUD_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/picloud"
+export PICLOUD_PSQL="$PGBIN/psql"
+
+step "the TypeScript client's and the dashboard's checks in the background"
+background web web_tests
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
@@ -125,21 +196,10 @@ if ! "$PYJWT_VENV/bin/python" -c "import jwt, sys; sys.exit(jwt.__version__ != '
 fi
 export PICLOUD_TEST_PYTHON="$PYJWT_VENV/bin/python"
 
-# The SDKs' tests (clients/rust here, the TypeScript and Python ones and the dashboard's
-# end-to-end test below) run the real binary, which `cargo test` builds before any test
-# runs. That build has manager-core's `testing` feature, which only adds fault hooks
-# that nothing outside the Rust tests can set; building the binary again without it
-# took 4 of CI's minutes (the shipped feature set is still checked by clippy above).
-# They make their PostgreSQL databases with this psql.
-export PICLOUD_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/picloud"
-export PICLOUD_PSQL="$PGBIN/psql"
-
-step "cargo test --workspace $* (clippy's lints in the build)"
-RUSTC_WORKSPACE_WRAPPER="$LINTED" cargo test --workspace "$@"
-
-# The steps after `cargo test` run in three lanes, each mostly one core's work or less:
-# schemathesis, and the Rust SDK's docs then the Python SDK, as background jobs; the
-# TypeScript client and the dashboard here.
+# The tests are built first, so the steps that need only the binary run beside them: the
+# Rust tests mostly wait (on servers, databases, timeouts), and so do these.
+step "cargo test --workspace --no-run $* (clippy's lints in the build)"
+RUSTC_WORKSPACE_WRAPPER="$LINTED" cargo test --workspace --no-run "$@"
 
 # The served OpenAPI document, fuzzed against the real binary (in a loopback-only
 # network namespace); fails on any finding. PICLOUD_SKIP_SCHEMATHESIS=1 skips it.
@@ -160,62 +220,17 @@ sdk_docs_and_python() {
 }
 
 finish installs || die "the background installs failed (output above)"
+touch "$BINARY_READY"
 background schemathesis fuzz_api
 background sdks sdk_docs_and_python
 
-# ---------------------------------------------------------------------------
-# TypeScript client and dashboard tests
-# ---------------------------------------------------------------------------
-# @picloud/client (clients/typescript): its wire types regenerated from docs/openapi.json
-# (fails when the committed ones are stale), lint, typecheck, unit tests, build, then the
-# integration tests against target/debug/picloud and the headless Chromium test.
-(
-    cd "$REPO_ROOT/clients/typescript"
-    step "TypeScript client: regenerate the wire types from docs/openapi.json"
-    npm run generate
-    if [ -n "$(git -C "$REPO_ROOT" status --porcelain -- clients/typescript/src/generated)" ]; then
-        git -C "$REPO_ROOT" status --short -- clients/typescript/src/generated
-        die "clients/typescript/src/generated is stale: run 'npm ci && npm run generate' in clients/typescript and commit it"
-    fi
-    step "TypeScript client: npm run lint"
-    npm run lint
-    step "TypeScript client: npm run typecheck"
-    npm run typecheck
-    step "TypeScript client: npm test (unit)"
-    npm test
-    step "TypeScript client: npm run build"
-    npm run build
-    step "TypeScript client: integration tests against $PICLOUD_BIN"
-    npm run test:integration
-    step "TypeScript client: browser test (headless Chromium)"
-    npm run test:browser
-)
-
-# The dashboard (dashboard/): its built assets (dashboard/dist) are committed and embedded
-# in the binary, so a fresh clone serves /_/ with no Node installed. Here they are rebuilt
-# from source (the build is deterministic) and the step fails when the committed copy is
-# stale; then the component tests, and the end-to-end test in headless Chromium against
-# $PICLOUD_BIN (built above, with the same dist/ embedded).
-(
-    cd "$REPO_ROOT/dashboard"
-    step "dashboard: svelte-check (strict TypeScript and accessibility)"
-    npm run check
-    step "dashboard: component tests (vitest)"
-    npm test
-    step "dashboard: rebuild dist/ and compare with the committed copy"
-    npm run build
-    if [ -n "$(git -C "$REPO_ROOT" status --porcelain -- dashboard/dist)" ]; then
-        git -C "$REPO_ROOT" status --short -- dashboard/dist
-        die "dashboard/dist is stale: run 'npm ci && npm run build' in dashboard/ and commit dashboard/dist"
-    fi
-    step "dashboard: end-to-end in headless Chromium against $PICLOUD_BIN"
-    npm run test:e2e
-)
+step "cargo test --workspace $*"
+RUSTC_WORKSPACE_WRAPPER="$LINTED" cargo test --workspace "$@"
 
 failed=()
-for job in schemathesis sdks; do
+for job in web schemathesis sdks; do
     finish "$job" || failed+=("$job")
 done
-[ "${#failed[@]}" -eq 0 ] || die "lanes failed: ${failed[*]} (output above)"
+[ "${#failed[@]}" -eq 0 ] || die "failed: ${failed[*]} (output above)"
 
 step "all tests passed"
