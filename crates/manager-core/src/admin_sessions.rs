@@ -109,13 +109,14 @@ impl Db {
 
     /// The unexpired session a cookie secret stands for, with its admin.
     pub async fn find_admin_session(&self, secret: &str) -> Result<Option<SignedIn>> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            id: Vec<u8>,
-            admin_id: String,
-            email: String,
-            csrf_token: String,
-            expires_at: i64,
+        crate::db::row_struct! {
+            struct Row {
+                id: Vec<u8>,
+                admin_id: String,
+                email: String,
+                csrf_token: String,
+                expires_at: i64,
+            }
         }
         let id = session_id(secret);
         let row: Option<Row> = on_db!(self, pool, {

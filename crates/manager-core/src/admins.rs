@@ -205,14 +205,15 @@ pub fn lockout_for(failures: i64) -> Option<Duration> {
     )
 }
 
-#[derive(sqlx::FromRow)]
-struct AdminRow {
-    id: String,
-    email: String,
-    password_hash: String,
-    created_at: i64,
-    failed_attempts: i64,
-    locked_until: Option<i64>,
+crate::db::row_struct! {
+    struct AdminRow {
+        id: String,
+        email: String,
+        password_hash: String,
+        created_at: i64,
+        failed_attempts: i64,
+        locked_until: Option<i64>,
+    }
 }
 
 impl AdminRow {

@@ -12,6 +12,7 @@ use picloud_shared::time::now_ms;
 use picloud_shared::{AppId, Scope, ScopeSet};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use sqlx::{FromRow, Row};
 
 use crate::cluster_feed::FeedNotify;
 use crate::db::{begin_write, Db};
@@ -74,16 +75,17 @@ pub struct CreatedKey {
     pub secret: String,
 }
 
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    id: String,
-    app_id: Option<String>,
-    name: String,
-    prefix: String,
-    scopes: String,
-    created_at: i64,
-    last_used_at: Option<i64>,
-    revoked_at: Option<i64>,
+crate::db::row_struct! {
+    struct KeyRow {
+        id: String,
+        app_id: Option<String>,
+        name: String,
+        prefix: String,
+        scopes: String,
+        created_at: i64,
+        last_used_at: Option<i64>,
+        revoked_at: Option<i64>,
+    }
 }
 
 impl KeyRow {
@@ -280,15 +282,8 @@ impl Db {
         &self,
         hash: &[u8; 32],
     ) -> Result<Option<(ApiKey, Vec<u8>, Option<i64>)>> {
-        #[derive(sqlx::FromRow)]
-        struct Found {
-            #[sqlx(flatten)]
-            key: KeyRow,
-            secret_hash: Vec<u8>,
-            app_created_at: Option<i64>,
-        }
-        let row: Option<Found> = on_db!(self, pool, {
-            sqlx::query_as(&format!(
+        let found = on_db!(self, pool, {
+            let row = sqlx::query(&format!(
                 "SELECT {KEY_COLUMNS}, secret_hash,
                     (SELECT created_at FROM apps WHERE apps.id = api_keys.app_id) AS app_created_at
                  FROM api_keys
@@ -296,9 +291,20 @@ impl Db {
             ))
             .bind(&hash[..])
             .fetch_optional(pool)
-            .await?
+            .await?;
+            match row {
+                Some(row) => Some((
+                    KeyRow::from_row(&row)?,
+                    row.try_get("secret_hash")?,
+                    row.try_get("app_created_at")?,
+                )),
+                None => None,
+            }
         });
-        row.map(|r| Ok((r.key.into_key()?, r.secret_hash, r.app_created_at)))
+        found
+            .map(|(key, secret_hash, app_created_at)| {
+                Ok((key.into_key()?, secret_hash, app_created_at))
+            })
             .transpose()
     }
 

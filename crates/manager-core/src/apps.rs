@@ -22,11 +22,12 @@ pub struct App {
     pub created_at: i64,
 }
 
-#[derive(sqlx::FromRow)]
-struct AppRow {
-    id: String,
-    name: String,
-    created_at: i64,
+crate::db::row_struct! {
+    struct AppRow {
+        id: String,
+        name: String,
+        created_at: i64,
+    }
 }
 
 impl TryFrom<AppRow> for App {

@@ -27,15 +27,17 @@ pub const CRON_TOPIC: &str = "";
 /// their time.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(500);
 
-/// A cron trigger whose next tick has come.
-#[derive(Debug, sqlx::FromRow)]
-struct DueTrigger {
-    id: String,
-    app_id: String,
-    cron_schedule: Option<String>,
-    cron_timezone: Option<String>,
-    cron_catch_up: Option<String>,
-    cron_next_at: i64,
+crate::db::row_struct! {
+    /// A cron trigger whose next tick has come.
+    #[derive(Debug)]
+    struct DueTrigger {
+        id: String,
+        app_id: String,
+        cron_schedule: Option<String>,
+        cron_timezone: Option<String>,
+        cron_catch_up: Option<String>,
+        cron_next_at: i64,
+    }
 }
 
 impl DueTrigger {

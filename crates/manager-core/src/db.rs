@@ -33,6 +33,7 @@ use sqlx::sqlite::{
 use sqlx::ConnectOptions;
 
 use crate::error::{Error, Result};
+use crate::migrations;
 use crate::private_files::{create_private_dir, prepare_sqlite_file};
 use crate::secrets_at_rest::Vault;
 
@@ -89,6 +90,43 @@ macro_rules! on_db {
         }
     };
 }
+
+/// Declares a struct and reads it from a result row of either backend, each field from
+/// the column of its name: what `#[derive(sqlx::FromRow)]` does, without sqlx's macro
+/// crate, which compiles sqlx's drivers and tokio a second time for the build host.
+///
+/// ```ignore
+/// crate::db::row_struct! {
+///     #[derive(Debug)]
+///     struct AppRow { id: String, created_at: i64 }
+/// }
+/// ```
+macro_rules! row_struct {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$field_meta:meta])* $field_vis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $( $(#[$field_meta])* $field_vis $field: $ty, )*
+        }
+
+        impl<'r, R: ::sqlx::Row> ::sqlx::FromRow<'r, R> for $name
+        where
+            &'r str: ::sqlx::ColumnIndex<R>,
+            $( $ty: ::sqlx::Decode<'r, R::Database> + ::sqlx::Type<R::Database>, )*
+        {
+            fn from_row(row: &'r R) -> ::std::result::Result<Self, ::sqlx::Error> {
+                Ok(Self {
+                    $( $field: ::sqlx::Row::try_get(row, stringify!($field))?, )*
+                })
+            }
+        }
+    };
+}
+pub(crate) use row_struct;
 
 /// Queues a process's SQLite writers in memory. SQLite has one writer at a time; a writer
 /// that finds the lock taken waits in SQLite's busy handler, which sleeps in steps of up
@@ -238,17 +276,7 @@ impl Db {
     /// Applies the embedded migrations numbered up to `version` (the server applies
     /// them all; tests start from an older schema with it).
     pub async fn migrate_through(&self, version: i64) -> Result<()> {
-        let mut migrator = match self {
-            Db::Sqlite(..) => sqlx::migrate!("../../migrations/sqlite"),
-            Db::Postgres(..) => sqlx::migrate!("../../migrations/postgres"),
-        };
-        let wanted: Vec<_> = migrator
-            .migrations
-            .iter()
-            .filter(|m| m.version <= version)
-            .cloned()
-            .collect();
-        migrator.migrations = wanted.into();
+        let migrator = migrations::migrator(self.backend(), version).await?;
         match self {
             Db::Sqlite(pool, ..) => {
                 // SQLite cannot alter a constraint, so some migrations rebuild a table;

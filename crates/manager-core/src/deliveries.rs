@@ -12,87 +12,93 @@ use crate::on_db;
 /// Most rows one list returns.
 pub const MAX_PAGE: i64 = 500;
 
-/// One delivery: an event (or a dead letter) on its way to one trigger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Delivery {
-    /// Outbox id (the `webhook-id` is `msg_<id>`).
-    pub id: i64,
-    /// The trigger.
-    pub trigger_id: String,
-    /// The event's topic.
-    pub topic: String,
-    /// The event's seq.
-    pub seq: i64,
-    /// Set when this delivers a dead letter to a `dead_letter` trigger.
-    pub dead_letter_id: Option<i64>,
-    /// `pending`, `delivered`, `failed` (a dead-letter delivery that gave up) or `dead`.
-    pub state: String,
-    /// Attempts made (including one in flight).
-    pub attempts: i64,
-    /// When the next attempt is due, ms.
-    pub next_attempt_at: i64,
-    /// The last HTTP status.
-    pub last_status: Option<i64>,
-    /// The last error.
-    pub last_error: Option<String>,
-    /// Created, ms.
-    pub created_at: i64,
-    /// Finished (delivered, failed or dead), ms.
-    pub finished_at: Option<i64>,
+crate::db::row_struct! {
+    /// One delivery: an event (or a dead letter) on its way to one trigger.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    pub struct Delivery {
+        /// Outbox id (the `webhook-id` is `msg_<id>`).
+        pub id: i64,
+        /// The trigger.
+        pub trigger_id: String,
+        /// The event's topic.
+        pub topic: String,
+        /// The event's seq.
+        pub seq: i64,
+        /// Set when this delivers a dead letter to a `dead_letter` trigger.
+        pub dead_letter_id: Option<i64>,
+        /// `pending`, `delivered`, `failed` (a dead-letter delivery that gave up) or `dead`.
+        pub state: String,
+        /// Attempts made (including one in flight).
+        pub attempts: i64,
+        /// When the next attempt is due, ms.
+        pub next_attempt_at: i64,
+        /// The last HTTP status.
+        pub last_status: Option<i64>,
+        /// The last error.
+        pub last_error: Option<String>,
+        /// Created, ms.
+        pub created_at: i64,
+        /// Finished (delivered, failed or dead), ms.
+        pub finished_at: Option<i64>,
+    }
 }
 
-/// One attempt of a delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Attempt {
-    /// 1 for the first attempt.
-    pub attempt: i64,
-    /// Start, ms.
-    pub started_at: i64,
-    /// Duration, ms.
-    pub duration_ms: i64,
-    /// HTTP status, if a response came.
-    pub status_code: Option<i64>,
-    /// What went wrong; without `deliveries:manage` only its class (`http_status`,
-    /// `timeout`, `connect_failed`, `refused_address`, `request_failed`, `script_failed`,
-    /// `delivery_failed`).
-    pub error: Option<String>,
-    /// The first KiB of the response body, kept only for JSON and plain-text answers;
-    /// shown only with `deliveries:manage`.
-    pub response_body: Option<String>,
-    /// The response body's size in bytes: as the receiver declared it, or as read when
-    /// it ended within 64 KiB; `null` when unknown or no response came. Shown to every
-    /// reader.
-    pub response_bytes: Option<i64>,
+crate::db::row_struct! {
+    /// One attempt of a delivery.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    pub struct Attempt {
+        /// 1 for the first attempt.
+        pub attempt: i64,
+        /// Start, ms.
+        pub started_at: i64,
+        /// Duration, ms.
+        pub duration_ms: i64,
+        /// HTTP status, if a response came.
+        pub status_code: Option<i64>,
+        /// What went wrong; without `deliveries:manage` only its class (`http_status`,
+        /// `timeout`, `connect_failed`, `refused_address`, `request_failed`, `script_failed`,
+        /// `delivery_failed`).
+        pub error: Option<String>,
+        /// The first KiB of the response body, kept only for JSON and plain-text answers;
+        /// shown only with `deliveries:manage`.
+        pub response_body: Option<String>,
+        /// The response body's size in bytes: as the receiver declared it, or as read when
+        /// it ended within 64 KiB; `null` when unknown or no response came. Shown to every
+        /// reader.
+        pub response_bytes: Option<i64>,
+    }
 }
 
-/// A dead letter: a delivery whose attempts were exhausted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct DeadLetter {
-    /// Id.
-    pub id: i64,
-    /// The outbox row that died.
-    pub outbox_id: i64,
-    /// Its trigger.
-    pub trigger_id: String,
-    /// The event's topic.
-    pub topic: String,
-    /// The event's seq.
-    pub seq: i64,
-    /// Attempts made.
-    pub attempts: i64,
-    /// The last error.
-    pub last_error: Option<String>,
-    /// The last HTTP status.
-    pub last_status: Option<i64>,
-    /// Dead-lettered at, ms.
-    pub created_at: i64,
-    /// Last replayed at, ms.
-    pub replayed_at: Option<i64>,
-    /// For a row of an outbox source that could not be published (`trigger_id` names
-    /// the source, `outbox_id` the row): the row as JSON text (`topic`, `type`, `data`,
-    /// `idempotency_key`). Absent for deliveries.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload: Option<String>,
+crate::db::row_struct! {
+    /// A dead letter: a delivery whose attempts were exhausted.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    pub struct DeadLetter {
+        /// Id.
+        pub id: i64,
+        /// The outbox row that died.
+        pub outbox_id: i64,
+        /// Its trigger.
+        pub trigger_id: String,
+        /// The event's topic.
+        pub topic: String,
+        /// The event's seq.
+        pub seq: i64,
+        /// Attempts made.
+        pub attempts: i64,
+        /// The last error.
+        pub last_error: Option<String>,
+        /// The last HTTP status.
+        pub last_status: Option<i64>,
+        /// Dead-lettered at, ms.
+        pub created_at: i64,
+        /// Last replayed at, ms.
+        pub replayed_at: Option<i64>,
+        /// For a row of an outbox source that could not be published (`trigger_id` names
+        /// the source, `outbox_id` the row): the row as JSON text (`topic`, `type`, `data`,
+        /// `idempotency_key`). Absent for deliveries.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub payload: Option<String>,
+    }
 }
 
 /// The coarse class of a stored delivery error: what callers without

@@ -29,14 +29,15 @@ pub struct LoggedEvent {
     pub published_at: i64,
 }
 
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    topic: String,
-    seq: i64,
-    id: String,
-    event_type: String,
-    payload: Vec<u8>,
-    published_at: i64,
+crate::db::row_struct! {
+    struct EventRow {
+        topic: String,
+        seq: i64,
+        id: String,
+        event_type: String,
+        payload: Vec<u8>,
+        published_at: i64,
+    }
 }
 
 impl EventRow {

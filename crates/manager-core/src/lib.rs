@@ -46,6 +46,7 @@ pub mod error;
 pub mod event_log;
 pub mod http;
 pub mod metrics;
+mod migrations;
 pub mod password_gate;
 pub mod private_files;
 pub mod publish;

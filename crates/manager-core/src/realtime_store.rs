@@ -13,28 +13,31 @@ use crate::event_log::MAX_READ_LIMIT;
 use crate::on_db;
 use crate::secret_box::Aad;
 
-#[derive(sqlx::FromRow)]
-struct AccessRow {
-    external_subscribable: bool,
-    auth_mode: String,
-    last_seq: i64,
+crate::db::row_struct! {
+    struct AccessRow {
+        external_subscribable: bool,
+        auth_mode: String,
+        last_seq: i64,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct LogRow {
-    seq: i64,
-    id: String,
-    event_type: String,
-    payload: Vec<u8>,
-    published_at: i64,
+crate::db::row_struct! {
+    struct LogRow {
+        seq: i64,
+        id: String,
+        event_type: String,
+        payload: Vec<u8>,
+        published_at: i64,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    kid: String,
-    secret: Vec<u8>,
-    created_at: i64,
-    retired_at: Option<i64>,
+crate::db::row_struct! {
+    struct KeyRow {
+        kid: String,
+        secret: Vec<u8>,
+        created_at: i64,
+        retired_at: Option<i64>,
+    }
 }
 
 /// A storage failure as the realtime layer sees it. manager-core's one mapping decides

@@ -23,13 +23,14 @@ pub struct Pruned {
     pub idempotency_keys: u64,
 }
 
-#[derive(sqlx::FromRow)]
-struct RetainedTopic {
-    app_id: String,
-    name: String,
-    last_seq: i64,
-    retention_max_events: Option<i64>,
-    retention_max_age_ms: Option<i64>,
+crate::db::row_struct! {
+    struct RetainedTopic {
+        app_id: String,
+        name: String,
+        last_seq: i64,
+        retention_max_events: Option<i64>,
+        retention_max_age_ms: Option<i64>,
+    }
 }
 
 impl Db {

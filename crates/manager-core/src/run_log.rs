@@ -138,20 +138,21 @@ pub struct ScriptRun {
     pub delivery_id: Option<i64>,
 }
 
-#[derive(sqlx::FromRow)]
-struct RunRow {
-    id: i64,
-    script: String,
-    version: i64,
-    kind: String,
-    started_at: i64,
-    duration_us: i64,
-    outcome: String,
-    error: Option<String>,
-    logs: String,
-    dropped_logs: i64,
-    request_id: Option<String>,
-    delivery_id: Option<i64>,
+crate::db::row_struct! {
+    struct RunRow {
+        id: i64,
+        script: String,
+        version: i64,
+        kind: String,
+        started_at: i64,
+        duration_us: i64,
+        outcome: String,
+        error: Option<String>,
+        logs: String,
+        dropped_logs: i64,
+        request_id: Option<String>,
+        delivery_id: Option<i64>,
+    }
 }
 
 impl RunRow {

@@ -81,13 +81,14 @@ pub fn script_name(name: &str) -> Result<TopicName> {
     TopicName::parse(name).map_err(|e| Error::Invalid(format!("script name: {}", e.0)))
 }
 
-#[derive(sqlx::FromRow)]
-struct SummaryRow {
-    name: String,
-    version: i64,
-    access: String,
-    created_at: i64,
-    updated_at: i64,
+crate::db::row_struct! {
+    struct SummaryRow {
+        name: String,
+        version: i64,
+        access: String,
+        created_at: i64,
+        updated_at: i64,
+    }
 }
 
 impl SummaryRow {

@@ -116,17 +116,18 @@ pub struct NewTopic {
     pub retention: Retention,
 }
 
-#[derive(sqlx::FromRow)]
-struct TopicRow {
-    name: String,
-    external_subscribable: bool,
-    auth_mode: String,
-    retention_max_events: Option<i64>,
-    retention_max_age_ms: Option<i64>,
-    last_seq: i64,
-    event_count: i64,
-    created_at: i64,
-    updated_at: i64,
+crate::db::row_struct! {
+    struct TopicRow {
+        name: String,
+        external_subscribable: bool,
+        auth_mode: String,
+        retention_max_events: Option<i64>,
+        retention_max_age_ms: Option<i64>,
+        last_seq: i64,
+        event_count: i64,
+        created_at: i64,
+        updated_at: i64,
+    }
 }
 
 impl TopicRow {

@@ -12,57 +12,61 @@ use crate::error::Result;
 use crate::secret_box::Aad;
 use crate::{on_db, on_tx};
 
-/// An outbox row claimed by this node. `attempts` already counts the attempt about to be
-/// made (it is incremented at claim time, so a crash mid-delivery still uses one up).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ClaimedRow {
-    /// Outbox id; `webhook-id` is derived from it, so it is stable across retries.
-    pub id: i64,
-    /// The app.
-    pub app_id: String,
-    /// The trigger to deliver to.
-    pub trigger_id: String,
-    /// The event's topic.
-    pub topic: String,
-    /// The event's seq.
-    pub seq: i64,
-    /// Set when this row delivers a dead letter to a `dead_letter` trigger.
-    pub dead_letter_id: Option<i64>,
-    /// Attempts including this one.
-    pub attempts: i64,
+crate::db::row_struct! {
+    /// An outbox row claimed by this node. `attempts` already counts the attempt about to be
+    /// made (it is incremented at claim time, so a crash mid-delivery still uses one up).
+    #[derive(Debug, Clone)]
+    pub struct ClaimedRow {
+        /// Outbox id; `webhook-id` is derived from it, so it is stable across retries.
+        pub id: i64,
+        /// The app.
+        pub app_id: String,
+        /// The trigger to deliver to.
+        pub trigger_id: String,
+        /// The event's topic.
+        pub topic: String,
+        /// The event's seq.
+        pub seq: i64,
+        /// Set when this row delivers a dead letter to a `dead_letter` trigger.
+        pub dead_letter_id: Option<i64>,
+        /// Attempts including this one.
+        pub attempts: i64,
+    }
 }
 
-/// Everything needed to make one delivery attempt.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DeliveryPlan {
-    /// The outbox row this plan is for.
-    pub outbox_id: i64,
-    /// The trigger's stored pacing: most in flight.
-    pub max_in_flight: Option<i64>,
-    /// The trigger's stored pacing: most started per second.
-    pub max_per_second: Option<i64>,
-    /// `webhook` or `script`.
-    pub handler_kind: String,
-    /// The webhook's URL, or the script's name.
-    pub handler_target: String,
-    /// The current signing secret.
-    pub secret: String,
-    /// The previous secret, while it is still honoured after a rotation.
-    pub previous_secret: Option<String>,
-    /// Until when the previous secret is honoured, ms.
-    pub previous_secret_until: Option<i64>,
-    /// The trigger's attempt budget.
-    pub retry_max_attempts: i64,
-    /// The trigger's delays in ms (JSON list), `None` for the default schedule.
-    pub retry_schedule_ms: Option<String>,
-    /// The event id, if the event still exists.
-    pub event_id: Option<String>,
-    /// The event type.
-    pub event_type: Option<String>,
-    /// The event data (raw JSON).
-    pub payload: Option<Vec<u8>>,
-    /// The event's commit time.
-    pub published_at: Option<i64>,
+crate::db::row_struct! {
+    /// Everything needed to make one delivery attempt.
+    #[derive(Debug, Clone)]
+    pub struct DeliveryPlan {
+        /// The outbox row this plan is for.
+        pub outbox_id: i64,
+        /// The trigger's stored pacing: most in flight.
+        pub max_in_flight: Option<i64>,
+        /// The trigger's stored pacing: most started per second.
+        pub max_per_second: Option<i64>,
+        /// `webhook` or `script`.
+        pub handler_kind: String,
+        /// The webhook's URL, or the script's name.
+        pub handler_target: String,
+        /// The current signing secret.
+        pub secret: String,
+        /// The previous secret, while it is still honoured after a rotation.
+        pub previous_secret: Option<String>,
+        /// Until when the previous secret is honoured, ms.
+        pub previous_secret_until: Option<i64>,
+        /// The trigger's attempt budget.
+        pub retry_max_attempts: i64,
+        /// The trigger's delays in ms (JSON list), `None` for the default schedule.
+        pub retry_schedule_ms: Option<String>,
+        /// The event id, if the event still exists.
+        pub event_id: Option<String>,
+        /// The event type.
+        pub event_type: Option<String>,
+        /// The event data (raw JSON).
+        pub payload: Option<Vec<u8>>,
+        /// The event's commit time.
+        pub published_at: Option<i64>,
+    }
 }
 
 /// Queues dead letter `$4` (of app `$1`, event `$2`#`$3`) for each of the app's
@@ -74,25 +78,27 @@ pub(crate) const FAN_OUT_DEAD_LETTER: &str =
      SELECT app_id, id, $2, $3, $4, 'pending', 0, $5, $5, $5 FROM triggers
      WHERE app_id = $1 AND source_kind = 'dead_letter' AND enabled = $6";
 
-/// A dead letter as delivered to `dead_letter` triggers.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
-pub struct DeadLetterInfo {
-    /// Dead letter id.
-    pub id: i64,
-    /// The trigger whose deliveries were exhausted.
-    pub trigger_id: String,
-    /// Attempts made.
-    pub attempts: i64,
-    /// The last error.
-    pub last_error: Option<String>,
-    /// The last HTTP status, if any.
-    pub last_status: Option<i64>,
-    /// When it was dead-lettered, ms.
-    pub created_at: i64,
-    /// For a row of an outbox source that PiCloud refused: the row as JSON text. The
-    /// delivery carries it as the event (`{"source_row": …}`).
-    #[serde(skip)]
-    pub payload: Option<String>,
+crate::db::row_struct! {
+    /// A dead letter as delivered to `dead_letter` triggers.
+    #[derive(Debug, Clone, serde::Serialize)]
+    pub struct DeadLetterInfo {
+        /// Dead letter id.
+        pub id: i64,
+        /// The trigger whose deliveries were exhausted.
+        pub trigger_id: String,
+        /// Attempts made.
+        pub attempts: i64,
+        /// The last error.
+        pub last_error: Option<String>,
+        /// The last HTTP status, if any.
+        pub last_status: Option<i64>,
+        /// When it was dead-lettered, ms.
+        pub created_at: i64,
+        /// For a row of an outbox source that PiCloud refused: the row as JSON text. The
+        /// delivery carries it as the event (`{"source_row": …}`).
+        #[serde(skip)]
+        pub payload: Option<String>,
+    }
 }
 
 /// What one attempt produced, as recorded in `delivery_attempts`.

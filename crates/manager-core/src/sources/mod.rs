@@ -89,20 +89,21 @@ pub struct SourceStatus {
     pub reported_at: Option<i64>,
 }
 
-/// A row of an app's outbox, as the relay reads it and a dead letter keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct OutboxRow {
-    /// Its id in the app's outbox.
-    pub id: i64,
-    /// The topic it names.
-    pub topic: String,
-    /// The event type.
-    #[sqlx(rename = "type")]
-    pub event_type: String,
-    /// The data, as JSON text.
-    pub data: String,
-    /// The app's own idempotency key, if it gave one.
-    pub idempotency_key: Option<String>,
+crate::db::row_struct! {
+    /// A row of an app's outbox, as the relay reads it and a dead letter keeps it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct OutboxRow {
+        /// Its id in the app's outbox.
+        pub id: i64,
+        /// The topic it names.
+        pub topic: String,
+        /// The event type (the column `type`).
+        pub event_type: String,
+        /// The data, as JSON text.
+        pub data: String,
+        /// The app's own idempotency key, if it gave one.
+        pub idempotency_key: Option<String>,
+    }
 }
 
 /// What a dead letter keeps of a row (its `payload`).

@@ -314,7 +314,7 @@ impl Relay {
     async fn pass(&self, app_db: &mut PgConnection) -> Result<usize> {
         let schema = &self.target.schema;
         let rows: Vec<OutboxRow> = sqlx::query_as(&format!(
-            "SELECT id, topic, type, data::text AS data, idempotency_key
+            "SELECT id, topic, type AS event_type, data::text AS data, idempotency_key
              FROM {schema}.outbox ORDER BY id LIMIT $1"
         ))
         .bind(self.settings.batch as i64)

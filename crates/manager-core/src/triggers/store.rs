@@ -15,30 +15,31 @@ use crate::error::{Error, Result};
 use crate::on_db;
 use crate::secret_box::Aad;
 
-#[derive(sqlx::FromRow)]
-struct TriggerRow {
-    id: String,
-    app_id: String,
-    source_kind: String,
-    source_topic: Option<String>,
-    handler_kind: String,
-    handler_target: String,
-    retry_max_attempts: i64,
-    retry_schedule_ms: Option<String>,
-    ordered: bool,
-    max_in_flight: Option<i64>,
-    max_per_second: Option<i64>,
-    enabled: bool,
-    disabled_reason: Option<String>,
-    circuit_state: String,
-    circuit_open_until: Option<i64>,
-    cron_schedule: Option<String>,
-    cron_timezone: Option<String>,
-    cron_catch_up: Option<String>,
-    cron_next_at: Option<i64>,
-    consecutive_failures: i64,
-    created_at: i64,
-    updated_at: i64,
+crate::db::row_struct! {
+    struct TriggerRow {
+        id: String,
+        app_id: String,
+        source_kind: String,
+        source_topic: Option<String>,
+        handler_kind: String,
+        handler_target: String,
+        retry_max_attempts: i64,
+        retry_schedule_ms: Option<String>,
+        ordered: bool,
+        max_in_flight: Option<i64>,
+        max_per_second: Option<i64>,
+        enabled: bool,
+        disabled_reason: Option<String>,
+        circuit_state: String,
+        circuit_open_until: Option<i64>,
+        cron_schedule: Option<String>,
+        cron_timezone: Option<String>,
+        cron_catch_up: Option<String>,
+        cron_next_at: Option<i64>,
+        consecutive_failures: i64,
+        created_at: i64,
+        updated_at: i64,
+    }
 }
 
 const TRIGGER_COLUMNS: &str =
