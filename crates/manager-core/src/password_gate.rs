@@ -79,7 +79,7 @@ impl PasswordGate {
     }
 
     /// Waits for a turn: at once if one is free, else in the queue for at most
-    /// [`MAX_WAIT`]. [`Error::Busy`] when the queue is full or the wait runs out.
+    /// `MAX_WAIT`. [`Error::Busy`] when the queue is full or the wait runs out.
     pub async fn admit(&self) -> Result<Turn> {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(self.turn(permit));

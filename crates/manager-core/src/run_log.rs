@@ -177,7 +177,7 @@ impl RunRow {
 }
 
 impl Db {
-    /// Stores `runs` in one transaction, [`RUNS_PER_INSERT`] to a statement, then trims
+    /// Stores `runs` in one transaction, `RUNS_PER_INSERT` to a statement, then trims
     /// each of their apps' logs to the newest `keep_per_app` runs. Runs of an app
     /// deleted meanwhile are dropped, not an error for the batch.
     pub async fn record_script_runs(&self, runs: &[RunRecord], keep_per_app: i64) -> Result<()> {

@@ -1,5 +1,5 @@
 //! The OpenAPI document's shared parts: the handlers' annotations describe what each
-//! route does, and [`complete`] adds what follows from the route's access rule
+//! route does, and `complete` adds what follows from the route's access rule
 //! (`shared::access::ROUTES`) and its extractors — the 401/403/404 of the access check,
 //! the 400 of path and query parsing, the 400/413/415 of a JSON body, the 503 of an
 //! unreachable database — plus the security schemes and the app-id and topic-name

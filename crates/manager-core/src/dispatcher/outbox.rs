@@ -313,7 +313,7 @@ impl Db {
     /// Records finished attempts, all in one transaction (group commit: one fsync for
     /// many deliveries). The `delivery_attempts` rows and the outbox rows' new states are
     /// two set-based statements for the whole group; then each attempt's trigger circuit
-    /// breaker ([`circuit::record`], a statement per trigger when all went well). An
+    /// breaker (`circuit::record`, a statement per trigger when all went well). An
     /// exhausted event delivery also writes its dead letter and one outbox row per
     /// enabled `dead_letter` trigger of the app; an exhausted `dead_letter` delivery ends
     /// as `failed` and creates nothing (the recursion stop). Returns, per attempt, the

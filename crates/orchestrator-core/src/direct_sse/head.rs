@@ -45,7 +45,7 @@ pub enum Recognised {
     },
     /// A subscription or preflight whose body framing is not plainly "no body": any
     /// `Transfer-Encoding`, more than one `Content-Length`, or one that is not zero.
-    /// Answered with a 400 and the connection closed ([`reject_framing`]): its body bytes
+    /// Answered with a 400 and the connection closed (`reject_framing`): its body bytes
     /// must never be read as the next request.
     BadFraming,
     /// Anything else: hand the connection to the HTTP stack.
