@@ -30,6 +30,9 @@ export default defineConfig({
           include: ['test/unit/**/*.test.ts'],
           environment: 'jsdom',
           setupFiles: ['test/unit/setup.ts'],
+          // A hang guard, not a speed limit: scripts/test.sh runs these beside the Rust
+          // build and tests at a low priority, where a test can wait seconds for a core.
+          testTimeout: 60_000,
         },
       },
       {

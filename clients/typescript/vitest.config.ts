@@ -8,6 +8,9 @@ export default defineConfig({
           name: 'unit',
           include: ['test/unit/**/*.test.{ts,tsx}'],
           environment: 'node',
+          // A hang guard, not a speed limit: scripts/test.sh runs these beside the Rust
+          // build and tests at a low priority, where a test can wait seconds for a core.
+          testTimeout: 60_000,
         },
       },
       {

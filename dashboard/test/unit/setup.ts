@@ -1,5 +1,11 @@
 /** jsdom lacks <dialog> modality and canvas; give the tests what the browser has. */
+import { configure } from '@testing-library/svelte';
 import { afterEach, vi } from 'vitest';
+
+// findBy…/waitFor give up after 1 s by default; beside the Rust build at a low priority
+// (scripts/test.sh) a render can wait longer than that for a core. They still fail on
+// what never appears, only later.
+configure({ asyncUtilTimeout: 10_000 });
 
 if (!HTMLDialogElement.prototype.showModal) {
   HTMLDialogElement.prototype.showModal = function showModal(this: HTMLDialogElement) {
