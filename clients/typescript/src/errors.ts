@@ -28,18 +28,29 @@ export class PicloudError extends Error {
   readonly code: string;
   /** The server's `x-request-id`, when it sent one. */
   readonly requestId: string | undefined;
+  /** For a script that does not compile (`script_compile_error`): the 1-based line. */
+  readonly line: number | undefined;
+  /** For a script that does not compile: the 1-based column. */
+  readonly column: number | undefined;
 
   constructor(
     status: number,
     code: string,
     message: string,
-    options: { cause?: unknown; requestId?: string | undefined } = {},
+    options: {
+      cause?: unknown;
+      requestId?: string | undefined;
+      line?: number | undefined;
+      column?: number | undefined;
+    } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'PicloudError';
     this.status = status;
     this.code = code;
     this.requestId = options.requestId;
+    this.line = options.line;
+    this.column = options.column;
   }
 }
 
@@ -55,10 +66,12 @@ export async function errorFromResponse(response: Response): Promise<PicloudErro
   try {
     // An `ErrorBody`, read defensively: any field may be missing or of another type.
     const body = JSON.parse(text) as { error?: { [K in keyof WireSchema<'ErrorDetail'>]?: unknown } };
-    const { code, message } = body.error ?? {};
+    const { code, message, line, column } = body.error ?? {};
     if (typeof code === 'string') {
       return new PicloudError(response.status, code, typeof message === 'string' ? message : code, {
         requestId,
+        line: typeof line === 'number' ? line : undefined,
+        column: typeof column === 'number' ? column : undefined,
       });
     }
   } catch {

@@ -196,39 +196,31 @@ export function call<Req, Res>(route: Endpoint<Req, Res>, request: Req): Promise
 /** A `script_compile_error` with the position the server named (`line` and `column`
  * are 1-based, 0 when the error has no position). */
 export class ScriptCompileError extends PicloudError {
-  readonly line: number;
-  readonly column: number;
+  override readonly line: number;
+  override readonly column: number;
 
-  constructor(error: PicloudError, at: { line?: unknown; column?: unknown } | undefined) {
-    super(error.status, error.code, error.message, { cause: error, requestId: error.requestId });
+  constructor(error: PicloudError) {
+    super(error.status, error.code, error.message, {
+      cause: error,
+      requestId: error.requestId,
+      line: error.line,
+      column: error.column,
+    });
     this.name = 'ScriptCompileError';
-    this.line = typeof at?.line === 'number' ? at.line : 0;
-    this.column = typeof at?.column === 'number' ? at.column : 0;
+    this.line = error.line ?? 0;
+    this.column = error.column ?? 0;
   }
 }
 
 /**
  * Calls a typed route that compiles a script (save, test run): a source that does not
- * compile throws a {@link ScriptCompileError} carrying the `line` and `column` of the
- * answer, which the SDK's `PicloudError` leaves out.
+ * compile throws a {@link ScriptCompileError} with the `line` and `column` of the answer.
  */
 export async function callCompiling<Req, Res>(route: Endpoint<Req, Res>, request: Req): Promise<Res> {
-  let at: { line?: unknown; column?: unknown } | undefined;
-  const reading: typeof fetch = async (input, init) => {
-    const response = await adminFetch(input, init);
-    if (response.status === 400) {
-      try {
-        at = ((await response.clone().json()) as { error?: { line?: unknown; column?: unknown } }).error;
-      } catch {
-        // Not JSON: the SDK reports it.
-      }
-    }
-    return response;
-  };
   try {
-    return await createClient({ baseUrl: globalThis.location.origin, app: '-', fetch: reading }).call(route, request);
+    return await call(route, request);
   } catch (e) {
-    if (e instanceof PicloudError && e.code === 'script_compile_error') throw new ScriptCompileError(e, at);
+    if (e instanceof PicloudError && e.code === 'script_compile_error') throw new ScriptCompileError(e);
     throw e;
   }
 }
