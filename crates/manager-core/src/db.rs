@@ -2,8 +2,8 @@
 //! PostgreSQL (production, several nodes).
 //!
 //! Every query is written once, in SQL both databases accept (`$1` placeholders, integer
-//! milliseconds for times, bytes for payloads), and [`on_db!`](crate::on_db) runs it on whichever pool
-//! is configured. The query *text* is not checked at compile time (PiCloud uses
+//! milliseconds for times, bytes for payloads), and [`on_db!`](crate::on_db) runs it on
+//! whichever pool is configured. The query *text* is not checked at compile time (PiCloud uses
 //! `sqlx::query`, not the `query!` macros, so building needs no database); what the
 //! compiler checks is the Rust around it, once per backend: binds, decoded row types and
 //! the pool's methods must work for both. The SQL itself is checked by the storage
@@ -379,7 +379,8 @@ pub async fn begin_write<P: WritePool>(
 }
 
 /// A write transaction on either backend, for storage code that is clearer split into
-/// functions than written inside one [`on_db!`](crate::on_db) body. Statements run through [`on_tx!`](crate::on_tx).
+/// functions than written inside one [`on_db!`](crate::on_db) body. Statements run
+/// through [`on_tx!`](crate::on_tx).
 /// Dropped without [`WriteTx::commit`], it rolls back.
 pub enum WriteTx {
     /// On SQLite (opened with `BEGIN IMMEDIATE`).
@@ -389,8 +390,8 @@ pub enum WriteTx {
 }
 
 /// Runs `$body` with `$conn` bound to the open connection of a `&mut` [`WriteTx`]:
-/// `on_tx!(tx, conn, { sqlx::query("…").execute(&mut **conn).await })`. Like [`on_db!`](crate::on_db),
-/// the body is compiled once per backend.
+/// `on_tx!(tx, conn, { sqlx::query("…").execute(&mut **conn).await })`. Like
+/// [`on_db!`](crate::on_db), the body is compiled once per backend.
 #[macro_export]
 macro_rules! on_tx {
     ($tx:expr, $conn:ident, $body:expr) => {

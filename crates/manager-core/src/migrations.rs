@@ -61,18 +61,13 @@ fn parse(name: &str, data: Cow<'static, [u8]>) -> Result<Migration> {
         .ok()
         .filter(|v| *v > 0)
         .ok_or_else(|| bad("its version is not a positive number"))?;
-    let sql = match data {
-        Cow::Borrowed(bytes) => {
-            Cow::Borrowed(std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?)
-        }
-        Cow::Owned(bytes) => Cow::Owned(String::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?),
-    };
+    let sql = String::from_utf8(data.into_owned()).map_err(|_| bad("not UTF-8"))?;
     let no_tx = sql.starts_with("-- no-transaction");
     Ok(Migration::new(
         version,
         Cow::Owned(words.replace('_', " ")),
         MigrationType::Simple,
-        sql,
+        Cow::Owned(sql),
         no_tx,
     ))
 }
