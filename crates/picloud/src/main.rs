@@ -134,14 +134,19 @@ async fn serve(
     let url = &database.url();
     picloud::master_key::unlock(&db, database).await?;
     let app = build_app(db, &args).await?;
+    // Before the server says it listens: a supervisor may stop it at once, and a signal
+    // arriving before the handlers exist would kill the process mid-request.
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(
+        ShutdownSignals::install()?,
+        shutdown.clone(),
+    ));
     let addr = app.local_addr();
     if let Some(created) = app.bootstrap_key() {
         print_bootstrap_banner(&created.secret, addr);
     }
     tracing::info!(%addr, database = %redact_url(url), dashboard = %format!("http://{addr}/_/"), "PiCloud listening");
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
     app.run(shutdown).await?;
     Ok(())
 }
@@ -161,26 +166,44 @@ fn print_bootstrap_banner(secret: &str, addr: std::net::SocketAddr) {
     );
 }
 
-/// Cancels `token` on SIGINT (Ctrl-C) or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// The signals that stop the server (SIGINT, i.e. Ctrl-C, and SIGTERM), listened for
+/// from the moment this is made: from then on they no longer kill the process.
+struct ShutdownSignals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<ShutdownSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(ShutdownSignals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
     }
+
+    /// Waits for the first of them.
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Cancels `token` on the first shutdown signal.
+async fn cancel_on_signal(signals: ShutdownSignals, token: CancellationToken) {
+    signals.recv().await;
     tracing::info!("shutdown requested; finishing in-flight requests");
     token.cancel();
 }

@@ -688,6 +688,19 @@ async fn first_start_prints_a_working_key_once_and_sigterm_drains_requests() {
     );
 }
 
+#[tokio::test]
+async fn sigterm_as_soon_as_it_says_listening_is_a_graceful_exit() {
+    // A supervisor may stop the server the moment it reports ready; the signal must find
+    // the handler already installed, not the default action (death by SIGTERM).
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut server = Server::start(&["--data-dir", data_dir.to_str().unwrap()]).await;
+        server.terminate();
+        assert_eq!(server.wait().await, 0, "graceful exit");
+    }
+}
+
 backend_test!(rotate_master_key_reseals_and_only_the_new_key_starts_after);
 async fn rotate_master_key_reseals_and_only_the_new_key_starts_after(t: TestDb) {
     use picloud_manager_core::secret_box::MasterKey;
