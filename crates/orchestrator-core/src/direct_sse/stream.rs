@@ -1,6 +1,7 @@
 //! A subscription's stream, written straight to its socket until either side ends it.
 
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
@@ -17,7 +18,12 @@ use crate::realtime_api::{start, RealtimeState};
 use crate::stream::Subscription;
 
 /// Serves a recognised subscription on the stream runtime (see
-/// [`crate::stream_runtime`]); see [`serve`]. `held` is dropped when the stream ends.
+/// [`crate::stream_runtime`]); see [`open`]. `held` is dropped when the stream ends.
+///
+/// A subscriber's task lives as long as its stream, so its size is memory per idle
+/// connection: the checks and the response head ([`open`], with everything the request
+/// brought) run in a boxed future that is freed once the stream starts, and the task
+/// keeps only what [`pump`] needs.
 #[allow(clippy::too_many_arguments)] // each is one thing the stream needs or holds
 pub(super) fn spawn(
     rt: RealtimeState,
@@ -34,13 +40,9 @@ pub(super) fn spawn(
         return;
     };
     let runtime = rt.streams.clone();
-    runtime.spawn(async move {
-        // Whatever the caller holds for the stream's life (its connection slot).
-        let _held = held;
-        let Ok(socket) = TcpStream::from_std(socket) else {
-            return;
-        };
-        serve(
+    let opening = Box::pin(async move {
+        let socket = TcpStream::from_std(socket).ok()?;
+        open(
             rt,
             socket,
             head,
@@ -49,15 +51,26 @@ pub(super) fn spawn(
             span,
             on_status,
         )
-        .await;
+        .await
+    });
+    runtime.spawn(async move {
+        // Whatever the caller holds for the stream's life (its connection slot).
+        let _held = held;
+        let Some((subscription, mut socket)) = opening.await else {
+            return;
+        };
+        if pump(subscription, &mut socket).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
+        }
     });
 }
 
-/// Serves a recognised subscription on `socket` until the stream ends or the client
-/// goes away. `response_headers` (CORS) go on the response, whatever its status.
+/// Checks a recognised subscription on `socket` and writes its response head: the
+/// subscription and the socket to stream on, or `None` once a refusal is written or the
+/// client went away. `response_headers` (CORS) go on the response, whatever its status.
 /// `on_status` is told the response status once the head is written (for request
 /// metrics).
-async fn serve(
+async fn open(
     rt: RealtimeState,
     mut socket: TcpStream,
     head: SubscribeHead,
@@ -65,7 +78,7 @@ async fn serve(
     request_id: &str,
     span: tracing::Span,
     on_status: impl FnOnce(StatusCode),
-) {
+) -> Option<(Subscription, TcpStream)> {
     let _ = socket.set_nodelay(true);
     // Requests with a cookie (a dashboard session) never come here: no superuser. The span
     // covers the checks; the stream itself is not instrumented (a span entered on every
@@ -88,13 +101,10 @@ async fn serve(
                 .await;
             let _ = socket.shutdown().await;
             on_status(status);
-            return;
+            return None;
         }
     };
-    drop(head);
     let mut response_head = response_head(StatusCode::OK, &response_headers, None);
-    // Nothing of the request is kept for the life of the stream.
-    drop(response_headers);
     response_head.extend_from_slice(
         format!(
             "content-type: text/event-stream\r\ncache-control: no-cache\r\n\
@@ -102,14 +112,9 @@ async fn serve(
         )
         .as_bytes(),
     );
-    if socket.write_all(&response_head).await.is_err() {
-        return;
-    }
-    drop(response_head);
+    socket.write_all(&response_head).await.ok()?;
     on_status(StatusCode::OK);
-    if pump(subscription, &mut socket).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
-    }
+    Some((subscription, socket))
 }
 
 /// Writes the stream's chunks to `socket` until the stream ends (`Ok`) or the client goes
@@ -117,7 +122,7 @@ async fn serve(
 async fn pump(mut subscription: Subscription, socket: &mut TcpStream) -> Result<(), Gone> {
     let mut batch: Vec<Bytes> = Vec::new();
     let (mut reader, mut writer) = socket.split();
-    let mut unread = [0u8; 512];
+    let mut unread = [0u8; 64];
     let mut discarded = 0;
     loop {
         // The read half is watched so a client that goes away frees its stream (and
@@ -182,12 +187,17 @@ async fn write_all_vectored(
     }
     let mut start = 0;
     while start < batch.len() {
-        let mut slices = [IoSlice::new(&[]); MAX_BATCH_CHUNKS];
-        let count = (batch.len() - start).min(MAX_BATCH_CHUNKS);
-        for (slice, chunk) in slices.iter_mut().zip(&batch[start..start + count]) {
-            *slice = IoSlice::new(chunk);
-        }
-        let mut written = socket.write_vectored(&slices[..count]).await?;
+        // The slices are made anew on each poll, so they take no room in the stream's
+        // task while it waits.
+        let mut written = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_BATCH_CHUNKS];
+            let count = (batch.len() - start).min(MAX_BATCH_CHUNKS);
+            for (slice, chunk) in slices.iter_mut().zip(&batch[start..start + count]) {
+                *slice = IoSlice::new(chunk);
+            }
+            Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
