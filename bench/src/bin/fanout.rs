@@ -71,9 +71,10 @@ struct Args {
     /// Seconds of publishing.
     #[arg(long, default_value_t = 20)]
     duration: u64,
-    /// Server process to measure (the nginx worker for nchan).
+    /// Server process to measure (the nginx workers for nchan): repeat for several,
+    /// whose memory and CPU are added up.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Subscriptions being set up at once.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
@@ -629,14 +630,25 @@ fn busy_pct(before: (u64, u64), after: (u64, u64)) -> f64 {
     )
 }
 
-fn proc_rss_kb(pid: Option<u32>) -> u64 {
-    let Some(pid) = pid else { return 0 };
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// Resident memory of `pids`, added up.
+fn proc_rss_kb(pids: &[u32]) -> u64 {
+    pids.iter()
+        .map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// CPU ticks (user + system) of `pids`, added up.
+fn server_cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .map(|p| proc_cpu_ticks(&format!("/proc/{p}/stat")))
+        .sum()
 }
 
 fn payload(n: u64, size: usize) -> String {
@@ -703,7 +715,7 @@ async fn run(args: Args) {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_before = proc_rss_kb(args.server_pid);
+    let rss_before = proc_rss_kb(&args.server_pid);
 
     eprintln!(
         "opening {n_subs} subscriptions to {}{}",
@@ -755,12 +767,10 @@ async fn run(args: Args) {
         std::process::exit(1);
     }
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
-    let rss_after = proc_rss_kb(args.server_pid);
+    let rss_after = proc_rss_kb(&args.server_pid);
 
     // Publish phase.
-    let cpu_before = args
-        .server_pid
-        .map_or(0, |p| proc_cpu_ticks(&format!("/proc/{p}/stat")));
+    let cpu_before = server_cpu_ticks(&args.server_pid);
     let self_before = proc_cpu_ticks("/proc/self/stat");
     let server_core_before = core_jiffies(args.server_core);
     let loadgen_core_before = core_jiffies(args.loadgen_core);
@@ -819,9 +829,7 @@ async fn run(args: Args) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let cpu_after = args
-        .server_pid
-        .map_or(0, |p| proc_cpu_ticks(&format!("/proc/{p}/stat")));
+    let cpu_after = server_cpu_ticks(&args.server_pid);
     let self_after = proc_cpu_ticks("/proc/self/stat");
     let server_core_busy = busy_pct(server_core_before, core_jiffies(args.server_core));
     let loadgen_core_busy = busy_pct(loadgen_core_before, core_jiffies(args.loadgen_core));
