@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::outbox::{ClaimedRow, DeliveryPlan};
 use super::pacing::{self, Pacer, Wait, Waiting};
+use super::scan_floor::ScanFloor;
 use super::{recorder, Dispatcher};
 use crate::error::Result;
 
@@ -66,6 +67,8 @@ struct ClaimLoop {
     in_flight: JoinSet<Delivery>,
     /// Set while the apps not at their share are known to have nothing due.
     dry: Option<Dry>,
+    /// Where scans of the pending rows start.
+    floor: ScanFloor,
 }
 
 /// What one claim round leaves for the wait that follows it.
@@ -142,9 +145,9 @@ impl Dispatcher {
     /// poll interval. Rows already due were left by the last claim on purpose (an open
     /// circuit, an ordered trigger's unfinished head, another node's lease), so they wait
     /// for the poll rather than spin the loop.
-    async fn time_to_next_due(&self) -> Duration {
+    async fn time_to_next_due(&self, due_from: i64) -> Duration {
         let poll = self.config.poll_interval;
-        match self.db.next_due().await {
+        match self.db.next_due(due_from).await {
             Ok(Some(at)) if at > now_ms() => {
                 let wait = at - now_ms();
                 Duration::from_millis(wait.clamp(1, poll.as_millis() as i64) as u64)
@@ -153,11 +156,13 @@ impl Dispatcher {
         }
     }
 
-    /// Claims up to `free` due rows of closed circuits, leaving out `skip`.
+    /// Claims up to `free` due rows of closed circuits from `due_from` on, leaving out
+    /// `skip`.
     async fn claim_due(
         &self,
         free: usize,
         lease_until: i64,
+        due_from: i64,
         skip: &[String],
         skip_apps: &[String],
     ) -> Result<Vec<ClaimedRow>> {
@@ -179,6 +184,7 @@ impl Dispatcher {
                 &self.config.node_id,
                 free as i64,
                 lease_until,
+                due_from,
                 skip,
                 skip_apps,
             )
@@ -197,6 +203,7 @@ impl ClaimLoop {
             give_back: Vec::new(),
             in_flight: JoinSet::new(),
             dry: None,
+            floor: ScanFloor::default(),
         }
     }
 
@@ -262,20 +269,23 @@ impl ClaimLoop {
     /// `free` due rows of triggers whose circuit is closed. Returns the rows and how many
     /// due rows the second claim found, when it ran and succeeded.
     async fn claim(
-        &self,
+        &mut self,
         free: usize,
         skip: &[String],
         skip_apps: &[String],
         due: bool,
     ) -> (Vec<ClaimedRow>, Option<usize>) {
-        let this = &self.dispatcher;
+        let this = self.dispatcher.clone();
         let lease_until = now_ms() + this.config.lease.as_millis() as i64;
         let probes = this
             .db
             .claim_probes(&this.config.node_id, lease_until, this.config.lease)
             .await;
         let (due, found) = if due {
-            let rows = this.claim_due(free, lease_until, skip, skip_apps).await;
+            let from = self.floor.current(&this.db).await;
+            let rows = this
+                .claim_due(free, lease_until, from, skip, skip_apps)
+                .await;
             let found = rows.as_ref().ok().map(Vec::len);
             (rows, found)
         } else {
@@ -339,7 +349,8 @@ impl ClaimLoop {
         // batch of them, never more than are in flight.
         let batch = self.refill_at().min(self.in_flight.len()).max(1);
         let mut finished = 0;
-        let mut sleep = this.time_to_next_due().await;
+        let from = self.floor.current(&this.db).await;
+        let mut sleep = this.time_to_next_due(from).await;
         if let Some(soonest) = self.pacer.soonest_start() {
             sleep = sleep.min(soonest.max(Duration::from_millis(1)));
         }

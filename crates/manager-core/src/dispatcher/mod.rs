@@ -12,6 +12,7 @@
 //! - `claim_loop`: the loop that claims rows and starts deliveries.
 //! - `deliver`: one delivery, from claimed row to verdict.
 //! - `recorder`: commits outcomes in groups and counts them.
+//! - `scan_floor`: where scans of the pending rows start.
 //! - [`circuit`]: each trigger's circuit breaker.
 //! - [`pacing`]: per-trigger windows and rates, and the apps' fair shares.
 //! - [`outbox`]: the queries.
@@ -34,6 +35,7 @@ mod deliver;
 pub mod outbox;
 pub mod pacing;
 mod recorder;
+mod scan_floor;
 pub mod script_handler;
 pub mod signing;
 pub mod ssrf;

@@ -155,12 +155,14 @@ impl Db {
     /// row is due, so events reach them strictly in seq order and a failing head holds
     /// back that trigger's topic only. PostgreSQL skips rows other nodes hold
     /// (`FOR UPDATE SKIP LOCKED`); SQLite has one writer. A row whose lease expired (its
-    /// node died) is due again.
+    /// node died) is due again. Rows due before `due_from` (the dispatcher's scan floor:
+    /// none is pending there) are not looked at.
     pub async fn claim_due(
         &self,
         node: &str,
         limit: i64,
         lease_until: i64,
+        due_from: i64,
         skip_triggers: &[String],
         skip_apps: &[String],
     ) -> Result<Vec<ClaimedRow>> {
@@ -178,8 +180,8 @@ impl Db {
         };
         let skip = format!(
             "{} {}",
-            not_in("o.trigger_id", 7, skip_triggers),
-            not_in("o.app_id", 7 + skip_triggers.len(), skip_apps)
+            not_in("o.trigger_id", 8, skip_triggers),
+            not_in("o.app_id", 8 + skip_triggers.len(), skip_apps)
         );
         // For an `ordered` trigger only the head of each topic is due: a row waits while an
         // earlier event of its topic is still pending (in flight or failing) for the trigger.
@@ -191,7 +193,7 @@ impl Db {
         // its rowid on SQLite).
         let due = format!(
             "SELECT o.id FROM outbox o
-             WHERE o.state = 'pending' AND o.next_attempt_at <= $3
+             WHERE o.state = 'pending' AND o.next_attempt_at <= $3 AND o.next_attempt_at >= $7
                AND (o.lease_until IS NULL OR o.lease_until < $3)
                AND o.trigger_id NOT IN (
                    SELECT id FROM triggers WHERE enabled <> $5 OR circuit_state <> 'closed')
@@ -223,7 +225,8 @@ impl Db {
                 .bind(now)
                 .bind(limit)
                 .bind(true)
-                .bind(false);
+                .bind(false)
+                .bind(due_from);
             for value in skip_triggers.iter().chain(skip_apps) {
                 query = query.bind(value);
             }
@@ -232,12 +235,17 @@ impl Db {
         Ok(rows)
     }
 
-    /// The earliest time a pending row is due, if any.
-    pub async fn next_due(&self) -> Result<Option<i64>> {
+    /// The earliest time a pending row is due, if any, looking only from `due_from` (the
+    /// dispatcher's scan floor; `i64::MIN` for every row).
+    pub async fn next_due(&self, due_from: i64) -> Result<Option<i64>> {
         let next = on_db!(self, pool, {
-            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
-                .fetch_one(pool)
-                .await?
+            sqlx::query_scalar(
+                "SELECT MIN(next_attempt_at) FROM outbox
+                 WHERE state = 'pending' AND next_attempt_at >= $1",
+            )
+            .bind(due_from)
+            .fetch_one(pool)
+            .await?
         });
         Ok(next)
     }

@@ -191,7 +191,7 @@ async fn one_recorded_group_keeps_each_attempts_own_outcome(t: TestDb) {
     seed(&t.db, "http://127.0.0.1:9/hook", 3, Pacing::default(), 3).await;
     let lease_until = picloud_shared::time::now_ms() + 60_000;
     let mut claimed =
-        t.db.claim_due("node-a", 10, lease_until, &[], &[])
+        t.db.claim_due("node-a", 10, lease_until, i64::MIN, &[], &[])
             .await
             .unwrap();
     claimed.sort_by_key(|row| row.seq);
@@ -332,4 +332,62 @@ async fn one_recorded_group_keeps_each_attempts_own_outcome(t: TestDb) {
             .unwrap()
     });
     assert_eq!(letter, (3, Some("gone".into()), Some(503)));
+}
+
+backend_test!(a_row_written_due_long_ago_after_others_were_delivered_is_delivered);
+async fn a_row_written_due_long_ago_after_others_were_delivered_is_delivered(t: TestDb) {
+    // The claim loop scans pending rows from a floor below the earliest due one; a row
+    // written later with an older due time (another node whose clock is an hour behind)
+    // lies below that floor, and must still be found.
+    let (url, seen) = receiver().await;
+    let trigger = seed(&t.db, &url, 3, Pacing::default(), 1).await;
+    // The first row falls due now, so the floor starts just below now.
+    on_db!(&t.db, pool, {
+        sqlx::query("UPDATE outbox SET next_attempt_at = $1")
+            .bind(picloud_shared::time::now_ms())
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(
+        dispatcher(&t, DispatcherConfig::for_tests(), Faults::default()).run(stop.clone()),
+    );
+    settled(&t.db, Duration::from_secs(20)).await;
+
+    let an_hour_ago = picloud_shared::time::now_ms() - 3_600_000;
+    on_db!(&t.db, pool, {
+        sqlx::query("UPDATE topics SET last_seq = 2 WHERE app_id = 'shop' AND name = 'orders'")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO topic_events (app_id, topic, seq, id, event_type, payload, published_at)
+             VALUES ('shop', 'orders', 2, 'evt_2', 'message', $1, 0)",
+        )
+        .bind(b"{}".to_vec())
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts, next_attempt_at, created_at, updated_at)
+             VALUES ('shop', $1, 'orders', 2, 'pending', 0, $2, $2, $2)",
+        )
+        .bind(&trigger)
+        .bind(an_hour_ago)
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+    let rows = settled(&t.db, Duration::from_secs(20)).await;
+    assert_eq!(
+        rows,
+        [
+            (1, "delivered".to_owned(), 1),
+            (2, "delivered".to_owned(), 1)
+        ]
+    );
+    assert_eq!(*seen.lock().unwrap(), [1, 2]);
+    stop.cancel();
+    running.await.unwrap();
 }
