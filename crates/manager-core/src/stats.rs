@@ -4,7 +4,8 @@
 //!
 //! A sampler keeps a [`StatsCursor`] and asks [`Db::stats_since`] what happened after it;
 //! each call is four small grouped queries (index ranges on primary keys, the topics
-//! table, and `outbox_due`).
+//! table, and the pending rows' index: `outbox_due` on SQLite, `outbox_pending_order` on
+//! PostgreSQL).
 
 use std::collections::HashMap;
 
