@@ -5,7 +5,10 @@
 #   - latency: single events published at RATE/s for SECONDS s; p50/p99/max from each
 #     event's published_at to its arrival at the sink;
 #   - CPU seconds per 1,000 deliveries of the throughput phase (publishing the backlog
-#     included), PiCloud's and PostgreSQL's (all of the throwaway cluster's processes).
+#     included), PiCloud's and PostgreSQL's (all of the throwaway cluster's processes);
+#   - the same backlog drained by graphile-worker 0.18 (Node.js, bench/peers/graphile-worker)
+#     on the same PostgreSQL cluster and sink, concurrency 64, with its defaults and with
+#     its batching options (PEERS="" leaves it out): the ratio issue #17 asks about.
 #
 #   bench/deliveries.sh          # EVENTS=20000 RATE=500 DURATION=10 by default
 #   PACING='{"max_in_flight":1}' bench/deliveries.sh   # the throughput trigger paced
@@ -144,9 +147,42 @@ print(f"| {name} | {t['per_second']:.0f} | {t['distinct']}/{t['deliveries']} | {
 PY
 }
 
+run_graphile() { # run_graphile MODE -> one table row (graphile-worker, plain or batched)
+    local mode="$1" db="graphile_$1" url node_pid
+    "$PGBIN/psql" -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
+    url="postgres://postgres@127.0.0.1:$PGPORT/$db"
+    step "graphile-worker ($mode): $EVENTS jobs to the sink"
+    start_sink "graphile-$mode" "$EVENTS"
+    local pg_cpu0; pg_cpu0="$(cpu_seconds "$(postmaster_pid)")"
+    node "$PEER_DIR/run.mjs" "$url" "$SINK_URL" "$EVENTS" "$mode" >"$WORK/graphile-$mode.log" 2>&1 &
+    node_pid=$!
+    PIDS+=("$node_pid")
+    local throughput; throughput="$(wait_sink "graphile-$mode")"
+    local node_cpu pg_cpu
+    node_cpu="$(python3 -c "print(f'{$(cpu_seconds "$node_pid") * 1000 / $EVENTS:.3f}')")"
+    pg_cpu="$(python3 -c "print(f'{($(cpu_seconds "$(postmaster_pid)") - $pg_cpu0) * 1000 / $EVENTS:.3f}')")"
+    stop_all
+    grep -iE 'error|warning' "$WORK/graphile-$mode.log" | head -3 >&2 || true
+    python3 - "$mode" "$throughput" "$node_cpu" "$pg_cpu" <<'PY'
+import json, sys
+mode, t, node_cpu, pg_cpu = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+print(f"| graphile-worker ({mode}) | {t['per_second']:.0f} | {t['distinct']}/{t['deliveries']} | {node_cpu} s (Node.js) | {pg_cpu} s | - | - | - | - | - |")
+PY
+}
+
 SQLITE="$(run_backend sqlite "sqlite://$WORK/sqlite.db")"
 "$PGBIN/psql" -q "$PG_URL" -c 'CREATE DATABASE bench' >/dev/null
 POSTGRES="$(run_backend postgres "postgres://postgres@127.0.0.1:$PGPORT/bench")"
+PEER_ROWS=()
+if [[ " ${PEERS-graphile} " == *" graphile "* ]]; then
+    command -v node >/dev/null || die "node is missing (graphile-worker runs on Node.js; PEERS= leaves it out)"
+    PEER_DIR="$REPO_ROOT/bench/peers/graphile-worker"
+    if [ ! -d "$PEER_DIR/node_modules/graphile-worker" ]; then
+        step "installing graphile-worker (npm ci)"
+        (cd "$PEER_DIR" && npm ci --no-audit --no-fund --silent) >&2
+    fi
+    for mode in plain batched; do PEER_ROWS+=("$(run_graphile "$mode")"); done
+fi
 
 step "results"
 printf '\nmachine: %s cores, %s\n\n' "$(nproc)" "$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs)"
@@ -154,3 +190,12 @@ echo "| backend | deliveries/s | distinct/received | PiCloud CPU per 1k deliveri
 echo "|---|---|---|---|---|---|---|---|---|---|"
 echo "$SQLITE"
 echo "$POSTGRES"
+for row in "${PEER_ROWS[@]}"; do echo "$row"; done
+if [ "${#PEER_ROWS[@]}" -gt 0 ]; then
+    python3 - "$POSTGRES" "${PEER_ROWS[@]}" <<'PY'
+import sys
+rate = lambda row: float(row.split("|")[2])
+ours, best = rate(sys.argv[1]), max(rate(r) for r in sys.argv[2:])
+print(f"\nPostgreSQL deliveries/s, PiCloud / graphile-worker's best: {ours / best:.2f}x (target >= 2.5x; PiCloud >= 8,000/s)")
+PY
+fi
