@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Webhook delivery throughput and publish-to-webhook latency, on SQLite and PostgreSQL.
 #   - throughput: EVENTS events published up front (batched), delivered to a local sink
-#     that answers 200 at once; deliveries/s between the sink's first and last request;
+#     that answers 200 at once; deliveries/s between the sink's first and last request.
+#     The sink is stopped (SIGSTOP) while the backlog is published and continued after,
+#     so this is the rate of draining a backlog, as graphile-worker's is (its jobs are
+#     added before its workers start); HELD=0 delivers while publishing instead;
 #   - latency: single events published at RATE/s for SECONDS s; p50/p99/max from each
 #     event's published_at to its arrival at the sink;
 #   - CPU seconds per 1,000 deliveries of the throughput phase (publishing the backlog
@@ -111,6 +114,9 @@ run_backend() { # run_backend NAME URL -> one table row
     server_cpu0="$(cpu_seconds "$server_pid")"; pg_cpu0="$(cpu_seconds "$(postmaster_pid)")"
     curl -fs -X POST "$base/v1/apps/bench/triggers" -H "Authorization: Bearer $key" -H 'content-type: application/json' \
         -d "{\"source\":{\"kind\":\"topic\",\"topic\":\"load\"},\"handler\":{\"kind\":\"webhook\",\"url\":\"$SINK_URL\"}${PACING:+,\"pacing\":$PACING}}" >/dev/null
+    # The first deliveries wait in the stopped sink's listen queue (well within the
+    # webhook timeout) while the rest of the backlog stays pending.
+    [ "${HELD:-1}" = 1 ] && kill -STOP "$SINK_PID"
     python3 - "$base" "$key" "$EVENTS" <<'PY'
 import json, sys, urllib.request
 base, key, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -120,6 +126,7 @@ for _ in range(total // 1000):
                                  headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
     urllib.request.urlopen(req).read()
 PY
+    [ "${HELD:-1}" = 1 ] && kill -CONT "$SINK_PID"
     local throughput; throughput="$(wait_sink "$name-throughput")"
     # CPU per 1k deliveries over the throughput phase, publishing the backlog included.
     local server_cpu pg_cpu
