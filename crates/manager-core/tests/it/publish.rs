@@ -67,7 +67,8 @@ fn request(events: Vec<NewEvent>) -> PublishRequest {
     }
 }
 
-async fn count(db: &Db, table: &str) -> i64 {
+/// The rows of `table`.
+pub(crate) async fn count(db: &Db, table: &str) -> i64 {
     picloud_manager_core::on_db!(db, pool, {
         sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(pool)
@@ -76,8 +77,9 @@ async fn count(db: &Db, table: &str) -> i64 {
     })
 }
 
-/// Creates an enabled webhook trigger on `source` through the real API; returns its id.
-async fn add_trigger(db: &Db, source: &str) -> String {
+/// Creates an enabled webhook trigger of app `shop` on `source` through the real API;
+/// returns its id.
+pub(crate) async fn add_trigger(db: &Db, source: &str) -> String {
     let new = NewTrigger::new(
         TriggerSource::Topic {
             topic: TopicPattern::parse(source).unwrap(),

@@ -168,6 +168,40 @@ async fn deleting_an_app_removes_its_keys(t: TestDb) {
     assert_eq!(count, 0);
 }
 
+backend_test!(deleting_an_app_removes_its_deliveries);
+async fn deleting_an_app_removes_its_deliveries(t: TestDb) {
+    let db = &t.db;
+    db.create_app(&app("shop"), "Shop").await.unwrap();
+    let trigger = crate::publish::add_trigger(db, "orders").await;
+    let count = |table| crate::publish::count(db, table);
+    picloud_manager_core::on_db!(db, pool, {
+        sqlx::query(
+            "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts, next_attempt_at, created_at, updated_at)
+             VALUES ('shop', $1, 'orders', 1, 'delivered', 1, 0, 0, 0)",
+        )
+        .bind(&trigger)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO delivery_attempts (outbox_id, app_id, attempt, started_at, duration_ms, status_code)
+             SELECT id, 'shop', 1, 0, 1, 200 FROM outbox",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+    assert_eq!(
+        (count("outbox").await, count("delivery_attempts").await),
+        (1, 1)
+    );
+    db.delete_app("shop").await.unwrap();
+    assert_eq!(
+        (count("outbox").await, count("delivery_attempts").await),
+        (0, 0)
+    );
+}
+
 backend_test!(last_used_is_recorded_and_never_moves_back);
 async fn last_used_is_recorded_and_never_moves_back(t: TestDb) {
     let db = &t.db;
