@@ -53,19 +53,38 @@ async fn seed(db: &Db, url: &str, max_attempts: u32, pacing: Pacing, events: i64
     new.pacing = pacing;
     let trigger = db.create_trigger(&app, new).await.unwrap().trigger.id;
     on_db!(db, pool, {
-        sqlx::query("INSERT INTO topics (app_id, name, last_seq, created_at, updated_at) VALUES ('shop', 'orders', $1, 0, 0)")
-            .bind(events).execute(pool).await.unwrap();
-        for seq in 1..=events {
-            sqlx::query("INSERT INTO topic_events (app_id, topic, seq, id, event_type, payload, published_at)
-                         VALUES ('shop', 'orders', $1, $2, 'message', $3, 0)")
-                .bind(seq).bind(format!("evt_{seq}")).bind(b"{}".to_vec())
-                .execute(pool).await.unwrap();
-            sqlx::query("INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts, next_attempt_at, created_at, updated_at)
-                         VALUES ('shop', $1, 'orders', $2, 'pending', 0, 0, 0, 0)")
-                .bind(&trigger).bind(seq).execute(pool).await.unwrap();
-        }
+        sqlx::query("INSERT INTO topics (app_id, name, last_seq, created_at, updated_at) VALUES ('shop', 'orders', 0, 0, 0)")
+            .execute(pool).await.unwrap();
     });
+    for seq in 1..=events {
+        add_event(db, &trigger, seq, 0).await;
+    }
     trigger
+}
+
+/// Commits event `seq` of `shop`'s `orders` with one pending outbox row for `trigger`,
+/// due at `due_at`.
+async fn add_event(db: &Db, trigger: &str, seq: i64, due_at: i64) {
+    on_db!(db, pool, {
+        sqlx::query("UPDATE topics SET last_seq = $1 WHERE app_id = 'shop' AND name = 'orders'")
+            .bind(seq)
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO topic_events (app_id, topic, seq, id, event_type, payload, published_at)
+                     VALUES ('shop', 'orders', $1, $2, 'message', $3, 0)",
+        )
+        .bind(seq)
+        .bind(format!("evt_{seq}"))
+        .bind(b"{}".to_vec())
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts, next_attempt_at, created_at, updated_at)
+                     VALUES ('shop', $1, 'orders', $2, 'pending', 0, $3, $3, $3)")
+            .bind(trigger).bind(seq).bind(due_at).execute(pool).await.unwrap();
+    });
 }
 
 fn dispatcher(t: &TestDb, config: DispatcherConfig, faults: Faults) -> Dispatcher {
@@ -356,29 +375,7 @@ async fn a_row_written_due_long_ago_after_others_were_delivered_is_delivered(t: 
     settled(&t.db, Duration::from_secs(20)).await;
 
     let an_hour_ago = picloud_shared::time::now_ms() - 3_600_000;
-    on_db!(&t.db, pool, {
-        sqlx::query("UPDATE topics SET last_seq = 2 WHERE app_id = 'shop' AND name = 'orders'")
-            .execute(pool)
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO topic_events (app_id, topic, seq, id, event_type, payload, published_at)
-             VALUES ('shop', 'orders', 2, 'evt_2', 'message', $1, 0)",
-        )
-        .bind(b"{}".to_vec())
-        .execute(pool)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts, next_attempt_at, created_at, updated_at)
-             VALUES ('shop', $1, 'orders', 2, 'pending', 0, $2, $2, $2)",
-        )
-        .bind(&trigger)
-        .bind(an_hour_ago)
-        .execute(pool)
-        .await
-        .unwrap();
-    });
+    add_event(&t.db, &trigger, 2, an_hour_ago).await;
     let rows = settled(&t.db, Duration::from_secs(20)).await;
     assert_eq!(
         rows,
