@@ -22,10 +22,10 @@ use picloud_shared::time::now_ms;
 use crate::db::Db;
 
 /// How long a floor is used before it is read again.
-pub(super) const REFRESH: Duration = Duration::from_secs(1);
+const REFRESH: Duration = Duration::from_secs(1);
 
 /// How far below the earliest due time the floor is set (milliseconds).
-pub(super) const MARGIN_MS: i64 = 500;
+const MARGIN_MS: i64 = 500;
 
 /// The floor of one claim loop.
 #[derive(Debug, Default)]
