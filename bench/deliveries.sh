@@ -68,6 +68,8 @@ print(f"{total / hz:.2f}")
 PY
 }
 postmaster_pid() { head -1 "$PGTMP/data/postmaster.pid"; }
+# CPU seconds per 1,000 of the EVENTS deliveries: per_1k NOW [START]
+per_1k() { python3 -c "print(f'{($1 - ${2:-0}) * 1000 / $EVENTS:.3f}')"; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
@@ -130,8 +132,8 @@ PY
     local throughput; throughput="$(wait_sink "$name-throughput")"
     # CPU per 1k deliveries over the throughput phase, publishing the backlog included.
     local server_cpu pg_cpu
-    server_cpu="$(python3 -c "print(f'{($(cpu_seconds "$server_pid") - $server_cpu0) * 1000 / $EVENTS:.3f}')")"
-    pg_cpu="$(python3 -c "print(f'{($(cpu_seconds "$(postmaster_pid)") - $pg_cpu0) * 1000 / $EVENTS:.3f}')")"
+    server_cpu="$(per_1k "$(cpu_seconds "$server_pid")" "$server_cpu0")"
+    pg_cpu="$(per_1k "$(cpu_seconds "$(postmaster_pid)")" "$pg_cpu0")"
     if [ "$stats" = 1 ]; then
         step "$name: PostgreSQL's busiest statements over the throughput phase"
         "$PGBIN/psql" "$url" -P pager=off -c "SELECT calls, round(total_exec_time) AS total_ms,
@@ -166,8 +168,8 @@ run_graphile() { # run_graphile MODE -> one table row (graphile-worker, plain or
     PIDS+=("$node_pid")
     local throughput; throughput="$(wait_sink "graphile-$mode")"
     local node_cpu pg_cpu
-    node_cpu="$(python3 -c "print(f'{$(cpu_seconds "$node_pid") * 1000 / $EVENTS:.3f}')")"
-    pg_cpu="$(python3 -c "print(f'{($(cpu_seconds "$(postmaster_pid)") - $pg_cpu0) * 1000 / $EVENTS:.3f}')")"
+    node_cpu="$(per_1k "$(cpu_seconds "$node_pid")")"
+    pg_cpu="$(per_1k "$(cpu_seconds "$(postmaster_pid)")" "$pg_cpu0")"
     stop_all
     grep -iE 'error|warning' "$WORK/graphile-$mode.log" | head -3 >&2 || true
     python3 - "$mode" "$throughput" "$node_cpu" "$pg_cpu" <<'PY'

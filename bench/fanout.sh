@@ -147,15 +147,10 @@ run_loadgen() {
         ) >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    local pinning=() cores=()
-    if [ "$MODE" = one ]; then
-        pinning=(taskset -c "$LOADGEN_CORE")
-        cores=(--server-core "$SERVER_CORE" --loadgen-core "$LOADGEN_CORE")
-    fi
     local line
-    if nice -n "$NICE" "${pinning[@]}" "$BIN/fanout" --rate "$SC_RATE" --payload "$PAYLOAD" \
+    if nice -n "$NICE" "${LOADGEN_PIN[@]}" "$BIN/fanout" --rate "$SC_RATE" --payload "$PAYLOAD" \
         --duration "$DURATION" --clk-tck "$(getconf CLK_TCK)" \
-        "${cores[@]}" ${ORIGIN:+--origin "$ORIGIN"} "$@" >"$WORK/$name.json" 2>"$WORK/$name.log"; then
+        "${CORE_ARGS[@]}" ${ORIGIN:+--origin "$ORIGIN"} "$@" >"$WORK/$name.json" 2>"$WORK/$name.log"; then
         line="$(tail -1 "$WORK/$name.json")"
     elif tail -1 "$WORK/$name.json" | grep -q '"failed":true'; then
         line="$(tail -1 "$WORK/$name.json")"
@@ -173,10 +168,6 @@ run_loadgen() {
         printf '    profile: %s\n' "$PROFILE/$name.txt" >&2
     fi
 }
-
-# The servers' pinning and worker count for MODE (one: SERVER_CORE and one worker; both:
-# neither pinned, two workers).
-server_pinning() { if [ "$MODE" = one ]; then echo taskset -c "$SERVER_CORE"; fi; }
 
 run_nchan() { # run_nchan SUBSCRIBERS (rate SC_RATE, cores MODE)
     local subs="$1" port dir master workers=1
@@ -212,8 +203,7 @@ http {
 }
 EOF
     step "nchan, $subs subscribers at $SC_RATE/s (nginx $(nginx -v 2>&1 | sed 's|.*/||'), $workers worker(s), cores: $MODE)"
-    # shellcheck disable=SC2046 # the pinning is a command prefix or nothing
-    nice -n "$NICE" $(server_pinning) nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log" -g 'daemon off;' \
+    nice -n "$NICE" "${SERVER_PIN[@]}" nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log" -g 'daemon off;' \
         >"$dir/stdout" 2>&1 &
     SERVER_PID=$!
     wait_port "$port" || { cat "$dir/error.log" >&2; die "nginx did not start"; }
@@ -244,7 +234,7 @@ run_picloud() { # run_picloud SUBSCRIBERS (rate SC_RATE, cores MODE)
     # growth per connection): with no delay, both readings are live memory.
     MIMALLOC_PURGE_DELAY=0 PICLOUD_BIND="127.0.0.1:$port" PICLOUD_DATA_DIR="$dir/data" PICLOUD_DATABASE_URL="sqlite://$dir/picloud.db" \
         PICLOUD_REALTIME_MAX_CONNECTIONS=200000 PICLOUD_REALTIME_MAX_CONNECTIONS_PER_APP=200000 \
-        PICLOUD_CORS_ORIGINS="$ORIGIN" nice -n "$NICE" $(server_pinning) "$BIN/picloud" serve >"$dir/stdout" 2>"$dir/stderr" &
+        PICLOUD_CORS_ORIGINS="$ORIGIN" nice -n "$NICE" "${SERVER_PIN[@]}" "$BIN/picloud" serve >"$dir/stdout" 2>"$dir/stderr" &
     SERVER_PID=$!
     for _ in $(seq 100); do curl -fs "$base/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
     admin="$(grep -o 'pk_[A-Za-z0-9_-]\{43\}' "$dir/stdout" | head -1)"
@@ -282,7 +272,14 @@ if not r.get("failed") and r["cores"] == "one":
     print(round(r["server_core_busy_pct"] - own + r["loadgen_core_busy_pct"] - r["loadgen_cpu_pct"]))'
 }
 for MODE in $CORES; do
-  [ "$MODE" = one ] || [ "$MODE" = both ] || die "CORES takes one and/or both, not $MODE"
+  # How the cores are used: pinned (the server to SERVER_CORE, the load generator to
+  # LOADGEN_CORE, which it also reports the busy shares of) or not at all.
+  case "$MODE" in
+      one) SERVER_PIN=(taskset -c "$SERVER_CORE"); LOADGEN_PIN=(taskset -c "$LOADGEN_CORE")
+           CORE_ARGS=(--server-core "$SERVER_CORE" --loadgen-core "$LOADGEN_CORE") ;;
+      both) SERVER_PIN=(); LOADGEN_PIN=(); CORE_ARGS=() ;;
+      *) die "CORES takes one and/or both, not $MODE" ;;
+  esac
   for scenario in $SCENARIOS; do
     SC_SUBS="${scenario%@*}"
     SC_RATE="$RATE"
