@@ -36,7 +36,7 @@ bench_binaries
 # shellcheck source=scripts/lib/postgres.sh
 source "$REPO_ROOT/scripts/lib/postgres.sh"
 if [ "${PG_STATS:-}" = "1" ]; then
-    pg_start_cluster "-c shared_preload_libraries=pg_stat_statements"
+    pg_start_cluster "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
 else
     pg_start_cluster ""
 fi
@@ -139,6 +139,13 @@ PY
         "$PGBIN/psql" "$url" -P pager=off -c "SELECT calls, round(total_exec_time) AS total_ms,
             round(mean_exec_time::numeric, 2) AS mean_ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 10" >&2
+        # The same, each statement's texts together (a batch's VALUES list of another
+        # length is another text), with planning time, and the whole.
+        "$PGBIN/psql" "$url" -P pager=off -c "SELECT coalesce(statement, 'all statements') AS statement,
+            sum(calls) AS calls, count(*) AS texts, round(sum(exec_ms)) AS exec_ms, round(sum(plan_ms)) AS plan_ms, sum(rows) AS rows
+            FROM (SELECT left(regexp_replace(query, '\s+', ' ', 'g'), 50) AS statement, calls,
+                         total_exec_time AS exec_ms, total_plan_time AS plan_ms, rows FROM pg_stat_statements) s
+            GROUP BY ROLLUP (statement) ORDER BY sum(exec_ms) + sum(plan_ms) DESC LIMIT 12" >&2
     fi
 
     step "$name: publish-to-webhook latency at $RATE events/s for ${SECONDS_}s"

@@ -168,21 +168,27 @@ impl Db {
     ) -> Result<Vec<ClaimedRow>> {
         let now = now_ms();
         // Triggers at their pacing limits and apps at their share of the workers on this
-        // node are left for later.
-        let not_in = |column: &str, first: usize, values: &[String]| {
-            if values.is_empty() {
-                return String::new();
+        // node are left for later: on PostgreSQL as two arrays (one statement text, one
+        // cached plan), on SQLite as NOT IN lists.
+        let skip = match self {
+            Db::Sqlite(..) => {
+                let not_in = |column: &str, first: usize, values: &[String]| {
+                    if values.is_empty() {
+                        return String::new();
+                    }
+                    let params: Vec<String> = (0..values.len())
+                        .map(|i| format!("${}", first + i))
+                        .collect();
+                    format!("AND {column} NOT IN ({})", params.join(", "))
+                };
+                format!(
+                    "{} {}",
+                    not_in("o.trigger_id", 8, skip_triggers),
+                    not_in("o.app_id", 8 + skip_triggers.len(), skip_apps)
+                )
             }
-            let params: Vec<String> = (0..values.len())
-                .map(|i| format!("${}", first + i))
-                .collect();
-            format!("AND {column} NOT IN ({})", params.join(", "))
+            Db::Postgres(..) => "AND o.trigger_id <> ALL($8) AND o.app_id <> ALL($9)".to_owned(),
         };
-        let skip = format!(
-            "{} {}",
-            not_in("o.trigger_id", 8, skip_triggers),
-            not_in("o.app_id", 8 + skip_triggers.len(), skip_apps)
-        );
         // For an `ordered` trigger only the head of each topic is due: a row waits while an
         // earlier event of its topic is still pending (in flight or failing) for the trigger.
         // The triggers are excluded with NOT IN rather than joined: PostgreSQL rarely has
@@ -218,20 +224,34 @@ impl Db {
             Db::Postgres(..) => " FOR UPDATE OF o SKIP LOCKED",
         };
         let sql = claim(lock);
-        let rows = on_db!(self, pool, {
-            let mut query = sqlx::query_as(&sql)
-                .bind(lease_until)
-                .bind(node)
-                .bind(now)
-                .bind(limit)
-                .bind(true)
-                .bind(false)
-                .bind(due_from);
-            for value in skip_triggers.iter().chain(skip_apps) {
-                query = query.bind(value);
+        macro_rules! claim_query {
+            () => {
+                sqlx::query_as(&sql)
+                    .bind(lease_until)
+                    .bind(node)
+                    .bind(now)
+                    .bind(limit)
+                    .bind(true)
+                    .bind(false)
+                    .bind(due_from)
+            };
+        }
+        let rows = match self {
+            Db::Sqlite(pool, ..) => {
+                let mut query = claim_query!();
+                for value in skip_triggers.iter().chain(skip_apps) {
+                    query = query.bind(value);
+                }
+                query.fetch_all(pool).await?
             }
-            query.fetch_all(pool).await?
-        });
+            Db::Postgres(pool, ..) => {
+                claim_query!()
+                    .bind(skip_triggers)
+                    .bind(skip_apps)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
         Ok(rows)
     }
 
@@ -266,24 +286,27 @@ impl Db {
         if rows.is_empty() {
             return Ok(HashMap::new());
         }
-        let plans: Vec<DeliveryPlan> = on_db!(self, pool, {
-            let mut query = sqlx::QueryBuilder::new(
-                "SELECT o.id AS outbox_id, t.max_in_flight, t.max_per_second,
-                        t.handler_kind, t.handler_target, t.secret, t.previous_secret,
-                        t.previous_secret_until, t.retry_max_attempts, t.retry_schedule_ms,
-                        e.id AS event_id, e.event_type, e.payload, e.published_at
-                 FROM outbox o
-                 JOIN triggers t ON t.id = o.trigger_id
-                 LEFT JOIN topic_events e ON e.app_id = o.app_id AND e.topic = o.topic AND e.seq = o.seq
-                 WHERE o.id IN (",
-            );
-            let mut ids = query.separated(", ");
-            for row in rows {
-                ids.push_bind(row.id);
+        let plans: Vec<DeliveryPlan> = match self {
+            // SQLite has no arrays: the ids as an IN list.
+            Db::Sqlite(pool, ..) => {
+                let mut query = sqlx::QueryBuilder::new(PLANS);
+                query.push("IN (");
+                let mut ids = query.separated(", ");
+                for row in rows {
+                    ids.push_bind(row.id);
+                }
+                query.push(")");
+                query.build_query_as().fetch_all(pool).await?
             }
-            query.push(")");
-            query.build_query_as().fetch_all(pool).await?
-        });
+            // One array: one statement text and plan whatever the number of rows.
+            Db::Postgres(pool, ..) => {
+                let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+                sqlx::query_as(&format!("{PLANS}= ANY($1)"))
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
         // Secrets are stored sealed for their trigger: open them for this delivery.
         let key = self.master_key()?;
         let triggers: HashMap<i64, &str> = rows
@@ -425,55 +448,121 @@ fn disabling_apps(finished: &[Finished]) -> Vec<&str> {
 const RECORD_STATEMENT_ROWS: usize = 1000;
 
 /// Writes the attempts' `delivery_attempts` rows and their outbox rows' new states: one
-/// multi-row INSERT and one UPDATE joined to a VALUES list, whatever the group's size
-/// (a statement per attempt made PostgreSQL's round trips the dispatcher's bound).
+/// multi-row INSERT and one UPDATE, whatever the group's size (a statement per attempt
+/// made PostgreSQL's round trips the dispatcher's bound). PostgreSQL gets the group as
+/// arrays, so each statement has one text and one cached plan; a VALUES list of the
+/// group's length was a new text for nearly every group, parsed and planned again.
 async fn record_attempts(tx: &mut WriteTx, group: &[Finished], now: i64) -> Result<()> {
-    on_tx!(tx, conn, {
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO delivery_attempts
-             (outbox_id, app_id, attempt, started_at, duration_ms, status_code, error,
-              response_body, response_bytes) ",
-        );
-        insert.push_values(group, |mut values, done| {
-            let Finished { row, attempt, .. } = done;
-            values
-                .push_bind(row.id)
-                .push_bind(&row.app_id)
-                .push_bind(row.attempts)
-                .push_bind(attempt.started_at)
-                .push_bind(attempt.duration_ms)
-                .push_bind(attempt.status)
-                .push_bind(attempt.error.as_deref())
-                .push_bind(attempt.response_body.as_deref())
-                .push_bind(attempt.response_bytes);
-        });
-        insert.build().execute(&mut **conn).await?;
+    match tx {
+        WriteTx::Sqlite(conn) => record_attempts_as_values(conn, group, now).await,
+        WriteTx::Postgres(conn) => record_attempts_as_arrays(conn, group, now).await,
+    }
+}
 
-        let mut update = sqlx::QueryBuilder::new(
-            "WITH done (id, state, next_attempt_at, last_status, last_error, finished_at) AS (",
-        );
-        update.push_values(group, |mut values, done| {
-            let (state, next_attempt_at, finished_at) = outbox_state(done, now);
-            values
-                .push_bind(done.row.id)
-                .push_bind(state)
-                .push_bind(next_attempt_at)
-                .push_bind(done.attempt.status)
-                .push_bind(done.attempt.error.as_deref())
-                .push_bind(finished_at);
-        });
-        update.push(
-            ") UPDATE outbox SET state = done.state,
-                    next_attempt_at = COALESCE(done.next_attempt_at, outbox.next_attempt_at),
-                    lease_until = NULL, leased_by = NULL, last_status = done.last_status,
-                    last_error = done.last_error, finished_at = done.finished_at, updated_at = ",
-        );
-        update.push_bind(now);
-        update.push(" FROM done WHERE outbox.id = done.id");
-        update.build().execute(&mut **conn).await?;
+/// [`record_attempts`] on SQLite, which has no arrays: VALUES lists.
+async fn record_attempts_as_values(
+    conn: &mut sqlx::SqliteConnection,
+    group: &[Finished],
+    now: i64,
+) -> Result<()> {
+    let mut insert = sqlx::QueryBuilder::new(
+        "INSERT INTO delivery_attempts
+         (outbox_id, app_id, attempt, started_at, duration_ms, status_code, error,
+          response_body, response_bytes) ",
+    );
+    insert.push_values(group, |mut values, done| {
+        let Finished { row, attempt, .. } = done;
+        values
+            .push_bind(row.id)
+            .push_bind(&row.app_id)
+            .push_bind(row.attempts)
+            .push_bind(attempt.started_at)
+            .push_bind(attempt.duration_ms)
+            .push_bind(attempt.status)
+            .push_bind(attempt.error.as_deref())
+            .push_bind(attempt.response_body.as_deref())
+            .push_bind(attempt.response_bytes);
     });
+    insert.build().execute(&mut *conn).await?;
+
+    let mut update = sqlx::QueryBuilder::new(
+        "WITH done (id, state, next_attempt_at, last_status, last_error, finished_at) AS (",
+    );
+    update.push_values(group, |mut values, done| {
+        let (state, next_attempt_at, finished_at) = outbox_state(done, now);
+        values
+            .push_bind(done.row.id)
+            .push_bind(state)
+            .push_bind(next_attempt_at)
+            .push_bind(done.attempt.status)
+            .push_bind(done.attempt.error.as_deref())
+            .push_bind(finished_at);
+    });
+    update.push(") ");
+    update.push(UPDATE_FROM_DONE);
+    update.push_bind(now);
+    update.push(" FROM done WHERE outbox.id = done.id");
+    update.build().execute(&mut *conn).await?;
     Ok(())
 }
+
+/// [`record_attempts`] on PostgreSQL: each column of the group one array parameter.
+async fn record_attempts_as_arrays(
+    conn: &mut sqlx::PgConnection,
+    group: &[Finished],
+    now: i64,
+) -> Result<()> {
+    fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
+        rows.iter().map(value).collect()
+    }
+    let ids = column(group, |done| done.row.id);
+    let statuses = column(group, |done| done.attempt.status);
+    let errors = column(group, |done| done.attempt.error.as_deref());
+    sqlx::query(
+        "INSERT INTO delivery_attempts
+         (outbox_id, app_id, attempt, started_at, duration_ms, status_code, error,
+          response_body, response_bytes)
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[],
+                              $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::bigint[])",
+    )
+    .bind(&ids)
+    .bind(column(group, |done| done.row.app_id.as_str()))
+    .bind(column(group, |done| done.row.attempts))
+    .bind(column(group, |done| done.attempt.started_at))
+    .bind(column(group, |done| done.attempt.duration_ms))
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(column(group, |done| done.attempt.response_body.as_deref()))
+    .bind(column(group, |done| done.attempt.response_bytes))
+    .execute(&mut *conn)
+    .await?;
+
+    let states = column(group, |done| outbox_state(done, now));
+    sqlx::query(&format!(
+        "WITH done AS (
+             SELECT * FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
+                                  $6::text[], $7::bigint[])
+                 AS done (id, state, next_attempt_at, last_status, last_error, finished_at))
+         {UPDATE_FROM_DONE}$1 FROM done WHERE outbox.id = done.id"
+    ))
+    .bind(now)
+    .bind(&ids)
+    .bind(column(&states, |state| state.0))
+    .bind(column(&states, |state| state.1))
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(column(&states, |state| state.2))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The outbox rows' new states from a `done` table of (id, state, next_attempt_at,
+/// last_status, last_error, finished_at); `updated_at` is bound right after it.
+const UPDATE_FROM_DONE: &str = "UPDATE outbox SET state = done.state,
+        next_attempt_at = COALESCE(done.next_attempt_at, outbox.next_attempt_at),
+        lease_until = NULL, leased_by = NULL, last_status = done.last_status,
+        last_error = done.last_error, finished_at = done.finished_at, updated_at = ";
 
 /// An attempt's outbox row afterwards: its state, when it is due again (a retry) and
 /// when it finished (otherwise).
@@ -487,6 +576,17 @@ fn outbox_state(done: &Finished, now: i64) -> (&'static str, Option<i64>, Option
         Verdict::Exhausted { .. } => ("dead", None, Some(now)),
     }
 }
+
+/// What a delivery needs of the claimed row `o`, its trigger and its event; the
+/// statement ends with `WHERE o.id ` and the ids.
+const PLANS: &str = "SELECT o.id AS outbox_id, t.max_in_flight, t.max_per_second,
+        t.handler_kind, t.handler_target, t.secret, t.previous_secret,
+        t.previous_secret_until, t.retry_max_attempts, t.retry_schedule_ms,
+        e.id AS event_id, e.event_type, e.payload, e.published_at
+ FROM outbox o
+ JOIN triggers t ON t.id = o.trigger_id
+ LEFT JOIN topic_events e ON e.app_id = o.app_id AND e.topic = o.topic AND e.seq = o.seq
+ WHERE o.id ";
 
 /// What an exhausted attempt leaves behind: a 410 disables its trigger; an event
 /// delivery becomes a dead letter, fanned out to the app's `dead_letter` triggers in the
