@@ -462,6 +462,13 @@ pub fn redact_url(url: &str) -> String {
     parsed.to_string()
 }
 
+/// One column of `rows`, to bind as an array parameter: PostgreSQL writes a batch as
+/// `UNNEST($1::bigint[], …)`, one statement text (and one cached plan) whatever its
+/// length, where a VALUES list of each length is a new text to parse and plan.
+pub(crate) fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(value).collect()
+}
+
 /// Whether `error` is a unique-constraint violation (a duplicate key).
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use picloud_shared::time::now_ms;
 
 use super::circuit::{self, CircuitPolicy};
-use crate::db::{begin_write, Db, WriteTx};
+use crate::db::{begin_write, column, Db, WriteTx};
 use crate::error::Result;
 use crate::secret_box::Aad;
 use crate::{on_db, on_tx};
@@ -512,9 +512,6 @@ async fn record_attempts_as_arrays(
     group: &[Finished],
     now: i64,
 ) -> Result<()> {
-    fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
-        rows.iter().map(value).collect()
-    }
     let ids = column(group, |done| done.row.id);
     let statuses = column(group, |done| done.attempt.status);
     let errors = column(group, |done| done.attempt.error.as_deref());

@@ -13,7 +13,7 @@ use picloud_shared::AppId;
 use super::trigger_index::AppTriggers;
 use super::{BeforeCommitHook, NewEvent, Publication, PublishRequest, PublishedEvent};
 use crate::cluster_feed::FeedNotify;
-use crate::db::{Db, WriteTx};
+use crate::db::{column, Db, WriteTx};
 use crate::error::{Error, Result};
 use crate::on_tx;
 use crate::topics::{Retention, TOPIC_INSERT};
@@ -147,39 +147,57 @@ impl<'r> GroupWrite<'r> {
         }))
     }
 
-    /// Claims idempotency keys `(app, key)`, [`ROWS_PER_INSERT`] to a statement; returns
-    /// the ones this group claimed (the others an earlier request holds). A key another
-    /// transaction is claiming waits for it to end, so concurrent repeats are serialized.
+    /// Claims idempotency keys `(app, key)` (on SQLite [`ROWS_PER_INSERT`] to a
+    /// statement, on PostgreSQL as arrays); returns the ones this group claimed (the
+    /// others an earlier request holds). A key another transaction is claiming waits for
+    /// it to end, so concurrent repeats are serialized.
     async fn claim_keys<'k>(
         &mut self,
         keys: &[(&'k str, &'k str)],
     ) -> Result<std::collections::HashSet<(&'k str, &'k str)>> {
-        let now = self.now;
-        let mut fresh = std::collections::HashSet::with_capacity(keys.len());
-        for chunk in keys.chunks(ROWS_PER_INSERT) {
-            let inserted: Vec<(String, String)> = on_tx!(&mut self.tx, conn, {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO idempotency_keys (app_id, key, response, created_at) ",
-                );
-                insert.push_values(chunk, |mut values, (app, key)| {
-                    values
-                        .push_bind(*app)
-                        .push_bind(*key)
-                        .push_bind(&b""[..])
-                        .push_bind(now);
-                });
-                insert.push(" ON CONFLICT (app_id, key) DO NOTHING RETURNING app_id, key");
-                insert.build_query_as().fetch_all(&mut **conn).await?
-            });
-            let inserted: std::collections::HashSet<(String, String)> =
-                inserted.into_iter().collect();
-            fresh.extend(
-                chunk.iter().copied().filter(|(app, key)| {
-                    inserted.contains(&((*app).to_owned(), (*key).to_owned()))
-                }),
-            );
+        const RETURNING: &str = " ON CONFLICT (app_id, key) DO NOTHING RETURNING app_id, key";
+        if keys.is_empty() {
+            return Ok(std::collections::HashSet::new());
         }
-        Ok(fresh)
+        let now = self.now;
+        let inserted: Vec<(String, String)> = match &mut self.tx {
+            WriteTx::Sqlite(conn) => {
+                let mut inserted = Vec::with_capacity(keys.len());
+                for chunk in keys.chunks(ROWS_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO idempotency_keys (app_id, key, response, created_at) ",
+                    );
+                    insert.push_values(chunk, |mut values, (app, key)| {
+                        values
+                            .push_bind(*app)
+                            .push_bind(*key)
+                            .push_bind(&b""[..])
+                            .push_bind(now);
+                    });
+                    insert.push(RETURNING);
+                    inserted.extend(insert.build_query_as().fetch_all(&mut **conn).await?);
+                }
+                inserted
+            }
+            WriteTx::Postgres(conn) => {
+                sqlx::query_as(&format!(
+                    "INSERT INTO idempotency_keys (app_id, key, response, created_at)
+                     SELECT a, k, ''::bytea, $3 FROM UNNEST($1::text[], $2::text[]) AS r (a, k)
+                     {RETURNING}"
+                ))
+                .bind(column(keys, |key| key.0))
+                .bind(column(keys, |key| key.1))
+                .bind(now)
+                .fetch_all(&mut **conn)
+                .await?
+            }
+        };
+        let inserted: std::collections::HashSet<(String, String)> = inserted.into_iter().collect();
+        Ok(keys
+            .iter()
+            .copied()
+            .filter(|(app, key)| inserted.contains(&((*app).to_owned(), (*key).to_owned())))
+            .collect())
     }
 
     /// The answer stored for a key an earlier request claimed.
@@ -360,8 +378,8 @@ impl<'r> GroupWrite<'r> {
         Ok(())
     }
 
-    /// Phase 5: stores the answer of each keyed request, for its retries,
-    /// [`ROWS_PER_INSERT`] to a statement.
+    /// Phase 5: stores the answer of each keyed request, for its retries (on SQLite
+    /// [`ROWS_PER_INSERT`] to a statement, on PostgreSQL as arrays).
     pub(super) async fn remember_answers(&mut self) -> Result<()> {
         let requests = self.requests;
         let mut answers: Vec<(&str, &str, Vec<u8>)> = Vec::new();
@@ -375,23 +393,40 @@ impl<'r> GroupWrite<'r> {
             let answer = serde_json::to_vec(&publication.events).expect("answers serialize");
             answers.push((request.app.as_str(), key, answer));
         }
-        for chunk in answers.chunks(ROWS_PER_INSERT) {
-            on_tx!(&mut self.tx, conn, {
-                let mut update = sqlx::QueryBuilder::new(
-                    "UPDATE idempotency_keys SET response = answers.column3 FROM (",
-                );
-                update.push_values(chunk, |mut values, (app, key, answer)| {
-                    values
-                        .push_bind(*app)
-                        .push_bind(*key)
-                        .push_bind(&answer[..]);
-                });
-                update.push(
-                    ") AS answers WHERE idempotency_keys.app_id = answers.column1
-                       AND idempotency_keys.key = answers.column2",
-                );
-                update.build().execute(&mut **conn).await?;
-            });
+        if answers.is_empty() {
+            return Ok(());
+        }
+        match &mut self.tx {
+            WriteTx::Sqlite(conn) => {
+                for chunk in answers.chunks(ROWS_PER_INSERT) {
+                    let mut update = sqlx::QueryBuilder::new(
+                        "UPDATE idempotency_keys SET response = answers.column3 FROM (",
+                    );
+                    update.push_values(chunk, |mut values, (app, key, answer)| {
+                        values
+                            .push_bind(*app)
+                            .push_bind(*key)
+                            .push_bind(&answer[..]);
+                    });
+                    update.push(
+                        ") AS answers WHERE idempotency_keys.app_id = answers.column1
+                           AND idempotency_keys.key = answers.column2",
+                    );
+                    update.build().execute(&mut **conn).await?;
+                }
+            }
+            WriteTx::Postgres(conn) => {
+                sqlx::query(
+                    "UPDATE idempotency_keys SET response = answers.answer
+                     FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS answers (app, key, answer)
+                     WHERE idempotency_keys.app_id = answers.app AND idempotency_keys.key = answers.key",
+                )
+                .bind(column(&answers, |answer| answer.0))
+                .bind(column(&answers, |answer| answer.1))
+                .bind(column(&answers, |answer| &answer.2[..]))
+                .execute(&mut **conn)
+                .await?;
+            }
         }
         Ok(())
     }
@@ -425,53 +460,93 @@ impl<'r> GroupWrite<'r> {
     }
 }
 
-/// Writes event rows, [`ROWS_PER_INSERT`] to a statement.
+/// Writes event rows: on SQLite [`ROWS_PER_INSERT`] to a statement, on PostgreSQL one
+/// statement of arrays (see [`column`]).
 async fn insert_events(tx: &mut WriteTx, rows: &[EventRow<'_>], now: i64) -> Result<()> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        on_tx!(&mut *tx, conn, {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO topic_events
-                 (app_id, topic, seq, id, event_type, payload, published_at, idempotency_key) ",
-            );
-            insert.push_values(chunk, |mut values, row| {
-                values
-                    .push_bind(row.app.as_str())
-                    .push_bind(row.topic)
-                    .push_bind(row.seq)
-                    .push_bind(row.id.as_str())
-                    .push_bind(row.event.event_type.as_str())
-                    .push_bind(&row.event.data[..])
-                    .push_bind(now)
-                    .push_bind(row.key);
-            });
-            insert.build().execute(&mut **conn).await?;
-        });
+    if rows.is_empty() {
+        return Ok(());
+    }
+    const INSERT: &str = "INSERT INTO topic_events
+        (app_id, topic, seq, id, event_type, payload, published_at, idempotency_key) ";
+    match tx {
+        WriteTx::Sqlite(conn) => {
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::new(INSERT);
+                insert.push_values(chunk, |mut values, row| {
+                    values
+                        .push_bind(row.app.as_str())
+                        .push_bind(row.topic)
+                        .push_bind(row.seq)
+                        .push_bind(row.id.as_str())
+                        .push_bind(row.event.event_type.as_str())
+                        .push_bind(&row.event.data[..])
+                        .push_bind(now)
+                        .push_bind(row.key);
+                });
+                insert.build().execute(&mut **conn).await?;
+            }
+        }
+        WriteTx::Postgres(conn) => {
+            sqlx::query(&format!(
+                "{INSERT} SELECT a, t, s, i, e, p, $7, k
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                             $6::bytea[], $8::text[]) AS r (a, t, s, i, e, p, k)"
+            ))
+            .bind(column(rows, |row| row.app.as_str()))
+            .bind(column(rows, |row| row.topic))
+            .bind(column(rows, |row| row.seq))
+            .bind(column(rows, |row| row.id.as_str()))
+            .bind(column(rows, |row| row.event.event_type.as_str()))
+            .bind(column(rows, |row| &row.event.data[..]))
+            .bind(now)
+            .bind(column(rows, |row| row.key))
+            .execute(&mut **conn)
+            .await?;
+        }
     }
     Ok(())
 }
 
-/// Writes outbox rows `(app, trigger, topic, seq)`, [`ROWS_PER_INSERT`] to a statement.
+/// Writes outbox rows `(app, trigger, topic, seq)`: on SQLite [`ROWS_PER_INSERT`] to a
+/// statement, on PostgreSQL one statement of arrays (see [`column`]).
 async fn insert_outbox(tx: &mut WriteTx, rows: &[(&str, &str, &str, i64)], now: i64) -> Result<()> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        on_tx!(&mut *tx, conn, {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
-                 next_attempt_at, created_at, updated_at) ",
-            );
-            insert.push_values(chunk, |mut values, (app, trigger, topic, seq)| {
-                values
-                    .push_bind(*app)
-                    .push_bind(*trigger)
-                    .push_bind(*topic)
-                    .push_bind(*seq)
-                    .push_bind("pending")
-                    .push_bind(0i64)
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            insert.build().execute(&mut **conn).await?;
-        });
+    if rows.is_empty() {
+        return Ok(());
+    }
+    const INSERT: &str = "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
+        next_attempt_at, created_at, updated_at) ";
+    match tx {
+        WriteTx::Sqlite(conn) => {
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::new(INSERT);
+                insert.push_values(chunk, |mut values, (app, trigger, topic, seq)| {
+                    values
+                        .push_bind(*app)
+                        .push_bind(*trigger)
+                        .push_bind(*topic)
+                        .push_bind(*seq)
+                        .push_bind("pending")
+                        .push_bind(0i64)
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                insert.build().execute(&mut **conn).await?;
+            }
+        }
+        WriteTx::Postgres(conn) => {
+            sqlx::query(&format!(
+                "{INSERT} SELECT a, t, p, s, 'pending', 0, $5, $5, $5
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS r (a, t, p, s)"
+            ))
+            .bind(column(rows, |row| row.0))
+            .bind(column(rows, |row| row.1))
+            .bind(column(rows, |row| row.2))
+            .bind(column(rows, |row| row.3))
+            .bind(now)
+            .execute(&mut **conn)
+            .await?;
+        }
     }
     Ok(())
 }
