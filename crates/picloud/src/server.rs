@@ -263,6 +263,7 @@ fn start_manager(
     let retention = tokio::spawn(run_retention(
         db.clone(),
         Duration::from_secs(serve.retention_interval_sec),
+        Duration::from_secs(serve.delivery_history_days * 24 * 3600),
         background.clone(),
     ));
     let manager = ManagerState::new(ManagerParts {

@@ -8,6 +8,7 @@ use picloud_manager_core::backend_test;
 use picloud_manager_core::publish::{
     NewEvent, Publication, PublishRequest, Publisher, PublisherConfig,
 };
+use picloud_manager_core::retention::DEFAULT_DELIVERY_HISTORY;
 use picloud_manager_core::testing::{RecordingBroadcaster, TestDb};
 use picloud_manager_core::topics::{AuthMode, NewTopic, Retention};
 use picloud_manager_core::triggers::{
@@ -356,7 +357,10 @@ async fn retention_prunes_old_events_but_keeps_what_deliveries_need(t: TestDb) {
             .await
             .unwrap();
     }
-    let pruned = h.db.prune(picloud_shared::time::now_ms()).await.unwrap();
+    let pruned =
+        h.db.prune(picloud_shared::time::now_ms(), DEFAULT_DELIVERY_HISTORY)
+            .await
+            .unwrap();
     assert_eq!(pruned.events, 6, "seqs 2..=7 pruned");
     let seqs: Vec<i64> =
         h.db.read_events("shop", "orders", 0, 100)
@@ -374,7 +378,7 @@ async fn retention_prunes_old_events_but_keeps_what_deliveries_need(t: TestDb) {
     // Age: everything is older than a minute in the future, but the count limit and
     // the pending delivery still hold.
     let later = picloud_shared::time::now_ms() + 10 * 24 * 3600 * 1000;
-    h.db.prune(later).await.unwrap();
+    h.db.prune(later, DEFAULT_DELIVERY_HISTORY).await.unwrap();
     assert_eq!(
         h.db.read_events("shop", "orders", 0, 100)
             .await

@@ -202,6 +202,75 @@ async fn deleting_an_app_removes_its_deliveries(t: TestDb) {
     );
 }
 
+backend_test!(deliveries_finished_beyond_the_history_are_pruned_with_their_attempts);
+async fn deliveries_finished_beyond_the_history_are_pruned_with_their_attempts(t: TestDb) {
+    use picloud_manager_core::deliveries::DeliveryFilter;
+    use picloud_manager_core::retention::DEFAULT_DELIVERY_HISTORY;
+    let db = &t.db;
+    db.create_app(&app("shop"), "Shop").await.unwrap();
+    let trigger = crate::publish::add_trigger(db, "orders").await;
+    let now = picloud_shared::time::now_ms();
+    let days = |n: i64| now - n * 24 * 3600 * 1000;
+    let history = DEFAULT_DELIVERY_HISTORY;
+    let history_days = (history.as_secs() / (24 * 3600)) as i64;
+    // (seq, state, created, finished), in id order: the first two finished before the
+    // history's start; the third was created then but finished since (a long retry);
+    // the fourth is still pending; the fifth is today's.
+    let old = history_days + 10;
+    let rows = [
+        (1, "delivered", days(old), Some(days(old))),
+        (2, "dead", days(old), Some(days(history_days + 1))),
+        (3, "delivered", days(old), Some(days(history_days - 1))),
+        (4, "pending", days(old), None),
+        (5, "delivered", now, Some(now)),
+    ];
+    picloud_manager_core::on_db!(db, pool, {
+        for (seq, state, created, finished) in rows {
+            sqlx::query(
+                "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
+                                     next_attempt_at, created_at, updated_at, finished_at)
+                 VALUES ('shop', $1, 'orders', $2, $3, 1, $4, $4, $4, $5)",
+            )
+            .bind(&trigger)
+            .bind(seq)
+            .bind(state)
+            .bind(created)
+            .bind(finished)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO delivery_attempts (outbox_id, app_id, attempt, started_at, duration_ms, status_code)
+             SELECT id, 'shop', 1, created_at, 1, 200 FROM outbox",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+
+    let pruned = db.prune(now, history).await.unwrap();
+    assert_eq!(pruned.deliveries, 2);
+    let filter = DeliveryFilter {
+        limit: 100,
+        ..DeliveryFilter::default()
+    };
+    let kept: Vec<i64> = db
+        .list_deliveries("shop", &filter)
+        .await
+        .unwrap()
+        .iter()
+        .map(|delivery| delivery.seq)
+        .collect();
+    assert_eq!(kept, [5, 4, 3], "newest first");
+    assert_eq!(crate::publish::count(db, "delivery_attempts").await, 3);
+    assert_eq!(
+        db.prune(now, history).await.unwrap().deliveries,
+        0,
+        "nothing more"
+    );
+}
+
 backend_test!(last_used_is_recorded_and_never_moves_back);
 async fn last_used_is_recorded_and_never_moves_back(t: TestDb) {
     let db = &t.db;

@@ -42,6 +42,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PICLOUD_RETENTION_INTERVAL_SEC", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub retention_interval_sec: u64,
+    /// Days a finished delivery (and its attempts) stays in the deliveries API after it
+    /// finished; older ones are pruned. Dead letters stay until replayed or deleted.
+    #[arg(long, env = "PICLOUD_DELIVERY_HISTORY_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub delivery_history_days: u64,
     /// Most webhook deliveries in flight at once on this node.
     #[arg(long, env = "PICLOUD_DISPATCH_WORKERS", default_value_t = 128,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use picloud::config::ServeArgs;
 use picloud_manager_core::backend_test;
+use picloud_manager_core::retention::DEFAULT_DELIVERY_HISTORY;
 use picloud_manager_core::testing::TestDb;
 use picloud_orchestrator_core::subscriber_token::{self, TokenClaims};
 use picloud_shared::realtime::{RealtimeStore, SUBSCRIBER_TOKEN_PURPOSE};
@@ -787,7 +788,12 @@ async fn a_cursor_beyond_retention_or_garbage_gets_a_reset_frame(t: TestDb) {
     for i in 1..=20 {
         f.publish("short", json!({"i": i})).await;
     }
-    f.app.t.db.prune(now_ms()).await.unwrap();
+    f.app
+        .t
+        .db
+        .prune(now_ms(), DEFAULT_DELIVERY_HISTORY)
+        .await
+        .unwrap();
 
     let mut sub = f
         .app
