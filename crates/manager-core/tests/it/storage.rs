@@ -271,6 +271,50 @@ async fn deliveries_finished_beyond_the_history_are_pruned_with_their_attempts(t
     );
 }
 
+backend_test!(a_history_longer_than_one_pruning_step_is_pruned_in_one_pass);
+async fn a_history_longer_than_one_pruning_step_is_pruned_in_one_pass(t: TestDb) {
+    use picloud_manager_core::retention::DEFAULT_DELIVERY_HISTORY;
+    let db = &t.db;
+    db.create_app(&app("shop"), "Shop").await.unwrap();
+    let trigger = crate::publish::add_trigger(db, "orders").await;
+    let now = picloud_shared::time::now_ms();
+    let old = now - 2 * DEFAULT_DELIVERY_HISTORY.as_millis() as i64;
+    // 2,500 deliveries finished long ago (more than two of the pass's steps), then one
+    // pending and one finished today.
+    picloud_manager_core::on_db!(db, pool, {
+        sqlx::query(
+            "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+             INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
+                                 next_attempt_at, created_at, updated_at, finished_at)
+             SELECT 'shop', $1, 'orders', i, 'delivered', 1, $2, $2, $2, $2 FROM n",
+        )
+        .bind(&trigger)
+        .bind(old)
+        .execute(pool)
+        .await
+        .unwrap();
+        for (seq, state, finished) in [(2501, "pending", None), (2502, "delivered", Some(now))] {
+            sqlx::query(
+                "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
+                                     next_attempt_at, created_at, updated_at, finished_at)
+                 VALUES ('shop', $1, 'orders', $2, $3, 1, $4, $4, $4, $5)",
+            )
+            .bind(&trigger)
+            .bind(seq)
+            .bind(state)
+            .bind(now)
+            .bind(finished)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+    });
+
+    let pruned = db.prune(now, DEFAULT_DELIVERY_HISTORY).await.unwrap();
+    assert_eq!(pruned.deliveries, 2500);
+    assert_eq!(crate::publish::count(db, "outbox").await, 2);
+}
+
 backend_test!(last_used_is_recorded_and_never_moves_back);
 async fn last_used_is_recorded_and_never_moves_back(t: TestDb) {
     let db = &t.db;
