@@ -235,7 +235,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Lists deliveries. */
+        /**
+         * Lists deliveries, newest first.
+         * @description A finished delivery stays listed, with its attempts, for the server's delivery
+         *     history after it finished (`--delivery-history-days`, 30 days by default); pending
+         *     deliveries and dead letters are never pruned.
+         */
         get: operations["list_deliveries"];
         put?: never;
         post?: never;

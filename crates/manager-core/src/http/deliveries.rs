@@ -159,7 +159,11 @@ pub const MAX_REPLAY_PER_SECOND: u32 = 1000;
 /// Most dead letters one bulk replay takes.
 pub const MAX_REPLAY: usize = 10_000;
 
-/// Lists deliveries.
+/// Lists deliveries, newest first.
+///
+/// A finished delivery stays listed, with its attempts, for the server's delivery
+/// history after it finished (`--delivery-history-days`, 30 days by default); pending
+/// deliveries and dead letters are never pruned.
 #[utoipa::path(get, path = "/v1/apps/{app}/deliveries", tag = "deliveries",
     params(("app" = String, Path, description = "app id"), DeliveryQuery),
     security(("api_key" = ["app:read"])),
