@@ -145,7 +145,7 @@ PY
             sum(calls) AS calls, count(*) AS texts, round(sum(exec_ms)) AS exec_ms, round(sum(plan_ms)) AS plan_ms, sum(rows) AS rows
             FROM (SELECT left(regexp_replace(query, '\s+', ' ', 'g'), 50) AS statement, calls,
                          total_exec_time AS exec_ms, total_plan_time AS plan_ms, rows FROM pg_stat_statements) s
-            GROUP BY ROLLUP (statement) ORDER BY sum(exec_ms) + sum(plan_ms) DESC LIMIT 12" >&2
+            GROUP BY ROLLUP (statement) ORDER BY sum(exec_ms) + sum(plan_ms) DESC LIMIT 16" >&2
     fi
 
     step "$name: publish-to-webhook latency at $RATE events/s for ${SECONDS_}s"
