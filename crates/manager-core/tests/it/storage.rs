@@ -202,6 +202,33 @@ async fn deleting_an_app_removes_its_deliveries(t: TestDb) {
     );
 }
 
+/// Writes an outbox row of app `shop` for `trigger`, event `orders`#`seq`, in `state`,
+/// created at `created` and finished at `finished` (ms).
+async fn add_delivery(
+    db: &picloud_manager_core::Db,
+    trigger: &str,
+    seq: i64,
+    state: &str,
+    created: i64,
+    finished: Option<i64>,
+) {
+    picloud_manager_core::on_db!(db, pool, {
+        sqlx::query(
+            "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
+                                 next_attempt_at, created_at, updated_at, finished_at)
+             VALUES ('shop', $1, 'orders', $2, $3, 1, $4, $4, $4, $5)",
+        )
+        .bind(trigger)
+        .bind(seq)
+        .bind(state)
+        .bind(created)
+        .bind(finished)
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+}
+
 backend_test!(deliveries_finished_beyond_the_history_are_pruned_with_their_attempts);
 async fn deliveries_finished_beyond_the_history_are_pruned_with_their_attempts(t: TestDb) {
     use picloud_manager_core::deliveries::DeliveryFilter;
@@ -224,22 +251,10 @@ async fn deliveries_finished_beyond_the_history_are_pruned_with_their_attempts(t
         (4, "pending", days(old), None),
         (5, "delivered", now, Some(now)),
     ];
+    for (seq, state, created, finished) in rows {
+        add_delivery(db, &trigger, seq, state, created, finished).await;
+    }
     picloud_manager_core::on_db!(db, pool, {
-        for (seq, state, created, finished) in rows {
-            sqlx::query(
-                "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
-                                     next_attempt_at, created_at, updated_at, finished_at)
-                 VALUES ('shop', $1, 'orders', $2, $3, 1, $4, $4, $4, $5)",
-            )
-            .bind(&trigger)
-            .bind(seq)
-            .bind(state)
-            .bind(created)
-            .bind(finished)
-            .execute(pool)
-            .await
-            .unwrap();
-        }
         sqlx::query(
             "INSERT INTO delivery_attempts (outbox_id, app_id, attempt, started_at, duration_ms, status_code)
              SELECT id, 'shop', 1, created_at, 1, 200 FROM outbox",
@@ -293,22 +308,9 @@ async fn a_history_longer_than_one_pruning_step_is_pruned_in_one_pass(t: TestDb)
         .execute(pool)
         .await
         .unwrap();
-        for (seq, state, finished) in [(2501, "pending", None), (2502, "delivered", Some(now))] {
-            sqlx::query(
-                "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
-                                     next_attempt_at, created_at, updated_at, finished_at)
-                 VALUES ('shop', $1, 'orders', $2, $3, 1, $4, $4, $4, $5)",
-            )
-            .bind(&trigger)
-            .bind(seq)
-            .bind(state)
-            .bind(now)
-            .bind(finished)
-            .execute(pool)
-            .await
-            .unwrap();
-        }
     });
+    add_delivery(db, &trigger, 2501, "pending", now, None).await;
+    add_delivery(db, &trigger, 2502, "delivered", now, Some(now)).await;
 
     let pruned = db.prune(now, DEFAULT_DELIVERY_HISTORY).await.unwrap();
     assert_eq!(pruned.deliveries, 2500);
