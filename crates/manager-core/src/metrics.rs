@@ -39,6 +39,10 @@ pub fn describe() {
     );
     ::metrics::describe_counter!("picloud_events_pruned_total", "Events removed by retention");
     ::metrics::describe_counter!(
+        "picloud_deliveries_pruned_total",
+        "Finished deliveries (with their attempts) removed after the delivery history"
+    );
+    ::metrics::describe_counter!(
         "picloud_cron_ticks_total",
         "Cron ticks handled, by outcome: fired, or skipped (missed with catch_up none)"
     );
@@ -153,6 +157,11 @@ pub fn script_run_dropped() {
 /// Retention removed `events` events.
 pub fn events_pruned(events: u64) {
     counter!("picloud_events_pruned_total").increment(events);
+}
+
+/// Retention removed `deliveries` finished deliveries.
+pub fn deliveries_pruned(deliveries: u64) {
+    counter!("picloud_deliveries_pruned_total").increment(deliveries);
 }
 
 /// A delivery attempt panicked and was recorded as failed.

@@ -156,11 +156,12 @@ impl Db {
     /// Deletes outbox rows `ids` that are still finished before `cutoff` (another node
     /// may have pruned or a replay changed them since they were read).
     async fn delete_deliveries(&self, ids: &[i64], cutoff: i64) -> Result<u64> {
-        const STILL_OLD: &str = "DELETE FROM outbox WHERE state <> 'pending' AND finished_at < ";
+        const DELETE_STILL_OLD: &str =
+            "DELETE FROM outbox WHERE state <> 'pending' AND finished_at < ";
         let _gate = self.write_gate().await;
         Ok(match self {
             Db::Sqlite(pool, ..) => {
-                let mut delete = sqlx::QueryBuilder::new(STILL_OLD);
+                let mut delete = sqlx::QueryBuilder::new(DELETE_STILL_OLD);
                 delete.push_bind(cutoff).push(" AND id IN (");
                 let mut listed = delete.separated(", ");
                 for id in ids {
@@ -169,12 +170,14 @@ impl Db {
                 delete.push(")");
                 delete.build().execute(pool).await?.rows_affected()
             }
-            Db::Postgres(pool, ..) => sqlx::query(&format!("{STILL_OLD}$1 AND id = ANY($2)"))
-                .bind(cutoff)
-                .bind(ids)
-                .execute(pool)
-                .await?
-                .rows_affected(),
+            Db::Postgres(pool, ..) => {
+                sqlx::query(&format!("{DELETE_STILL_OLD}$1 AND id = ANY($2)"))
+                    .bind(cutoff)
+                    .bind(ids)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
         })
     }
 }
@@ -197,6 +200,7 @@ pub async fn run_retention(
         match db.prune(now_ms(), delivery_history).await {
             Ok(pruned) => {
                 crate::metrics::events_pruned(pruned.events);
+                crate::metrics::deliveries_pruned(pruned.deliveries);
                 if pruned.events > 0 || pruned.deliveries > 0 {
                     tracing::debug!(
                         events = pruned.events,
