@@ -469,6 +469,22 @@ pub(crate) fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec
     rows.iter().map(value).collect()
 }
 
+/// Appends `(…)` with one bound parameter per id, for an `IN` list: what SQLite, which
+/// has no arrays, takes where PostgreSQL takes `= ANY($n)` and one array (see [`column`]).
+pub(crate) fn push_id_list<'args, DB: sqlx::Database>(
+    query: &mut sqlx::QueryBuilder<'args, DB>,
+    ids: impl IntoIterator<Item = i64>,
+) where
+    i64: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
+{
+    query.push("(");
+    let mut listed = query.separated(", ");
+    for id in ids {
+        listed.push_bind(id);
+    }
+    query.push(")");
+}
+
 /// Whether `error` is a unique-constraint violation (a duplicate key).
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())

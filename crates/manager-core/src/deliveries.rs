@@ -4,7 +4,7 @@
 use picloud_shared::time::now_ms;
 use serde::Serialize;
 
-use crate::db::{begin_write, Db};
+use crate::db::{begin_write, push_id_list, Db};
 use crate::error::{Error, Result};
 use crate::event_log::LoggedEvent;
 use crate::on_db;
@@ -376,12 +376,9 @@ impl Db {
                     "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters
                      WHERE payload IS NOT NULL AND app_id = "
                 ));
-                query.push_bind(app).push(" AND id IN (");
-                let mut listed = query.separated(", ");
-                for id in chunk {
-                    listed.push_bind(*id);
-                }
-                query.push(") ORDER BY id");
+                query.push_bind(app).push(" AND id IN ");
+                push_id_list(&mut query, chunk.iter().copied());
+                query.push(" ORDER BY id");
                 query.build_query_as().fetch_all(pool).await?
             });
             found.extend(rows);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use picloud_shared::time::now_ms;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::Db;
+use crate::db::{push_id_list, Db};
 use crate::error::Result;
 use crate::on_db;
 
@@ -162,12 +162,8 @@ impl Db {
         Ok(match self {
             Db::Sqlite(pool, ..) => {
                 let mut delete = sqlx::QueryBuilder::new(DELETE_STILL_OLD);
-                delete.push_bind(cutoff).push(" AND id IN (");
-                let mut listed = delete.separated(", ");
-                for id in ids {
-                    listed.push_bind(*id);
-                }
-                delete.push(")");
+                delete.push_bind(cutoff).push(" AND id IN ");
+                push_id_list(&mut delete, ids.iter().copied());
                 delete.build().execute(pool).await?.rows_affected()
             }
             Db::Postgres(pool, ..) => {

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use picloud_shared::time::now_ms;
 
 use super::circuit::{self, CircuitPolicy};
-use crate::db::{begin_write, column, Db, WriteTx};
+use crate::db::{begin_write, column, push_id_list, Db, WriteTx};
 use crate::error::Result;
 use crate::secret_box::Aad;
 use crate::{on_db, on_tx};
@@ -290,19 +290,14 @@ impl Db {
             // SQLite has no arrays: the ids as an IN list.
             Db::Sqlite(pool, ..) => {
                 let mut query = sqlx::QueryBuilder::new(PLANS);
-                query.push("IN (");
-                let mut ids = query.separated(", ");
-                for row in rows {
-                    ids.push_bind(row.id);
-                }
-                query.push(")");
+                query.push("IN ");
+                push_id_list(&mut query, rows.iter().map(|row| row.id));
                 query.build_query_as().fetch_all(pool).await?
             }
             // One array: one statement text and plan whatever the number of rows.
             Db::Postgres(pool, ..) => {
-                let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
                 sqlx::query_as(&format!("{PLANS}= ANY($1)"))
-                    .bind(ids)
+                    .bind(column(rows, |row| row.id))
                     .fetch_all(pool)
                     .await?
             }
