@@ -168,40 +168,6 @@ async fn deleting_an_app_removes_its_keys(t: TestDb) {
     assert_eq!(count, 0);
 }
 
-backend_test!(deleting_an_app_removes_its_deliveries);
-async fn deleting_an_app_removes_its_deliveries(t: TestDb) {
-    let db = &t.db;
-    db.create_app(&app("shop"), "Shop").await.unwrap();
-    let trigger = crate::publish::add_trigger(db, "orders").await;
-    let count = |table| crate::publish::count(db, table);
-    picloud_manager_core::on_db!(db, pool, {
-        sqlx::query(
-            "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts, next_attempt_at, created_at, updated_at)
-             VALUES ('shop', $1, 'orders', 1, 'delivered', 1, 0, 0, 0)",
-        )
-        .bind(&trigger)
-        .execute(pool)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO delivery_attempts (outbox_id, app_id, attempt, started_at, duration_ms, status_code)
-             SELECT id, 'shop', 1, 0, 1, 200 FROM outbox",
-        )
-        .execute(pool)
-        .await
-        .unwrap();
-    });
-    assert_eq!(
-        (count("outbox").await, count("delivery_attempts").await),
-        (1, 1)
-    );
-    db.delete_app("shop").await.unwrap();
-    assert_eq!(
-        (count("outbox").await, count("delivery_attempts").await),
-        (0, 0)
-    );
-}
-
 /// Writes an outbox row of app `shop` for `trigger`, event `orders`#`seq`, in `state`,
 /// created at `created` and finished at `finished` (ms).
 async fn add_delivery(
@@ -229,6 +195,39 @@ async fn add_delivery(
     });
 }
 
+/// Records one attempt (a 200, started when its delivery was created) for every outbox
+/// row.
+async fn add_attempt_to_every_delivery(db: &picloud_manager_core::Db) {
+    picloud_manager_core::on_db!(db, pool, {
+        sqlx::query(
+            "INSERT INTO delivery_attempts (outbox_id, app_id, attempt, started_at, duration_ms, status_code)
+             SELECT id, app_id, 1, created_at, 1, 200 FROM outbox",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+}
+
+backend_test!(deleting_an_app_removes_its_deliveries);
+async fn deleting_an_app_removes_its_deliveries(t: TestDb) {
+    let db = &t.db;
+    db.create_app(&app("shop"), "Shop").await.unwrap();
+    let trigger = crate::publish::add_trigger(db, "orders").await;
+    let count = |table| crate::publish::count(db, table);
+    add_delivery(db, &trigger, 1, "delivered", 0, None).await;
+    add_attempt_to_every_delivery(db).await;
+    assert_eq!(
+        (count("outbox").await, count("delivery_attempts").await),
+        (1, 1)
+    );
+    db.delete_app("shop").await.unwrap();
+    assert_eq!(
+        (count("outbox").await, count("delivery_attempts").await),
+        (0, 0)
+    );
+}
+
 backend_test!(deliveries_finished_beyond_the_history_are_pruned_with_their_attempts);
 async fn deliveries_finished_beyond_the_history_are_pruned_with_their_attempts(t: TestDb) {
     use picloud_manager_core::deliveries::DeliveryFilter;
@@ -254,15 +253,7 @@ async fn deliveries_finished_beyond_the_history_are_pruned_with_their_attempts(t
     for (seq, state, created, finished) in rows {
         add_delivery(db, &trigger, seq, state, created, finished).await;
     }
-    picloud_manager_core::on_db!(db, pool, {
-        sqlx::query(
-            "INSERT INTO delivery_attempts (outbox_id, app_id, attempt, started_at, duration_ms, status_code)
-             SELECT id, 'shop', 1, created_at, 1, 200 FROM outbox",
-        )
-        .execute(pool)
-        .await
-        .unwrap();
-    });
+    add_attempt_to_every_delivery(db).await;
 
     let pruned = db.prune(now, history).await.unwrap();
     assert_eq!(pruned.deliveries, 2);
