@@ -28,7 +28,8 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # PG_STATS=1 loads pg_stat_statements and prints PostgreSQL's busiest statements of the
-# throughput phase (calls, total and mean time, rows) on stderr: where its CPU goes.
+# throughput phase (calls, distinct texts, execution and planning time, rows; and the whole)
+# on stderr: where its CPU goes.
 # shellcheck source=bench/lib.sh
 source "$REPO_ROOT/bench/lib.sh"
 bench_binaries
@@ -136,11 +137,8 @@ PY
     pg_cpu="$(per_1k "$(cpu_seconds "$(postmaster_pid)")" "$pg_cpu0")"
     if [ "$stats" = 1 ]; then
         step "$name: PostgreSQL's busiest statements over the throughput phase"
-        "$PGBIN/psql" "$url" -P pager=off -c "SELECT calls, round(total_exec_time) AS total_ms,
-            round(mean_exec_time::numeric, 2) AS mean_ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
-            FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 10" >&2
-        # The same, each statement's texts together (a batch's VALUES list of another
-        # length is another text), with planning time, and the whole.
+        # Each statement's texts together (a batch's list of another length is another
+        # text), with planning time, and the whole.
         "$PGBIN/psql" "$url" -P pager=off -c "SELECT coalesce(statement, 'all statements') AS statement,
             sum(calls) AS calls, count(*) AS texts, round(sum(exec_ms)) AS exec_ms, round(sum(plan_ms)) AS plan_ms, sum(rows) AS rows
             FROM (SELECT left(regexp_replace(query, '\s+', ' ', 'g'), 50) AS statement, calls,
