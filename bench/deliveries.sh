@@ -10,8 +10,15 @@
 #   - CPU seconds per 1,000 deliveries of the throughput phase (publishing the backlog
 #     included), PiCloud's and PostgreSQL's (all of the throwaway cluster's processes);
 #   - the same backlog drained by graphile-worker 0.18 (Node.js, bench/peers/graphile-worker)
-#     on the same PostgreSQL cluster and sink, concurrency 64, with its defaults and with
-#     its batching options (PEERS="" leaves it out): the ratio issue #17 asks about.
+#     on the same PostgreSQL cluster and sink: its defaults at concurrency 64, and its
+#     batching options at each concurrency of GRAPHILE_CONCURRENCY (default "64 128");
+#     PEERS="" leaves it out. The ratio issue #17 asks about is PiCloud's rate over the
+#     best of these.
+#
+# Deliveries in flight: PiCloud runs with its default 128 dispatch workers (WORKERS=N
+# sets --dispatch-workers). Its pacer lets one app use at most half of them, keeping the
+# rest for apps that show up next, so the benchmark's one app has 64 deliveries in
+# flight: graphile-worker's concurrency 64.
 #
 #   bench/deliveries.sh          # EVENTS=20000 RATE=500 DURATION=10 by default
 #   PACING='{"max_in_flight":1}' bench/deliveries.sh   # the throughput trigger paced
@@ -97,7 +104,7 @@ run_backend() { # run_backend NAME URL -> one table row
     local name="$1" url="$2" port base admin key
     port="$(free_port)"; base="http://127.0.0.1:$port"
     "$BIN/picloud" --data-dir "$WORK/$name-data" --database-url "$url" serve --bind "127.0.0.1:$port" \
-        --webhook-allow-private true --dispatch-workers 64 >"$WORK/$name.out" 2>"$WORK/$name.err" &
+        --webhook-allow-private true ${WORKERS:+--dispatch-workers "$WORKERS"} >"$WORK/$name.out" 2>"$WORK/$name.err" &
     PIDS+=($!)
     local server_pid=$!
     for _ in $(seq 100); do curl -fs "$base/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -135,6 +142,17 @@ PY
     local server_cpu pg_cpu
     server_cpu="$(per_1k "$(cpu_seconds "$server_pid")" "$server_cpu0")"
     pg_cpu="$(per_1k "$(cpu_seconds "$(postmaster_pid)")" "$pg_cpu0")"
+    # The mean attempt (request to response) against the deliveries in flight tells what
+    # bounds the drain: with every allowed delivery in flight the attempts, otherwise
+    # the claims that keep the workers fed.
+    curl -fs "$base/metrics" | python3 -c '
+import sys
+values = {line.split()[0]: float(line.split()[1]) for line in sys.stdin
+          if line.startswith("picloud_delivery_attempt_seconds_")}
+count, total = values.get("picloud_delivery_attempt_seconds_count", 0), values.get("picloud_delivery_attempt_seconds_sum", 0)
+if count:
+    print(f"'"$name"': mean webhook attempt {1000 * total / count:.2f} ms over {count:.0f} attempts", file=sys.stderr)
+' || true
     if [ "$stats" = 1 ]; then
         step "$name: PostgreSQL's busiest statements over the throughput phase"
         # Each statement's texts together (a batch's list of another length is another
@@ -161,23 +179,23 @@ print(f"| {name} | {t['per_second']:.0f} | {t['distinct']}/{t['deliveries']} | {
 PY
 }
 
-run_graphile() { # run_graphile MODE -> one table row (graphile-worker, plain or batched)
-    local mode="$1" db="graphile_$1" url node_pid
+run_graphile() { # run_graphile MODE CONCURRENCY -> one table row (graphile-worker, plain or batched)
+    local mode="$1" concurrency="$2" name="graphile-$1-$2" db="graphile_$1_$2" url node_pid
     "$PGBIN/psql" -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
     url="postgres://postgres@127.0.0.1:$PGPORT/$db"
-    step "graphile-worker ($mode): $EVENTS jobs to the sink"
-    start_sink "graphile-$mode" "$EVENTS"
+    step "graphile-worker ($mode, concurrency $concurrency): $EVENTS jobs to the sink"
+    start_sink "$name" "$EVENTS"
     local pg_cpu0; pg_cpu0="$(cpu_seconds "$(postmaster_pid)")"
-    node "$PEER_DIR/run.mjs" "$url" "$SINK_URL" "$EVENTS" "$mode" >"$WORK/graphile-$mode.log" 2>&1 &
+    node "$PEER_DIR/run.mjs" "$url" "$SINK_URL" "$EVENTS" "$mode" "$concurrency" >"$WORK/$name.log" 2>&1 &
     node_pid=$!
     PIDS+=("$node_pid")
-    local throughput; throughput="$(wait_sink "graphile-$mode")"
+    local throughput; throughput="$(wait_sink "$name")"
     local node_cpu pg_cpu
     node_cpu="$(per_1k "$(cpu_seconds "$node_pid")")"
     pg_cpu="$(per_1k "$(cpu_seconds "$(postmaster_pid)")" "$pg_cpu0")"
     stop_all
-    grep -iE 'error|warning' "$WORK/graphile-$mode.log" | head -3 >&2 || true
-    python3 - "$mode" "$throughput" "$node_cpu" "$pg_cpu" <<'PY'
+    grep -iE 'error|warning' "$WORK/$name.log" | head -3 >&2 || true
+    python3 - "$mode, concurrency $concurrency" "$throughput" "$node_cpu" "$pg_cpu" <<'PY'
 import json, sys
 mode, t, node_cpu, pg_cpu = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 print(f"| graphile-worker ({mode}) | {t['per_second']:.0f} | {t['distinct']}/{t['deliveries']} | {node_cpu} s (Node.js) | {pg_cpu} s | - | - | - | - | - |")
@@ -195,7 +213,10 @@ if [[ " ${PEERS-graphile} " == *" graphile "* ]]; then
         step "installing graphile-worker (npm ci)"
         (cd "$PEER_DIR" && npm ci --no-audit --no-fund --silent) >&2
     fi
-    for mode in plain batched; do PEER_ROWS+=("$(run_graphile "$mode")"); done
+    PEER_ROWS+=("$(run_graphile plain 64)")
+    for concurrency in ${GRAPHILE_CONCURRENCY:-64 128}; do
+        PEER_ROWS+=("$(run_graphile batched "$concurrency")")
+    done
 fi
 
 step "results"

@@ -1,14 +1,14 @@
 // graphile-worker draining a backlog of EVENTS jobs, each a POST to the benchmark's
 // webhook sink (bench/deliveries.sh runs it beside PiCloud on the same PostgreSQL):
-//   node run.mjs CONNECTION_STRING SINK_URL EVENTS MODE
-// MODE "plain": concurrency 64, the defaults; "batched": the same with the batching
-// options graphile-worker documents for throughput (a local queue of concurrency + 1 jobs,
-// job completions batched with no delay). Adds the jobs first, then runs the worker until
+//   node run.mjs CONNECTION_STRING SINK_URL EVENTS MODE CONCURRENCY
+// MODE "plain": the defaults; "batched": the batching options graphile-worker documents
+// for throughput (a local queue of concurrency + 1 jobs, job completions batched with no
+// delay). CONCURRENCY jobs run at once. Adds the jobs first, then runs the worker until
 // the sink has them all (the caller stops it with SIGTERM).
 import { Logger, makeWorkerUtils, run } from "graphile-worker";
 
-const [connectionString, url, events, mode] = process.argv.slice(2);
-const concurrency = 64;
+const [connectionString, url, events, mode, running] = process.argv.slice(2);
+const concurrency = Number(running);
 const batching =
   mode === "batched"
     ? { localQueue: { size: concurrency + 1 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 }
