@@ -1,6 +1,8 @@
 //! The claim loop of one node: claim due rows (circuit probes first) under a lease, hand
 //! them to the pacer, start the admitted ones on free workers, and sleep until a publish
-//! wakes it, a row falls due or a worker frees up. At shutdown it drains in-flight
+//! wakes it, a row falls due or a worker frees up. When the other apps have nothing more
+//! due, it claims ahead for the apps at their share of the workers, so their next rows
+//! wait here and start as their deliveries finish. At shutdown it drains in-flight
 //! deliveries within the grace period and releases the leases of the rest.
 
 use std::collections::HashMap;
@@ -69,6 +71,8 @@ struct ClaimLoop {
     dry: Option<Dry>,
     /// Where scans of the pending rows start.
     floor: ScanFloor,
+    /// Whether the last claim ahead found as many rows as it asked for: more may be due.
+    more_ahead: bool,
 }
 
 /// What one claim round leaves for the wait that follows it.
@@ -204,6 +208,7 @@ impl ClaimLoop {
             in_flight: JoinSet::new(),
             dry: None,
             floor: ScanFloor::default(),
+            more_ahead: true,
         }
     }
 
@@ -225,12 +230,13 @@ impl ClaimLoop {
         let free = self.permits.available_permits().min(this.config.batch_size);
         // Triggers at their limits, or with rows waiting, are left out of the claim; a
         // finished delivery may give them room again.
-        let mut skip = self.pacer.blocked();
+        let blocked = self.pacer.blocked();
+        let mut skip = blocked.clone();
         skip.extend(self.waiting.triggers().cloned());
         // Apps at their share of the workers are left out too, so the claim takes the
         // due rows of the others.
         let skip_apps = self.pacer.blocked_apps();
-        let claimed = if free == 0 {
+        let mut claimed = if free == 0 {
             Vec::new()
         } else {
             let dry = self
@@ -248,14 +254,19 @@ impl ClaimLoop {
             }
             claimed
         };
+        // The other apps had nothing more due: claim ahead for the apps at their share.
+        if claimed.len() < free && !skip_apps.is_empty() && self.ahead_is_low() {
+            let ahead = self.claim_ahead(free - claimed.len(), &blocked).await;
+            claimed.extend(ahead);
+        }
         let full_batch = free > 0 && claimed.len() == free;
         if let Some(wait) = self.offer(claimed).await {
             next_start = Some(next_start.map_or(wait, |soonest| soonest.min(wait)));
         }
-        if let Err(error) = this.db.defer(&self.give_back).await {
+        let give_back = std::mem::take(&mut self.give_back);
+        if let Err(error) = self.meanwhile(this.db.defer(&give_back)).await {
             tracing::warn!(%error, "handing back waiting rows failed; their leases expire");
         }
-        self.give_back.clear();
         Round {
             free,
             skipped_triggers: skip,
@@ -277,14 +288,16 @@ impl ClaimLoop {
     ) -> (Vec<ClaimedRow>, Option<usize>) {
         let this = self.dispatcher.clone();
         let lease_until = now_ms() + this.config.lease.as_millis() as i64;
-        let probes = this
-            .db
-            .claim_probes(&this.config.node_id, lease_until, this.config.lease)
+        let probes = self
+            .meanwhile(
+                this.db
+                    .claim_probes(&this.config.node_id, lease_until, this.config.lease),
+            )
             .await;
         let (due, found) = if due {
             let from = self.floor.current(&this.db).await;
-            let rows = this
-                .claim_due(free, lease_until, from, skip, skip_apps)
+            let rows = self
+                .meanwhile(this.claim_due(free, lease_until, from, skip, skip_apps))
                 .await;
             let found = rows.as_ref().ok().map(Vec::len);
             (rows, found)
@@ -303,10 +316,61 @@ impl ClaimLoop {
         (claimed, found)
     }
 
+    /// Whether the rows waiting here ran low while more may be due: a claim ahead would
+    /// keep the workers of apps at their share busy.
+    fn ahead_is_low(&self) -> bool {
+        self.more_ahead && self.waiting.len() < self.refill_at()
+    }
+
+    /// Claims up to `limit` due rows of every app, leaving out only the triggers at their
+    /// limits (`blocked`). An app at its share of the workers starts its rows as its
+    /// deliveries finish, each at once, instead of after a claim's round trips: without
+    /// this its in-flight deliveries all finished while the next claim ran, and the
+    /// workers stood idle. Run only when the other apps have nothing more due, so what
+    /// is claimed ahead never holds back another app's rows.
+    async fn claim_ahead(&mut self, limit: usize, blocked: &[String]) -> Vec<ClaimedRow> {
+        let this = self.dispatcher.clone();
+        let lease_until = now_ms() + this.config.lease.as_millis() as i64;
+        let from = self.floor.current(&this.db).await;
+        let rows = self
+            .meanwhile(this.claim_due(limit, lease_until, from, blocked, &[]))
+            .await;
+        match rows {
+            Ok(rows) => {
+                self.more_ahead = rows.len() == limit;
+                rows
+            }
+            Err(error) => {
+                tracing::warn!(%error, "claiming outbox rows failed");
+                self.more_ahead = false;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Awaits `work`, a database round trip of the loop, while starting waiting rows as
+    /// deliveries finish: a worker freed during a claim starts its next row at once, not
+    /// when the claim is done (a claim round's round trips took as long as a delivery,
+    /// and the workers freed meanwhile stood idle).
+    async fn meanwhile<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut work => return done,
+                Some(done) = self.in_flight.join_next(), if !self.waiting.is_empty() => {
+                    self.note_finished(done);
+                    self.start_ready().await;
+                }
+            }
+        }
+    }
+
     /// Offers claimed rows to the pacer and starts those it admits; returns how soon a
     /// rate-limited one may start.
     async fn offer(&mut self, claimed: Vec<ClaimedRow>) -> Option<Duration> {
-        let mut plans = match self.dispatcher.db.delivery_plans(&claimed).await {
+        let this = self.dispatcher.clone();
+        let mut plans = match self.meanwhile(this.db.delivery_plans(&claimed)).await {
             Ok(plans) => plans,
             Err(error) => {
                 // The leases expire and the rows are claimed again.
@@ -350,7 +414,7 @@ impl ClaimLoop {
         let batch = self.refill_at().min(self.in_flight.len()).max(1);
         let mut finished = 0;
         let from = self.floor.current(&this.db).await;
-        let mut sleep = this.time_to_next_due(from).await;
+        let mut sleep = self.meanwhile(this.time_to_next_due(from)).await;
         if let Some(soonest) = self.pacer.soonest_start() {
             sleep = sleep.min(soonest.max(Duration::from_millis(1)));
         }
@@ -377,7 +441,8 @@ impl ClaimLoop {
                     let paced_freed = trigger.is_some_and(|trigger| {
                         skipped_triggers.contains(&trigger) && !self.waiting.has(&trigger)
                     });
-                    if !self.give_back.is_empty() || paced_freed || finished >= batch {
+                    let ahead_low = skipped_apps && self.ahead_is_low();
+                    if !self.give_back.is_empty() || paced_freed || ahead_low || finished >= batch {
                         by_finishes = true;
                         break;
                     }
@@ -390,6 +455,7 @@ impl ClaimLoop {
         }
         if !by_finishes {
             self.dry = None;
+            self.more_ahead = true;
         }
     }
 

@@ -218,6 +218,11 @@ impl Waiting {
         self.triggers.is_empty()
     }
 
+    /// How many rows wait.
+    pub fn len(&self) -> usize {
+        self.triggers.values().map(VecDeque::len).sum()
+    }
+
     /// Whether rows of `trigger` wait.
     pub fn has(&self, trigger: &str) -> bool {
         self.triggers.contains_key(trigger)

@@ -1006,21 +1006,33 @@ async fn deeply_nested_stored_data_is_retried_then_dead_lettered_without_stallin
     app.stop().await;
 }
 
+/// A loopback endpoint that accepts connections and never answers, holding each open
+/// until the returned task is aborted: its URL, and a message per accepted connection.
+async fn tarpit() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/slow", listener.local_addr().unwrap());
+    let (accepted, connections) = tokio::sync::mpsc::unbounded_channel();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+            let _ = accepted.send(());
+        }
+    });
+    (url, connections, held)
+}
+
 backend_test!(a_tarpit_in_one_app_does_not_hold_up_another_apps_deliveries);
 async fn a_tarpit_in_one_app_does_not_hold_up_another_apps_deliveries(t: TestDb) {
     let mut args = fast_args(true);
     args.dispatch_workers = 8;
     args.webhook_timeout_sec = 20;
     let (app, key, sink, base) = setup_with(args, t).await;
-    // A loopback endpoint that accepts connections and never answers.
-    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tarpit_url = format!("http://{}/slow", tarpit.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut connections = Vec::new();
-        while let Ok((socket, _)) = tarpit.accept().await {
-            connections.push(socket);
-        }
-    });
+    let (tarpit_url, _connections, held) = tarpit().await;
     // App "shop": 20 triggers on the tarpit, and a backlog for each.
     for _ in 0..20 {
         trigger(
@@ -1081,6 +1093,67 @@ async fn a_tarpit_in_one_app_does_not_hold_up_another_apps_deliveries(t: TestDb)
     assert!(
         p99 < Duration::from_secs(1),
         "p99 {p99:?}, all {latencies:?}"
+    );
+    held.abort();
+    app.stop().await;
+}
+
+backend_test!(an_app_at_its_share_has_its_next_rows_claimed_while_it_waits);
+async fn an_app_at_its_share_has_its_next_rows_claimed_while_it_waits(t: TestDb) {
+    // Four workers: one app alone may have two deliveries in flight. With nothing else
+    // due, its next rows are claimed while those two are on their way, so a finished
+    // delivery is followed by the next at once rather than after a claim's round trips
+    // (without that, a draining backlog left the workers idle a third of the time).
+    let mut args = fast_args(true);
+    args.dispatch_workers = 4;
+    args.webhook_timeout_sec = 20;
+    let (app, key, _sink, _base) = setup_with(args, t).await;
+    let (tarpit_url, mut connections, held) = tarpit().await;
+    trigger(
+        &app,
+        &key,
+        json!({"kind": "topic", "topic": "orders"}),
+        &tarpit_url,
+        3,
+    )
+    .await;
+    let publish_batch = |count: usize| {
+        let events: Vec<Value> = (0..count)
+            .map(|n| json!({"topic": "orders", "data": {"n": n}}))
+            .collect();
+        app.call(
+            Method::POST,
+            "/v1/apps/shop/events",
+            Some(&key),
+            Some(json!({"events": events})),
+        )
+    };
+    // Two events: both in flight, the app at its share, nothing waiting.
+    assert_eq!(publish_batch(2).await.0, 201);
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), connections.recv())
+            .await
+            .expect("both deliveries reach the endpoint");
+    }
+    // Eight more: two of them are claimed ahead, none goes out beside the two.
+    assert_eq!(publish_batch(8).await.0, 201);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let leased = loop {
+        let leased: i64 = picloud_manager_core::on_db!(&app.t.db, pool, {
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE lease_until IS NOT NULL")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        });
+        if leased >= 4 || tokio::time::Instant::now() > deadline {
+            break leased;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(leased, 4, "two rows in flight and two claimed ahead");
+    assert!(
+        connections.try_recv().is_err(),
+        "only the app's share of the workers is in flight"
     );
     held.abort();
     app.stop().await;
