@@ -255,11 +255,15 @@ impl ClaimLoop {
             claimed
         };
         // The other apps had nothing more due: claim ahead for the apps at their share.
-        if claimed.len() < free && !skip_apps.is_empty() && self.ahead_is_low() {
-            let ahead = self.claim_ahead(free - claimed.len(), &blocked).await;
+        let room = self
+            .ahead_target()
+            .saturating_sub(self.waiting.len() + claimed.len())
+            .min(this.config.batch_size);
+        if claimed.len() < free && !skip_apps.is_empty() && self.ahead_is_low() && room > 0 {
+            let ahead = self.claim_ahead(room, &blocked).await;
             claimed.extend(ahead);
         }
-        let full_batch = free > 0 && claimed.len() == free;
+        let full_batch = free > 0 && claimed.len() >= free;
         if let Some(wait) = self.offer(claimed).await {
             next_start = Some(next_start.map_or(wait, |soonest| soonest.min(wait)));
         }
@@ -316,10 +320,21 @@ impl ClaimLoop {
         (claimed, found)
     }
 
-    /// Whether the rows waiting here ran low while more may be due: a claim ahead would
-    /// keep the workers of apps at their share busy.
+    /// Whether fewer than half of [`ClaimLoop::ahead_target`] rows wait here while more
+    /// may be due: a claim ahead keeps the workers of apps at their share busy. (Half:
+    /// the claim takes as long as many deliveries, and the rows still waiting must last
+    /// until it is back.)
     fn ahead_is_low(&self) -> bool {
-        self.more_ahead && self.waiting.len() < self.refill_at()
+        self.more_ahead && self.waiting.len() < self.ahead_target() / 2
+    }
+
+    /// How many rows claims ahead keep waiting on this node: twice its workers, at most
+    /// two claims' batches. Under load a claim round lasts as long as the workers take
+    /// to deliver a batch or more: with fewer rows waiting, they ran out before it was
+    /// back.
+    fn ahead_target(&self) -> usize {
+        let config = &self.dispatcher.config;
+        2 * config.workers.min(config.batch_size)
     }
 
     /// Claims up to `limit` due rows of every app, leaving out only the triggers at their

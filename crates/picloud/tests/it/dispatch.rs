@@ -1135,8 +1135,9 @@ async fn an_app_at_its_share_has_its_next_rows_claimed_while_it_waits(t: TestDb)
             .await
             .expect("both deliveries reach the endpoint");
     }
-    // Eight more: two of them are claimed ahead, none goes out beside the two.
-    assert_eq!(publish_batch(8).await.0, 201);
+    // Twenty more: eight of them (twice the node's workers) are claimed ahead, none goes
+    // out beside the two.
+    assert_eq!(publish_batch(20).await.0, 201);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let leased = loop {
         let leased: i64 = picloud_manager_core::on_db!(&app.t.db, pool, {
@@ -1145,12 +1146,12 @@ async fn an_app_at_its_share_has_its_next_rows_claimed_while_it_waits(t: TestDb)
                 .await
                 .unwrap()
         });
-        if leased >= 4 || tokio::time::Instant::now() > deadline {
+        if leased >= 10 || tokio::time::Instant::now() > deadline {
             break leased;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(leased, 4, "two rows in flight and two claimed ahead");
+    assert_eq!(leased, 10, "two rows in flight and eight claimed ahead");
     assert!(
         connections.try_recv().is_err(),
         "only the app's share of the workers is in flight"
