@@ -136,11 +136,12 @@ async fn a_stalled_reader_costs_bounded_memory_and_catches_up_exactly(t: TestDb)
     let backlog = (BATCHES * PER_BATCH * PAYLOAD) as u64;
     let grown = stalled.saturating_sub(before);
     // A server holding the backlog for its reader would grow by more than the backlog.
-    // Half of it leaves room for what grows anyway: SQLite's page caches (up to 64 MiB
-    // per pooled connection) add 0.5-5 MB here, and ~12 MB was seen once when the
-    // writes went to a connection whose cache was still cold.
+    // Three quarters of it leave room for what grows anyway: SQLite's page caches (up to
+    // 64 MiB per pooled connection) add 0.5-5 MB here, ~12 MB was seen once when the
+    // writes went to a connection whose cache was still cold, and 21.6 MB once in the
+    // full suite on a 2-core Intel machine (the allocator keeping freed request bodies).
     assert!(
-        grown < backlog / 2,
+        grown < backlog * 3 / 4,
         "server memory grew {grown} bytes with a {backlog}-byte backlog"
     );
 
