@@ -399,7 +399,8 @@ impl ClaimLoop {
             let Some(plan) = plans.remove(&row.id) else {
                 continue;
             };
-            match self.waiting.offer(&self.pacer, row, plan) {
+            let worker_free = self.permits.available_permits() > 0;
+            match self.waiting.offer(&self.pacer, row, plan, worker_free) {
                 Ok((row, plan)) => self.start(row, plan).await,
                 Err(Wait::For(wait)) => {
                     next_start = Some(next_start.map_or(wait, |soonest| soonest.min(wait)));

@@ -32,6 +32,8 @@ use crate::db::Db;
 pub mod circuit;
 mod claim_loop;
 mod deliver;
+#[cfg(test)]
+mod fixtures;
 pub mod outbox;
 pub mod pacing;
 mod recorder;

@@ -233,15 +233,18 @@ impl Waiting {
         self.triggers.keys()
     }
 
-    /// Starts `row` through `pacer` if its trigger has room and no older row waits;
-    /// otherwise keeps it. Returns the row to deliver now, or what it waits for.
+    /// Starts `row` through `pacer` if a worker is free, its trigger has room and no
+    /// older row waits; otherwise keeps it. Returns the row to deliver now, or what it
+    /// waits for. (Without a free worker the row waits here: starting it would hold up
+    /// the claim loop until a delivery finished.)
     pub fn offer(
         &mut self,
         pacer: &Pacer,
         row: ClaimedRow,
         plan: DeliveryPlan,
+        worker_free: bool,
     ) -> Result<(ClaimedRow, DeliveryPlan), Wait> {
-        let wait = if self.has(&row.trigger_id) {
+        let wait = if !worker_free || self.has(&row.trigger_id) {
             Wait::ForSlot
         } else {
             match pacer.admit(&row.trigger_id, &row.app_id, limits(&plan)) {
@@ -338,7 +341,23 @@ fn limits(plan: &DeliveryPlan) -> Pacing {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{plan, row};
     use super::*;
+
+    #[test]
+    fn a_row_offered_with_no_worker_free_waits_without_taking_a_slot() {
+        let pacer = Pacer::default();
+        let mut waiting = Waiting::default();
+        let mut one_at_a_time = plan("{}");
+        one_at_a_time.max_in_flight = Some(1);
+        let offered = waiting.offer(&pacer, row(), one_at_a_time, false);
+        assert!(matches!(offered, Err(Wait::ForSlot)));
+        assert_eq!(waiting.len(), 1);
+        // The trigger's one slot is still free: the row starts when a worker is.
+        let (ready, _) = waiting.ready(&pacer, 1);
+        assert_eq!(ready.len(), 1, "the kept row took no slot of its trigger");
+        assert!(waiting.is_empty());
+    }
 
     #[test]
     fn in_flight_window() {
