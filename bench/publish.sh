@@ -73,10 +73,14 @@ run_backend() {
     step "$name: single-event publishes, 32 connections, ${DURATION}s"
     wrk -t2 -c32 -d"${DURATION}s" --latency -s bench/wrk/publish.lua \
         "$base/v1/apps/bench/topics/orders/events" >"$out/single.txt"
-    # Requests per commit group in that run (the writer's histogram, sum over count).
-    local per_group
+    # Requests per commit group in that run (the writer's histogram, sum over count),
+    # and how much of the run the group writer spent committing: near 100%, the writer's
+    # cycle, not the CPU, sets the rate.
+    local per_group writer_busy
     per_group="$(curl -fs "$base/metrics" | awk '/^picloud_publish_group_requests_sum/ {s = $2}
         /^picloud_publish_group_requests_count/ {c = $2} END {printf "%.1f", c ? s / c : 0}')"
+    writer_busy="$(curl -fs "$base/metrics" | awk -v d="$DURATION" \
+        '/^picloud_publish_commit_seconds_sum/ {printf "%.0f%%", 100 * $2 / d}')"
     step "$name: batched publishes ($PICLOUD_BATCH events each), 8 connections, ${DURATION}s"
     wrk -t2 -c8 -d"${DURATION}s" --latency -s bench/wrk/publish_batch.lua \
         "$base/v1/apps/bench/events" >"$out/batch.txt"
@@ -104,12 +108,12 @@ run_backend() {
     done
     single_ok="$(cat "$out/single.txt" "$out/triggers.txt" | awk '/requests in/ {n += $1} END {print n}')"
     stop_server
-    printf '%s %s %s %s %s %s %s %s %s\n' "$name" \
+    printf '%s %s %s %s %s %s %s %s %s %s\n' "$name" \
         "$(awk '/Requests\/sec/ {print int($2)}' "$out/single.txt")" \
         "$(awk '/ 99%/ {print $2}' "$out/single.txt")" \
         "$(awk -v b="$PICLOUD_BATCH" '/Requests\/sec/ {print int($2 * b)}' "$out/batch.txt")" \
         "$errors" "$acked_single/$single_ok" "$acked_batch" \
-        "$(awk '/Requests\/sec/ {print int($2)}' "$out/triggers.txt")" "$per_group"
+        "$(awk '/Requests\/sec/ {print int($2)}' "$out/triggers.txt")" "$per_group" "$writer_busy"
 }
 
 SQLITE="$(run_backend sqlite "sqlite://$WORK/sqlite.db")"
@@ -119,10 +123,10 @@ POSTGRES="$(run_backend postgres "postgres://postgres@127.0.0.1:$PGPORT/bench")"
 step "results"
 printf '\nmachine: %s cores, %s; fdatasync: %s/s (pg_test_fsync)\n\n' "$(nproc)" \
     "$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs)" "$FSYNCS"
-printf '| backend | single-event publishes/s (32 conns) | p99 | batched events/s (%s/request) | single, 200 triggers on the app | non-2xx | in log / acked (single) | in log (batched) | publishes per fsync | requests per commit (single) |\n' "$PICLOUD_BATCH"
-printf '|---|---|---|---|---|---|---|---|---|---|\n'
+printf '| backend | single-event publishes/s (32 conns) | p99 | batched events/s (%s/request) | single, 200 triggers on the app | non-2xx | in log / acked (single) | in log (batched) | publishes per fsync | requests per commit (single) | writer committing (single) |\n' "$PICLOUD_BATCH"
+printf '|---|---|---|---|---|---|---|---|---|---|---|\n'
 for row in "$SQLITE" "$POSTGRES"; do
-    read -r name single p99 batch errors acked acked_batch triggers per_group <<<"$row"
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$single" "$p99" "$batch" "$triggers" "$errors" "$acked" "$acked_batch" \
-        "$(python3 -c "print(round($single / max($FSYNCS, 1), 1))")" "$per_group"
+    read -r name single p99 batch errors acked acked_batch triggers per_group writer_busy <<<"$row"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$single" "$p99" "$batch" "$triggers" "$errors" "$acked" "$acked_batch" \
+        "$(python3 -c "print(round($single / max($FSYNCS, 1), 1))")" "$per_group" "$writer_busy"
 done
