@@ -160,6 +160,11 @@ impl Dispatcher {
         }
     }
 
+    /// When a lease taken now runs out, ms.
+    fn lease_until(&self) -> i64 {
+        now_ms() + self.config.lease.as_millis() as i64
+    }
+
     /// Claims up to `free` due rows of closed circuits from `due_from` on, leaving out
     /// `skip`.
     async fn claim_due(
@@ -291,18 +296,15 @@ impl ClaimLoop {
         due: bool,
     ) -> (Vec<ClaimedRow>, Option<usize>) {
         let this = self.dispatcher.clone();
-        let lease_until = now_ms() + this.config.lease.as_millis() as i64;
         let probes = self
-            .meanwhile(
-                this.db
-                    .claim_probes(&this.config.node_id, lease_until, this.config.lease),
-            )
+            .meanwhile(this.db.claim_probes(
+                &this.config.node_id,
+                this.lease_until(),
+                this.config.lease,
+            ))
             .await;
         let (due, found) = if due {
-            let from = self.floor.current(&this.db).await;
-            let rows = self
-                .meanwhile(this.claim_due(free, lease_until, from, skip, skip_apps))
-                .await;
+            let rows = self.claim_due_rows(free, skip, skip_apps).await;
             let found = rows.as_ref().ok().map(Vec::len);
             (rows, found)
         } else {
@@ -344,13 +346,7 @@ impl ClaimLoop {
     /// workers stood idle. Run only when the other apps have nothing more due, so what
     /// is claimed ahead never holds back another app's rows.
     async fn claim_ahead(&mut self, limit: usize, blocked: &[String]) -> Vec<ClaimedRow> {
-        let this = self.dispatcher.clone();
-        let lease_until = now_ms() + this.config.lease.as_millis() as i64;
-        let from = self.floor.current(&this.db).await;
-        let rows = self
-            .meanwhile(this.claim_due(limit, lease_until, from, blocked, &[]))
-            .await;
-        match rows {
+        match self.claim_due_rows(limit, blocked, &[]).await {
             Ok(rows) => {
                 self.more_ahead = rows.len() == limit;
                 rows
@@ -361,6 +357,20 @@ impl ClaimLoop {
                 Vec::new()
             }
         }
+    }
+
+    /// Claims up to `limit` due rows under a new lease, from the scan floor on, leaving
+    /// out the triggers `skip` and the apps `skip_apps`; waiting rows start meanwhile.
+    async fn claim_due_rows(
+        &mut self,
+        limit: usize,
+        skip: &[String],
+        skip_apps: &[String],
+    ) -> Result<Vec<ClaimedRow>> {
+        let this = self.dispatcher.clone();
+        let from = self.floor.current(&this.db).await;
+        self.meanwhile(this.claim_due(limit, this.lease_until(), from, skip, skip_apps))
+            .await
     }
 
     /// Awaits `work`, a database round trip of the loop, while starting waiting rows as
