@@ -12,6 +12,7 @@ use picloud_manager_core::dispatcher::{
 };
 use picloud_manager_core::http::admin_session::{AdminSettings, SignInGuard};
 use picloud_manager_core::http::event_input::PublishLimits;
+use picloud_manager_core::retention::DEFAULT_DELIVERY_HISTORY;
 use picloud_orchestrator_core::connection_limits::Limits;
 use picloud_orchestrator_core::stream::StreamTiming;
 use picloud_orchestrator_core::token_authority::{TokenConfig, KEY_CACHE_TTL};
@@ -44,7 +45,8 @@ pub struct ServeArgs {
     pub retention_interval_sec: u64,
     /// Days a finished delivery (and its attempts) stays in the deliveries API after it
     /// finished; older ones are pruned. Dead letters stay until replayed or deleted.
-    #[arg(long, env = "PICLOUD_DELIVERY_HISTORY_DAYS", default_value_t = 30,
+    #[arg(long, env = "PICLOUD_DELIVERY_HISTORY_DAYS",
+          default_value_t = DEFAULT_DELIVERY_HISTORY.as_secs() / (24 * 3600),
           value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub delivery_history_days: u64,
     /// Most webhook deliveries in flight at once on this node.
