@@ -27,9 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::ConnectOptions;
 
 use crate::error::{Error, Result};
@@ -132,8 +130,61 @@ pub(crate) use row_struct;
 /// that finds the lock taken waits in SQLite's busy handler, which sleeps in steps of up
 /// to 100 ms. The hot writers (the publish writer, the dispatcher's claims and its outcome
 /// recorder) take this gate first, so they wait for each other in FIFO order instead.
-#[derive(Debug, Clone, Default)]
-pub struct WriteGate(Arc<tokio::sync::Mutex<()>>);
+///
+/// The gate also holds the process's write connection: a SQLite connection of its own,
+/// outside the pool, that the publish writer drives directly from its thread. Through
+/// the pool, every statement is a hand-off to the connection's worker thread and back;
+/// a publish group is a handful of statements, and those hand-offs were most of its
+/// time (bench/RESULTS.md, issue #17 item 3). Its calls block: only code on a thread of
+/// its own (the publish writer) may run statements on it.
+#[derive(Debug, Clone)]
+pub struct WriteGate(Arc<tokio::sync::Mutex<rusqlite::Connection>>);
+
+impl WriteGate {
+    fn new(connection: rusqlite::Connection) -> Self {
+        WriteGate(Arc::new(tokio::sync::Mutex::new(connection)))
+    }
+}
+
+/// How long a SQLite connection waits for another's write lock before failing busy.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every SQLite connection's settings: WAL with `synchronous=FULL`, so a commit is on
+/// disk when it returns; foreign keys on; hot pages kept in memory and the rest read
+/// through mmap rather than copied in with read(2) on every cache miss.
+const SQLITE_PRAGMAS: [(&str, &str); 5] = [
+    ("journal_mode", "WAL"),
+    ("synchronous", "FULL"),
+    ("foreign_keys", "ON"),
+    ("cache_size", "-65536"),
+    ("mmap_size", "268435456"),
+];
+
+/// Opens the write connection of [`WriteGate`] on the database `options` name, with the
+/// pool's settings.
+fn open_writer_connection(
+    options: &SqliteConnectOptions,
+    in_memory: bool,
+) -> Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if in_memory {
+        // sqlx names an in-memory database `file:sqlx-in-memory-N` and shares it
+        // between its connections through the shared cache; so does this one.
+        flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+    }
+    let connection = rusqlite::Connection::open_with_flags(options.get_filename(), flags)?;
+    connection.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+    for (name, value) in SQLITE_PRAGMAS {
+        connection.pragma_update(None, name, value)?;
+    }
+    // Room for every statement the publish writer prepares.
+    connection.set_prepared_statement_cache_capacity(32);
+    Ok(connection)
+}
 
 /// Whether this process's writes are failing, for readiness. A write that fails in the
 /// database (disk full, I/O error, no connection) marks it; the next write that commits
@@ -188,17 +239,13 @@ impl Db {
     pub async fn connect_with(url: &str, size: PoolSize, acquire_timeout: Duration) -> Result<Db> {
         match Backend::of_url(url) {
             Some(Backend::Sqlite) => {
-                let options = SqliteConnectOptions::from_str(url)?
+                let mut options = SqliteConnectOptions::from_str(url)?
                     .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(10))
-                    // Keep hot pages in memory and read the rest through mmap rather than
-                    // copying them in with read(2) on every cache miss.
-                    .pragma("cache_size", "-65536")
-                    .pragma("mmap_size", "268435456")
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
                     .log_statements(log::LevelFilter::Trace);
+                for (name, value) in SQLITE_PRAGMAS {
+                    options = options.pragma(name, value);
+                }
                 let file = options.get_filename();
                 let in_memory = url.contains(":memory:") || url.contains("mode=memory");
                 if !in_memory {
@@ -218,9 +265,14 @@ impl Db {
                             Ok(keep_after_release(conn))
                         })
                     })
-                    .connect_with(options)
+                    .connect_with(options.clone())
                     .await?;
-                Ok(Db::Sqlite(pool, WriteGate::default(), PoolState::default()))
+                let writer = open_writer_connection(&options, in_memory)?;
+                Ok(Db::Sqlite(
+                    pool,
+                    WriteGate::new(writer),
+                    PoolState::default(),
+                ))
             }
             Some(Backend::Postgres) => {
                 let options = sqlx::postgres::PgConnectOptions::from_str(url)?
@@ -239,9 +291,10 @@ impl Db {
         }
     }
 
-    /// On SQLite, waits for this process's write gate and holds it until the guard drops;
-    /// on PostgreSQL, which has row locks, returns at once with no guard.
-    pub async fn write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    /// On SQLite, waits for this process's write gate and holds it until the guard drops
+    /// (the guard is the gate's write connection, see [`WriteGate`]); on PostgreSQL,
+    /// which has row locks, returns at once with no guard.
+    pub async fn write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<rusqlite::Connection>> {
         match self {
             Db::Sqlite(_, gate, _) => Some(gate.0.clone().lock_owned().await),
             Db::Postgres(..) => None,

@@ -10,6 +10,10 @@ pub enum Error {
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The publish writer's own SQLite connection failed (see
+    /// [`WriteGate`](crate::db::WriteGate)).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A schema migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -142,7 +146,15 @@ impl From<Error> for ApiError {
                     "the database is unavailable; retry later",
                 )
             }
+            Error::Sqlite(ref e) if is_sqlite_unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the database is unavailable; retry later",
+                )
+            }
             Error::Database(_)
+            | Error::Sqlite(_)
             | Error::Migrate(_)
             | Error::UnsupportedDatabaseUrl(_)
             | Error::Corrupt(_)
@@ -171,15 +183,27 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
             Some(sqlstate) => ["08", "53", "57"]
                 .iter()
                 .any(|class| sqlstate.starts_with(class)),
-            // SQLite's numeric codes (the primary code is the low byte): BUSY (5),
-            // IOERR (10), FULL (13).
             None => e
                 .code()
-                .and_then(|code| code.parse::<i64>().ok())
-                .is_some_and(|code| matches!(code & 0xff, 5 | 10 | 13)),
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(is_sqlite_unavailable_code),
         },
         _ => false,
     }
+}
+
+/// [`is_unavailable`] for an error of the write connection.
+fn is_sqlite_unavailable(error: &rusqlite::Error) -> bool {
+    match error {
+        rusqlite::Error::SqliteFailure(e, _) => is_sqlite_unavailable_code(e.extended_code),
+        _ => false,
+    }
+}
+
+/// Whether a SQLite result code means the database cannot serve now. The primary code is
+/// the low byte: BUSY (5), IOERR (10), FULL (13).
+fn is_sqlite_unavailable_code(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 10 | 13)
 }
 
 /// Whether `error` is PostgreSQL refusing text it cannot store: a NUL character

@@ -1,6 +1,11 @@
 //! One group's transaction. The writer runs its phases in order — admit the requests,
 //! take the seqs, write the rows, notify other nodes, remember keyed answers — and
 //! commits; every request of the group is in this one transaction.
+//!
+//! On PostgreSQL the statements go through sqlx, batched into arrays. On SQLite they run
+//! on the write connection of [`WriteGate`](crate::db::WriteGate), on the writer's own
+//! thread: each a cached prepared statement executed once per row, which in-process
+//! SQLite runs in microseconds, with no hand-off to another thread.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,12 +18,12 @@ use picloud_shared::AppId;
 use super::trigger_index::AppTriggers;
 use super::{BeforeCommitHook, NewEvent, Publication, PublishRequest, PublishedEvent};
 use crate::cluster_feed::FeedNotify;
-use crate::db::{column, Db, WriteTx};
+use crate::db::{begin_write, column, Db};
 use crate::error::{Error, Result};
-use crate::on_tx;
 use crate::topics::{Retention, TOPIC_INSERT};
 use crate::triggers::ENABLED_TOPIC_TRIGGERS;
 use picloud_shared::cluster::{committed_payloads, SeqRange};
+use rusqlite::OptionalExtension;
 
 /// One event row about to be written.
 struct EventRow<'a> {
@@ -30,8 +35,43 @@ struct EventRow<'a> {
     key: Option<&'a str>,
 }
 
-/// Rows per multi-row INSERT: 500 x 9 binds stays far below both databases' limits.
-const ROWS_PER_INSERT: usize = 500;
+/// The transaction a group writes in.
+enum GroupTx<'c> {
+    /// On SQLite, on the write connection.
+    Sqlite(SqliteTx<'c>),
+    /// On PostgreSQL.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// A `BEGIN IMMEDIATE` transaction on SQLite's write connection; dropped without
+/// [`SqliteTx::commit`], it rolls back. (Not `rusqlite::Transaction`: that borrows the
+/// connection shared, which would keep the writer's future from moving between threads.)
+struct SqliteTx<'c>(&'c mut rusqlite::Connection);
+
+impl<'c> SqliteTx<'c> {
+    fn begin(conn: &'c mut rusqlite::Connection) -> Result<Self> {
+        if !conn.is_autocommit() {
+            // A transaction whose COMMIT and ROLLBACK both failed (a full disk) is
+            // still open; end it, or this BEGIN would fail on and on.
+            conn.execute_batch("ROLLBACK")?;
+        }
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(SqliteTx(conn))
+    }
+
+    fn commit(self) -> Result<()> {
+        self.0.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    }
+}
+
+impl Drop for SqliteTx<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
+}
 
 /// The seqs a group takes: per (app, topic), the first of its range, and the ranges
 /// themselves (what other nodes are told).
@@ -43,8 +83,8 @@ pub(super) struct Seqs<'r> {
 }
 
 /// A group of publish requests being written in one transaction.
-pub(super) struct GroupWrite<'r> {
-    tx: WriteTx,
+pub(super) struct GroupWrite<'r, 'c> {
+    tx: GroupTx<'c>,
     requests: &'r [&'r PublishRequest],
     now: i64,
     /// Per request: what it will answer, once known.
@@ -56,11 +96,21 @@ pub(super) struct GroupWrite<'r> {
     accepted: Vec<(usize, Arc<AppTriggers>)>,
 }
 
-impl<'r> GroupWrite<'r> {
-    /// Opens the group's write transaction.
-    pub(super) async fn begin(db: &Db, requests: &'r [&'r PublishRequest]) -> Result<Self> {
+impl<'r, 'c> GroupWrite<'r, 'c> {
+    /// Opens the group's write transaction; on SQLite on the write connection, which
+    /// `gate` holds.
+    pub(super) async fn begin(
+        db: &Db,
+        gate: Option<&'c mut rusqlite::Connection>,
+        requests: &'r [&'r PublishRequest],
+    ) -> Result<Self> {
+        let tx = match (db, gate) {
+            (Db::Postgres(pool, _), _) => GroupTx::Postgres(begin_write(pool).await?),
+            (Db::Sqlite(..), Some(conn)) => GroupTx::Sqlite(SqliteTx::begin(conn)?),
+            (Db::Sqlite(..), None) => unreachable!("SQLite's writers hold the write gate"),
+        };
         Ok(GroupWrite {
-            tx: db.begin_write_tx().await?,
+            tx,
             requests,
             now: now_ms(),
             answers: requests.iter().map(|_| None).collect(),
@@ -139,18 +189,25 @@ impl<'r> GroupWrite<'r> {
 
     /// The app's trigger generation; `None` if the app does not exist.
     async fn trigger_generation(&mut self, app: &str) -> Result<Option<i64>> {
-        Ok(on_tx!(&mut self.tx, conn, {
-            sqlx::query_scalar("SELECT trigger_generation FROM apps WHERE id = $1")
-                .bind(app)
-                .fetch_optional(&mut **conn)
-                .await?
-        }))
+        const SELECT: &str = "SELECT trigger_generation FROM apps WHERE id = $1";
+        Ok(match &mut self.tx {
+            GroupTx::Sqlite(tx) => {
+                tx.0.prepare_cached(SELECT)?
+                    .query_row([app], |row| row.get(0))
+                    .optional()?
+            }
+            GroupTx::Postgres(conn) => {
+                sqlx::query_scalar(SELECT)
+                    .bind(app)
+                    .fetch_optional(&mut **conn)
+                    .await?
+            }
+        })
     }
 
-    /// Claims idempotency keys `(app, key)` (on SQLite [`ROWS_PER_INSERT`] to a
-    /// statement, on PostgreSQL as arrays); returns the ones this group claimed (the
-    /// others an earlier request holds). A key another transaction is claiming waits for
-    /// it to end, so concurrent repeats are serialized.
+    /// Claims idempotency keys `(app, key)` (on PostgreSQL as arrays); returns the ones
+    /// this group claimed (the others an earlier request holds). A key another
+    /// transaction is claiming waits for it to end, so concurrent repeats are serialized.
     async fn claim_keys<'k>(
         &mut self,
         keys: &[(&'k str, &'k str)],
@@ -161,25 +218,20 @@ impl<'r> GroupWrite<'r> {
         }
         let now = self.now;
         let inserted: Vec<(String, String)> = match &mut self.tx {
-            WriteTx::Sqlite(conn) => {
-                let mut inserted = Vec::with_capacity(keys.len());
-                for chunk in keys.chunks(ROWS_PER_INSERT) {
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO idempotency_keys (app_id, key, response, created_at) ",
-                    );
-                    insert.push_values(chunk, |mut values, (app, key)| {
-                        values
-                            .push_bind(*app)
-                            .push_bind(*key)
-                            .push_bind(&b""[..])
-                            .push_bind(now);
-                    });
-                    insert.push(RETURNING);
-                    inserted.extend(insert.build_query_as().fetch_all(&mut **conn).await?);
+            GroupTx::Sqlite(tx) => {
+                let mut insert = tx.0.prepare_cached(
+                    "INSERT INTO idempotency_keys (app_id, key, response, created_at)
+                     VALUES ($1, $2, x'', $3) ON CONFLICT (app_id, key) DO NOTHING",
+                )?;
+                let mut claimed = std::collections::HashSet::with_capacity(keys.len());
+                for &(app, key) in keys {
+                    if insert.execute(rusqlite::params![app, key, now])? == 1 {
+                        claimed.insert((app, key));
+                    }
                 }
-                inserted
+                return Ok(claimed);
             }
-            WriteTx::Postgres(conn) => {
+            GroupTx::Postgres(conn) => {
                 sqlx::query_as(&format!(
                     "INSERT INTO idempotency_keys (app_id, key, response, created_at)
                      SELECT a, k, ''::bytea, $3 FROM UNNEST($1::text[], $2::text[]) AS r (a, k)
@@ -202,26 +254,40 @@ impl<'r> GroupWrite<'r> {
 
     /// The answer stored for a key an earlier request claimed.
     async fn stored_answer(&mut self, app: &str, key: &str) -> Result<Vec<u8>> {
-        Ok(on_tx!(&mut self.tx, conn, {
-            sqlx::query_scalar(
-                "SELECT response FROM idempotency_keys WHERE app_id = $1 AND key = $2",
-            )
-            .bind(app)
-            .bind(key)
-            .fetch_one(&mut **conn)
-            .await?
-        }))
+        const SELECT: &str = "SELECT response FROM idempotency_keys WHERE app_id = $1 AND key = $2";
+        Ok(match &mut self.tx {
+            GroupTx::Sqlite(tx) => {
+                tx.0.prepare_cached(SELECT)?
+                    .query_row([app, key], |row| row.get(0))?
+            }
+            GroupTx::Postgres(conn) => {
+                sqlx::query_scalar(SELECT)
+                    .bind(app)
+                    .bind(key)
+                    .fetch_one(&mut **conn)
+                    .await?
+            }
+        })
     }
 
     /// Loads the app's enabled topic triggers.
     async fn load_triggers(&mut self, app: &str, generation: i64) -> Result<AppTriggers> {
-        let rows: Vec<(String, String)> = on_tx!(&mut self.tx, conn, {
-            sqlx::query_as(ENABLED_TOPIC_TRIGGERS)
-                .bind(app)
-                .bind(true)
-                .fetch_all(&mut **conn)
-                .await?
-        });
+        let rows: Vec<(String, String)> = match &mut self.tx {
+            GroupTx::Sqlite(tx) => {
+                tx.0.prepare_cached(ENABLED_TOPIC_TRIGGERS)?
+                    .query_map(rusqlite::params![app, true], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?
+                    .collect::<Result<_, _>>()?
+            }
+            GroupTx::Postgres(conn) => {
+                sqlx::query_as(ENABLED_TOPIC_TRIGGERS)
+                    .bind(app)
+                    .bind(true)
+                    .fetch_all(&mut **conn)
+                    .await?
+            }
+        };
         Ok(AppTriggers::new(generation, rows))
     }
 
@@ -259,38 +325,64 @@ impl<'r> GroupWrite<'r> {
         let now = self.now;
         let take = "UPDATE topics SET last_seq = last_seq + $3, updated_at = $4
                     WHERE app_id = $1 AND name = $2 RETURNING last_seq";
-        let last: Option<i64> = on_tx!(&mut self.tx, conn, {
-            let mut last: Option<i64> = sqlx::query_scalar(take)
-                .bind(app)
-                .bind(topic)
-                .bind(count)
-                .bind(now)
-                .fetch_optional(&mut **conn)
-                .await?;
-            if last.is_none() {
-                let retention = Retention::default();
-                sqlx::query(&format!(
-                    "{TOPIC_INSERT} ON CONFLICT (app_id, name) DO NOTHING"
-                ))
-                .bind(app)
-                .bind(topic)
-                .bind(false)
-                .bind("token")
-                .bind(retention.max_events)
-                .bind(retention.max_age_secs.map(|s| s * 1000))
-                .bind(now)
-                .execute(&mut **conn)
-                .await?;
-                last = sqlx::query_scalar(take)
+        let retention = Retention::default();
+        let register = format!("{TOPIC_INSERT} ON CONFLICT (app_id, name) DO NOTHING");
+        let last: Option<i64> = match &mut self.tx {
+            GroupTx::Sqlite(tx) => {
+                // `$3` comes first in the text: bound by name, it is still the third.
+                let take_on = |conn: &rusqlite::Connection| -> rusqlite::Result<Option<i64>> {
+                    conn.prepare_cached(take)?
+                        .query_row(
+                            rusqlite::named_params! {"$1": app, "$2": topic, "$3": count, "$4": now},
+                            |row| row.get(0),
+                        )
+                        .optional()
+                };
+                let mut last = take_on(tx.0)?;
+                if last.is_none() {
+                    tx.0.prepare_cached(&register)?.execute(rusqlite::params![
+                        app,
+                        topic,
+                        false,
+                        "token",
+                        retention.max_events,
+                        retention.max_age_secs.map(|s| s * 1000),
+                        now
+                    ])?;
+                    last = take_on(tx.0)?;
+                }
+                last
+            }
+            GroupTx::Postgres(conn) => {
+                let mut last: Option<i64> = sqlx::query_scalar(take)
                     .bind(app)
                     .bind(topic)
                     .bind(count)
                     .bind(now)
                     .fetch_optional(&mut **conn)
                     .await?;
+                if last.is_none() {
+                    sqlx::query(&register)
+                        .bind(app)
+                        .bind(topic)
+                        .bind(false)
+                        .bind("token")
+                        .bind(retention.max_events)
+                        .bind(retention.max_age_secs.map(|s| s * 1000))
+                        .bind(now)
+                        .execute(&mut **conn)
+                        .await?;
+                    last = sqlx::query_scalar(take)
+                        .bind(app)
+                        .bind(topic)
+                        .bind(count)
+                        .bind(now)
+                        .fetch_optional(&mut **conn)
+                        .await?;
+                }
+                last
             }
-            last
-        });
+        };
         last.ok_or_else(|| Error::AppNotFound(app.to_owned()))
     }
 
@@ -372,14 +464,16 @@ impl<'r> GroupWrite<'r> {
         node_id: &str,
         ranges: &[SeqRange],
     ) -> Result<()> {
-        for payload in committed_payloads(node_id, ranges) {
-            on_tx!(&mut self.tx, conn, conn.notify_feed(payload).await?);
+        if let GroupTx::Postgres(conn) = &mut self.tx {
+            for payload in committed_payloads(node_id, ranges) {
+                conn.notify_feed(payload).await?;
+            }
         }
         Ok(())
     }
 
-    /// Phase 5: stores the answer of each keyed request, for its retries (on SQLite
-    /// [`ROWS_PER_INSERT`] to a statement, on PostgreSQL as arrays).
+    /// Phase 5: stores the answer of each keyed request, for its retries (on PostgreSQL
+    /// as arrays).
     pub(super) async fn remember_answers(&mut self) -> Result<()> {
         let requests = self.requests;
         let mut answers: Vec<(&str, &str, Vec<u8>)> = Vec::new();
@@ -397,25 +491,15 @@ impl<'r> GroupWrite<'r> {
             return Ok(());
         }
         match &mut self.tx {
-            WriteTx::Sqlite(conn) => {
-                for chunk in answers.chunks(ROWS_PER_INSERT) {
-                    let mut update = sqlx::QueryBuilder::new(
-                        "UPDATE idempotency_keys SET response = answers.column3 FROM (",
-                    );
-                    update.push_values(chunk, |mut values, (app, key, answer)| {
-                        values
-                            .push_bind(*app)
-                            .push_bind(*key)
-                            .push_bind(&answer[..]);
-                    });
-                    update.push(
-                        ") AS answers WHERE idempotency_keys.app_id = answers.column1
-                           AND idempotency_keys.key = answers.column2",
-                    );
-                    update.build().execute(&mut **conn).await?;
+            GroupTx::Sqlite(tx) => {
+                let mut update = tx.0.prepare_cached(
+                    "UPDATE idempotency_keys SET response = ?3 WHERE app_id = ?1 AND key = ?2",
+                )?;
+                for (app, key, answer) in &answers {
+                    update.execute(rusqlite::params![app, key, answer])?;
                 }
             }
-            WriteTx::Postgres(conn) => {
+            GroupTx::Postgres(conn) => {
                 sqlx::query(
                     "UPDATE idempotency_keys SET response = answers.answer
                      FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS answers (app, key, answer)
@@ -440,7 +524,10 @@ impl<'r> GroupWrite<'r> {
         if let Some(hook) = before_commit {
             hook()?;
         }
-        self.tx.commit().await?;
+        match self.tx {
+            GroupTx::Sqlite(tx) => tx.commit()?,
+            GroupTx::Postgres(tx) => tx.commit().await?,
+        }
         let mut answers = self.answers;
         for (index, first) in self.repeats {
             answers[index] = Some(match &answers[first] {
@@ -460,33 +547,32 @@ impl<'r> GroupWrite<'r> {
     }
 }
 
-/// Writes event rows: on SQLite [`ROWS_PER_INSERT`] to a statement, on PostgreSQL one
-/// statement of arrays (see [`column`]).
-async fn insert_events(tx: &mut WriteTx, rows: &[EventRow<'_>], now: i64) -> Result<()> {
+/// Writes event rows: on SQLite a row at a time, on PostgreSQL in one statement of arrays
+/// (see [`column`]).
+async fn insert_events(tx: &mut GroupTx<'_>, rows: &[EventRow<'_>], now: i64) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     const INSERT: &str = "INSERT INTO topic_events
         (app_id, topic, seq, id, event_type, payload, published_at, idempotency_key) ";
     match tx {
-        WriteTx::Sqlite(conn) => {
-            for chunk in rows.chunks(ROWS_PER_INSERT) {
-                let mut insert = sqlx::QueryBuilder::new(INSERT);
-                insert.push_values(chunk, |mut values, row| {
-                    values
-                        .push_bind(row.app.as_str())
-                        .push_bind(row.topic)
-                        .push_bind(row.seq)
-                        .push_bind(row.id.as_str())
-                        .push_bind(row.event.event_type.as_str())
-                        .push_bind(&row.event.data[..])
-                        .push_bind(now)
-                        .push_bind(row.key);
-                });
-                insert.build().execute(&mut **conn).await?;
+        GroupTx::Sqlite(tx) => {
+            let mut insert =
+                tx.0.prepare_cached(&format!("{INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))?;
+            for row in rows {
+                insert.execute(rusqlite::params![
+                    row.app.as_str(),
+                    row.topic,
+                    row.seq,
+                    row.id,
+                    row.event.event_type,
+                    &row.event.data[..],
+                    now,
+                    row.key
+                ])?;
             }
         }
-        WriteTx::Postgres(conn) => {
+        GroupTx::Postgres(conn) => {
             sqlx::query(&format!(
                 "{INSERT} SELECT a, t, s, i, e, p, $7, k
                  FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
@@ -507,34 +593,28 @@ async fn insert_events(tx: &mut WriteTx, rows: &[EventRow<'_>], now: i64) -> Res
     Ok(())
 }
 
-/// Writes outbox rows `(app, trigger, topic, seq)`: on SQLite [`ROWS_PER_INSERT`] to a
-/// statement, on PostgreSQL one statement of arrays (see [`column`]).
-async fn insert_outbox(tx: &mut WriteTx, rows: &[(&str, &str, &str, i64)], now: i64) -> Result<()> {
+/// Writes outbox rows `(app, trigger, topic, seq)`: on SQLite a row at a time, on
+/// PostgreSQL in one statement of arrays (see [`column`]).
+async fn insert_outbox(
+    tx: &mut GroupTx<'_>,
+    rows: &[(&str, &str, &str, i64)],
+    now: i64,
+) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     const INSERT: &str = "INSERT INTO outbox (app_id, trigger_id, topic, seq, state, attempts,
         next_attempt_at, created_at, updated_at) ";
     match tx {
-        WriteTx::Sqlite(conn) => {
-            for chunk in rows.chunks(ROWS_PER_INSERT) {
-                let mut insert = sqlx::QueryBuilder::new(INSERT);
-                insert.push_values(chunk, |mut values, (app, trigger, topic, seq)| {
-                    values
-                        .push_bind(*app)
-                        .push_bind(*trigger)
-                        .push_bind(*topic)
-                        .push_bind(*seq)
-                        .push_bind("pending")
-                        .push_bind(0i64)
-                        .push_bind(now)
-                        .push_bind(now)
-                        .push_bind(now);
-                });
-                insert.build().execute(&mut **conn).await?;
+        GroupTx::Sqlite(tx) => {
+            let mut insert = tx.0.prepare_cached(&format!(
+                "{INSERT} VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5)"
+            ))?;
+            for (app, trigger, topic, seq) in rows {
+                insert.execute(rusqlite::params![app, trigger, topic, seq, now])?;
             }
         }
-        WriteTx::Postgres(conn) => {
+        GroupTx::Postgres(conn) => {
             sqlx::query(&format!(
                 "{INSERT} SELECT a, t, p, s, 'pending', 0, $5, $5, $5
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS r (a, t, p, s)"

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::Db;
+use crate::db::{Backend, Db};
 use crate::error::{Error, Result};
 
 mod group;
@@ -130,8 +130,16 @@ impl Publisher {
         shutdown: CancellationToken,
     ) -> (Publisher, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(8192);
-        let writer = Writer::new(db, broadcaster, dispatch_wake, config);
-        let task = tokio::spawn(writer.run(queue, shutdown));
+        let backend = db.backend();
+        let writer = Writer::new(db, broadcaster, dispatch_wake, config).run(queue, shutdown);
+        let task = match backend {
+            // Its statements block (see `writer`), so it gets a thread, not a task.
+            Backend::Sqlite => {
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || runtime.block_on(writer))
+            }
+            Backend::Postgres => tokio::spawn(writer),
+        };
         (Publisher { jobs }, task)
     }
 

@@ -2,6 +2,10 @@
 //! queued requests into a group (up to `max_group_events` events), commits the group, or
 //! each request alone when the group fails, and after the commit broadcasts the events
 //! and wakes the dispatcher.
+//!
+//! On SQLite the task runs on a thread of its own, where it runs its statements on the
+//! write connection directly (blocking calls, see [`WriteGate`](crate::db::WriteGate));
+//! on PostgreSQL it is an ordinary task.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -127,7 +131,7 @@ impl Writer {
         let result = self.write_group(requests).await;
         match &result {
             Ok(_) => self.db.write_health().succeeded(),
-            Err(Error::Database(_)) => self.db.write_health().failed(),
+            Err(Error::Database(_) | Error::Sqlite(_)) => self.db.write_health().failed(),
             Err(_) => {}
         }
         result
@@ -138,8 +142,8 @@ impl Writer {
     /// per topic and multi-row INSERTs for all events and outbox rows, whatever the
     /// number of requests.
     async fn write_group(&mut self, requests: &[&PublishRequest]) -> Result<GroupOutcome> {
-        let _gate = self.db.write_gate().await;
-        let mut group = GroupWrite::begin(&self.db, requests).await?;
+        let mut gate = self.db.write_gate().await;
+        let mut group = GroupWrite::begin(&self.db, gate.as_deref_mut(), requests).await?;
         group.admit(&mut self.triggers).await?;
         let seqs = group.take_seqs().await?;
         let (committed, outbox_rows) = group.write_rows(seqs.first).await?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use picloud_manager_core::backend_test;
+use picloud_manager_core::db::Backend;
 use picloud_manager_core::publish::{
     NewEvent, Publication, PublishRequest, Publisher, PublisherConfig,
 };
@@ -233,6 +234,49 @@ async fn a_failure_before_commit_leaves_nothing(t: TestDb) {
         "the auto-registration rolled back too"
     );
     assert!(h.broadcast.events().is_empty(), "nothing was broadcast");
+}
+
+/// On SQLite the publish writer commits on a connection of its own, outside the pool (the
+/// write gate's): an ack must be as durable there, so it runs WAL with synchronous=FULL
+/// and foreign keys, and waits for a busy lock like the pool's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_write_connection_commits_durably() {
+    let t = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let conn = t.db.write_gate().await.expect("SQLite has a write gate");
+    let setting = |name: &str| -> String {
+        conn.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+            .map(|value| match value {
+                rusqlite::types::Value::Integer(n) => n.to_string(),
+                rusqlite::types::Value::Text(text) => text,
+                other => format!("{other:?}"),
+            })
+            .unwrap()
+    };
+    assert_eq!(setting("journal_mode"), "wal");
+    assert_eq!(setting("synchronous"), "2", "FULL: every commit is fsynced");
+    assert_eq!(setting("foreign_keys"), "1");
+    assert_eq!(setting("busy_timeout"), "10000");
+}
+
+/// On SQLite, a transaction whose COMMIT and ROLLBACK both failed (as on a full disk)
+/// stays open on the write connection; the next group must end it rather than fail on
+/// `BEGIN` from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_left_open_on_the_sqlite_write_connection_is_ended() {
+    let t = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let h = harness(&t, PublisherConfig::default()).await;
+    t.db.write_gate()
+        .await
+        .expect("SQLite has a write gate")
+        .execute_batch("BEGIN")
+        .unwrap();
+    let answer = h
+        .publisher
+        .publish(request(vec![event("orders", 1)]))
+        .await
+        .expect("the publish after it commits");
+    assert_eq!(answer.events[0].seq, 1);
+    assert_eq!(count(&h.db, "topic_events").await, 1);
 }
 
 backend_test!(committed_events_are_broadcast_in_order_after_commit);

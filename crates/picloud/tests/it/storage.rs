@@ -30,7 +30,8 @@ async fn publish(
 }
 
 /// The SQLite pragma `max_page_count` (per connection) caps the file: writes past it fail
-/// with SQLITE_FULL, as on a full disk, and raising it again is freeing the space.
+/// with SQLITE_FULL, as on a full disk, and raising it again is freeing the space. Set
+/// on the pool's connection and on the publish writer's own.
 async fn set_max_pages(db: &Db, pages: Option<i64>) {
     let Db::Sqlite(pool, ..) = db else {
         unreachable!()
@@ -46,6 +47,8 @@ async fn set_max_pages(db: &Db, pages: Option<i64>) {
         .execute(pool)
         .await
         .unwrap();
+    let writer = db.write_gate().await.expect("SQLite has a write gate");
+    writer.pragma_update(None, "max_page_count", pages).unwrap();
 }
 
 /// SQLite only: PostgreSQL has no per-connection size cap to fill, and its driver
@@ -53,7 +56,7 @@ async fn set_max_pages(db: &Db, pages: Option<i64>) {
 #[tokio::test]
 async fn writes_recover_after_the_disk_was_full_and_readyz_says_so() {
     let fresh = TestDb::new(Backend::Sqlite).await.expect("sqlite");
-    // One connection, so the capped connection is the one every write uses.
+    // One pooled connection, so the capped connections are the ones every write uses.
     let db = Db::connect(&fresh.url, PoolSize(1)).await.unwrap();
     let t = TestDb {
         db: db.clone(),
