@@ -292,8 +292,8 @@ impl<'r, 'c> GroupWrite<'r, 'c> {
     }
 
     /// Phase 2: takes the seqs, one row-locking `UPDATE topics … RETURNING` per (app,
-    /// topic) of the group. The lock is held to commit, so seqs are gap-free and in
-    /// commit order, also across nodes.
+    /// topic) of the group, in sorted order. The lock is held to commit, so seqs are
+    /// gap-free and in commit order, also across nodes.
     pub(super) async fn take_seqs(&mut self) -> Result<Seqs<'r>> {
         let requests = self.requests;
         let mut first: HashMap<(&'r str, &'r str), i64> = HashMap::new();
@@ -305,8 +305,12 @@ impl<'r, 'c> GroupWrite<'r, 'c> {
                     .or_default() += 1;
             }
         }
-        let mut ranges = Vec::with_capacity(first.len());
-        for ((app, topic), count) in first.iter_mut() {
+        // Every group locks its topics in one order (sorted), so two groups (two nodes
+        // on PostgreSQL) never each hold a topic the other waits for.
+        let mut topics: Vec<_> = first.iter_mut().collect();
+        topics.sort_unstable_by_key(|(key, _)| **key);
+        let mut ranges = Vec::with_capacity(topics.len());
+        for ((app, topic), count) in topics {
             let last = self.take_seq_range(app, topic, *count).await?;
             *count = last - *count + 1;
             ranges.push(SeqRange {

@@ -173,6 +173,41 @@ async fn concurrent_publishers_get_gap_free_seqs_in_commit_order(t: TestDb) {
     assert_eq!(count(&t.db, "topic_events").await, 8000);
 }
 
+backend_test!(writers_taking_seqs_on_the_same_topics_do_not_deadlock);
+/// Two writers (two nodes) committing groups that touch the same topics: each group locks
+/// its topics' rows to take seqs, and unless every group takes them in one order, two
+/// groups each holding a row the other wants wait for each other until PostgreSQL aborts
+/// one; its requests, retried alone, deadlock again, and the publish fails.
+async fn writers_taking_seqs_on_the_same_topics_do_not_deadlock(t: TestDb) {
+    let a = harness(&t, PublisherConfig::default()).await;
+    let b = harness(&t, PublisherConfig::default()).await;
+    let topics = ["t0", "t1", "t2", "t3"];
+    let mut tasks = Vec::new();
+    for task in 0..8u64 {
+        let publisher = if task % 2 == 0 {
+            a.publisher.clone()
+        } else {
+            b.publisher.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            for i in 0..30u64 {
+                // Each request names the four topics in another order.
+                let events = (0..4)
+                    .map(|k| event(topics[((task + i + k) % 4) as usize], i))
+                    .collect();
+                publisher
+                    .publish(request(events))
+                    .await
+                    .expect("every publish commits");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(count(&t.db, "topic_events").await, 8 * 30 * 4);
+}
+
 backend_test!(one_event_row_and_one_outbox_row_per_matching_trigger);
 async fn one_event_row_and_one_outbox_row_per_matching_trigger(t: TestDb) {
     let h = harness(&t, PublisherConfig::default()).await;
