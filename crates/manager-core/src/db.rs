@@ -257,6 +257,8 @@ impl Db {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(size.0.max(1))
                     .acquire_timeout(acquire_timeout)
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
                     .after_release(|conn, _| {
                         Box::pin(async move {
                             // The ping runs after the rollback a dropped transaction
@@ -280,6 +282,8 @@ impl Db {
                 let pool = PgPoolOptions::new()
                     .max_connections(size.0.max(1))
                     .acquire_timeout(acquire_timeout)
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
                     // A dropped transaction's rollback is queued with its depth already
                     // lowered, so no round trip is needed to read the settled depth.
                     .after_release(|conn, _| Box::pin(async move { Ok(keep_after_release(conn)) }))
@@ -382,6 +386,22 @@ impl Db {
     pub async fn close(&self) {
         on_db!(self, pool, pool.close().await)
     }
+}
+
+/// How long a pooled connection may sit idle and still be handed out without a ping.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// Whether a pooled connection may be handed out: one idle for [`PING_WHEN_IDLE_FOR`] or
+/// more must answer a ping first (the database may have restarted or the network dropped
+/// it meanwhile; a dead one is closed and another taken). sqlx's default pings on every
+/// acquire: a round trip before each statement or transaction, a quarter of a publish
+/// group's time on PostgreSQL (bench/RESULTS.md, issue #17 item 3). A connection back in
+/// the pool for less than that was just used.
+async fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    Ok(meta.idle_for < PING_WHEN_IDLE_FOR || conn.ping().await.is_ok())
 }
 
 /// Whether a connection given back to the pool may be reused: not if it still believes

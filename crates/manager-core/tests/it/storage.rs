@@ -484,3 +484,40 @@ async fn script_runs_store_in_batches_drop_deleted_apps_and_trim(t: TestDb) {
     assert_eq!(stored.len(), 250);
     assert_eq!((stored[0].version, stored[249].version), (301, 52));
 }
+
+/// PostgreSQL: a pooled connection the server dropped while it sat idle (a restart, a
+/// proxy's idle timeout) is pinged before it is handed out and replaced, so the next
+/// query works. (One back in the pool for less than a second is handed out without a
+/// ping: it was just used, and a ping on every acquire is a round trip per statement.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_while_idle_is_replaced_not_handed_out() {
+    use picloud_manager_core::db::{Backend, PoolSize};
+    use picloud_manager_core::{on_db, Db};
+    let Some(t) = TestDb::new(Backend::Postgres).await else {
+        eprintln!("skipped: PICLOUD_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let backend_pid = |db: Db| async move {
+        on_db!(&db, pool, {
+            sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                .fetch_one(pool)
+                .await
+        })
+    };
+    let db = Db::connect(&t.url, PoolSize(1)).await.unwrap();
+    let first = backend_pid(db.clone()).await.unwrap();
+    let terminated: bool = on_db!(&t.db, pool, {
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(first)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert!(terminated);
+    // Idle long enough to be checked before it is handed out again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = backend_pid(db.clone())
+        .await
+        .expect("the dropped connection is replaced");
+    assert_ne!(first, second);
+}
