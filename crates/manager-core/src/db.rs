@@ -388,6 +388,24 @@ impl Db {
     }
 }
 
+/// Opens a PostgreSQL connection outside `pool`, with its options, on the current runtime
+/// (the publish writer's own), named `application_name` for `pg_stat_activity` unless the
+/// database URL names the node; waits no longer than the pool would for one of its own.
+pub(crate) async fn open_postgres_connection(
+    pool: &PgPool,
+    application_name: &str,
+) -> Result<sqlx::PgConnection> {
+    let mut options = (*pool.connect_options()).clone();
+    if options.get_application_name().is_none() {
+        options = options.application_name(application_name);
+    }
+    let timeout = pool.options().get_acquire_timeout();
+    match tokio::time::timeout(timeout, sqlx::Connection::connect_with(&options)).await {
+        Ok(connection) => Ok(connection?),
+        Err(_) => Err(sqlx::Error::PoolTimedOut.into()),
+    }
+}
+
 /// How long a pooled connection may sit idle and still be handed out without a ping.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
@@ -401,7 +419,13 @@ async fn ping_if_idle<C: sqlx::Connection>(
     conn: &mut C,
     meta: sqlx::pool::PoolConnectionMetadata,
 ) -> Result<bool, sqlx::Error> {
-    Ok(meta.idle_for < PING_WHEN_IDLE_FOR || conn.ping().await.is_ok())
+    Ok(still_alive(conn, meta.idle_for).await)
+}
+
+/// Whether a connection idle for `idle_for` may be used: at once if that is under
+/// [`PING_WHEN_IDLE_FOR`], otherwise if it answers a ping.
+pub(crate) async fn still_alive<C: sqlx::Connection>(conn: &mut C, idle_for: Duration) -> bool {
+    idle_for < PING_WHEN_IDLE_FOR || conn.ping().await.is_ok()
 }
 
 /// Whether a connection given back to the pool may be reused: not if it still believes

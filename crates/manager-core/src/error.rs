@@ -171,7 +171,7 @@ impl From<Error> for ApiError {
 
 /// Whether `error` means the database cannot serve now (unreachable, overloaded, out
 /// of space), so a retry later may succeed: answered 503 with `Retry-After`.
-fn is_unavailable(error: &sqlx::Error) -> bool {
+pub(crate) fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed

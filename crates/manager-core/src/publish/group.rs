@@ -18,7 +18,7 @@ use picloud_shared::AppId;
 use super::trigger_index::AppTriggers;
 use super::{BeforeCommitHook, NewEvent, Publication, PublishRequest, PublishedEvent};
 use crate::cluster_feed::FeedNotify;
-use crate::db::{begin_write, column, Db};
+use crate::db::column;
 use crate::error::{Error, Result};
 use crate::topics::{Retention, TOPIC_INSERT};
 use crate::triggers::ENABLED_TOPIC_TRIGGERS;
@@ -35,12 +35,20 @@ struct EventRow<'a> {
     key: Option<&'a str>,
 }
 
+/// The connection the writer writes its groups on.
+pub(super) enum WriteConnection<'c> {
+    /// SQLite's write connection, held through the write gate.
+    Sqlite(&'c mut rusqlite::Connection),
+    /// A PostgreSQL connection the writer keeps.
+    Postgres(&'c mut sqlx::PgConnection),
+}
+
 /// The transaction a group writes in.
 enum GroupTx<'c> {
     /// On SQLite, on the write connection.
     Sqlite(SqliteTx<'c>),
     /// On PostgreSQL.
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Postgres(sqlx::Transaction<'c, sqlx::Postgres>),
 }
 
 /// A `BEGIN IMMEDIATE` transaction on SQLite's write connection; dropped without
@@ -97,17 +105,16 @@ pub(super) struct GroupWrite<'r, 'c> {
 }
 
 impl<'r, 'c> GroupWrite<'r, 'c> {
-    /// Opens the group's write transaction; on SQLite on the write connection, which
-    /// `gate` holds.
+    /// Opens the group's write transaction on `connection`.
     pub(super) async fn begin(
-        db: &Db,
-        gate: Option<&'c mut rusqlite::Connection>,
+        connection: WriteConnection<'c>,
         requests: &'r [&'r PublishRequest],
     ) -> Result<Self> {
-        let tx = match (db, gate) {
-            (Db::Postgres(pool, _), _) => GroupTx::Postgres(begin_write(pool).await?),
-            (Db::Sqlite(..), Some(conn)) => GroupTx::Sqlite(SqliteTx::begin(conn)?),
-            (Db::Sqlite(..), None) => unreachable!("SQLite's writers hold the write gate"),
+        let tx = match connection {
+            WriteConnection::Sqlite(conn) => GroupTx::Sqlite(SqliteTx::begin(conn)?),
+            WriteConnection::Postgres(conn) => {
+                GroupTx::Postgres(sqlx::Connection::begin(conn).await?)
+            }
         };
         Ok(GroupWrite {
             tx,

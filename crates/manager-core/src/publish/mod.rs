@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Backend, Db};
+use crate::db::Db;
 use crate::error::{Error, Result};
 
 mod group;
@@ -37,6 +37,9 @@ mod trigger_index;
 mod writer;
 
 use writer::Writer;
+
+/// The name the publish writer's own PostgreSQL connection has in `pg_stat_activity`.
+pub const WRITER_APPLICATION_NAME: &str = "picloud publish writer";
 
 /// One event to publish.
 #[derive(Debug, Clone)]
@@ -130,16 +133,15 @@ impl Publisher {
         shutdown: CancellationToken,
     ) -> (Publisher, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(8192);
-        let backend = db.backend();
         let writer = Writer::new(db, broadcaster, dispatch_wake, config).run(queue, shutdown);
-        let task = match backend {
-            // Its statements block (see `writer`), so it gets a thread, not a task.
-            Backend::Sqlite => {
-                let runtime = tokio::runtime::Handle::current();
-                tokio::task::spawn_blocking(move || runtime.block_on(writer))
-            }
-            Backend::Postgres => tokio::spawn(writer),
-        };
+        // A thread and a runtime of its own (see `writer` for why).
+        let task = tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the publish writer's runtime starts")
+                .block_on(writer)
+        });
         (Publisher { jobs }, task)
     }
 

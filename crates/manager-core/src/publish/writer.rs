@@ -3,23 +3,28 @@
 //! each request alone when the group fails, and after the commit broadcasts the events
 //! and wakes the dispatcher.
 //!
-//! On SQLite the task runs on a thread of its own, where it runs its statements on the
-//! write connection directly (blocking calls, see [`WriteGate`](crate::db::WriteGate));
-//! on PostgreSQL it is an ordinary task.
+//! The task runs on a thread and a runtime of its own, with a connection of its own. On
+//! SQLite it runs its statements on the write connection directly (blocking calls, see
+//! [`WriteGate`](crate::db::WriteGate)). On PostgreSQL its connection's socket belongs to
+//! its runtime: on the server's runtime, each of a group's round trips waited behind the
+//! HTTP tasks that the previous group's answers had set off (the next requests of the
+//! clients just answered), and the group's first statement took twice as long as the
+//! others (bench/RESULTS.md, issue #17 item 3).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use picloud_shared::events::{CommittedEvent, RealtimeBroadcaster};
+use sqlx::PgConnection;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::group::GroupWrite;
+use super::group::{GroupWrite, WriteConnection};
 use super::trigger_index::AppTriggers;
-use super::{Job, Publication, PublishRequest, PublisherConfig};
-use crate::db::{Backend, Db};
-use crate::error::{Error, Result};
+use super::{Job, Publication, PublishRequest, PublisherConfig, WRITER_APPLICATION_NAME};
+use crate::db::{open_postgres_connection, still_alive, Backend, Db};
+use crate::error::{is_unavailable, Error, Result};
 
 /// The one writer task of a process.
 pub(super) struct Writer {
@@ -29,6 +34,10 @@ pub(super) struct Writer {
     config: PublisherConfig,
     /// Per app, reloaded whenever the app's `trigger_generation` moves.
     triggers: HashMap<String, Arc<AppTriggers>>,
+    /// On PostgreSQL, the writer's own connection (see above) and when it was last used;
+    /// opened when first needed, and again when a failure may have broken it or it no
+    /// longer answers after sitting idle.
+    postgres: Option<(PgConnection, Instant)>,
 }
 
 /// What a committed group produced, besides the per-request answers.
@@ -51,10 +60,18 @@ impl Writer {
             dispatch_wake,
             config,
             triggers: HashMap::new(),
+            postgres: None,
         }
     }
 
     pub(super) async fn run(mut self, mut queue: mpsc::Receiver<Job>, shutdown: CancellationToken) {
+        if self.db.backend() == Backend::Postgres {
+            // Connected up front, while the database surely takes one more connection;
+            // failing that, at the first group.
+            if let Err(error) = postgres_connection(&self.db, &mut self.postgres).await {
+                tracing::warn!(%error, "the publish writer could not connect yet");
+            }
+        }
         loop {
             let first = tokio::select! {
                 job = queue.recv() => job,
@@ -76,6 +93,9 @@ impl Writer {
                 }
             }
             self.commit_group(group).await;
+        }
+        if let Some((connection, _)) = self.postgres.take() {
+            let _ = sqlx::Connection::close(connection).await;
         }
     }
 
@@ -131,7 +151,15 @@ impl Writer {
         let result = self.write_group(requests).await;
         match &result {
             Ok(_) => self.db.write_health().succeeded(),
-            Err(Error::Database(_) | Error::Sqlite(_)) => self.db.write_health().failed(),
+            Err(Error::Database(error)) => {
+                self.db.write_health().failed();
+                // A statement's error leaves the connection usable; a lost connection or
+                // a server going away does not.
+                if is_unavailable(error) || !matches!(error, sqlx::Error::Database(_)) {
+                    self.postgres = None;
+                }
+            }
+            Err(Error::Sqlite(_)) => self.db.write_health().failed(),
             Err(_) => {}
         }
         result
@@ -143,7 +171,13 @@ impl Writer {
     /// number of requests.
     async fn write_group(&mut self, requests: &[&PublishRequest]) -> Result<GroupOutcome> {
         let mut gate = self.db.write_gate().await;
-        let mut group = GroupWrite::begin(&self.db, gate.as_deref_mut(), requests).await?;
+        let connection = match gate.as_deref_mut() {
+            Some(conn) => WriteConnection::Sqlite(conn),
+            None => {
+                WriteConnection::Postgres(postgres_connection(&self.db, &mut self.postgres).await?)
+            }
+        };
+        let mut group = GroupWrite::begin(connection, requests).await?;
         group.admit(&mut self.triggers).await?;
         let seqs = group.take_seqs().await?;
         let (committed, outbox_rows) = group.write_rows(seqs.first).await?;
@@ -160,4 +194,29 @@ impl Writer {
             outbox_rows,
         })
     }
+}
+
+/// The writer's PostgreSQL connection (`kept`), opened if there is none or if the one
+/// kept no longer answers after sitting idle (see [`still_alive`]).
+async fn postgres_connection<'a>(
+    db: &Db,
+    kept: &'a mut Option<(PgConnection, Instant)>,
+) -> Result<&'a mut PgConnection> {
+    let Db::Postgres(pool, _) = db else {
+        unreachable!("only PostgreSQL's writer keeps a connection here")
+    };
+    if let Some((connection, used)) = kept {
+        if !still_alive(connection, used.elapsed()).await {
+            *kept = None;
+        }
+    }
+    let (connection, used) = match kept {
+        Some(kept) => kept,
+        None => kept.insert((
+            open_postgres_connection(pool, WRITER_APPLICATION_NAME).await?,
+            Instant::now(),
+        )),
+    };
+    *used = Instant::now();
+    Ok(connection)
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use picloud_manager_core::backend_test;
 use picloud_manager_core::db::Backend;
 use picloud_manager_core::publish::{
-    NewEvent, Publication, PublishRequest, Publisher, PublisherConfig,
+    NewEvent, Publication, PublishRequest, Publisher, PublisherConfig, WRITER_APPLICATION_NAME,
 };
 use picloud_manager_core::retention::DEFAULT_DELIVERY_HISTORY;
 use picloud_manager_core::testing::{RecordingBroadcaster, TestDb};
@@ -312,6 +312,44 @@ async fn a_transaction_left_open_on_the_sqlite_write_connection_is_ended() {
         .expect("the publish after it commits");
     assert_eq!(answer.events[0].seq, 1);
     assert_eq!(count(&h.db, "topic_events").await, 1);
+}
+
+/// On PostgreSQL the publish writer keeps a connection of its own; one the server dropped
+/// while it sat idle (a restart, an administrator) is opened again, not used dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_postgres_connection_is_reopened_after_the_server_dropped_it() {
+    let Some(t) = TestDb::new(Backend::Postgres).await else {
+        eprintln!("skipped: PICLOUD_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let h = harness(&t, PublisherConfig::default()).await;
+    h.publisher
+        .publish(request(vec![event("orders", 1)]))
+        .await
+        .unwrap();
+    let terminated: Vec<bool> = picloud_manager_core::on_db!(&t.db, pool, {
+        sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1 AND datname = current_database()",
+        )
+        .bind(WRITER_APPLICATION_NAME)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    });
+    assert_eq!(
+        terminated,
+        [true],
+        "the writer has one connection of its own"
+    );
+    // Idle long enough to be checked before it is used again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let answer = h
+        .publisher
+        .publish(request(vec![event("orders", 2)]))
+        .await
+        .expect("the next publish commits on a new connection");
+    assert_eq!(answer.events[0].seq, 2);
 }
 
 backend_test!(committed_events_are_broadcast_in_order_after_commit);

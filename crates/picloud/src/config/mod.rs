@@ -54,8 +54,8 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
-    /// Most database connections this process's pool opens (on SQLite the publish writer
-    /// has one more, of its own).
+    /// Most database connections this process's pool opens (the publish writer has one
+    /// more, of its own).
     #[arg(long, env = "PICLOUD_DATABASE_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
     pub database_max_connections: u32,
