@@ -38,7 +38,8 @@ mod writer;
 
 use writer::Writer;
 
-/// The name the publish writer's own PostgreSQL connection has in `pg_stat_activity`.
+/// The name the publish writer's own PostgreSQL connection has in `pg_stat_activity`,
+/// unless the database URL sets `application_name`.
 pub const WRITER_APPLICATION_NAME: &str = "picloud publish writer";
 
 /// One event to publish.
