@@ -65,6 +65,14 @@ pub enum Error {
     /// A request field is invalid; the message says which and why.
     #[error("{0}")]
     Invalid(String),
+    /// The connection to the database was lost while a publish was committing: it may
+    /// or may not have been stored. A retry with the same idempotency key is answered
+    /// from the first attempt if that one was stored.
+    #[error(
+        "the database connection was lost while the publish committed: it may or may not \
+         have been stored; retry with the same Idempotency-Key"
+    )]
+    CommitOutcomeUnknown,
     /// The server is shutting down and takes no new work.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -133,7 +141,7 @@ impl From<Error> for ApiError {
             Error::AdminNotFound(_) => ApiError::new(ErrorCode::NotFound, error.to_string()),
             Error::TooLarge(message) => ApiError::new(ErrorCode::PayloadTooLarge, message),
             Error::Invalid(message) => ApiError::invalid(message),
-            Error::ShuttingDown | Error::Busy => {
+            Error::ShuttingDown | Error::Busy | Error::CommitOutcomeUnknown => {
                 ApiError::new(ErrorCode::Unavailable, error.to_string())
             }
             Error::Database(ref e) if is_unstorable_text(e) => ApiError::invalid(

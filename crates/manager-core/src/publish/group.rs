@@ -16,10 +16,10 @@ use picloud_shared::time::now_ms;
 use picloud_shared::AppId;
 
 use super::trigger_index::AppTriggers;
-use super::{BeforeCommitHook, NewEvent, Publication, PublishRequest, PublishedEvent};
+use super::{CommitHook, NewEvent, Publication, PublishRequest, PublishedEvent};
 use crate::cluster_feed::FeedNotify;
 use crate::db::column;
-use crate::error::{Error, Result};
+use crate::error::{is_unavailable, Error, Result};
 use crate::topics::{Retention, TOPIC_INSERT};
 use crate::triggers::ENABLED_TOPIC_TRIGGERS;
 use picloud_shared::cluster::{committed_payloads, SeqRange};
@@ -530,14 +530,27 @@ impl<'r, 'c> GroupWrite<'r, 'c> {
     /// repeats of a key answered like the request that claimed it.
     pub(super) async fn commit(
         self,
-        before_commit: Option<&BeforeCommitHook>,
+        before_commit: Option<&CommitHook>,
+        after_commit: Option<&CommitHook>,
     ) -> Result<Vec<Result<Publication>>> {
         if let Some(hook) = before_commit {
             hook()?;
         }
         match self.tx {
+            // SQLite commits in this process: it committed or it did not.
             GroupTx::Sqlite(tx) => tx.commit()?,
-            GroupTx::Postgres(tx) => tx.commit().await?,
+            GroupTx::Postgres(tx) => tx.commit().await.map_err(|error| {
+                if is_unavailable(&error) || !matches!(error, sqlx::Error::Database(_)) {
+                    // The COMMIT was sent and its answer never came back.
+                    tracing::warn!(%error, "connection lost while committing a publish group");
+                    Error::CommitOutcomeUnknown
+                } else {
+                    error.into()
+                }
+            })?,
+        }
+        if let Some(hook) = after_commit {
+            hook()?;
         }
         let mut answers = self.answers;
         for (index, first) in self.repeats {

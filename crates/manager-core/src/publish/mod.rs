@@ -88,17 +88,21 @@ pub struct Publication {
     pub replayed: bool,
 }
 
-/// Called after every row of a group is written and before it commits; an error rolls
-/// the group back. Only for fault-injection tests.
-pub type BeforeCommitHook = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+/// A fault-injection hook around a group's commit (see [`PublisherConfig`]). Only for
+/// tests.
+pub type CommitHook = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// How the writer batches.
 #[derive(Clone)]
 pub struct PublisherConfig {
     /// Most events committed in one transaction.
     pub max_group_events: usize,
-    /// Fault injection for tests; `None` in production.
-    pub before_commit: Option<BeforeCommitHook>,
+    /// Called after every row of a group is written and before it commits; an error
+    /// rolls the group back. Fault injection for tests; `None` in production.
+    pub before_commit: Option<CommitHook>,
+    /// Called after a group committed; an error stands for a commit whose answer was
+    /// lost. Fault injection for tests; `None` in production.
+    pub after_commit: Option<CommitHook>,
     /// This node's id in cluster notifications, so it skips its own.
     pub node_id: String,
 }
@@ -108,6 +112,7 @@ impl Default for PublisherConfig {
         Self {
             max_group_events: 2048,
             before_commit: None,
+            after_commit: None,
             node_id: picloud_shared::ids::random_id("node"),
         }
     }

@@ -110,6 +110,11 @@ impl Writer {
                 self.after_commit(&outcome);
                 outcome.answers
             }
+            // Retried alone, requests whose group may have committed would be stored twice.
+            Err(Error::CommitOutcomeUnknown) => group
+                .iter()
+                .map(|_| Err(Error::CommitOutcomeUnknown))
+                .collect(),
             Err(error) if group.len() > 1 => {
                 tracing::warn!(%error, requests = group.len(), "group commit failed; retrying requests one by one");
                 let mut answers = Vec::with_capacity(group.len());
@@ -160,6 +165,10 @@ impl Writer {
                 }
             }
             Err(Error::Sqlite(_)) => self.db.write_health().failed(),
+            Err(Error::CommitOutcomeUnknown) => {
+                self.db.write_health().failed();
+                self.postgres = None;
+            }
             Err(_) => {}
         }
         result
@@ -187,7 +196,12 @@ impl Writer {
                 .await?;
         }
         group.remember_answers().await?;
-        let answers = group.commit(self.config.before_commit.as_ref()).await?;
+        let answers = group
+            .commit(
+                self.config.before_commit.as_ref(),
+                self.config.after_commit.as_ref(),
+            )
+            .await?;
         Ok(GroupOutcome {
             answers,
             committed,
@@ -219,4 +233,61 @@ async fn postgres_connection<'a>(
     };
     *used = Instant::now();
     Ok(connection)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use picloud_shared::{AppId, TopicName};
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::publish::NewEvent;
+    use crate::testing::{RecordingBroadcaster, TestDb};
+
+    crate::backend_test!(a_group_whose_commit_answer_was_lost_is_not_written_again);
+    /// A group's COMMIT sent and its answer lost with the connection may have committed:
+    /// its requests are answered so, not retried one by one, which would store them twice.
+    async fn a_group_whose_commit_answer_was_lost_is_not_written_again(t: TestDb) {
+        let app = AppId::parse("shop").unwrap();
+        t.db.create_app(&app, "Shop").await.unwrap();
+        let config = PublisherConfig {
+            after_commit: Some(Arc::new(|| Err(Error::CommitOutcomeUnknown))),
+            ..PublisherConfig::default()
+        };
+        let mut writer = Writer::new(
+            t.db.clone(),
+            Arc::new(RecordingBroadcaster::default()),
+            Arc::new(Notify::new()),
+            config,
+        );
+        let mut answers = Vec::new();
+        let group = (0..3)
+            .map(|n| {
+                let (reply, answer) = oneshot::channel();
+                answers.push(answer);
+                let event = NewEvent {
+                    topic: TopicName::parse("orders").unwrap(),
+                    event_type: "message".into(),
+                    data: Bytes::from(format!("{{\"n\":{n}}}")),
+                };
+                let request = PublishRequest {
+                    app: app.clone(),
+                    events: vec![event],
+                    idempotency_key: None,
+                };
+                Job { request, reply }
+            })
+            .collect();
+        writer.commit_group(group).await;
+        for answer in answers {
+            let answer = answer.await.unwrap();
+            assert!(
+                matches!(answer, Err(Error::CommitOutcomeUnknown)),
+                "{answer:?}"
+            );
+        }
+        let stored = t.db.get_topic("shop", "orders").await.unwrap().last_seq;
+        assert_eq!(stored, 3, "the group is stored once");
+    }
 }
