@@ -337,7 +337,7 @@ impl<'r, 'c> GroupWrite<'r, 'c> {
         let take = "UPDATE topics SET last_seq = last_seq + $3, updated_at = $4
                     WHERE app_id = $1 AND name = $2 RETURNING last_seq";
         let retention = Retention::default();
-        let register = format!("{TOPIC_INSERT} ON CONFLICT (app_id, name) DO NOTHING");
+        let register = || format!("{TOPIC_INSERT} ON CONFLICT (app_id, name) DO NOTHING");
         let last: Option<i64> = match &mut self.tx {
             GroupTx::Sqlite(tx) => {
                 // `$3` comes first in the text: bound by name, it is still the third.
@@ -351,15 +351,16 @@ impl<'r, 'c> GroupWrite<'r, 'c> {
                 };
                 let mut last = take_on(tx.0)?;
                 if last.is_none() {
-                    tx.0.prepare_cached(&register)?.execute(rusqlite::params![
-                        app,
-                        topic,
-                        false,
-                        "token",
-                        retention.max_events,
-                        retention.max_age_secs.map(|s| s * 1000),
-                        now
-                    ])?;
+                    tx.0.prepare_cached(&register())?
+                        .execute(rusqlite::params![
+                            app,
+                            topic,
+                            false,
+                            "token",
+                            retention.max_events,
+                            retention.max_age_secs.map(|s| s * 1000),
+                            now
+                        ])?;
                     last = take_on(tx.0)?;
                 }
                 last
@@ -373,7 +374,7 @@ impl<'r, 'c> GroupWrite<'r, 'c> {
                     .fetch_optional(&mut **conn)
                     .await?;
                 if last.is_none() {
-                    sqlx::query(&register)
+                    sqlx::query(&register())
                         .bind(app)
                         .bind(topic)
                         .bind(false)
@@ -397,8 +398,8 @@ impl<'r, 'c> GroupWrite<'r, 'c> {
         last.ok_or_else(|| Error::AppNotFound(app.to_owned()))
     }
 
-    /// Phase 3: every event and outbox row of the group, in request order, as multi-row
-    /// INSERTs; answers each admitted request. Returns the events (to broadcast after
+    /// Phase 3: every event and outbox row of the group, in request order (see
+    /// [`insert_events`], [`insert_outbox`]); answers each admitted request. Returns the events (to broadcast after
     /// the commit) and how many outbox rows were written.
     pub(super) async fn write_rows(
         &mut self,
