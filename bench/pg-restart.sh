@@ -23,13 +23,9 @@ MODE="${MODE:-immediate}"
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-if ! command -v wrk >/dev/null; then
-    [ "$(id -u)" -eq 0 ] || die "wrk is missing: apt-get install wrk"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
-
 # shellcheck source=bench/lib.sh
 source "$REPO_ROOT/bench/lib.sh"
+need_wrk
 bench_binaries
 
 # shellcheck source=scripts/lib/postgres.sh
@@ -37,35 +33,12 @@ source "$REPO_ROOT/scripts/lib/postgres.sh"
 pg_start_cluster ""   # durable settings: fsync and synchronous_commit on
 
 WORK="$(mktemp -d)"
-SERVER_PID=""
-stop_server() {
-    if [ -n "$SERVER_PID" ]; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
-}
 trap 'rc=$?; stop_server; rm -rf "$WORK"; (exit $rc); cleanup' EXIT
 
 "$PGBIN/psql" -q "$PG_URL" -c 'CREATE DATABASE bench' >/dev/null
 DB_URL="postgres://postgres@127.0.0.1:$PGPORT/bench"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-base="http://127.0.0.1:$port"
-PICLOUD_LOG=warn "$BIN/picloud" --data-dir "$WORK/data" --database-url "$DB_URL" serve \
-    --bind "127.0.0.1:$port" >"$WORK/stdout" 2>"$WORK/stderr" &
-SERVER_PID=$!
-for _ in $(seq 100); do
-    curl -fs "$base/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-admin="$(grep -o 'pk_[A-Za-z0-9_-]\{43\}' "$WORK/stdout" | head -1)"
-[ -n "$admin" ] || die "no bootstrap key printed"
-curl -fs -X POST "$base/v1/apps" -H "Authorization: Bearer $admin" \
-    -H 'content-type: application/json' -d '{"id":"bench"}' >/dev/null
-PICLOUD_KEY="$(curl -fs -X POST "$base/v1/apps/bench/keys" -H "Authorization: Bearer $admin" \
-    -H 'content-type: application/json' -d '{"name":"bench","scopes":["app:admin"]}' |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
-export PICLOUD_KEY
+SERVER_ENV="PICLOUD_LOG=warn" start_bench_server "$WORK/server" "$DB_URL"
+base="$BASE"
 
 step "publishing from 32 connections for ${DURATION}s; PostgreSQL stopped ($MODE) after ${RESTART_AT}s, down ${DOWN}s"
 wrk -t2 -c32 -d"${DURATION}s" --timeout 10s -s bench/wrk/publish.lua \

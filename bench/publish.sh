@@ -17,13 +17,9 @@ export PICLOUD_BATCH="${PICLOUD_BATCH:-100}"
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-if ! command -v wrk >/dev/null; then
-    [ "$(id -u)" -eq 0 ] || die "wrk is missing: apt-get install wrk"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
-
 # shellcheck source=bench/lib.sh
 source "$REPO_ROOT/bench/lib.sh"
+need_wrk
 bench_binaries
 
 # shellcheck source=scripts/lib/postgres.sh
@@ -31,44 +27,19 @@ source "$REPO_ROOT/scripts/lib/postgres.sh"
 pg_start_cluster ""   # durable settings: fsync and synchronous_commit on
 
 WORK="$(mktemp -d)"
-SERVER_PID=""
-stop_server() {
-    if [ -n "$SERVER_PID" ]; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
-}
 # Chain onto the cluster's EXIT trap, keeping the exit status for it.
 trap 'rc=$?; stop_server; rm -rf "$WORK"; (exit $rc); cleanup' EXIT
 
 step "measuring this disk's fsync rate"
 FSYNCS="$("$PGBIN/pg_test_fsync" -s 2 -f "$WORK/fsync.tmp" | awk '$1 == "fdatasync" {print int($2); exit}')"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # run_backend NAME DATABASE_URL -> prints "NAME single_rps batch_events_per_s errors"
 run_backend() {
-    local name="$1" url="$2" port out
-    port="$(free_port)"
+    local name="$1" url="$2" out base key
     out="$WORK/$name"
-    mkdir -p "$out"
-    "$BIN/picloud" --data-dir "$out/data" --database-url "$url" serve --bind "127.0.0.1:$port" \
-        >"$out/stdout" 2>"$out/stderr" &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
-    local admin key base="http://127.0.0.1:$port"
-    admin="$(grep -o 'pk_[A-Za-z0-9_-]\{43\}' "$out/stdout" | head -1)"
-    [ -n "$admin" ] || die "$name: no bootstrap key printed"
-    curl -fs -X POST "$base/v1/apps" -H "Authorization: Bearer $admin" \
-        -H 'content-type: application/json' -d '{"id":"bench"}' >/dev/null
-    key="$(curl -fs -X POST "$base/v1/apps/bench/keys" -H "Authorization: Bearer $admin" \
-        -H 'content-type: application/json' -d '{"name":"bench","scopes":["app:admin"]}' |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
-    export PICLOUD_KEY="$key"
+    start_bench_server "$out" "$url"
+    base="$BASE"
+    key="$PICLOUD_KEY"
 
     step "$name: single-event publishes, 32 connections, ${DURATION}s"
     wrk -t2 -c32 -d"${DURATION}s" --latency -s bench/wrk/publish.lua \
