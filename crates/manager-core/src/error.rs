@@ -147,20 +147,8 @@ impl From<Error> for ApiError {
             Error::Database(ref e) if is_unstorable_text(e) => ApiError::invalid(
                 "text in the request (path, query or body) must not contain NUL characters",
             ),
-            Error::Database(ref e) if is_unavailable(e) => {
-                tracing::warn!(error = %e, "database unavailable");
-                ApiError::new(
-                    ErrorCode::Unavailable,
-                    "the database is unavailable; retry later",
-                )
-            }
-            Error::Sqlite(ref e) if is_sqlite_unavailable(e) => {
-                tracing::warn!(error = %e, "database unavailable");
-                ApiError::new(
-                    ErrorCode::Unavailable,
-                    "the database is unavailable; retry later",
-                )
-            }
+            Error::Database(ref e) if is_unavailable(e) => database_unavailable(e),
+            Error::Sqlite(ref e) if is_sqlite_unavailable(e) => database_unavailable(e),
             Error::Database(_)
             | Error::Sqlite(_)
             | Error::Migrate(_)
@@ -177,9 +165,25 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The answer to a request whose database cannot serve now (see [`is_unavailable`]).
+fn database_unavailable(error: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(%error, "database unavailable");
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the database is unavailable; retry later",
+    )
+}
+
+/// Whether `error` means the connection it came through is gone (lost, or the server
+/// going away), not that one statement failed: a connection kept for later must then be
+/// opened again, and a COMMIT sent on it may or may not have committed.
+pub(crate) fn connection_lost(error: &sqlx::Error) -> bool {
+    is_unavailable(error) || !matches!(error, sqlx::Error::Database(_))
+}
+
 /// Whether `error` means the database cannot serve now (unreachable, overloaded, out
 /// of space), so a retry later may succeed: answered 503 with `Retry-After`.
-pub(crate) fn is_unavailable(error: &sqlx::Error) -> bool {
+fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed

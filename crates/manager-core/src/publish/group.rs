@@ -8,7 +8,7 @@
 //! SQLite runs in microseconds, with no hand-off to another thread.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use picloud_shared::events::CommittedEvent;
 use picloud_shared::ids::time_ordered_id;
@@ -19,7 +19,7 @@ use super::trigger_index::AppTriggers;
 use super::{CommitHook, NewEvent, Publication, PublishRequest, PublishedEvent};
 use crate::cluster_feed::FeedNotify;
 use crate::db::column;
-use crate::error::{is_unavailable, Error, Result};
+use crate::error::{connection_lost, Error, Result};
 use crate::topics::{Retention, TOPIC_INSERT};
 use crate::triggers::ENABLED_TOPIC_TRIGGERS;
 use picloud_shared::cluster::{committed_payloads, SeqRange};
@@ -469,8 +469,9 @@ impl<'r, 'c> GroupWrite<'r, 'c> {
         Ok((committed, outbox_rows))
     }
 
-    /// Phase 4 (PostgreSQL): tells the other nodes' cluster feeds which seq ranges this
-    /// group commits. `NOTIFY` is delivered if, and when, the transaction commits.
+    /// Phase 4: tells the other nodes' cluster feeds which seq ranges this group commits.
+    /// `NOTIFY` is delivered if, and when, the transaction commits. SQLite serves one node:
+    /// nothing to tell.
     pub(super) async fn notify_cluster(
         &mut self,
         node_id: &str,
@@ -541,7 +542,7 @@ impl<'r, 'c> GroupWrite<'r, 'c> {
             // SQLite commits in this process: it committed or it did not.
             GroupTx::Sqlite(tx) => tx.commit()?,
             GroupTx::Postgres(tx) => tx.commit().await.map_err(|error| {
-                if is_unavailable(&error) || !matches!(error, sqlx::Error::Database(_)) {
+                if connection_lost(&error) {
                     // The COMMIT was sent and its answer never came back.
                     tracing::warn!(%error, "connection lost while committing a publish group");
                     Error::CommitOutcomeUnknown
@@ -582,8 +583,9 @@ async fn insert_events(tx: &mut GroupTx<'_>, rows: &[EventRow<'_>], now: i64) ->
         (app_id, topic, seq, id, event_type, payload, published_at, idempotency_key) ";
     match tx {
         GroupTx::Sqlite(tx) => {
-            let mut insert =
-                tx.0.prepare_cached(&format!("{INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))?;
+            static ONE_ROW: LazyLock<String> =
+                LazyLock::new(|| format!("{INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"));
+            let mut insert = tx.0.prepare_cached(&ONE_ROW)?;
             for row in rows {
                 insert.execute(rusqlite::params![
                     row.app.as_str(),
@@ -632,9 +634,10 @@ async fn insert_outbox(
         next_attempt_at, created_at, updated_at) ";
     match tx {
         GroupTx::Sqlite(tx) => {
-            let mut insert = tx.0.prepare_cached(&format!(
-                "{INSERT} VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5)"
-            ))?;
+            static ONE_ROW: LazyLock<String> = LazyLock::new(|| {
+                format!("{INSERT} VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5)")
+            });
+            let mut insert = tx.0.prepare_cached(&ONE_ROW)?;
             for (app, trigger, topic, seq) in rows {
                 insert.execute(rusqlite::params![app, trigger, topic, seq, now])?;
             }

@@ -24,7 +24,7 @@ use super::group::{GroupWrite, WriteConnection};
 use super::trigger_index::AppTriggers;
 use super::{Job, Publication, PublishRequest, PublisherConfig, WRITER_APPLICATION_NAME};
 use crate::db::{open_postgres_connection, still_alive, Backend, Db};
-use crate::error::{is_unavailable, Error, Result};
+use crate::error::{connection_lost, Error, Result};
 
 /// The one writer task of a process.
 pub(super) struct Writer {
@@ -158,9 +158,8 @@ impl Writer {
             Ok(_) => self.db.write_health().succeeded(),
             Err(Error::Database(error)) => {
                 self.db.write_health().failed();
-                // A statement's error leaves the connection usable; a lost connection or
-                // a server going away does not.
-                if is_unavailable(error) || !matches!(error, sqlx::Error::Database(_)) {
+                // A statement's error leaves the connection usable.
+                if connection_lost(error) {
                     self.postgres = None;
                 }
             }
@@ -176,8 +175,8 @@ impl Writer {
 
     /// Writes every request of the group in one transaction and commits it, phase by
     /// phase (see [`GroupWrite`]). Work is merged across the group: one seq-taking UPDATE
-    /// per topic and multi-row INSERTs for all events and outbox rows, whatever the
-    /// number of requests.
+    /// per topic, and the events and outbox rows of all requests in one INSERT each on
+    /// PostgreSQL (one cached statement each, run per row, on SQLite).
     async fn write_group(&mut self, requests: &[&PublishRequest]) -> Result<GroupOutcome> {
         let mut gate = self.db.write_gate().await;
         let connection = match gate.as_deref_mut() {
@@ -190,11 +189,9 @@ impl Writer {
         group.admit(&mut self.triggers).await?;
         let seqs = group.take_seqs().await?;
         let (committed, outbox_rows) = group.write_rows(seqs.first).await?;
-        if self.db.backend() == Backend::Postgres {
-            group
-                .notify_cluster(&self.config.node_id, &seqs.ranges)
-                .await?;
-        }
+        group
+            .notify_cluster(&self.config.node_id, &seqs.ranges)
+            .await?;
         group.remember_answers().await?;
         let answers = group
             .commit(
