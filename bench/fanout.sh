@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Fan-out over Server-Sent Events: PiCloud against nginx with the nchan module, in one run.
+# Fan-out over Server-Sent Events: PiCloud against nginx with the nchan module, in one run,
+# and both against the floor: `picloud-bench`'s `fanout-floor`, a single-threaded server
+# that speaks nchan's protocol and does nothing but one send per subscriber per event (the
+# least work any server could do for this traffic: which targets are below it?).
 # For each scenario (a number of subscribers, and the publish rate) and each way of using
 # the cores, each server is started fresh. CORES=one: the server is pinned to SERVER_CORE
 # (nginx with one worker) and the load generator (`picloud-bench`'s `fanout`,
@@ -7,23 +10,31 @@
 # workers. The load generator opens N SSE subscriptions on one topic/channel, publishes
 # RATE events per second for DURATION seconds from a sequential publisher (the next
 # publish after the previous acknowledgement), PAYLOAD bytes each, and reports:
-#   - publish-to-receive latency p50/p99/max, deliveries/s, the publish rate reached and the
+#   - publish-to-receive latency p1 (when a fan-out's first deliveries arrive)/p50/p99/max,
+#     deliveries/s, the publish rate reached and the
 #     publish acknowledgement latency;
 #   - lost / duplicated / reordered deliveries (every subscriber must get every
 #     acknowledged publish exactly once);
 #   - server RSS per idle connection (VmRSS before and after the N subscribers connected);
 #   - server CPU per 1,000 deliveries and deliveries per server CPU-second (utime+stime of
-#     the PiCloud process / the nginx workers, from the first publish to the last delivery).
-# Prints one table with both servers and the PiCloud/nchan ratios, checks the issue's
-# targets, and (RECORD=1, the default) appends a dated section to bench/RESULTS.md.
+#     the PiCloud process / the nginx workers / the floor, from the first publish to the
+#     last delivery).
+# Prints one table with every server and the PiCloud/nchan and floor/nchan ratios, checks
+# the issue's targets (and says what the floor reached), and (RECORD=1, the default)
+# appends a dated section to bench/RESULTS.md.
 #
 #   bench/fanout.sh                         # SCENARIOS="1000 1000@100 10000" CORES="one both"
 #                                           # RATE=20 PAYLOAD=100 DURATION=20
 #   SUBSCRIBERS=5000 bench/fanout.sh        # one scenario (N or N@RATE)
 #   CORES=one bench/fanout.sh               # only the pinned runs
 #   SERVERS=nchan RECORD=0 bench/fanout.sh  # only one server, nothing recorded
+#   SERVERS="nchan floor" bench/fanout.sh   # any of nchan, picloud and floor (the default:
+#                                           # all three)
 #   PICLOUD_BIN_DIR=target/release bench/fanout.sh  # prebuilt binaries, not this checkout
 #   PROFILE=/tmp/prof bench/fanout.sh       # also perf-profile each server while publishing
+#   TMPDIR=/dev/shm bench/fanout.sh         # PiCloud's database on tmpfs: no device round
+#                                           # trips in its durable commit (a measurement, not
+#                                           # a way to run it)
 #   ORIGIN=http://app.example bench/fanout.sh  # subscribers send Origin and cookies, as
 #                                           # browsers on another origin do (PiCloud allows it)
 #
@@ -42,7 +53,7 @@ RATE="${RATE:-20}"
 CORES="${CORES:-one both}"
 PAYLOAD="${PAYLOAD:-100}"
 DURATION="${DURATION:-20}"
-SERVERS="${SERVERS:-nchan picloud}"
+SERVERS="${SERVERS:-nchan picloud floor}"
 SERVER_CORE="${SERVER_CORE:-0}"
 LOADGEN_CORE="${LOADGEN_CORE:-1}"
 RECORD="${RECORD:-1}"
@@ -169,6 +180,25 @@ run_loadgen() {
     fi
 }
 
+# start_pinned_server PORT LOG COMMAND...: the server COMMAND at NICE, pinned as SERVER_PIN
+# says, its output appended to LOG; sets SERVER_PID and waits until PORT accepts (else
+# shows LOG and stops).
+start_pinned_server() {
+    local port="$1" log="$2"; shift 2
+    nice -n "$NICE" "${SERVER_PIN[@]}" "$@" >>"$log" 2>&1 &
+    SERVER_PID=$!
+    wait_port "$port" || { cat "$log" >&2; die "${1##*/} did not start"; }
+}
+
+# run_nchan_protocol SERVER SUBSCRIBERS PORT LOADGEN_ARGS...: the load generator against a
+# server that speaks nchan's protocol (nchan, the floor) on PORT, on channel `fan`.
+run_nchan_protocol() {
+    local server="$1" subs="$2" port="$3"; shift 3
+    run_loadgen "$server-$subs-$SC_RATE-$MODE" --server "$server" --addr "127.0.0.1:$port" --sub-path /sub/fan \
+        --pub-url "http://127.0.0.1:$port/pub?id=fan" --warm-url "http://127.0.0.1:$port/pub?id=warm" \
+        --subscribers "$subs" "$@"
+}
+
 run_nchan() { # run_nchan SUBSCRIBERS (rate SC_RATE, cores MODE)
     local subs="$1" port dir master workers=1
     [ "$MODE" = both ] && workers=2
@@ -203,10 +233,8 @@ http {
 }
 EOF
     step "nchan, $subs subscribers at $SC_RATE/s (nginx $(nginx -v 2>&1 | sed 's|.*/||'), $workers worker(s), cores: $MODE)"
-    nice -n "$NICE" "${SERVER_PIN[@]}" nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log" -g 'daemon off;' \
-        >"$dir/stdout" 2>&1 &
-    SERVER_PID=$!
-    wait_port "$port" || { cat "$dir/error.log" >&2; die "nginx did not start"; }
+    start_pinned_server "$port" "$dir/error.log" \
+        nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log" -g 'daemon off;'
     for _ in $(seq 100); do [ -s "$dir/nginx.pid" ] && break; sleep 0.05; done
     master="$(cat "$dir/nginx.pid")"
     local pids=()
@@ -219,9 +247,17 @@ EOF
     MEASURE_PID="${pids[0]}"
     local measured=()
     for pid in "${pids[@]}"; do measured+=(--server-pid "$pid"); done
-    run_loadgen "nchan-$subs-$SC_RATE-$MODE" --server nchan --addr "127.0.0.1:$port" --sub-path /sub/fan \
-        --pub-url "http://127.0.0.1:$port/pub?id=fan" --warm-url "http://127.0.0.1:$port/pub?id=warm" \
-        --subscribers "$subs" "${measured[@]}"
+    run_nchan_protocol nchan "$subs" "$port" "${measured[@]}"
+    stop_server
+}
+
+run_floor() { # run_floor SUBSCRIBERS (rate SC_RATE, cores MODE)
+    local subs="$1" port log
+    port="$(free_port)"; log="$(mktemp "$WORK/floor-$subs.XXXX")"
+    step "floor, $subs subscribers at $SC_RATE/s (fanout-floor, one thread, cores: $MODE)"
+    start_pinned_server "$port" "$log" "$BIN/fanout-floor" --addr "127.0.0.1:$port"
+    MEASURE_PID="$SERVER_PID"
+    run_nchan_protocol floor "$subs" "$port" --server-pid "$SERVER_PID"
     stop_server
 }
 
@@ -316,6 +352,8 @@ def scenario(r):
 def label(key):
     subs, rate, cores = key
     return f"{subs:,} @ {rate}/s, {'one core' if cores == 'one' else 'both cores'}"
+floor = ("; the floor is `fanout-floor` (one thread, one send per subscriber per event, nothing else: "
+         "the least work any server could do)") if any(r["server"] == "floor" for r in rows) else ""
 out = []
 out.append(f"## SSE fan-out against nginx + nchan (run {day}, commit {commit})\n")
 browser = (f" ORIGIN={origin}: every subscriber sends `Origin: {origin}` and a `Cookie`, as a browser "
@@ -323,40 +361,61 @@ browser = (f" ORIGIN={origin}: every subscriber sends `Origin: {origin}` and a `
 out.append(f"Command: `bench/fanout.sh` (PAYLOAD={payload} DURATION={duration}{browser}). "
            f"One core: server on core {score} (nginx with one worker), load generator (`fanout`, one thread) "
            f"on core {lcore}, both with `taskset`; both cores: nothing pinned, nginx with two workers. "
-           f"Loopback; PiCloud on SQLite; {nginx}. "
+           f"Loopback; PiCloud on SQLite; {nginx}{floor}. "
            f"Machine: {machine}; load average before the summary: {load}. "
            f"Busy shares (one core only) are of one core over the publish phase; \"other programs\" is both cores' busy time "
            f"less the server's and the load generator's own CPU (other people's work on this machine, which "
            f"ran at normal priority while the benchmark ran at nice {nice}, plus softirq work charged to neither).\n")
-out.append("| scenario | server | subscribed | publishes/s | publish ack p99 | deliveries/s | p50 | p99 | max | lost / dup / reordered | RSS per idle conn | server CPU per 1k deliveries | deliveries per server CPU-s | server core busy | load generator CPU (its core busy) | other programs |")
-out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+out.append("| scenario | server | subscribed | publishes/s | publish ack p99 | deliveries/s | p1 (fan-out start) | p50 | p99 | max | lost / dup / reordered | RSS per idle conn | server CPU per 1k deliveries | deliveries per server CPU-s | server core busy | load generator CPU (its core busy) | other programs |")
+out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 by = {}
 for r in rows:
     key = scenario(r)
     by[(r["server"],) + key] = r
     if r.get("failed"):
-        out.append(f"| {label(key)} | {r['server']} | **run failed** (see the script's log) |" + " |" * 13)
+        out.append(f"| {label(key)} | {r['server']} | **run failed** (see the script's log) |" + " |" * 14)
         continue
     pinned = r["cores"] == "one"
-    out.append("| {} | {} | {:,}{} | {} | {} ms | {:,.0f} | {} ms | {} ms | {} ms | {:,} / {:,} / {:,} | {} KB | {} ms | {:,.0f} | {} | {}% ({}) | {} |".format(
+    out.append("| {} | {} | {:,}{} | {} | {} ms | {:,.0f} | {} ms | {} ms | {} ms | {} ms | {:,} / {:,} / {:,} | {} KB | {} ms | {:,.0f} | {} | {}% ({}) | {} |".format(
         label(key), r["server"], r["subscribed"],
         f" ({r['failed_subscribers']} failed)" if r["failed_subscribers"] else "",
         f(r["publish_rate"], 2), f(r["ack_p99_ms"], 2), r["deliveries_per_s"],
-        f(r["p50_ms"], 2), f(r["p99_ms"], 2), f(r["max_ms"], 2),
+        f(r.get("p1_ms"), 2), f(r["p50_ms"], 2), f(r["p99_ms"], 2), f(r["max_ms"], 2),
         r["lost"], r["duplicates"], r["out_of_order"] + r.get("seq_gaps", 0),
         f(r["rss_per_conn_kb"], 2), f(r["cpu_ms_per_1k_deliveries"], 2), r["deliveries_per_cpu_s"],
         f"{r['server_core_busy_pct']:.0f}%" if pinned else "-", f(r["loadgen_cpu_pct"], 0),
         f"{r['loadgen_core_busy_pct']:.0f}%" if pinned else "-",
         f"{max(0.0, r['server_core_busy_pct'] - r['server_cpu_ms'] / r['window_s'] / 10 + r['loadgen_core_busy_pct'] - r['loadgen_cpu_pct']):.0f}%" if pinned else "-"))
 out.append("")
-ratio_rows, checks = [], []
-for key in sorted({k[1:] for k in by}, key=lambda k: (k[2] != "one", k[0], k[1])):
-    p, n = by.get(("picloud",) + key), by.get(("nchan",) + key)
-    if not p or not n or p.get("failed") or n.get("failed"):
+def usable(server, key):
+    """The server's row for the scenario, unless it is missing or failed."""
+    r = by.get((server,) + key)
+    return r if r and not r.get("failed") else None
+scenarios = sorted({k[1:] for k in by}, key=lambda k: (k[2] != "one", k[0], k[1]))
+def ratio_rows(server):
+    """Table rows, server / nchan, for each scenario where both ran (and did not fail)."""
+    lines = []
+    for key in scenarios:
+        s, n = usable(server, key), usable("nchan", key)
+        if not s or not n:
+            continue
+        def q(k):
+            return f"{s[k] / n[k]:.2f}x" if n[k] else "-"
+        lines.append(f"| {label(key)} | {q('publish_rate')} | {q('deliveries_per_s')} | {q('p50_ms')} | {q('p99_ms')} | {q('max_ms')} | {q('rss_per_conn_kb')} | {q('cpu_ms_per_1k_deliveries')} | {q('deliveries_per_cpu_s')} |")
+    return lines
+def floor_reached(key):
+    """What the floor reached against nchan in this scenario, for its Targets line."""
+    fl, n = usable("floor", key), usable("nchan", key)
+    if not fl or not n:
+        return []
+    p99 = f"{fl['p99_ms'] / n['p99_ms']:.2f}x" if n["p99_ms"] else "-"
+    per_cpu = fl["deliveries_per_cpu_s"] / max(n["deliveries_per_cpu_s"], 1)
+    return [f"the floor (one send per subscriber, nothing else): p99 {p99} nchan's, {per_cpu:.2f}x deliveries per CPU-s"]
+checks = []
+for key in scenarios:
+    p, n = usable("picloud", key), usable("nchan", key)
+    if not p or not n:
         continue
-    def q(k):
-        return f"{p[k] / n[k]:.2f}x" if n[k] else "-"
-    ratio_rows.append(f"| {label(key)} | {q('publish_rate')} | {q('deliveries_per_s')} | {q('p50_ms')} | {q('p99_ms')} | {q('max_ms')} | {q('rss_per_conn_kb')} | {q('cpu_ms_per_1k_deliveries')} | {q('deliveries_per_cpu_s')} |")
     subs, rate, cores = key
     complete = p["subscribed"] == subs
     clean = complete and p["lost"] == 0 and p["duplicates"] == 0 and p["out_of_order"] == 0 and p.get("seq_gaps", 0) == 0 \
@@ -380,13 +439,16 @@ for key in sorted({k[1:] for k in by}, key=lambda k: (k[2] != "one", k[0], k[1])
         parts.append(f"RSS per idle connection {p['rss_per_conn_kb']} KB (<= 4.8 KB): {ok(p['rss_per_conn_kb'] <= 4.8)}")
     parts.append(f"nothing lost or duplicated: {'met' if clean else 'MISSED'}")
     parts.append(f"publish ack p99 {p['ack_p99_ms']} ms (nchan {n['ack_p99_ms']} ms)")
+    parts += floor_reached(key)
     checks.append(f"- {label(key)}: " + "; ".join(parts))
-if ratio_rows:
-    out.append("PiCloud / nchan:\n")
-    out.append("| scenario | publishes/s | deliveries/s | p50 | p99 | max | RSS per idle conn | CPU per 1k deliveries | deliveries per CPU-s |")
-    out.append("|---|---|---|---|---|---|---|---|---|")
-    out += ratio_rows
-    out.append("")
+for title, table in (("PiCloud / nchan", ratio_rows("picloud")), ("Floor / nchan", ratio_rows("floor"))):
+    if table:
+        out.append(f"{title}:\n")
+        out.append("| scenario | publishes/s | deliveries/s | p50 | p99 | max | RSS per idle conn | CPU per 1k deliveries | deliveries per CPU-s |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        out += table
+        out.append("")
+if checks:
     out.append("Targets (PiCloud, issue #17 item 1):\n")
     out += checks
     out.append("")

@@ -7,7 +7,8 @@
 //! - The publisher sends one event at a time (the next after the previous acknowledgement),
 //!   paced to `--rate` per second for `--duration` seconds. Each payload is JSON
 //!   `{"t":<unix micros at send>,"n":<publish number>,"p":"xxx…"}` padded to `--payload`
-//!   bytes; PiCloud gets it as the event's `data`, nchan as the raw message body.
+//!   bytes; PiCloud gets it as the event's `data`, nchan (and the floor) as the raw
+//!   message body.
 //! - Each delivery records receive time minus `t` (publish-send to receive) and sets bit `n`
 //!   of its subscriber's bitmap: every subscriber must get every acknowledged publish exactly
 //!   once. Lost, duplicated, reordered and unacknowledged-but-delivered messages are counted;
@@ -17,6 +18,9 @@
 //!   stime of `--server-pid` from the first publish to the last delivery.
 //!
 //! Prints progress on stderr and one JSON object on stdout.
+
+// `serde_json::json!` nests one macro call per field of the report.
+#![recursion_limit = "256"]
 
 use std::cell::RefCell;
 use std::io;
@@ -36,6 +40,24 @@ enum Server {
     Picloud,
     /// nginx + nchan `nchan_subscriber eventsource`: subscribed once the head arrives.
     Nchan,
+    /// bench's fanout-floor: the least work a server could do; same protocol as nchan.
+    Floor,
+}
+
+impl Server {
+    /// Its name in the report.
+    fn name(self) -> &'static str {
+        match self {
+            Server::Picloud => "picloud",
+            Server::Nchan => "nchan",
+            Server::Floor => "floor",
+        }
+    }
+
+    /// Whether a subscription is live once the response head arrives (else: at the hello).
+    fn subscribed_at_head(self) -> bool {
+        self != Server::Picloud
+    }
 }
 
 #[derive(Parser)]
@@ -573,7 +595,7 @@ async fn open(args: &Args, id: usize) -> Result<(TcpStream, Conn), String> {
     let now = now_us();
     G.with(|g| {
         let mut g = g.borrow_mut();
-        if args.server == Server::Nchan {
+        if args.server.subscribed_at_head() {
             g.subs[id].ready = true;
             g.ready += 1;
         }
@@ -669,7 +691,7 @@ async fn publish(client: &reqwest::Client, args: &Args, url: &str, n: u64) -> Re
             .bearer_auth(&args.key)
             .header("content-type", "application/json")
             .body(format!("{{\"type\":\"bench\",\"data\":{data}}}")),
-        Server::Nchan => client
+        Server::Nchan | Server::Floor => client
             .post(url)
             .header("content-type", "application/json")
             .body(data),
@@ -756,13 +778,9 @@ async fn run(args: Args) {
     );
     if ready == 0 {
         let errors = G.with(|g| g.borrow().error_list());
-        let server = match args.server {
-            Server::Picloud => "picloud",
-            Server::Nchan => "nchan",
-        };
         println!(
             "{}",
-            serde_json::json!({"server": server, "subscribers": n_subs, "failed": true, "errors": errors})
+            serde_json::json!({"server": args.server.name(), "subscribers": n_subs, "failed": true, "errors": errors})
         );
         std::process::exit(1);
     }
@@ -870,7 +888,7 @@ async fn run(args: Args) {
         0.0
     };
     let report = serde_json::json!({
-        "server": match args.server { Server::Picloud => "picloud", Server::Nchan => "nchan" },
+        "server": args.server.name(),
         "subscribers": n_subs,
         "subscribed": ready,
         "failed_subscribers": failed,
@@ -896,6 +914,7 @@ async fn run(args: Args) {
         "unacked_delivered": unacked_delivered,
         "other_frames": g.other_frames,
         "deliveries_per_s": (g.deliveries as f64 / delivery_s).round(),
+        "p1_ms": round(g.hist.quantile_ms(0.01), 2),
         "p50_ms": round(g.hist.quantile_ms(0.50), 2),
         "p99_ms": round(g.hist.quantile_ms(0.99), 2),
         "p999_ms": round(g.hist.quantile_ms(0.999), 2),
