@@ -5,6 +5,8 @@
 //! from the shared ring), so the publish path never waits for fan-out. A subscriber that
 //! falls more than the channel's capacity behind is told it lagged and reads the gap
 //! from the durable log (see [`crate::stream`]); memory stays bounded by the ring.
+//! Streams that have caught up can instead be written by the topic's [`Fanout`], which
+//! gets each frame too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -16,14 +18,40 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::external_topics::ExternalTopics;
+use crate::fanout::Fanout;
 use crate::sse::Frame;
 
 type ChannelKey = (AppId, TopicName);
 
+/// One topic's live channel: the ring its streams read, and the fan-out that writes the
+/// streams linked to it.
+struct Channel {
+    sender: broadcast::Sender<Frame>,
+    fanout: Arc<Fanout>,
+}
+
+impl Channel {
+    fn new(capacity: usize, fanout_shards: usize) -> Self {
+        Channel {
+            sender: broadcast::channel(capacity).0,
+            fanout: Arc::new(Fanout::new(capacity, fanout_shards)),
+        }
+    }
+}
+
+impl Drop for Channel {
+    /// Streams linked to the fan-out go back to their channel, which tells them it ended.
+    fn drop(&mut self) {
+        self.fanout.close();
+    }
+}
+
 /// Fans committed events out to this process's live subscribers.
 pub struct Broadcaster {
-    channels: RwLock<HashMap<ChannelKey, broadcast::Sender<Frame>>>,
+    channels: RwLock<HashMap<ChannelKey, Channel>>,
     capacity: usize,
+    /// Tasks per topic fan-out (see [`Fanout`]).
+    fanout_shards: usize,
     /// Set at shutdown: every channel is closed and new subscriptions end at once.
     closed: std::sync::atomic::AtomicBool,
     /// Topics seen external, forgotten when a topic or app is closed.
@@ -31,11 +59,13 @@ pub struct Broadcaster {
 }
 
 impl Broadcaster {
-    /// A broadcaster whose per-topic channels hold `capacity` frames.
-    pub fn new(capacity: usize) -> Self {
+    /// A broadcaster whose per-topic channels hold `capacity` frames, with a fan-out of
+    /// one task per stream runtime thread, `fanout_shards`.
+    pub fn new(capacity: usize, fanout_shards: usize) -> Self {
         Broadcaster {
             channels: RwLock::new(HashMap::new()),
             capacity: capacity.max(1),
+            fanout_shards: fanout_shards.max(1),
             closed: std::sync::atomic::AtomicBool::new(false),
             external: ExternalTopics::default(),
         }
@@ -58,8 +88,8 @@ impl Broadcaster {
             if self.is_closed() {
                 return ended_receiver();
             }
-            if let Some(sender) = channels.get(&key) {
-                return sender.subscribe();
+            if let Some(channel) = channels.get(&key) {
+                return channel.sender.subscribe();
             }
         }
         let mut channels = self.channels.write().expect("channel map lock");
@@ -68,8 +98,16 @@ impl Broadcaster {
         }
         channels
             .entry(key)
-            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .or_insert_with(|| Channel::new(self.capacity, self.fanout_shards))
+            .sender
             .subscribe()
+    }
+
+    /// The fan-out of a topic with a live channel, for streams to link to.
+    pub(crate) fn fanout(&self, app: &AppId, topic: &TopicName) -> Option<Arc<Fanout>> {
+        self.read()
+            .get(&(app.clone(), topic.clone()))
+            .map(|channel| channel.fanout.clone())
     }
 
     /// Whether [`Broadcaster::close_all`] ran; read it with the channel map locked.
@@ -81,7 +119,7 @@ impl Broadcaster {
     pub fn subscriber_count(&self, app: &AppId, topic: &TopicName) -> usize {
         self.read()
             .get(&(app.clone(), topic.clone()))
-            .map_or(0, broadcast::Sender::receiver_count)
+            .map_or(0, |channel| channel.sender.receiver_count())
     }
 
     /// Every topic of `app` with listeners on this process, by name, with their counts.
@@ -89,8 +127,8 @@ impl Broadcaster {
         let mut counts: Vec<(TopicName, usize)> = self
             .read()
             .iter()
-            .filter(|((a, _), sender)| a == app && sender.receiver_count() > 0)
-            .map(|((_, topic), sender)| (topic.clone(), sender.receiver_count()))
+            .filter(|((a, _), channel)| a == app && channel.sender.receiver_count() > 0)
+            .map(|((_, topic), channel)| (topic.clone(), channel.sender.receiver_count()))
             .collect();
         counts.sort();
         counts
@@ -102,7 +140,10 @@ impl Broadcaster {
         let mut channels = self.channels.write().expect("channel map lock");
         for topic in topics {
             let key = (app.clone(), topic.clone());
-            if channels.get(&key).is_some_and(|s| s.receiver_count() == 0) {
+            if channels
+                .get(&key)
+                .is_some_and(|c| c.sender.receiver_count() == 0)
+            {
                 channels.remove(&key);
             }
         }
@@ -120,7 +161,7 @@ impl Broadcaster {
     /// Drops the channels nobody listens to; returns how many remain.
     pub fn collect_idle(&self) -> usize {
         let mut channels = self.channels.write().expect("channel map lock");
-        channels.retain(|_, sender| sender.receiver_count() > 0);
+        channels.retain(|_, channel| channel.sender.receiver_count() > 0);
         metrics::gauge!("picloud_realtime_channels").set(channels.len() as f64);
         channels.len()
     }
@@ -139,9 +180,7 @@ impl Broadcaster {
         }
     }
 
-    fn read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<ChannelKey, broadcast::Sender<Frame>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ChannelKey, Channel>> {
         self.channels.read().expect("channel map lock")
     }
 }
@@ -162,7 +201,7 @@ impl Broadcaster {
     pub fn live_topics(&self) -> Vec<(AppId, TopicName)> {
         self.read()
             .iter()
-            .filter(|(_, sender)| sender.receiver_count() > 0)
+            .filter(|(_, channel)| channel.sender.receiver_count() > 0)
             .map(|(key, _)| key.clone())
             .collect()
     }
@@ -173,14 +212,17 @@ impl RealtimeBroadcaster for Broadcaster {
         let channels = self.read();
         let mut sent = 0u64;
         for event in events {
-            let Some(sender) = channels.get(&(event.app.clone(), event.topic.clone())) else {
+            let Some(channel) = channels.get(&(event.app.clone(), event.topic.clone())) else {
                 continue;
             };
-            if sender.receiver_count() == 0 {
+            if channel.sender.receiver_count() == 0 {
                 continue;
             }
-            // Rendered once; every receiver gets a clone of the same `Bytes`.
-            let _ = sender.send(Frame::render(event));
+            // Rendered once; every receiver gets a clone of the same `Bytes`. The ring
+            // first: a stream checks it after linking (see `crate::fanout`).
+            let frame = Frame::render(event);
+            let _ = channel.sender.send(frame.clone());
+            channel.fanout.push(&frame);
             sent += 1;
         }
         metrics::counter!("picloud_realtime_events_broadcast_total").increment(sent);
@@ -225,7 +267,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_subscriber_gets_the_same_buffer() {
-        let b = Broadcaster::new(8);
+        let b = Broadcaster::new(8, 1);
         let app = AppId::parse("shop").unwrap();
         let orders = TopicName::parse("orders").unwrap();
         let mut one = b.subscribe(&app, &orders);
@@ -241,7 +283,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_channels_are_collected() {
-        let b = Broadcaster::new(8);
+        let b = Broadcaster::new(8, 1);
         let app = AppId::parse("shop").unwrap();
         let kept = b.subscribe(&app, &TopicName::parse("orders").unwrap());
         drop(b.subscribe(&app, &TopicName::parse("gone").unwrap()));
@@ -256,7 +298,7 @@ mod tests {
 
     #[tokio::test]
     async fn closing_all_ends_every_receiver_now_and_later() {
-        let b = Broadcaster::new(8);
+        let b = Broadcaster::new(8, 1);
         let app = AppId::parse("shop").unwrap();
         let topic = TopicName::parse("orders").unwrap();
         let mut before = b.subscribe(&app, &topic);
@@ -275,7 +317,7 @@ mod tests {
         let app = AppId::parse("shop").unwrap();
         let topic = TopicName::parse("orders").unwrap();
         for _ in 0..20_000 {
-            let b = Arc::new(Broadcaster::new(8));
+            let b = Arc::new(Broadcaster::new(8, 1));
             let barrier = Arc::new(std::sync::Barrier::new(2));
             let closer = {
                 let (b, barrier) = (b.clone(), barrier.clone());
@@ -299,7 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_receiver_is_told_it_lagged() {
-        let b = Broadcaster::new(4);
+        let b = Broadcaster::new(4, 1);
         let app = AppId::parse("shop").unwrap();
         let mut slow = b.subscribe(&app, &TopicName::parse("orders").unwrap());
         for seq in 1..=10 {

@@ -29,6 +29,7 @@ pub mod cursor;
 pub mod direct_sse;
 pub mod error;
 pub mod external_topics;
+pub mod fanout;
 pub mod metrics;
 pub mod realtime_api;
 pub mod sse;
@@ -84,7 +85,10 @@ impl Realtime {
         stop: CancellationToken,
     ) -> std::io::Result<Self> {
         metrics::describe();
-        let broadcaster = Arc::new(Broadcaster::new(config.broadcast_capacity));
+        let broadcaster = Arc::new(Broadcaster::new(
+            config.broadcast_capacity,
+            config.stream_threads,
+        ));
         let closing = broadcaster.clone();
         tokio::spawn(async move {
             stop.cancelled().await;

@@ -48,10 +48,15 @@ pub fn describe() {
 
 /// One event frame sent to one stream.
 pub fn delivered() {
+    delivered_many(1);
+}
+
+/// Event frames sent to `n` streams (a topic's fan-out counts each frame's at once).
+pub fn delivered_many(n: u64) {
     static DELIVERIES: OnceLock<Counter> = OnceLock::new();
     DELIVERIES
         .get_or_init(|| counter!("picloud_realtime_deliveries_total"))
-        .increment(1);
+        .increment(n);
 }
 
 /// A stream was `events` behind when it turned to the log.

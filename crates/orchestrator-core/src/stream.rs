@@ -219,6 +219,51 @@ impl Subscription {
             || (!self.done && !self.topics.iter().any(|t| t.catching_up) && self.live.has_waiting())
     }
 
+    /// Where a stream that has sent everything stands: its app, its one topic and the
+    /// seq it sent last, to link it to the topic's fan-out ([`crate::fanout`]). `None`
+    /// while it has anything to send or to read, covers several topics (each event then
+    /// needs the stream's own cursor), watches a session, or is over.
+    pub(crate) fn caught_up(&self) -> Option<(&AppId, &TopicName, i64)> {
+        let [topic] = self.topics.as_slice() else {
+            return None;
+        };
+        let idle = self.pending.is_empty() && !self.done && self.session.is_none();
+        (idle && !topic.catching_up && !self.live.has_waiting()).then_some((
+            &self.app,
+            &topic.name,
+            topic.pos,
+        ))
+    }
+
+    /// Waits, while the fan-out writes the events, for what the stream sends itself: a
+    /// heartbeat or a token notice (then [`Subscription::pop_pending`] has it, and the
+    /// stream may be over). Cancel-safe.
+    pub(crate) async fn wait_linked(&mut self) {
+        let token_deadline = self.token_deadline();
+        tokio::select! {
+            biased;
+            _ = sleep_until(token_deadline) => self.on_token_clock(),
+            _ = self.heartbeat.tick() => self.pending.push_back(HEARTBEAT),
+        }
+    }
+
+    /// The next chunk already queued, without waiting or reading anything.
+    pub(crate) fn pop_pending(&mut self) -> Option<Bytes> {
+        self.pending.pop_front()
+    }
+
+    /// Whether the stream is over once its queued chunks are sent.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Back from the topic's fan-out, which sent the events up to seq `pos`.
+    pub(crate) fn unlinked_at(&mut self, pos: i64) {
+        let topic = &mut self.topics[0];
+        topic.pos = topic.pos.max(pos);
+        topic.known_head = topic.known_head.max(pos);
+    }
+
     /// The next bytes to send; `None` when the stream is over.
     pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
@@ -242,13 +287,7 @@ impl Subscription {
     /// Waits for the next thing to send: a live frame, a heartbeat, a token notice, or
     /// the end.
     async fn wait(&mut self) {
-        let token_deadline = self.token.as_ref().map(|t| {
-            if t.notice_sent {
-                t.expire_at
-            } else {
-                t.notice_at
-            }
-        });
+        let token_deadline = self.token_deadline();
         tokio::select! {
             biased;
             _ = sleep_until(token_deadline) => self.on_token_clock(),
@@ -265,6 +304,17 @@ impl Subscription {
             _ = self.heartbeat.tick() => self.pending.push_back(HEARTBEAT),
             () = session_tick(&mut self.session) => self.check_session().await,
         }
+    }
+
+    /// When the token clock next sends something: the notice, then the expiry.
+    fn token_deadline(&self) -> Option<Instant> {
+        self.token.as_ref().map(|t| {
+            if t.notice_sent {
+                t.expire_at
+            } else {
+                t.notice_at
+            }
+        })
     }
 
     async fn check_session(&mut self) {

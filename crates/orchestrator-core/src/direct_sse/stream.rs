@@ -9,11 +9,14 @@ use bytes::Bytes;
 use futures::FutureExt;
 use picloud_shared::ApiError;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use super::head::SubscribeHead;
 use super::response::{error_response, response_head};
+use crate::broadcaster::Broadcaster;
+use crate::fanout::Link;
 use crate::realtime_api::{start, RealtimeState};
 use crate::stream::Subscription;
 
@@ -40,6 +43,7 @@ pub(super) fn spawn(
         return;
     };
     let runtime = rt.streams.clone();
+    let broadcaster = rt.broadcaster.clone();
     let opening = Box::pin(async move {
         let socket = TcpStream::from_std(socket).ok()?;
         open(
@@ -56,11 +60,11 @@ pub(super) fn spawn(
     runtime.spawn(async move {
         // Whatever the caller holds for the stream's life (its connection slot).
         let _held = held;
-        let Some((subscription, mut socket)) = opening.await else {
+        let Some((subscription, socket)) = opening.await else {
             return;
         };
-        if pump(subscription, &mut socket).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
+        if let Ok(mut writer) = pump(subscription, socket, &broadcaster).await {
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
         }
     });
 }
@@ -117,29 +121,56 @@ async fn open(
     Some((subscription, socket))
 }
 
-/// Writes the stream's chunks to `socket` until the stream ends (`Ok`) or the client goes
-/// away (`Err`).
-async fn pump(mut subscription: Subscription, socket: &mut TcpStream) -> Result<(), Gone> {
+/// Writes the stream's chunks to `socket` until the stream ends (`Ok`, with the write
+/// half to close) or the client goes away (`Err`). Whenever the stream has sent
+/// everything, it links to its topic's fan-out ([`crate::fanout`]), which then writes the
+/// events, until it hands the stream back.
+async fn pump(
+    mut subscription: Subscription,
+    socket: TcpStream,
+    broadcaster: &Broadcaster,
+) -> Result<OwnedWriteHalf, Gone> {
     let mut batch: Vec<Bytes> = Vec::new();
-    let (mut reader, mut writer) = socket.split();
-    let mut unread = [0u8; 64];
-    let mut discarded = 0;
+    let (mut reader, mut writer) = socket.into_split();
+    let mut watch = ReadWatch::default();
     loop {
+        if let Some((app, topic, pos)) = subscription.caught_up() {
+            if let Some(fanout) = broadcaster.fanout(app, topic) {
+                let link = Link::new(writer, pos);
+                // A frame the fan-out may not offer (sent before the link joined) is in
+                // the stream's channel: then the stream takes it from there.
+                let end = if fanout.join(link.clone()) && !subscription.has_ready() {
+                    while_linked(&mut subscription, &link, &mut reader, &mut watch).await
+                } else {
+                    LinkEnd::HandedBack
+                };
+                let Some(back) = link.take_back() else {
+                    unreachable!("only the stream takes its socket back");
+                };
+                writer = back.writer;
+                subscription.unlinked_at(back.pos);
+                if matches!(end, LinkEnd::Gone) {
+                    return Err(Gone);
+                }
+                if let Some(rest) = back.rest {
+                    batch.push(rest);
+                    write_all_vectored(&mut writer, &mut batch)
+                        .await
+                        .map_err(|_| Gone)?;
+                }
+            }
+        }
         // The read half is watched so a client that goes away frees its stream (and
-        // its slot) at once, not at the next heartbeat's failed write. A subscriber has
-        // nothing more to say: what it sends anyway is dropped, up to a bound.
+        // its slot) at once, not at the next heartbeat's failed write.
         let first = tokio::select! {
             biased;
-            read = reader.read(&mut unread) => match read {
-                Ok(n) if n > 0 && discarded + n <= MAX_DISCARDED => {
-                    discarded += n;
-                    continue;
-                }
-                _ => return Err(Gone), // closed, reset, or too chatty
-            },
+            read = reader.read(&mut watch.unread) => {
+                watch.heard(read)?;
+                continue;
+            }
             chunk = subscription.next_chunk() => match chunk {
                 Some(chunk) => chunk,
-                None => return Ok(()),
+                None => return Ok(writer),
             },
         };
         // Whatever else is ready now goes out in the same write: a subscriber that fell
@@ -158,6 +189,78 @@ async fn pump(mut subscription: Subscription, socket: &mut TcpStream) -> Result<
         }
         if write_all_vectored(&mut writer, &mut batch).await.is_err() {
             return Err(Gone);
+        }
+    }
+}
+
+/// Why a linked stream stopped waiting.
+enum LinkEnd {
+    /// The fan-out handed it back, or it has something of its own to send that the
+    /// socket did not take at once.
+    HandedBack,
+    /// The client went away.
+    Gone,
+    /// The stream is over (its token expired): its last frames are still to send.
+    Done,
+}
+
+/// Waits while the topic's fan-out writes the stream's events: sends the heartbeats and
+/// token notices the stream makes meanwhile, and watches the client.
+async fn while_linked(
+    subscription: &mut Subscription,
+    link: &Link,
+    reader: &mut OwnedReadHalf,
+    watch: &mut ReadWatch,
+) -> LinkEnd {
+    loop {
+        tokio::select! {
+            biased;
+            read = reader.read(&mut watch.unread) => {
+                if watch.heard(read).is_err() {
+                    return LinkEnd::Gone;
+                }
+            }
+            () = link.handed_back() => return LinkEnd::HandedBack,
+            () = subscription.wait_linked() => {
+                // The last frames go out after the socket is back: no event may follow.
+                if subscription.is_done() {
+                    return LinkEnd::Done;
+                }
+                while let Some(chunk) = subscription.pop_pending() {
+                    if !link.write_now(&chunk) {
+                        return LinkEnd::HandedBack;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The read half's watch: a subscriber has nothing more to say, and what it sends anyway
+/// is dropped, up to a bound.
+struct ReadWatch {
+    unread: [u8; 64],
+    discarded: usize,
+}
+
+impl Default for ReadWatch {
+    fn default() -> Self {
+        ReadWatch {
+            unread: [0; 64],
+            discarded: 0,
+        }
+    }
+}
+
+impl ReadWatch {
+    /// Takes a read's outcome: `Err` once the client closed, reset, or said too much.
+    fn heard(&mut self, read: std::io::Result<usize>) -> Result<(), Gone> {
+        match read {
+            Ok(n) if n > 0 && self.discarded + n <= MAX_DISCARDED => {
+                self.discarded += n;
+                Ok(())
+            }
+            _ => Err(Gone),
         }
     }
 }

@@ -221,6 +221,65 @@ async fn subscribe_then_publish_and_publish_then_resume(t: TestDb) {
     );
 }
 
+backend_test!(streams_opened_while_a_topic_is_busy_get_every_later_event_once);
+/// Single-topic streams hand their socket to the topic's fan-out once they have sent
+/// everything, and take it back when the fan-out cannot write; opened while events keep
+/// coming, each must still get every event after its `hello`'s cursor, once, in order,
+/// and without waiting for a later event to notice one it missed.
+async fn streams_opened_while_a_topic_is_busy_get_every_later_event_once(t: TestDb) {
+    let f = fixture(t).await;
+    f.topic("ticks", "public", true).await;
+    const EVENTS: i64 = 300;
+    // Published back to back while the streams open.
+    let publisher = {
+        let (client, key) = (f.app.client.clone(), f.key.clone());
+        let url = format!("http://{}/v1/apps/shop/topics/ticks/events", f.app.addr);
+        tokio::spawn(async move {
+            for n in 1..=EVENTS {
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({"data": {"n": n}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201);
+            }
+        })
+    };
+    let mut streams = Vec::new();
+    while !publisher.is_finished() && streams.len() < 60 {
+        let mut stream = f
+            .app
+            .subscribe("shop", &["ticks"], Subscribe::default())
+            .await
+            .unwrap_or_else(|(status, body)| panic!("subscribe refused: {status} {body}"));
+        let hello = stream.expect("hello").await;
+        let cursor = hello.data["cursor"].as_str().unwrap().to_owned();
+        let from: i64 = cursor.strip_prefix("ticks:").unwrap().parse().unwrap();
+        streams.push((from, stream));
+    }
+    publisher.await.unwrap();
+    assert!(
+        streams.len() > 5,
+        "only {} streams opened while publishing",
+        streams.len()
+    );
+    for (from, stream) in &mut streams {
+        let seqs: Vec<i64> = stream
+            .events((EVENTS - *from) as usize)
+            .await
+            .iter()
+            .map(|frame| frame.position().1)
+            .collect();
+        assert_eq!(
+            seqs,
+            (*from + 1..=EVENTS).collect::<Vec<_>>(),
+            "opened at {from}"
+        );
+    }
+}
+
 backend_test!(reconnecting_across_two_topics_while_publishing_loses_nothing);
 async fn reconnecting_across_two_topics_while_publishing_loses_nothing(t: TestDb) {
     let f = fixture(t).await;
