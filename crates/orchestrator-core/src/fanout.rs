@@ -280,6 +280,11 @@ impl Link {
         let Some(writer) = state.writer.as_ref() else {
             return Offer::Unlinked; // the stream took its socket back
         };
+        if state.rest.is_some() {
+            // A short write of the stream's own waits for its task: nothing may come
+            // between its parts.
+            return Offer::Unlinked;
+        }
         if seq <= state.pos {
             return Offer::Skipped;
         }
@@ -461,6 +466,33 @@ mod tests {
             more.is_empty(),
             "{} more bytes after the hand-back",
             more.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn no_event_is_written_into_a_heartbeat_the_socket_took_only_part_of() {
+        let fanout = Arc::new(Fanout::new(64, 1));
+        let (writer, mut client) = pair().await;
+        let link = Link::new(writer, 0);
+        assert!(fanout.join(link.clone()));
+        // Far more than the socket's buffers hold: only part of it is taken.
+        let chunk = Bytes::from(vec![b':'; 64 * 1024 * 1024]);
+        assert!(!link.write_now(&chunk), "the socket took all of it");
+        // The client makes room, then an event comes before the stream's task takes its
+        // socket back.
+        let taken_before = read_exactly(&mut client, 1024 * 1024).await.len();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        fanout.push(&frame(1, 10));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let back = link.take_back().unwrap();
+        let rest = back.rest.expect("the unsent end of the chunk").len();
+        drop(back.writer);
+        let mut after = Vec::new();
+        client.read_to_end(&mut after).await.unwrap();
+        assert_eq!(taken_before + after.len(), chunk.len() - rest);
+        assert!(
+            after.iter().all(|&b| b == b':'),
+            "an event inside the chunk"
         );
     }
 
