@@ -186,13 +186,12 @@ impl Shard {
                 let bytes = frame.whole();
                 let before = links.len();
                 let mut written = 0u64;
-                links.retain(|link| match link.offer(frame.seq, &bytes) {
-                    Offer::Written => {
+                links.retain(|link| {
+                    let offer = link.offer(frame.seq, &bytes);
+                    if offer.delivered() {
                         written += 1;
-                        true
                     }
-                    Offer::Skipped => true,
-                    Offer::Unlinked => false,
+                    offer.keeps_link()
                 });
                 self.left(before - links.len());
                 metrics::delivered_many(written);
@@ -242,12 +241,28 @@ struct LinkState {
 }
 
 /// What became of one frame offered to a link.
+#[derive(Debug, PartialEq, Eq)]
 enum Offer {
     Written,
+    /// Part of it written; the stream is handed back with the rest to send.
+    WrittenInPart,
     /// Already written (the stream was ahead of the fan-out).
     Skipped,
     /// Handed back to the stream's task (or the stream had left).
     Unlinked,
+}
+
+impl Offer {
+    /// Whether the frame went to the stream, whole or begun (its task sends the rest and
+    /// skips the frame when its channel yields it): one delivery either way.
+    fn delivered(&self) -> bool {
+        matches!(self, Offer::Written | Offer::WrittenInPart)
+    }
+
+    /// Whether the fan-out keeps writing to the stream.
+    fn keeps_link(&self) -> bool {
+        matches!(self, Offer::Written | Offer::Skipped)
+    }
 }
 
 /// What the stream's task gets back from its link.
@@ -297,6 +312,9 @@ impl Link {
                 Ok(n) => {
                     state.pos = seq;
                     state.rest = Some(bytes.slice(n..));
+                    drop(state);
+                    self.unlinked.notify_one();
+                    return Offer::WrittenInPart;
                 }
                 // Would block, or failed: the stream's task finds out which.
                 Err(_) => {}
@@ -494,6 +512,24 @@ mod tests {
             after.iter().all(|&b| b == b':'),
             "an event inside the chunk"
         );
+    }
+
+    #[tokio::test]
+    async fn a_frame_the_socket_takes_only_part_of_counts_as_delivered() {
+        let (writer, mut client) = pair().await;
+        let link = Link::new(writer, 0);
+        let big = frame(1, 64 * 1024 * 1024);
+        let offer = link.offer(1, &big.whole());
+        assert_eq!(offer, Offer::WrittenInPart);
+        assert!(offer.delivered() && !offer.keeps_link());
+        let back = link.take_back().unwrap();
+        let rest = back.rest.expect("the unsent end").len();
+        assert_eq!(
+            back.pos, 1,
+            "the stream's task sends the rest, then skips seq 1"
+        );
+        let got = read_exactly(&mut client, big.whole().len() - rest).await;
+        assert_eq!(got, big.whole()[..got.len()]);
     }
 
     #[tokio::test]
