@@ -139,19 +139,17 @@ async fn pump(
                 let link = Link::new(writer, pos);
                 // A frame the fan-out may not offer (sent before the link joined) is in
                 // the stream's channel: then the stream takes it from there.
-                let end = if fanout.join(link.clone()) && !subscription.has_ready() {
+                let linked = if fanout.join(link.clone()) && !subscription.has_ready() {
                     while_linked(&mut subscription, &link, &mut reader, &mut watch).await
                 } else {
-                    LinkEnd::HandedBack
+                    Ok(())
                 };
                 let Some(back) = link.take_back() else {
                     unreachable!("only the stream takes its socket back");
                 };
                 writer = back.writer;
                 subscription.unlinked_at(back.pos);
-                if matches!(end, LinkEnd::Gone) {
-                    return Err(Gone);
-                }
+                linked?;
                 if let Some(rest) = back.rest {
                     batch.push(rest);
                     write_all_vectored(&mut writer, &mut batch)
@@ -193,42 +191,29 @@ async fn pump(
     }
 }
 
-/// Why a linked stream stopped waiting.
-enum LinkEnd {
-    /// The fan-out handed it back, or it has something of its own to send that the
-    /// socket did not take at once.
-    HandedBack,
-    /// The client went away.
-    Gone,
-    /// The stream is over (its token expired): its last frames are still to send.
-    Done,
-}
-
 /// Waits while the topic's fan-out writes the stream's events: sends the heartbeats and
-/// token notices the stream makes meanwhile, and watches the client.
+/// token notices the stream makes meanwhile, and watches the client. `Ok` once the
+/// stream must take its socket back: the fan-out handed it back, the socket did not take
+/// a notice whole, or the stream is over (its last frames go out after the socket is
+/// back, so no event can follow them).
 async fn while_linked(
     subscription: &mut Subscription,
     link: &Link,
     reader: &mut OwnedReadHalf,
     watch: &mut ReadWatch,
-) -> LinkEnd {
+) -> Result<(), Gone> {
     loop {
         tokio::select! {
             biased;
-            read = reader.read(&mut watch.unread) => {
-                if watch.heard(read).is_err() {
-                    return LinkEnd::Gone;
-                }
-            }
-            () = link.handed_back() => return LinkEnd::HandedBack,
+            read = reader.read(&mut watch.unread) => watch.heard(read)?,
+            () = link.handed_back() => return Ok(()),
             () = subscription.wait_linked() => {
-                // The last frames go out after the socket is back: no event may follow.
                 if subscription.is_done() {
-                    return LinkEnd::Done;
+                    return Ok(());
                 }
                 while let Some(chunk) = subscription.pop_pending() {
                     if !link.write_now(&chunk) {
-                        return LinkEnd::HandedBack;
+                        return Ok(());
                     }
                 }
             }
