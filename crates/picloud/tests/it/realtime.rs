@@ -18,6 +18,7 @@ use picloud_shared::time::now_ms;
 use picloud_shared::AppId;
 use reqwest::Method;
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 
 /// An app `shop` with a key holding every app scope.
 struct Fixture {
@@ -95,6 +96,30 @@ impl Fixture {
             .await;
         assert_eq!(status, 201, "{body}");
         body["seq"].as_i64().expect("seq")
+    }
+
+    /// Publishes `{"i": i}` for `i` in `0..count` to each of `topics` in turn, back to
+    /// back, in a task of its own; each must be accepted.
+    fn publish_in_background(&self, topics: &'static [&'static str], count: i64) -> JoinHandle<()> {
+        let (client, url, key) = (
+            self.app.client.clone(),
+            self.app.url("/v1/apps/shop/topics"),
+            self.key.clone(),
+        );
+        tokio::spawn(async move {
+            for i in 0..count {
+                for topic in topics {
+                    let response = client
+                        .post(format!("{url}/{topic}/events"))
+                        .bearer_auth(&key)
+                        .json(&json!({"data": {"i": i}}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 201);
+                }
+            }
+        })
     }
 
     async fn mint(&self, body: Value) -> (u16, Value) {
@@ -231,22 +256,7 @@ async fn streams_opened_while_a_topic_is_busy_get_every_later_event_once(t: Test
     f.topic("ticks", "public", true).await;
     const EVENTS: i64 = 300;
     // Published back to back while the streams open.
-    let publisher = {
-        let (client, key) = (f.app.client.clone(), f.key.clone());
-        let url = format!("http://{}/v1/apps/shop/topics/ticks/events", f.app.addr);
-        tokio::spawn(async move {
-            for n in 1..=EVENTS {
-                let response = client
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .json(&json!({"data": {"n": n}}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 201);
-            }
-        })
-    };
+    let publisher = f.publish_in_background(&["ticks"], EVENTS);
     let mut streams = Vec::new();
     while !publisher.is_finished() && streams.len() < 60 {
         let mut stream = f
@@ -297,27 +307,7 @@ async fn reconnecting_across_two_topics_while_publishing_loses_nothing(t: TestDb
             },
         )
         .await;
-    let publisher = {
-        let (client, url, key) = (
-            f.app.client.clone(),
-            f.app.url("/v1/apps/shop/topics"),
-            f.key.clone(),
-        );
-        tokio::spawn(async move {
-            for i in 0..PER_TOPIC {
-                for topic in ["a", "b"] {
-                    let response = client
-                        .post(format!("{url}/{topic}/events"))
-                        .bearer_auth(&key)
-                        .json(&json!({"data": {"i": i}}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 201);
-                }
-            }
-        })
-    };
+    let publisher = f.publish_in_background(&["a", "b"], PER_TOPIC);
 
     // Drop the connection three times mid-stream and resume from the last cursor.
     let mut frames = Vec::new();
